@@ -1,0 +1,36 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Installs the Debian 12 packages pith needs; installs nothing when they are all present.
+#   cmake/setup-debian.sh            build, test and benchmark dependencies
+#   cmake/setup-debian.sh --ci       also the aarch64 cross toolchain, qemu-user and clang
+#   cmake/setup-debian.sh --python   also the Python reference (python3-torch, numpy, OpenBLAS, matplotlib)
+set -eu
+
+packages="cmake make g++ libeigen3-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev"
+for flag in "$@"; do
+  case "$flag" in
+    --ci) packages="$packages g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev" ;;
+    --python) packages="$packages python3-torch python3-numpy libopenblas0-pthread python3-matplotlib" ;;
+    *) echo "setup-debian.sh: unknown option '$flag' (use --ci or --python)" >&2; exit 2 ;;
+  esac
+done
+
+missing=""
+for package in $packages; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+    missing="$missing $package"
+  fi
+done
+
+if [ -z "$missing" ]; then
+  exit 0
+fi
+
+echo "setup-debian.sh: installing$missing" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+// parallel_for over a persistent std::thread pool, with a process-wide pool whose size callers can set.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pith/core/error.hpp"
+
+namespace pith {
+
+namespace detail {
+inline thread_local bool inside_pool_task = false;
+}  // namespace detail
+
+/// A fixed set of worker threads. parallel_for splits [0, n) into at most size() contiguous ranges
+/// and runs them at once, the calling thread taking the first. Calls from several threads are
+/// serialised; a call from inside a task runs inline on that thread (no deadlock, no oversubscription).
+class thread_pool {
+ public:
+  /// `threads` counts the calling thread too: thread_pool(1) starts no worker.
+  explicit thread_pool(std::size_t threads) {
+    if (threads == 0) PITH_THROW(argument_error, "thread_pool: the thread count must be at least 1");
+    workers_.reserve(threads - 1);
+    for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+  ~thread_pool() {
+    {
+      std::lock_guard lock(state_mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  std::size_t size() const noexcept { return workers_.size() + 1; }
+
+  /// Calls fn(begin, end) on disjoint ranges covering [0, n), each at least `grain` long (except
+  /// when n < grain). Rethrows the first exception a range threw, after every range has finished.
+  template <class Fn>
+  void parallel_for(std::size_t n, Fn&& fn, std::size_t grain = 1) {
+    if (n == 0) return;
+    grain = std::max<std::size_t>(grain, 1);
+    const std::size_t parts = std::min(size(), (n + grain - 1) / grain);
+    if (parts <= 1 || detail::inside_pool_task) {
+      fn(std::size_t{0}, n);
+      return;
+    }
+    auto range_of = [n, parts](std::size_t part) {
+      return std::pair{n * part / parts, n * (part + 1) / parts};
+    };
+    auto task = [&](std::size_t part) {
+      const auto [begin, end] = range_of(part);
+      fn(begin, end);
+    };
+    std::lock_guard run_lock(run_mutex_);
+    {
+      std::lock_guard lock(state_mutex_);
+      job_ = [](void* context, std::size_t part) { (*static_cast<decltype(task)*>(context))(part); };
+      job_context_ = &task;
+      job_parts_ = parts;
+      pending_ = parts - 1;
+      first_error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    std::exception_ptr own_error;
+    detail::inside_pool_task = true;
+    try {
+      task(0);
+    } catch (...) {
+      own_error = std::current_exception();
+    }
+    detail::inside_pool_task = false;
+    std::unique_lock lock(state_mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    std::exception_ptr error = own_error ? own_error : first_error_;
+    job_ = nullptr;
+    job_context_ = nullptr;
+    lock.unlock();
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  void worker_loop(std::size_t index) {
+    std::size_t seen = 0;
+    for (;;) {
+      void (*job)(void*, std::size_t) = nullptr;
+      void* context = nullptr;
+      {
+        std::unique_lock lock(state_mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        if (index >= job_parts_) continue;
+        job = job_;
+        context = job_context_;
+      }
+      std::exception_ptr error;
+      detail::inside_pool_task = true;
+      try {
+        job(context, index);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      detail::inside_pool_task = false;
+      std::lock_guard lock(state_mutex_);
+      if (error && !first_error_) first_error_ = error;
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_;
+  std::mutex state_mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  void (*job_)(void*, std::size_t) = nullptr;
+  void* job_context_ = nullptr;
+  std::size_t job_parts_ = 0;
+  std::size_t pending_ = 0;
+  std::size_t generation_ = 0;
+  std::exception_ptr first_error_;
+  bool stopping_ = false;
+};
+
+namespace detail {
+struct global_pool_state {
+  std::mutex mutex;
+  std::shared_ptr<thread_pool> pool;
+};
+inline global_pool_state& global_pool() {
+  static global_pool_state state;
+  return state;
+}
+inline std::size_t default_thread_count() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return hardware == 0 ? 1 : hardware;
+}
+inline std::shared_ptr<thread_pool> shared_pool() {
+  auto& state = global_pool();
+  std::lock_guard lock(state.mutex);
+  if (!state.pool) state.pool = std::make_shared<thread_pool>(default_thread_count());
+  return state.pool;
+}
+}  // namespace detail
+
+/// Sets the size of the process-wide pool used by pith::parallel_for (0 = all hardware threads).
+/// Calls already running keep the pool they started with.
+inline void set_num_threads(std::size_t threads) {
+  auto pool = std::make_shared<thread_pool>(threads == 0 ? detail::default_thread_count() : threads);
+  auto& state = detail::global_pool();
+  std::lock_guard lock(state.mutex);
+  state.pool = std::move(pool);
+}
+
+/// Size of the process-wide pool.
+inline std::size_t num_threads() { return detail::shared_pool()->size(); }
+
+/// parallel_for on the process-wide pool; see thread_pool::parallel_for.
+template <class Fn>
+void parallel_for(std::size_t n, Fn&& fn, std::size_t grain = 1) {
+  auto pool = detail::shared_pool();
+  pool->parallel_for(n, std::forward<Fn>(fn), grain);
+}
+
+}  // namespace pith

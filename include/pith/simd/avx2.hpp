@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: MIT
+// AVX2 + FMA primitive set: eight float lanes.
+#pragma once
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define PITH_SIMD_HAS_AVX2 1
+
+#include "pith/simd/x86_intrinsics.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pith::simd::avx2 {
+
+struct ops {
+  using vec = __m256;
+  static constexpr std::size_t width = 8;
+  static constexpr const char* name = "avx2";
+
+  static vec zero() noexcept { return _mm256_setzero_ps(); }
+  static vec set1(float x) noexcept { return _mm256_set1_ps(x); }
+  static vec load(const float* p) noexcept { return _mm256_loadu_ps(p); }
+  static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
+  static __m256i tail_mask(std::size_t count) noexcept {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes);
+  }
+  static vec load_partial(const float* p, std::size_t count) noexcept {
+    return _mm256_maskload_ps(p, tail_mask(count));
+  }
+  static void store_partial(float* p, vec v, std::size_t count) noexcept {
+    _mm256_maskstore_ps(p, tail_mask(count), v);
+  }
+  static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
+  static vec sub(vec a, vec b) noexcept { return _mm256_sub_ps(a, b); }
+  static vec mul(vec a, vec b) noexcept { return _mm256_mul_ps(a, b); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+  static vec max(vec a, vec b) noexcept { return _mm256_max_ps(a, b); }
+  static vec min(vec a, vec b) noexcept { return _mm256_min_ps(a, b); }
+  static float reduce_add(vec v) noexcept {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+  }
+  static float reduce_max(vec v) noexcept {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+  }
+  static vec round(vec v) noexcept { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static vec pow2n(vec n) noexcept {
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(bits);
+  }
+  static vec select_less(vec a, vec b, vec if_true, vec if_false) noexcept {
+    return _mm256_blendv_ps(if_false, if_true, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
+  }
+  static vec select_equal(vec a, vec b, vec if_true, vec if_false) noexcept {
+    return _mm256_blendv_ps(if_false, if_true, _mm256_cmp_ps(a, b, _CMP_EQ_OQ));
+  }
+  static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept {
+    return _mm256_blendv_ps(otherwise, if_nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  static vec lane_index() noexcept { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
+};
+
+}  // namespace pith::simd::avx2
+
+#endif

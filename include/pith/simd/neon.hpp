@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+// NEON (AArch64 Advanced SIMD) primitive set: four float lanes.
+#pragma once
+
+#if defined(__ARM_NEON) && defined(__aarch64__)
+#define PITH_SIMD_HAS_NEON 1
+
+#include <arm_neon.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pith::simd::neon {
+
+struct ops {
+  using vec = float32x4_t;
+  static constexpr std::size_t width = 4;
+  static constexpr const char* name = "neon";
+
+  static vec zero() noexcept { return vdupq_n_f32(0.0f); }
+  static vec set1(float x) noexcept { return vdupq_n_f32(x); }
+  static vec load(const float* p) noexcept { return vld1q_f32(p); }
+  static void store(float* p, vec v) noexcept { vst1q_f32(p, v); }
+  // NEON has no masked memory access: tails go through a small stack copy.
+  static vec load_partial(const float* p, std::size_t count) noexcept {
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (std::size_t i = 0; i < count && i < 4; ++i) lanes[i] = p[i];
+    return vld1q_f32(lanes);
+  }
+  static void store_partial(float* p, vec v, std::size_t count) noexcept {
+    float lanes[4];
+    vst1q_f32(lanes, v);
+    for (std::size_t i = 0; i < count && i < 4; ++i) p[i] = lanes[i];
+  }
+  static vec add(vec a, vec b) noexcept { return vaddq_f32(a, b); }
+  static vec sub(vec a, vec b) noexcept { return vsubq_f32(a, b); }
+  static vec mul(vec a, vec b) noexcept { return vmulq_f32(a, b); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return vfmaq_f32(c, a, b); }
+  static vec max(vec a, vec b) noexcept { return vmaxq_f32(a, b); }
+  static vec min(vec a, vec b) noexcept { return vminq_f32(a, b); }
+  static float reduce_add(vec v) noexcept { return vaddvq_f32(v); }
+  static float reduce_max(vec v) noexcept { return vmaxvq_f32(v); }
+  static vec round(vec v) noexcept { return vrndnq_f32(v); }
+  static vec pow2n(vec n) noexcept {
+    const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vreinterpretq_f32_s32(bits);
+  }
+  static vec select_less(vec a, vec b, vec if_true, vec if_false) noexcept {
+    return vbslq_f32(vcltq_f32(a, b), if_true, if_false);
+  }
+  static vec select_equal(vec a, vec b, vec if_true, vec if_false) noexcept {
+    return vbslq_f32(vceqq_f32(a, b), if_true, if_false);
+  }
+  static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept {
+    return vbslq_f32(vceqq_f32(a, a), otherwise, if_nan);
+  }
+  static vec lane_index() noexcept {
+    const float lanes[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    return vld1q_f32(lanes);
+  }
+};
+
+}  // namespace pith::simd::neon
+
+#endif

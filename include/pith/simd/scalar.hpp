@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MIT
+// Scalar primitive set: one lane, always compiled; the baseline every other ISA is compared with.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace pith::simd::scalar {
+
+/// The primitive set shared by every ISA (see simd.hpp for the contract of each member).
+struct ops {
+  using vec = float;
+  static constexpr std::size_t width = 1;
+  static constexpr const char* name = "scalar";
+
+  static vec zero() noexcept { return 0.0f; }
+  static vec set1(float x) noexcept { return x; }
+  static vec load(const float* p) noexcept { return *p; }
+  static void store(float* p, vec v) noexcept { *p = v; }
+  static vec load_partial(const float* p, std::size_t count) noexcept { return count > 0 ? *p : 0.0f; }
+  static void store_partial(float* p, vec v, std::size_t count) noexcept {
+    if (count > 0) *p = v;
+  }
+  static vec add(vec a, vec b) noexcept { return a + b; }
+  static vec sub(vec a, vec b) noexcept { return a - b; }
+  static vec mul(vec a, vec b) noexcept { return a * b; }
+  // Written as a multiply and an add; compilers contract it to an FMA where the target has one.
+  static vec fmadd(vec a, vec b, vec c) noexcept { return a * b + c; }
+  static vec max(vec a, vec b) noexcept { return a > b ? a : b; }
+  static vec min(vec a, vec b) noexcept { return a < b ? a : b; }
+  static float reduce_add(vec v) noexcept { return v; }
+  static float reduce_max(vec v) noexcept { return v; }
+  static vec round(vec v) noexcept { return std::nearbyint(v); }
+  /// 2^n for integral n in [-126, 127], built in the exponent field.
+  static vec pow2n(vec n) noexcept {
+    return std::bit_cast<float>(static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23);
+  }
+  static vec select_less(vec a, vec b, vec if_true, vec if_false) noexcept { return a < b ? if_true : if_false; }
+  static vec select_equal(vec a, vec b, vec if_true, vec if_false) noexcept {
+    return a == b ? if_true : if_false;
+  }
+  static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept { return a != a ? if_nan : otherwise; }
+  /// Lane i holds float(i).
+  static vec lane_index() noexcept { return 0.0f; }
+};
+
+}  // namespace pith::simd::scalar

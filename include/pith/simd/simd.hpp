@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+// The primitive sets compiled for this target and `native`, the widest of them (chosen at compile time).
+//
+// Every primitive set is a struct `ops` in its own namespace (scalar, avx2, avx512, neon) with:
+//   vec, width, name; zero, set1, load/store (unaligned), load_partial/store_partial (first `count`
+//   lanes, count < width, other lanes read as 0 and left untouched); add, sub, mul, fmadd(a,b,c)=a*b+c;
+//   max(a,b)/min(a,b) (when either is NaN the result is b, or NaN on NEON); reduce_add, reduce_max;
+//   round (to nearest, ties to even); pow2n(n) = 2^n for integral n in [-126, 127];
+//   select_less(a,b,t,f) = a<b ? t : f; select_equal; select_nan(a,t,f) = isnan(a) ? t : f;
+//   lane_index() = (0, 1, ..., width-1).
+// Separate namespaces keep inline functions compiled for different ISAs from being merged by the
+// linker. PITH_DISABLE_SIMD makes `native` the scalar set whatever the compiler flags.
+#pragma once
+
+#include "pith/simd/avx2.hpp"
+#include "pith/simd/avx512.hpp"
+#include "pith/simd/exp.hpp"
+#include "pith/simd/neon.hpp"
+#include "pith/simd/scalar.hpp"
+
+#include <string_view>
+
+namespace pith::simd {
+
+#if defined(PITH_DISABLE_SIMD)
+namespace native = scalar;
+#elif defined(PITH_SIMD_HAS_AVX512)
+namespace native = avx512;
+#elif defined(PITH_SIMD_HAS_AVX2)
+namespace native = avx2;
+#elif defined(PITH_SIMD_HAS_NEON)
+namespace native = neon;
+#else
+namespace native = scalar;
+#endif
+
+/// Whether the running CPU can execute the primitive set `Ops` (compiled sets only).
+template <class Ops>
+inline bool cpu_supports() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  const std::string_view name = Ops::name;
+  if (name == "avx512") return __builtin_cpu_supports("avx512f");
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return true;
+}
+
+}  // namespace pith::simd

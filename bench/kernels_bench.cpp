@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+// pith_bench_kernels: the fused softmax-importance kernel against the scalar path, the plain Eigen
+// formulation and this core's FMA peak, all measured in one run; prints a ratio table at the end.
+// pith first: its x86 intrinsics header silences GCC 12's false warnings in <immintrin.h>.
+#include <pith/core/aligned_buffer.hpp>
+#include <pith/kernels/softmax_importance.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// ------------------------------------------------------------------ peak
+// Independent FMA chains, enough of them to cover the FMA latency on both FMA pipes.
+void BM_fma_peak(benchmark::State& state) {
+  using ops = pith::simd::native::ops;
+  constexpr int chains = 16;
+  constexpr int iterations = 4096;
+  float seed = 1.0f, multiplier = 0.999999f, addend = 1e-7f;
+  benchmark::DoNotOptimize(seed);
+  benchmark::DoNotOptimize(multiplier);
+  benchmark::DoNotOptimize(addend);
+  for (auto _ : state) {
+    typename ops::vec acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = ops::set1(seed + static_cast<float>(c));
+    const auto b = ops::set1(multiplier), c0 = ops::set1(addend);
+    for (int i = 0; i < iterations; ++i)
+      for (int c = 0; c < chains; ++c) acc[c] = ops::fmadd(acc[c], b, c0);
+    float sink = 0.0f;
+    for (int c = 0; c < chains; ++c) sink += ops::reduce_add(acc[c]);
+    benchmark::DoNotOptimize(sink);
+  }
+  const double flops = 2.0 * ops::width * chains * iterations;
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_fma_peak);
+
+// ------------------------------------------------------------------ problems
+struct problem {
+  std::size_t m, n, d;
+  row_matrix q, k, v, out, s;
+  Eigen::VectorXf importance;
+  pith::aligned_buffer<float> scratch;
+
+  problem(std::size_t m_, std::size_t n_, std::size_t d_) : m(m_), n(n_), d(d_) {
+    std::mt19937 rng(42);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    q.resize(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(d));
+    k.resize(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(d));
+    v.resize(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(d));
+    for (auto* x : {&q, &k, &v})
+      for (Eigen::Index i = 0; i < x->size(); ++i) x->data()[i] = u(rng);
+    out.resize(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(d));
+    s.resize(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(n));
+    importance.resize(static_cast<Eigen::Index>(n));
+    scratch.resize(pith::kernels::softmax_importance_scratch_size(m, n, d));
+  }
+
+  pith::kernels::softmax_importance_args args(bool with_output) {
+    pith::kernels::softmax_importance_args a;
+    a.queries = q.data();
+    a.query_stride = d;
+    a.keys = k.data();
+    a.key_stride = d;
+    a.values = v.data();
+    a.value_stride = d;
+    a.m = m;
+    a.n = n;
+    a.d = d;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    a.output = with_output ? out.data() : nullptr;
+    a.output_stride = d;
+    a.importance = importance.data();
+    return a;
+  }
+};
+
+void set_flops(benchmark::State& state, double flops) {
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Ops, bool WithOutput>
+void BM_pith(benchmark::State& state) {
+  problem p(static_cast<std::size_t>(state.range(0)), static_cast<std::size_t>(state.range(1)),
+            static_cast<std::size_t>(state.range(2)));
+  const auto args = p.args(WithOutput);
+  for (auto _ : state) {
+    pith::kernels::softmax_importance_with<Ops>(args, p.scratch.data());
+    benchmark::DoNotOptimize(p.importance.data());
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, (WithOutput ? 4.0 : 2.0) * static_cast<double>(p.m * p.n * p.d));
+}
+
+// What a user would write with Eigen: scores, row softmax with array ops, column mean, P V.
+template <bool WithOutput>
+void BM_eigen(benchmark::State& state) {
+  problem p(static_cast<std::size_t>(state.range(0)), static_cast<std::size_t>(state.range(1)),
+            static_cast<std::size_t>(state.range(2)));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.d));
+  for (auto _ : state) {
+    p.s.noalias() = (p.q * p.k.transpose()) * scale;
+    p.s = (p.s.colwise() - p.s.rowwise().maxCoeff()).array().exp();
+    p.s.array().colwise() /= p.s.rowwise().sum().array();
+    p.importance = p.s.colwise().mean().transpose();
+    if (WithOutput) p.out.noalias() = p.s * p.v;
+    benchmark::DoNotOptimize(p.importance.data());
+    benchmark::DoNotOptimize(p.out.data());
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, (WithOutput ? 4.0 : 2.0) * static_cast<double>(p.m * p.n * p.d));
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "d"});
+  for (auto [m, n, d] : std::vector<std::array<long, 3>>{
+           {1, 4096, 128}, {32, 4096, 128}, {256, 1024, 64}, {256, 1024, 128}, {256, 4096, 128}})
+    b->Args({m, n, d});
+}
+
+using native_ops = pith::simd::native::ops;
+using scalar_ops = pith::simd::scalar::ops;
+BENCHMARK(BM_pith<native_ops, true>)->Name("BM_softmax_importance_native")->Apply(shapes);
+BENCHMARK(BM_pith<scalar_ops, true>)->Name("BM_softmax_importance_scalar")->Apply(shapes);
+BENCHMARK(BM_eigen<true>)->Name("BM_softmax_importance_eigen")->Apply(shapes);
+BENCHMARK(BM_pith<native_ops, false>)->Name("BM_softmax_importance_only_native")->Apply(shapes);
+BENCHMARK(BM_pith<scalar_ops, false>)->Name("BM_softmax_importance_only_scalar")->Apply(shapes);
+BENCHMARK(BM_eigen<false>)->Name("BM_softmax_importance_only_eigen")->Apply(shapes);
+
+// ------------------------------------------------------------------ ratio table
+// Console output as usual, then one table: GFLOP/s, fraction of BM_fma_peak, ratios to Eigen and scalar.
+class ratio_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      const auto it = run.counters.find("GFLOPs");
+      if (it != run.counters.end()) rates_[run.benchmark_name()] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    const double peak = rates_.count("BM_fma_peak") ? rates_["BM_fma_peak"] : 0.0;
+    std::printf("\nFMA peak (%s): %.1f GFLOP/s\n", native_ops::name, peak);
+    std::printf("%-8s %-20s %10s %10s %10s %8s %10s\n", "variant", "shape m/n/d", "native", "eigen", "scalar",
+                "of peak", "vs eigen");
+    for (const char* variant : {"", "only_"}) {
+      for (const auto& [name, rate] : rates_) {
+        const std::string prefix = std::string("BM_softmax_importance_") + variant + "native/";
+        if (name.rfind(prefix, 0) != 0) continue;
+        const std::string shape = name.substr(prefix.size());
+        const double eigen = lookup(std::string("BM_softmax_importance_") + variant + "eigen/" + shape);
+        const double scalar = lookup(std::string("BM_softmax_importance_") + variant + "scalar/" + shape);
+        std::printf("%-8s %-20s %10.1f %10.1f %10.1f %8.2f %10.2f\n", *variant ? "imp" : "attn+imp",
+                    shape.c_str(), rate, eigen, scalar, peak > 0 ? rate / peak : 0.0, eigen > 0 ? rate / eigen : 0.0);
+      }
+    }
+  }
+
+ private:
+  double lookup(const std::string& name) const {
+    const auto it = rates_.find(name);
+    return it == rates_.end() ? 0.0 : it->second;
+  }
+  std::map<std::string, double> rates_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MIT
+// kv_cache: keys, values and RoPE positions per layer and per KV head, with in-place compaction.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pith/core/aligned_buffer.hpp"
+#include "pith/core/error.hpp"
+
+namespace pith {
+
+/// Storage for `capacity` key/value rows per (layer, KV head). A head's keys form one contiguous
+/// [capacity, head_dim] matrix (so the attention kernel reads them as one operand), likewise its
+/// values; positions[slot] is the RoPE position the slot's key was rotated with. Heads of a layer
+/// normally hold the same number of rows; per-head eviction may make them differ.
+class kv_cache {
+ public:
+  kv_cache() = default;
+  kv_cache(std::size_t layers, std::size_t kv_heads, std::size_t head_dim, std::size_t capacity)
+      : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity) {
+    const std::size_t heads = layers * kv_heads;
+    keys_.resize(heads * capacity * head_dim);
+    values_.resize(heads * capacity * head_dim);
+    positions_.resize(heads * capacity);
+    sizes_.assign(heads, 0);
+  }
+
+  std::size_t layers() const noexcept { return layers_; }
+  std::size_t kv_heads() const noexcept { return kv_heads_; }
+  std::size_t head_dim() const noexcept { return head_dim_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+  std::size_t size(std::size_t layer, std::size_t head) const noexcept { return sizes_[index(layer, head)]; }
+  void set_size(std::size_t layer, std::size_t head, std::size_t size) noexcept { sizes_[index(layer, head)] = size; }
+
+  float* keys(std::size_t layer, std::size_t head) noexcept { return keys_.data() + index(layer, head) * capacity_ * head_dim_; }
+  const float* keys(std::size_t layer, std::size_t head) const noexcept {
+    return keys_.data() + index(layer, head) * capacity_ * head_dim_;
+  }
+  float* values(std::size_t layer, std::size_t head) noexcept {
+    return values_.data() + index(layer, head) * capacity_ * head_dim_;
+  }
+  const float* values(std::size_t layer, std::size_t head) const noexcept {
+    return values_.data() + index(layer, head) * capacity_ * head_dim_;
+  }
+  std::int64_t* positions(std::size_t layer, std::size_t head) noexcept {
+    return positions_.data() + index(layer, head) * capacity_;
+  }
+  const std::int64_t* positions(std::size_t layer, std::size_t head) const noexcept {
+    return positions_.data() + index(layer, head) * capacity_;
+  }
+
+  /// Keeps rows keep[0] < keep[1] < ... of (layer, head), moved to slots 0, 1, ... in order (a stable
+  /// in-place gather: slot i <= keep[i], so no row is overwritten before it is read).
+  void compact(std::size_t layer, std::size_t head, std::span<const std::uint32_t> keep) {
+    const std::size_t size = this->size(layer, head);
+    for (std::size_t i = 0; i < keep.size(); ++i)
+      if (keep[i] >= size || (i > 0 && keep[i] <= keep[i - 1]))
+        PITH_THROW(argument_error, "kv_cache::compact: keep indices must be sorted, unique and below the size " +
+                                       std::to_string(size));
+    float* k = keys(layer, head);
+    float* v = values(layer, head);
+    std::int64_t* p = positions(layer, head);
+    for (std::size_t i = 0; i < keep.size(); ++i) {
+      if (keep[i] == i) continue;
+      std::memcpy(k + i * head_dim_, k + keep[i] * head_dim_, head_dim_ * sizeof(float));
+      std::memcpy(v + i * head_dim_, v + keep[i] * head_dim_, head_dim_ * sizeof(float));
+      p[i] = p[keep[i]];
+    }
+    set_size(layer, head, keep.size());
+  }
+
+  void clear() noexcept { sizes_.assign(sizes_.size(), 0); }
+
+  /// Bytes held by the cache's storage (keys, values, positions), whatever is in use.
+  std::size_t bytes_allocated() const noexcept {
+    return (keys_.size() + values_.size()) * sizeof(float) + positions_.size() * sizeof(std::int64_t);
+  }
+  /// Bytes of the rows in use.
+  std::size_t bytes_used() const noexcept {
+    std::size_t rows = 0;
+    for (auto s : sizes_) rows += s;
+    return rows * (2 * head_dim_ * sizeof(float) + sizeof(std::int64_t));
+  }
+
+ private:
+  std::size_t index(std::size_t layer, std::size_t head) const noexcept { return layer * kv_heads_ + head; }
+
+  std::size_t layers_ = 0, kv_heads_ = 0, head_dim_ = 0, capacity_ = 0;
+  aligned_buffer<float> keys_;     // [layers, kv_heads, capacity, head_dim]
+  aligned_buffer<float> values_;   // [layers, kv_heads, capacity, head_dim]
+  aligned_buffer<std::int64_t> positions_;  // [layers, kv_heads, capacity]
+  std::vector<std::size_t> sizes_;  // [layers * kv_heads]
+};
+
+}  // namespace pith

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MIT
+// model_weights: the float32 parameters of a Llama-family model, and their loaders for Hugging Face
+// safetensors directories, GGUF files and llama2.c checkpoints.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pith/core/aligned_buffer.hpp"
+#include "pith/core/error.hpp"
+#include "pith/io/gguf.hpp"
+#include "pith/io/llama2c.hpp"
+#include "pith/io/safetensors.hpp"
+#include "pith/model/config.hpp"
+
+namespace pith {
+
+struct layer_weights {
+  aligned_buffer<float> attn_norm;  // [hidden]
+  aligned_buffer<float> wq;         // [heads * head_dim, hidden]
+  aligned_buffer<float> wk;         // [kv_heads * head_dim, hidden]
+  aligned_buffer<float> wv;         // [kv_heads * head_dim, hidden]
+  aligned_buffer<float> wo;         // [hidden, heads * head_dim]
+  aligned_buffer<float> mlp_norm;   // [hidden]
+  aligned_buffer<float> w_gate;     // [intermediate, hidden]
+  aligned_buffer<float> w_up;       // [intermediate, hidden]
+  aligned_buffer<float> w_down;     // [hidden, intermediate]
+};
+
+/// Read-only after loading: any number of sessions on any number of threads may share one.
+struct model_weights {
+  model_config config;
+  aligned_buffer<float> token_embedding;  // [vocab, hidden]
+  std::vector<layer_weights> layers;      // [num_layers]
+  aligned_buffer<float> final_norm;       // [hidden]
+  aligned_buffer<float> lm_head_storage;  // [vocab, hidden]; empty when tied to token_embedding
+
+  const float* lm_head() const noexcept {
+    return lm_head_storage.empty() ? token_embedding.data() : lm_head_storage.data();
+  }
+
+  /// Bytes of parameters one decoded token reads (every matrix once; the embedding row is negligible).
+  std::size_t bytes_read_per_token() const noexcept {
+    std::size_t floats = final_norm.size() + config.vocab_size * config.hidden_size;
+    for (const auto& l : layers)
+      floats += l.attn_norm.size() + l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.mlp_norm.size() +
+                l.w_gate.size() + l.w_up.size() + l.w_down.size();
+    return floats * sizeof(float);
+  }
+};
+
+namespace detail {
+
+/// Copies a tensor into `out` after checking its shape; errors name the file and the tensor.
+inline void take_tensor(const file_tensor& tensor, std::vector<std::int64_t> expected, aligned_buffer<float>& out) {
+  auto shape_text = [](const std::vector<std::int64_t>& shape) {
+    std::string text = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+    return text + "]";
+  };
+  // A vector may be stored as [n] or [1, n]; matrices must match exactly.
+  std::vector<std::int64_t> actual = tensor.shape;
+  if (expected.size() == 1 && actual.size() == 2 && actual[0] == 1) actual.erase(actual.begin());
+  if (actual != expected)
+    PITH_THROW(shape_error, std::string(tensor.file) + ": tensor '" + std::string(tensor.name) + "' has shape " +
+                                shape_text(tensor.shape) + ", the configuration requires " + shape_text(expected));
+  std::size_t count = 1;
+  for (auto extent : expected) count *= static_cast<std::size_t>(extent);
+  out.resize(count);
+  to_float(tensor, out.span());
+}
+
+inline void take_span(std::span<const float> source, std::size_t count, aligned_buffer<float>& out) {
+  out.resize(count);
+  std::copy(source.begin(), source.begin() + static_cast<std::ptrdiff_t>(count), out.begin());
+}
+
+}  // namespace detail
+
+/// Loads weights through `lookup(name) -> file_tensor` (which throws when the tensor is missing)
+/// with Hugging Face or GGUF names.
+template <class Lookup, class Contains>
+void load_named_weights(model_weights& w, Lookup&& lookup, Contains&& contains, bool gguf_names) {
+  const auto& c = w.config;
+  const auto h = static_cast<std::int64_t>(c.hidden_size), q = static_cast<std::int64_t>(c.q_size()),
+             kv = static_cast<std::int64_t>(c.kv_size()), f = static_cast<std::int64_t>(c.intermediate_size),
+             v = static_cast<std::int64_t>(c.vocab_size);
+  auto name = [&](const char* hf, const char* gg, std::size_t layer) {
+    std::string pattern = gguf_names ? gg : hf;
+    const auto at = pattern.find("{}");
+    if (at != std::string::npos) pattern.replace(at, 2, std::to_string(layer));
+    return pattern;
+  };
+  detail::take_tensor(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), {v, h}, w.token_embedding);
+  w.layers.resize(c.num_layers);
+  for (std::size_t i = 0; i < c.num_layers; ++i) {
+    auto& l = w.layers[i];
+    detail::take_tensor(lookup(name("model.layers.{}.input_layernorm.weight", "blk.{}.attn_norm.weight", i)), {h}, l.attn_norm);
+    detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), {q, h}, l.wq);
+    detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), {kv, h}, l.wk);
+    detail::take_tensor(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), {kv, h}, l.wv);
+    detail::take_tensor(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), {h, q}, l.wo);
+    detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
+                        l.mlp_norm);
+    detail::take_tensor(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), {f, h}, l.w_gate);
+    detail::take_tensor(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), {f, h}, l.w_up);
+    detail::take_tensor(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), {h, f}, l.w_down);
+  }
+  detail::take_tensor(lookup(name("model.norm.weight", "output_norm.weight", 0)), {h}, w.final_norm);
+  const std::string head = name("lm_head.weight", "output.weight", 0);
+  if (!c.tie_word_embeddings || contains(head)) {
+    if (!contains(head) && !gguf_names)
+      PITH_THROW(format_error, c.source + ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
+    if (contains(head)) detail::take_tensor(lookup(head), {v, h}, w.lm_head_storage);
+  }
+}
+
+/// A Hugging Face model directory: config.json and one or more *.safetensors files.
+inline model_weights load_safetensors_model(const std::filesystem::path& directory) {
+  model_weights w;
+  w.config = load_config_json(directory / "config.json");
+  std::vector<std::unique_ptr<safetensors_file>> files;
+  if (std::filesystem::exists(directory / "model.safetensors")) {
+    files.push_back(std::make_unique<safetensors_file>(directory / "model.safetensors"));
+  } else {
+    std::vector<std::filesystem::path> shards;
+    for (const auto& entry : std::filesystem::directory_iterator(directory))
+      if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
+    std::sort(shards.begin(), shards.end());
+    for (const auto& shard : shards) files.push_back(std::make_unique<safetensors_file>(shard));
+  }
+  if (files.empty()) PITH_THROW(io_error, directory.string() + ": no *.safetensors file in the model directory");
+  auto contains = [&](const std::string& name) {
+    for (const auto& file : files)
+      if (file->contains(name)) return true;
+    return false;
+  };
+  auto lookup = [&](const std::string& name) {
+    for (const auto& file : files)
+      if (file->contains(name)) return file->tensor(name);
+    PITH_THROW(format_error, directory.string() + ": tensor '" + name + "' is missing from the checkpoint");
+  };
+  load_named_weights(w, lookup, contains, false);
+  return w;
+}
+
+/// The configuration stored in a GGUF file's metadata (architecture "llama").
+inline model_config config_from_gguf(const gguf_file& file) {
+  model_config c;
+  c.source = file.path();
+  const std::string& arch = file.get_string("general.architecture");
+  if (arch != "llama") PITH_THROW(config_error, file.path() + ": general.architecture is '" + arch + "', only 'llama' is supported");
+  auto integer = [&](const std::string& key) {
+    const std::int64_t value = file.get_integer(key);
+    if (value < 0) PITH_THROW(config_error, file.path() + ": key '" + key + "' is negative");
+    return static_cast<std::size_t>(value);
+  };
+  c.hidden_size = integer("llama.embedding_length");
+  c.intermediate_size = integer("llama.feed_forward_length");
+  c.num_layers = integer("llama.block_count");
+  c.num_heads = integer("llama.attention.head_count");
+  c.num_kv_heads = file.has("llama.attention.head_count_kv") ? integer("llama.attention.head_count_kv") : c.num_heads;
+  if (c.num_heads == 0) PITH_THROW(config_error, file.path() + ": key 'llama.attention.head_count' must be positive");
+  c.head_dim = file.has("llama.attention.key_length") ? integer("llama.attention.key_length") : c.hidden_size / c.num_heads;
+  c.rms_norm_eps = file.has("llama.attention.layer_norm_rms_epsilon")
+                       ? file.get_float("llama.attention.layer_norm_rms_epsilon")
+                       : 1e-5f;
+  c.rope_theta = file.has("llama.rope.freq_base") ? file.get_float("llama.rope.freq_base") : 10000.0f;
+  c.max_position_embeddings = file.has("llama.context_length") ? integer("llama.context_length") : 2048;
+  if (file.has("llama.vocab_size"))
+    c.vocab_size = integer("llama.vocab_size");
+  else if (file.has("tokenizer.ggml.tokens"))
+    c.vocab_size = file.get_array("tokenizer.ggml.tokens").size();
+  else
+    c.vocab_size = static_cast<std::size_t>(file.info("token_embd.weight").shape().front());
+  if (file.has("tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.bos_token_id"));
+  if (file.has("tokenizer.ggml.eos_token_id")) c.eos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.eos_token_id"));
+  c.tie_word_embeddings = !file.contains("output.weight");
+  c.rope = kernels::rope_layout::interleaved;  // llama.cpp stores q/k rows permuted for adjacent pairs
+  c.validate();
+  return c;
+}
+
+inline model_weights load_gguf_model(const std::filesystem::path& path) {
+  gguf_file file(path);
+  model_weights w;
+  w.config = config_from_gguf(file);
+  auto lookup = [&](const std::string& name) { return file.tensor(name); };
+  auto contains = [&](const std::string& name) { return file.contains(name); };
+  load_named_weights(w, lookup, contains, true);
+  return w;
+}
+
+/// A llama2.c checkpoint (legacy version 0): RMSNorm eps 1e-5, RoPE theta 10000 on adjacent pairs.
+inline model_weights load_llama2c_model(const std::filesystem::path& path) {
+  llama2c_checkpoint checkpoint(path);
+  const auto& h = checkpoint.config();
+  model_weights w;
+  auto& c = w.config;
+  c.source = path.string();
+  c.hidden_size = static_cast<std::size_t>(h.dim);
+  c.intermediate_size = static_cast<std::size_t>(h.hidden_dim);
+  c.num_layers = static_cast<std::size_t>(h.n_layers);
+  c.num_heads = static_cast<std::size_t>(h.n_heads);
+  c.num_kv_heads = static_cast<std::size_t>(h.n_kv_heads);
+  c.head_dim = static_cast<std::size_t>(h.head_size());
+  c.vocab_size = static_cast<std::size_t>(h.vocab_size);
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.tie_word_embeddings = h.shared_classifier;
+  c.max_position_embeddings = static_cast<std::size_t>(h.seq_len);
+  c.rope = kernels::rope_layout::interleaved;
+  c.validate();
+  const auto& src = checkpoint.weights();
+  const std::size_t hidden = c.hidden_size, q = c.q_size(), kv = c.kv_size(), f = c.intermediate_size;
+  const auto layers = static_cast<std::int32_t>(c.num_layers);
+  detail::take_span(src.token_embedding, c.vocab_size * hidden, w.token_embedding);
+  w.layers.resize(c.num_layers);
+  for (std::int32_t i = 0; i < layers; ++i) {
+    auto& l = w.layers[static_cast<std::size_t>(i)];
+    detail::take_span(layer_slice(src.rms_att, layers, i), hidden, l.attn_norm);
+    detail::take_span(layer_slice(src.wq, layers, i), q * hidden, l.wq);
+    detail::take_span(layer_slice(src.wk, layers, i), kv * hidden, l.wk);
+    detail::take_span(layer_slice(src.wv, layers, i), kv * hidden, l.wv);
+    detail::take_span(layer_slice(src.wo, layers, i), hidden * q, l.wo);
+    detail::take_span(layer_slice(src.rms_ffn, layers, i), hidden, l.mlp_norm);
+    detail::take_span(layer_slice(src.w1, layers, i), f * hidden, l.w_gate);
+    detail::take_span(layer_slice(src.w3, layers, i), f * hidden, l.w_up);
+    detail::take_span(layer_slice(src.w2, layers, i), hidden * f, l.w_down);
+  }
+  detail::take_span(src.rms_final, hidden, w.final_norm);
+  if (!h.shared_classifier) detail::take_span(src.wcls, c.vocab_size * hidden, w.lm_head_storage);
+  return w;
+}
+
+/// Loads a model from a safetensors directory, a `.gguf` file or a llama2.c `.bin` checkpoint.
+inline model_weights load_model(const std::filesystem::path& path) {
+  if (std::filesystem::is_directory(path)) return load_safetensors_model(path);
+  if (!std::filesystem::exists(path)) PITH_THROW(io_error, path.string() + ": no such file or directory");
+  const auto extension = path.extension().string();
+  if (extension == ".gguf") return load_gguf_model(path);
+  if (extension == ".bin") return load_llama2c_model(path);
+  if (path.filename() == "config.json") return load_safetensors_model(path.parent_path());
+  PITH_THROW(argument_error, path.string() + ": unknown model format (expected a directory with config.json, "
+                                             "a .gguf file or a llama2.c .bin checkpoint)");
+}
+
+}  // namespace pith

@@ -5,6 +5,8 @@
 #include <pith/core/aligned_buffer.hpp>
 #include <pith/kernels/softmax_importance.hpp>
 
+#include "machine_limits.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
@@ -20,29 +22,7 @@ namespace {
 
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// ------------------------------------------------------------------ peak
-// Independent FMA chains, enough of them to cover the FMA latency on both FMA pipes.
-void BM_fma_peak(benchmark::State& state) {
-  using ops = pith::simd::native::ops;
-  constexpr int chains = 16;
-  constexpr int iterations = 4096;
-  float seed = 1.0f, multiplier = 0.999999f, addend = 1e-7f;
-  benchmark::DoNotOptimize(seed);
-  benchmark::DoNotOptimize(multiplier);
-  benchmark::DoNotOptimize(addend);
-  for (auto _ : state) {
-    typename ops::vec acc[chains];
-    for (int c = 0; c < chains; ++c) acc[c] = ops::set1(seed + static_cast<float>(c));
-    const auto b = ops::set1(multiplier), c0 = ops::set1(addend);
-    for (int i = 0; i < iterations; ++i)
-      for (int c = 0; c < chains; ++c) acc[c] = ops::fmadd(acc[c], b, c0);
-    float sink = 0.0f;
-    for (int c = 0; c < chains; ++c) sink += ops::reduce_add(acc[c]);
-    benchmark::DoNotOptimize(sink);
-  }
-  const double flops = 2.0 * ops::width * chains * iterations;
-  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-}
+using pith::bench::BM_fma_peak;
 BENCHMARK(BM_fma_peak);
 
 // ------------------------------------------------------------------ problems

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -36,6 +37,7 @@ class thread_pool {
     {
       std::lock_guard lock(state_mutex_);
       stopping_ = true;
+      stopping_flag_.store(true, std::memory_order_relaxed);
     }
     wake_.notify_all();
     for (auto& worker : workers_) worker.join();
@@ -67,9 +69,9 @@ class thread_pool {
       job_ = [](void* context, std::size_t part) { (*static_cast<decltype(task)*>(context))(part); };
       job_context_ = &task;
       job_parts_ = parts;
-      pending_ = parts - 1;
+      pending_.store(parts - 1, std::memory_order_relaxed);
       first_error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     std::exception_ptr own_error;
@@ -80,8 +82,10 @@ class thread_pool {
       own_error = std::current_exception();
     }
     detail::inside_pool_task = false;
+    // Short tasks (one decoded token's matrix slices) finish within microseconds: spin first.
+    for (int spin = 0; spin < spin_iterations && pending_.load(std::memory_order_acquire) != 0; ++spin) pause();
     std::unique_lock lock(state_mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
     std::exception_ptr error = own_error ? own_error : first_error_;
     job_ = nullptr;
     job_context_ = nullptr;
@@ -90,16 +94,29 @@ class thread_pool {
   }
 
  private:
+  static void pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
   void worker_loop(std::size_t index) {
     std::size_t seen = 0;
     for (;;) {
       void (*job)(void*, std::size_t) = nullptr;
       void* context = nullptr;
+      // Spin a little before sleeping: consecutive parallel_for calls come microseconds apart.
+      for (int spin = 0; spin < spin_iterations && generation_.load(std::memory_order_acquire) == seen &&
+                         !stopping_flag_.load(std::memory_order_relaxed);
+           ++spin)
+        pause();
       {
         std::unique_lock lock(state_mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stopping_ || generation_.load(std::memory_order_relaxed) != seen; });
         if (stopping_) return;
-        seen = generation_;
+        seen = generation_.load(std::memory_order_relaxed);
         if (index >= job_parts_) continue;
         job = job_;
         context = job_context_;
@@ -114,7 +131,7 @@ class thread_pool {
       detail::inside_pool_task = false;
       std::lock_guard lock(state_mutex_);
       if (error && !first_error_) first_error_ = error;
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_.notify_one();
     }
   }
 
@@ -125,11 +142,13 @@ class thread_pool {
   std::condition_variable done_;
   void (*job_)(void*, std::size_t) = nullptr;
   void* job_context_ = nullptr;
+  static constexpr int spin_iterations = 20000;  // about 50 microseconds of pause instructions
   std::size_t job_parts_ = 0;
-  std::size_t pending_ = 0;
-  std::size_t generation_ = 0;
+  std::atomic<std::size_t> pending_{0};
+  std::atomic<std::size_t> generation_{0};
   std::exception_ptr first_error_;
   bool stopping_ = false;
+  std::atomic<bool> stopping_flag_{false};
 };
 
 namespace detail {

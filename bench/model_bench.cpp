@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT
+// pith_bench_model: decode and prefill speed of a random ~30M-parameter Llama (hidden 512, 8 layers,
+// 8 heads, 2 KV heads, intermediate 1376, vocab 32000) on 1 and 2 threads, beside the machine's
+// limits measured by the same binary (streaming read bandwidth, FMA peak); prints a ratio table.
+#include <pith/model/random_weights.hpp>
+#include <pith/model/transformer.hpp>
+
+#include "machine_limits.hpp"
+
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+pith::model_config bench_config() {
+  pith::model_config c;
+  c.hidden_size = 512;
+  c.intermediate_size = 1376;
+  c.num_layers = 8;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.vocab_size = 32000;
+  c.rms_norm_eps = 1e-5f;
+  c.max_position_embeddings = 4096;
+  c.source = "random 30M configuration";
+  return c;
+}
+
+const pith::model_weights& bench_weights() {
+  static const pith::model_weights weights = pith::random_weights(bench_config(), 7);
+  return weights;
+}
+
+std::vector<std::int32_t> prompt(std::size_t length) {
+  std::vector<std::int32_t> ids(length);
+  for (std::size_t i = 0; i < length; ++i) ids[i] = static_cast<std::int32_t>((i * 7919 + 13) % 32000);
+  return ids;
+}
+
+// Multiply-adds of the weight matrices for `tokens` tokens whose logits are not all needed.
+double matmul_flops(const pith::model_config& c, std::size_t tokens, std::size_t logit_rows) {
+  const double per_layer = static_cast<double>(c.hidden_size) * (2 * c.q_size() + 2 * c.kv_size()) +
+                           3.0 * static_cast<double>(c.hidden_size) * static_cast<double>(c.intermediate_size);
+  return 2.0 * (static_cast<double>(tokens) * per_layer * static_cast<double>(c.num_layers) +
+                static_cast<double>(logit_rows) * static_cast<double>(c.vocab_size * c.hidden_size));
+}
+
+constexpr std::size_t decode_context = 64;  // tokens already in the cache when decoding starts
+
+void BM_decode(benchmark::State& state) {
+  pith::set_num_threads(static_cast<std::size_t>(state.range(0)));
+  const auto& w = bench_weights();
+  pith::session s(w, {1024, decode_context});
+  std::vector<float> logits(w.config.vocab_size);
+  const auto ids = prompt(decode_context);
+  s.forward(ids, logits.data());
+  std::int32_t token = 5;
+  for (auto _ : state) {
+    if (s.position() + 1 >= 1024) {
+      state.PauseTiming();
+      s.reset();
+      s.forward(ids, logits.data());
+      state.ResumeTiming();
+    }
+    s.forward(std::span(&token, 1), logits.data());
+    token = (token * 31 + 7) % 32000;
+  }
+  state.counters["tok_per_s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GBps"] =
+      benchmark::Counter(static_cast<double>(w.bytes_read_per_token()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  pith::set_num_threads(0);
+}
+
+constexpr std::size_t prefill_chunk = 512;
+
+void BM_prefill(benchmark::State& state) {
+  pith::set_num_threads(static_cast<std::size_t>(state.range(0)));
+  const auto& w = bench_weights();
+  pith::session s(w, {prefill_chunk, prefill_chunk});
+  std::vector<float> logits(w.config.vocab_size);
+  const auto ids = prompt(prefill_chunk);
+  for (auto _ : state) {
+    s.reset();
+    s.forward(ids, logits.data());
+  }
+  state.counters["tok_per_s"] =
+      benchmark::Counter(static_cast<double>(prefill_chunk), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["matmul_GFLOPs"] =
+      benchmark::Counter(matmul_flops(w.config, prefill_chunk, 1) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  pith::set_num_threads(0);
+}
+
+BENCHMARK(pith::bench::BM_fma_peak);
+BENCHMARK(pith::bench::BM_read_bandwidth)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_decode)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_prefill)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->MinTime(2.0);
+
+class ratio_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      std::string key = run.run_name.function_name;
+      if (!run.run_name.args.empty()) key += "/" + run.run_name.args;
+      for (const auto& [name, counter] : run.counters) values_[key + ":" + name] = counter.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    const double peak = get("pith::bench::BM_fma_peak:GFLOPs"), bandwidth = get("pith::bench::BM_read_bandwidth:GBps");
+    const double d1 = get("BM_decode/threads:1:tok_per_s"), d2 = get("BM_decode/threads:2:tok_per_s");
+    const double g1 = get("BM_decode/threads:1:weight_GBps");
+    const double p1 = get("BM_prefill/threads:1:tok_per_s"), p2 = get("BM_prefill/threads:2:tok_per_s");
+    const double f1 = get("BM_prefill/threads:1:matmul_GFLOPs");
+    const auto mib = static_cast<double>(bench_weights().bytes_read_per_token()) / (1 << 20);
+    std::printf("\nlimits: FMA peak %.1f GFLOP/s (1 core), read bandwidth %.1f GB/s (1 core); weights %.1f MiB\n", peak,
+                bandwidth, mib);
+    std::printf("decode  1 thread: %8.1f tok/s, %6.1f GB/s of weights = %.2f x read bandwidth\n", d1, g1,
+                bandwidth > 0 ? g1 / bandwidth : 0.0);
+    std::printf("decode  2 threads: %7.1f tok/s = %.2f x 1 thread\n", d2, d1 > 0 ? d2 / d1 : 0.0);
+    std::printf("prefill 1 thread: %8.1f tok/s, %6.1f matmul GFLOP/s = %.2f x FMA peak\n", p1, f1, peak > 0 ? f1 / peak : 0.0);
+    std::printf("prefill 2 threads: %7.1f tok/s = %.2f x 1 thread\n", p2, p1 > 0 ? p2 / p1 : 0.0);
+  }
+
+ private:
+  double get(const std::string& key) const {
+    const auto it = values_.find(key);
+    return it == values_.end() ? 0.0 : it->second;
+  }
+  std::map<std::string, double> values_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
@@ -21,38 +22,47 @@ namespace pith {
 class kv_cache {
  public:
   kv_cache() = default;
+  /// The same capacity for every layer.
   kv_cache(std::size_t layers, std::size_t kv_heads, std::size_t head_dim, std::size_t capacity)
-      : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity) {
-    const std::size_t heads = layers * kv_heads;
-    keys_.resize(heads * capacity * head_dim);
-    values_.resize(heads * capacity * head_dim);
-    positions_.resize(heads * capacity);
-    sizes_.assign(heads, 0);
+      : kv_cache(kv_heads, head_dim, std::vector<std::size_t>(layers, capacity)) {}
+  /// capacities[l] rows per head in layer l; 0 for layers that keep no cache (fixed-state mixers).
+  kv_cache(std::size_t kv_heads, std::size_t head_dim, std::vector<std::size_t> capacities)
+      : layers_(capacities.size()), kv_heads_(kv_heads), head_dim_(head_dim), capacities_(std::move(capacities)) {
+    std::size_t rows = 0;
+    for (const std::size_t capacity : capacities_) {
+      offsets_.push_back(rows);
+      rows += capacity * kv_heads;
+    }
+    keys_.resize(rows * head_dim);
+    values_.resize(rows * head_dim);
+    positions_.resize(rows);
+    sizes_.assign(layers_ * kv_heads, 0);
   }
 
   std::size_t layers() const noexcept { return layers_; }
   std::size_t kv_heads() const noexcept { return kv_heads_; }
   std::size_t head_dim() const noexcept { return head_dim_; }
-  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t capacity(std::size_t layer) const noexcept { return capacities_[layer]; }
 
   std::size_t size(std::size_t layer, std::size_t head) const noexcept { return sizes_[index(layer, head)]; }
   void set_size(std::size_t layer, std::size_t head, std::size_t size) noexcept { sizes_[index(layer, head)] = size; }
 
-  float* keys(std::size_t layer, std::size_t head) noexcept { return keys_.data() + index(layer, head) * capacity_ * head_dim_; }
+  float* keys(std::size_t layer, std::size_t head) noexcept { return keys_.data() + first_row(layer, head) * head_dim_; }
   const float* keys(std::size_t layer, std::size_t head) const noexcept {
-    return keys_.data() + index(layer, head) * capacity_ * head_dim_;
+    return keys_.data() + first_row(layer, head) * head_dim_;
   }
-  float* values(std::size_t layer, std::size_t head) noexcept {
-    return values_.data() + index(layer, head) * capacity_ * head_dim_;
-  }
+  float* values(std::size_t layer, std::size_t head) noexcept { return values_.data() + first_row(layer, head) * head_dim_; }
   const float* values(std::size_t layer, std::size_t head) const noexcept {
-    return values_.data() + index(layer, head) * capacity_ * head_dim_;
+    return values_.data() + first_row(layer, head) * head_dim_;
   }
-  std::int64_t* positions(std::size_t layer, std::size_t head) noexcept {
-    return positions_.data() + index(layer, head) * capacity_;
-  }
+  std::int64_t* positions(std::size_t layer, std::size_t head) noexcept { return positions_.data() + first_row(layer, head); }
   const std::int64_t* positions(std::size_t layer, std::size_t head) const noexcept {
-    return positions_.data() + index(layer, head) * capacity_;
+    return positions_.data() + first_row(layer, head);
+  }
+
+  /// Bytes of storage layer `layer` holds (keys, values, positions).
+  std::size_t layer_bytes_allocated(std::size_t layer) const noexcept {
+    return capacities_[layer] * kv_heads_ * (2 * head_dim_ * sizeof(float) + sizeof(std::int64_t));
   }
 
   /// Keeps rows keep[0] < keep[1] < ... of (layer, head), moved to slots 0, 1, ... in order (a stable
@@ -90,11 +100,16 @@ class kv_cache {
 
  private:
   std::size_t index(std::size_t layer, std::size_t head) const noexcept { return layer * kv_heads_ + head; }
+  std::size_t first_row(std::size_t layer, std::size_t head) const noexcept {
+    return offsets_[layer] + head * capacities_[layer];
+  }
 
-  std::size_t layers_ = 0, kv_heads_ = 0, head_dim_ = 0, capacity_ = 0;
-  aligned_buffer<float> keys_;     // [layers, kv_heads, capacity, head_dim]
-  aligned_buffer<float> values_;   // [layers, kv_heads, capacity, head_dim]
-  aligned_buffer<std::int64_t> positions_;  // [layers, kv_heads, capacity]
+  std::size_t layers_ = 0, kv_heads_ = 0, head_dim_ = 0;
+  std::vector<std::size_t> capacities_;  // [layers]
+  std::vector<std::size_t> offsets_;     // [layers] first row of each layer
+  aligned_buffer<float> keys_;     // per layer [kv_heads, capacity(layer), head_dim]
+  aligned_buffer<float> values_;   // per layer [kv_heads, capacity(layer), head_dim]
+  aligned_buffer<std::int64_t> positions_;  // per layer [kv_heads, capacity(layer)]
   std::vector<std::size_t> sizes_;  // [layers * kv_heads]
 };
 

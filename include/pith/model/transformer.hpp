@@ -18,9 +18,18 @@
 #include "pith/kernels/rms_norm.hpp"
 #include "pith/kernels/rope.hpp"
 #include "pith/kernels/softmax_importance.hpp"
+#include "pith/model/mixers.hpp"
+#include "pith/model/residual.hpp"
 #include "pith/model/weights.hpp"
 
 namespace pith {
+
+/// Memory one layer's token mixer holds for a session.
+struct layer_memory {
+  mixer_kind mixer;
+  std::size_t kv_cache_bytes;  // grows with the context up to the capacity (0 for fixed-state mixers)
+  std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
+};
 
 struct session_options {
   std::size_t max_context = 0;  // KV rows per head; 0: the model's max_position_embeddings
@@ -36,14 +45,30 @@ class session {
     if (options_.max_context == 0) options_.max_context = c_.max_position_embeddings;
     if (options_.max_chunk == 0) PITH_THROW(argument_error, "session: max_chunk must be at least 1");
     const std::size_t t = options_.max_chunk;
-    cache_ = kv_cache(c_.num_layers, c_.num_kv_heads, c_.head_dim, options_.max_context);
+    std::vector<std::size_t> capacities(c_.num_layers, 0);
+    approximate_.resize(c_.num_layers);
+    self_gated_.resize(c_.num_layers);
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      const mixer_kind mixer = c_.mixer(l);
+      if (mixer_uses_kv_cache(mixer)) capacities[l] = options_.max_context;
+      if (mixer == mixer_kind::approximate)
+        for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
+          approximate_[l].emplace_back(c_.head_dim, c_.approximate_outer, c_.approximate_per_term);
+      if (mixer == mixer_kind::non_approximate)
+        for (std::size_t h = 0; h < c_.num_heads; ++h) self_gated_[l].emplace_back(c_.head_dim);
+    }
+    cache_ = kv_cache(c_.num_kv_heads, c_.head_dim, std::move(capacities));
+    residual_ = residual_stream(c_, t);
+    clear_states();
     x_.resize(t * c_.hidden_size);
+    delta_.resize(t * c_.hidden_size);
+    mixer_up_.resize(t * c_.mixer_mlp_intermediate_size);
     normed_.resize(t * c_.hidden_size);
     q_.resize(t * c_.q_size());
     k_.resize(t * c_.kv_size());
     v_.resize(t * c_.kv_size());
     attn_.resize(t * c_.q_size());
-    gate_.resize(t * c_.intermediate_size);
+    gate_.resize(t * std::max(c_.intermediate_size, c_.mixer_mlp_intermediate_size));
     up_.resize(t * c_.intermediate_size);
     inv_freq_.resize(c_.head_dim / 2);
     cos_.resize(t * c_.head_dim / 2);
@@ -62,14 +87,29 @@ class session {
   std::size_t position() const noexcept { return position_; }
   void reset() noexcept {
     cache_.clear();
+    clear_states();
     position_ = 0;
+  }
+
+  /// Per layer: the mixer and the memory it holds (KV cache or fixed-size state).
+  std::vector<layer_memory> memory_report() const {
+    std::vector<layer_memory> report;
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      std::size_t state = 0;
+      for (const auto& a : approximate_[l]) state += a.bytes();
+      for (const auto& g : self_gated_[l]) state += g.bytes();
+      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state});
+    }
+    return report;
   }
 
   /// Bytes of this session's own state (KV cache, activations, scratch).
   std::size_t bytes_allocated() const noexcept {
     std::size_t floats = x_.size() + normed_.size() + q_.size() + k_.size() + v_.size() + attn_.size() + gate_.size() +
-                         up_.size() + scratch_.size() + cos_.size() + sin_.size();
-    return cache_.bytes_allocated() + floats * sizeof(float);
+                         up_.size() + scratch_.size() + cos_.size() + sin_.size() + delta_.size() + mixer_up_.size();
+    std::size_t states = 0;
+    for (const auto& row : memory_report()) states += row.state_bytes;
+    return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float);
   }
 
   /// Runs `tokens` at the next positions, appending their keys and values to the cache. Writes the
@@ -91,11 +131,19 @@ class session {
       if (token < 0 || static_cast<std::size_t>(token) >= c_.vocab_size)
         PITH_THROW(argument_error, "session::forward: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
                                        std::to_string(c_.vocab_size) + ")");
-    for (std::size_t l = 0; l < c_.num_layers; ++l)
-      if (cache_.size(l, 0) + tokens.size() > cache_.capacity())
-        PITH_THROW(argument_error, "session::forward: the KV cache holds " + std::to_string(cache_.capacity()) +
-                                       " rows per head and " + std::to_string(cache_.size(l, 0)) +
-                                       " are in use; " + std::to_string(tokens.size()) + " more do not fit");
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      if (mixer_uses_kv_cache(c_.mixer(l)) && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
+        PITH_THROW(argument_error, "session::forward: the KV cache of layer " + std::to_string(l) + " holds " +
+                                       std::to_string(cache_.capacity(l)) + " rows per head and " +
+                                       std::to_string(cache_.size(l, 0)) + " are in use; " +
+                                       std::to_string(tokens.size()) + " more do not fit");
+      const std::size_t fixed = w_.layers[l].fixed_length;
+      if (fixed > 0 && position_ + tokens.size() > fixed)
+        PITH_THROW(argument_error, "session::forward: layer " + std::to_string(l) + " (" + mixer_name(c_.mixer(l)) +
+                                       ") has a fixed stream of " + std::to_string(fixed) +
+                                       " positions; position " + std::to_string(position_ + tokens.size() - 1) +
+                                       " is beyond it");
+    }
   }
 
   void forward_chunk(std::span<const std::int32_t> tokens, float* logits, bool all_logits) {
@@ -106,82 +154,152 @@ class session {
       kernels::rope_angles(static_cast<double>(position_ + i), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
                            sin_.data() + i * half);
     }
-    for (std::size_t l = 0; l < c_.num_layers; ++l) layer(l, t);
+    residual_.begin(x_.data(), t);
+    for (std::size_t l = 0; l < c_.num_layers; ++l) layer(l, tokens);
     position_ += t;
     if (logits == nullptr) return;
+    const float* final_rows = residual_.output(w_);
     const std::size_t first = all_logits ? 0 : t - 1, rows = t - first;
-    kernels::rms_norm(x_.data() + first * hidden, hidden, w_.final_norm.data(), rows, hidden, c_.rms_norm_eps,
+    kernels::rms_norm(final_rows + first * hidden, hidden, w_.final_norm.data(), rows, hidden, c_.rms_norm_eps,
                       normed_.data(), hidden);
     kernels::matmul_transposed(normed_.data(), rows, hidden, hidden, w_.lm_head(), c_.vocab_size, logits, c_.vocab_size);
   }
 
-  // One decoder layer over the chunk held in x_ (t tokens).
-  void layer(std::size_t l, std::size_t t) {
+  // One decoder layer: mixer then MLP, each reading its input from the residual stream.
+  void layer(std::size_t l, std::span<const std::int32_t> tokens) {
     const layer_weights& lw = w_.layers[l];
-    const std::size_t hidden = c_.hidden_size, qs = c_.q_size(), kvs = c_.kv_size(), f = c_.intermediate_size;
-    // Attention.
-    kernels::rms_norm(x_.data(), hidden, lw.attn_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.wq.data(), qs, q_.data(), qs);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.wk.data(), kvs, k_.data(), kvs);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.wv.data(), kvs, v_.data(), kvs);
-    const std::size_t half = c_.head_dim / 2;
-    for (std::size_t i = 0; i < t; ++i) {
-      kernels::apply_rope(c_.rope, q_.data() + i * qs, c_.num_heads, c_.head_dim, c_.head_dim, cos_.data() + i * half,
-                          sin_.data() + i * half);
-      kernels::apply_rope(c_.rope, k_.data() + i * kvs, c_.num_kv_heads, c_.head_dim, c_.head_dim, cos_.data() + i * half,
-                          sin_.data() + i * half);
+    const std::size_t t = tokens.size(), hidden = c_.hidden_size, f = c_.intermediate_size;
+    const float* x = residual_.attn_input(w_, l);
+    kernels::rms_norm(x, hidden, lw.attn_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
+    token_mixer(l, tokens);
+    residual_.add_attn(l, delta_.data());
+    const float* y = residual_.mlp_input(w_, l);
+    kernels::rms_norm(y, hidden, lw.mlp_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
+    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_gate.data(), f, gate_.data(), f);
+    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_up.data(), f, up_.data(), f);
+    kernels::silu_mul(gate_.data(), up_.data(), t * f);
+    kernels::matmul_transposed(gate_.data(), t, f, f, lw.w_down.data(), hidden, delta_.data(), hidden);
+    residual_.add_mlp(l, delta_.data());
+  }
+
+  // The layer's token mixer on normed_ ([t, hidden]); writes its contribution to delta_ ([t, hidden]).
+  void token_mixer(std::size_t l, std::span<const std::int32_t> tokens) {
+    const layer_weights& lw = w_.layers[l];
+    const std::size_t t = tokens.size(), hidden = c_.hidden_size, qs = c_.q_size(), kvs = c_.kv_size();
+    const std::size_t d = c_.head_dim, half = d / 2, group = c_.num_heads / c_.num_kv_heads;
+    const mixer_kind mixer = c_.mixer(l);
+    if (mixer == mixer_kind::mlp) {
+      const std::size_t m = c_.mixer_mlp_intermediate_size;
+      kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.mixer_gate.data(), m, gate_.data(), m);
+      kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.mixer_up.data(), m, mixer_up_.data(), m);
+      kernels::silu_mul(gate_.data(), mixer_up_.data(), t * m);
+      kernels::matmul_transposed(gate_.data(), t, m, m, lw.mixer_down.data(), hidden, delta_.data(), hidden);
+      return;
     }
+    // Queries and keys: from this layer's input, the raw token embeddings, or the fixed stream.
+    if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
+      for (std::size_t i = 0; i < t; ++i) {
+        std::copy_n(lw.fixed_q.data() + (position_ + i) * qs, qs, q_.data() + i * qs);
+        std::copy_n(lw.fixed_k.data() + (position_ + i) * kvs, kvs, k_.data() + i * kvs);
+      }
+    } else {
+      const float* source = normed_.data();
+      if (mixer == mixer_kind::static_emb_qk) {
+        for (std::size_t i = 0; i < t; ++i)
+          std::copy_n(w_.token_embedding.data() + static_cast<std::size_t>(tokens[i]) * hidden, hidden,
+                      delta_.data() + i * hidden);
+        source = delta_.data();
+      }
+      kernels::matmul_transposed(source, t, hidden, hidden, lw.wq.data(), qs, q_.data(), qs);
+      kernels::matmul_transposed(source, t, hidden, hidden, lw.wk.data(), kvs, k_.data(), kvs);
+    }
+    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.wv.data(), kvs, v_.data(), kvs);
+
+    if (mixer == mixer_kind::approximate) {
+      // Position by position: add the keys and values, then read every query head of the group.
+      for (std::size_t i = 0; i < t; ++i)
+        for (std::size_t g = 0; g < c_.num_kv_heads; ++g) {
+          auto& state = approximate_[l][g];
+          state.push(k_.data() + i * kvs + g * d, v_.data() + i * kvs + g * d);
+          for (std::size_t h = g * group; h < (g + 1) * group; ++h)
+            state.read(q_.data() + i * qs + h * d, attn_.data() + i * qs + h * d);
+        }
+    } else if (mixer == mixer_kind::non_approximate) {
+      for (std::size_t i = 0; i < t * qs; ++i) q_[i] = q_[i] / (1.0f + std::exp(-q_[i]));  // SiLU on queries
+      for (std::size_t i = 0; i < t; ++i)
+        for (std::size_t h = 0; h < c_.num_heads; ++h)
+          self_gated_[l][h].push_and_read(q_.data() + i * qs + h * d, k_.data() + i * kvs + (h / group) * d,
+                                          v_.data() + i * kvs + (h / group) * d, attn_.data() + i * qs + h * d);
+    } else {
+      if (mixer == mixer_kind::standard || mixer == mixer_kind::static_emb_qk)
+        for (std::size_t i = 0; i < t; ++i) {
+          kernels::apply_rope(c_.rope, q_.data() + i * qs, c_.num_heads, d, d, cos_.data() + i * half,
+                              sin_.data() + i * half);
+          kernels::apply_rope(c_.rope, k_.data() + i * kvs, c_.num_kv_heads, d, d, cos_.data() + i * half,
+                              sin_.data() + i * half);
+        }
+      cached_attention(l, t);
+    }
+    kernels::matmul_transposed(attn_.data(), t, qs, qs, lw.wo.data(), hidden, delta_.data(), hidden);
+  }
+
+  // Appends the chunk's keys and values to layer l's cache and attends over it: attn_ = softmax(q K^T) V.
+  void cached_attention(std::size_t l, std::size_t t) {
+    const std::size_t qs = c_.q_size(), kvs = c_.kv_size(), d = c_.head_dim;
     const std::size_t before = cache_.size(l, 0);
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
-      float* keys = cache_.keys(l, h) + before * c_.head_dim;
-      float* values = cache_.values(l, h) + before * c_.head_dim;
+      float* keys = cache_.keys(l, h) + before * d;
+      float* values = cache_.values(l, h) + before * d;
       std::int64_t* positions = cache_.positions(l, h) + before;
       for (std::size_t i = 0; i < t; ++i) {
-        std::copy_n(k_.data() + i * kvs + h * c_.head_dim, c_.head_dim, keys + i * c_.head_dim);
-        std::copy_n(v_.data() + i * kvs + h * c_.head_dim, c_.head_dim, values + i * c_.head_dim);
+        std::copy_n(k_.data() + i * kvs + h * d, d, keys + i * d);
+        std::copy_n(v_.data() + i * kvs + h * d, d, values + i * d);
         positions[i] = static_cast<std::int64_t>(position_ + i);
       }
       cache_.set_size(l, h, before + t);
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     parallel_for(parts_, [&](std::size_t first_part, std::size_t last_part) {
       for (std::size_t part = first_part; part < last_part; ++part) {
         float* scratch = scratch_.data() + part * scratch_size_;
         for (std::size_t h = part * c_.num_heads / parts_; h < (part + 1) * c_.num_heads / parts_; ++h) {
           const std::size_t kv_head = h / group;
           kernels::softmax_importance_args a;
-          a.queries = q_.data() + h * c_.head_dim;
+          a.queries = q_.data() + h * d;
           a.query_stride = qs;
           a.keys = cache_.keys(l, kv_head);
-          a.key_stride = c_.head_dim;
+          a.key_stride = d;
           a.values = cache_.values(l, kv_head);
-          a.value_stride = c_.head_dim;
+          a.value_stride = d;
           a.m = t;
           a.n = before + t;
-          a.d = c_.head_dim;
+          a.d = d;
           a.scale = scale;
           a.causal = true;
           a.causal_offset = before;
-          a.output = attn_.data() + h * c_.head_dim;
+          a.output = attn_.data() + h * d;
           a.output_stride = qs;
           kernels::softmax_importance(a, scratch);
         }
       }
     });
-    kernels::matmul_transposed(attn_.data(), t, qs, qs, lw.wo.data(), hidden, x_.data(), hidden, true);
-    // MLP.
-    kernels::rms_norm(x_.data(), hidden, lw.mlp_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_gate.data(), f, gate_.data(), f);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_up.data(), f, up_.data(), f);
-    kernels::silu_mul(gate_.data(), up_.data(), t * f);
-    kernels::matmul_transposed(gate_.data(), t, f, f, lw.w_down.data(), hidden, x_.data(), hidden, true);
+  }
+
+  void clear_states() noexcept {
+    for (auto& layer : approximate_)
+      for (auto& state : layer) state.clear();
+    for (auto& layer : self_gated_)
+      for (auto& state : layer) state.clear();
   }
 
   const model_weights& w_;
   const model_config& c_;
   session_options options_;
   kv_cache cache_;
+  residual_stream residual_;
+  std::vector<std::vector<approximate_state>> approximate_;  // [layers][kv_heads] (approximate layers)
+  std::vector<std::vector<self_gated_state>> self_gated_;    // [layers][heads] (non_approximate layers)
   std::size_t position_ = 0;
   std::size_t parts_ = 1;
   std::size_t scratch_size_ = 0;
@@ -191,8 +309,10 @@ class session {
   aligned_buffer<float> k_;       // [max_chunk, kv_heads * head_dim]
   aligned_buffer<float> v_;       // [max_chunk, kv_heads * head_dim]
   aligned_buffer<float> attn_;    // [max_chunk, heads * head_dim]
-  aligned_buffer<float> gate_;    // [max_chunk, intermediate]
+  aligned_buffer<float> gate_;    // [max_chunk, max(intermediate, mixer intermediate)]
   aligned_buffer<float> up_;      // [max_chunk, intermediate]
+  aligned_buffer<float> delta_;   // [max_chunk, hidden]: a sub-layer's output
+  aligned_buffer<float> mixer_up_;  // [max_chunk, mixer intermediate]
   aligned_buffer<float> inv_freq_;  // [head_dim / 2]
   aligned_buffer<float> cos_;     // [max_chunk, head_dim / 2]
   aligned_buffer<float> sin_;     // [max_chunk, head_dim / 2]

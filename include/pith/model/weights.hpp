@@ -29,6 +29,17 @@ struct layer_weights {
   aligned_buffer<float> w_gate;     // [intermediate, hidden]
   aligned_buffer<float> w_up;       // [intermediate, hidden]
   aligned_buffer<float> w_down;     // [hidden, intermediate]
+  // Attention residuals (block and full modes): folded pseudo-queries q_eff = norm_gain ⊙ proj.
+  aligned_buffer<float> attn_res_query;  // [hidden]
+  aligned_buffer<float> mlp_res_query;   // [hidden]
+  // The mlp token mixer (in place of attention).
+  aligned_buffer<float> mixer_gate;  // [mixer_intermediate, hidden]
+  aligned_buffer<float> mixer_up;    // [mixer_intermediate, hidden]
+  aligned_buffer<float> mixer_down;  // [hidden, mixer_intermediate]
+  // rnd_emb_qk / fixed_seq_qk: the fixed stream's queries and keys, row p for position p.
+  aligned_buffer<float> fixed_q;  // [fixed_length, heads * head_dim]
+  aligned_buffer<float> fixed_k;  // [fixed_length, kv_heads * head_dim]
+  std::size_t fixed_length = 0;
 };
 
 /// Read-only after loading: any number of sessions on any number of threads may share one.
@@ -38,6 +49,7 @@ struct model_weights {
   std::vector<layer_weights> layers;      // [num_layers]
   aligned_buffer<float> final_norm;       // [hidden]
   aligned_buffer<float> lm_head_storage;  // [vocab, hidden]; empty when tied to token_embedding
+  aligned_buffer<float> output_res_query;  // [hidden]; the final attention-residual site (block, full)
 
   const float* lm_head() const noexcept {
     return lm_head_storage.empty() ? token_embedding.data() : lm_head_storage.data();
@@ -48,7 +60,8 @@ struct model_weights {
     std::size_t floats = final_norm.size() + config.vocab_size * config.hidden_size;
     for (const auto& l : layers)
       floats += l.attn_norm.size() + l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.mlp_norm.size() +
-                l.w_gate.size() + l.w_up.size() + l.w_down.size();
+                l.w_gate.size() + l.w_up.size() + l.w_down.size() + l.attn_res_query.size() + l.mlp_res_query.size() +
+                l.mixer_gate.size() + l.mixer_up.size() + l.mixer_down.size();
     return floats * sizeof(float);
   }
 };
@@ -97,19 +110,62 @@ void load_named_weights(model_weights& w, Lookup&& lookup, Contains&& contains, 
   };
   detail::take_tensor(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), {v, h}, w.token_embedding);
   w.layers.resize(c.num_layers);
+  // q_eff = norm ⊙ proj, folded once (GGUF stores it folded already).
+  auto res_query = [&](const char* hf_norm, const char* hf_proj, const char* gg, std::size_t i, aligned_buffer<float>& out) {
+    if (gguf_names) {
+      detail::take_tensor(lookup(name("", gg, i)), {h}, out);
+      return;
+    }
+    aligned_buffer<float> proj;
+    detail::take_tensor(lookup(name(hf_norm, "", i)), {h}, out);
+    detail::take_tensor(lookup(name(hf_proj, "", i)), {1, h}, proj);
+    for (std::size_t k = 0; k < out.size(); ++k) out[k] *= proj[k];
+  };
   for (std::size_t i = 0; i < c.num_layers; ++i) {
     auto& l = w.layers[i];
+    const mixer_kind mixer = c.mixer(i);
     detail::take_tensor(lookup(name("model.layers.{}.input_layernorm.weight", "blk.{}.attn_norm.weight", i)), {h}, l.attn_norm);
-    detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), {q, h}, l.wq);
-    detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), {kv, h}, l.wk);
-    detail::take_tensor(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), {kv, h}, l.wv);
-    detail::take_tensor(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), {h, q}, l.wo);
+    if (mixer_has_attention_weights(mixer)) {
+      if (mixer != mixer_kind::rnd_emb_qk && mixer != mixer_kind::fixed_seq_qk) {
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), {q, h}, l.wq);
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), {kv, h}, l.wk);
+      }
+      detail::take_tensor(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), {kv, h}, l.wv);
+      detail::take_tensor(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), {h, q}, l.wo);
+    }
+    if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
+      const auto fq = lookup(name("model.layers.{}.self_attn.fixed_q", "blk.{}.fixed_q", i));
+      const std::int64_t rows = fq.shape.empty() ? 0 : fq.shape.front();
+      if (rows <= 0)
+        PITH_THROW(shape_error, std::string(fq.file) + ": tensor '" + std::string(fq.name) + "' must be [fixed_length, " +
+                                    std::to_string(q) + "] with fixed_length > 0");
+      detail::take_tensor(fq, {rows, q}, l.fixed_q);
+      detail::take_tensor(lookup(name("model.layers.{}.self_attn.fixed_k", "blk.{}.fixed_k", i)), {rows, kv}, l.fixed_k);
+      l.fixed_length = static_cast<std::size_t>(rows);
+    }
+    if (mixer == mixer_kind::mlp) {
+      const auto m = static_cast<std::int64_t>(c.mixer_mlp_intermediate_size);
+      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.gate_proj.weight", "blk.{}.mixer_gate.weight", i)), {m, h}, l.mixer_gate);
+      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), {m, h}, l.mixer_up);
+      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), {h, m}, l.mixer_down);
+    }
     detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
                         l.mlp_norm);
     detail::take_tensor(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), {f, h}, l.w_gate);
     detail::take_tensor(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), {f, h}, l.w_up);
     detail::take_tensor(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), {h, f}, l.w_down);
+    if (c.residual != residual_mode::standard) {
+      // Layer 0's attention site is never used in block mode (identity) and is the identity in full mode.
+      if (i > 0 || (contains(name("model.layers.{}.self_attention_res_norm.weight", "blk.{}.attn_res_score.weight", i))))
+        res_query("model.layers.{}.self_attention_res_norm.weight", "model.layers.{}.self_attention_res_proj.weight",
+                  "blk.{}.attn_res_score.weight", i, l.attn_res_query);
+      res_query("model.layers.{}.mlp_res_norm.weight", "model.layers.{}.mlp_res_proj.weight", "blk.{}.ffn_res_score.weight",
+                i, l.mlp_res_query);
+    }
   }
+  if (c.residual != residual_mode::standard)
+    res_query("model.output_attn_res_norm.weight", "model.output_attn_res_proj.weight", "output_res_score.weight", 0,
+              w.output_res_query);
   detail::take_tensor(lookup(name("model.norm.weight", "output_norm.weight", 0)), {h}, w.final_norm);
   const std::string head = name("lm_head.weight", "output.weight", 0);
   if (!c.tie_word_embeddings || contains(head)) {
@@ -180,6 +236,17 @@ inline model_config config_from_gguf(const gguf_file& file) {
   if (file.has("tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.bos_token_id"));
   if (file.has("tokenizer.ggml.eos_token_id")) c.eos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.eos_token_id"));
   c.tie_word_embeddings = !file.contains("output.weight");
+  if (file.has("llama.attn_res_block_size")) {
+    c.residual = residual_mode::block;
+    c.attn_res_block_size = integer("llama.attn_res_block_size");
+  }
+  if (file.has("llama.attn_res_mode")) {
+    const std::string& mode = file.get_string("llama.attn_res_mode");
+    if (mode == "standard") c.residual = residual_mode::standard;
+    else if (mode == "block") c.residual = residual_mode::block;
+    else if (mode == "full") c.residual = residual_mode::full;
+    else PITH_THROW(config_error, file.path() + ": key 'llama.attn_res_mode': unknown mode '" + mode + "'");
+  }
   c.rope = kernels::rope_layout::interleaved;  // llama.cpp stores q/k rows permuted for adjacent pairs
   c.validate();
   return c;

@@ -25,21 +25,41 @@ inline model_weights random_weights(const model_config& config, std::uint64_t se
     buffer.resize(size);
     for (float& x : buffer) x = 1.0f;
   };
-  const std::size_t h = config.hidden_size, f = config.intermediate_size;
+  const std::size_t h = config.hidden_size, f = config.intermediate_size, m = config.mixer_mlp_intermediate_size;
+  const bool attention_residuals = config.residual != residual_mode::standard;
   fill(w.token_embedding, config.vocab_size, h);
   w.layers.resize(config.num_layers);
-  for (auto& l : w.layers) {
+  for (std::size_t i = 0; i < config.num_layers; ++i) {
+    auto& l = w.layers[i];
+    const mixer_kind mixer = config.mixer(i);
     ones(l.attn_norm, h);
-    fill(l.wq, config.q_size(), h);
-    fill(l.wk, config.kv_size(), h);
-    fill(l.wv, config.kv_size(), h);
-    fill(l.wo, h, config.q_size());
+    if (mixer_has_attention_weights(mixer)) {
+      fill(l.wq, config.q_size(), h);
+      fill(l.wk, config.kv_size(), h);
+      fill(l.wv, config.kv_size(), h);
+      fill(l.wo, h, config.q_size());
+    }
+    if (mixer == mixer_kind::mlp) {
+      fill(l.mixer_gate, m, h);
+      fill(l.mixer_up, m, h);
+      fill(l.mixer_down, h, m);
+    }
+    if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
+      l.fixed_length = config.max_position_embeddings;
+      fill(l.fixed_q, l.fixed_length, config.q_size());
+      fill(l.fixed_k, l.fixed_length, config.kv_size());
+    }
     ones(l.mlp_norm, h);
     fill(l.w_gate, f, h);
     fill(l.w_up, f, h);
     fill(l.w_down, h, f);
+    if (attention_residuals) {
+      fill(l.attn_res_query, 1, h);
+      fill(l.mlp_res_query, 1, h);
+    }
   }
   ones(w.final_norm, h);
+  if (attention_residuals) fill(w.output_res_query, 1, h);
   if (!config.tie_word_embeddings) fill(w.lm_head_storage, config.vocab_size, h);
   return w;
 }

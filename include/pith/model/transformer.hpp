@@ -31,6 +31,16 @@ struct layer_memory {
   std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
 };
 
+/// What attention-based eviction needs from a forward pass (cache/eviction.hpp): for every cached
+/// layer and query head, the mean over the scoring queries of each cached key's softmax probability
+/// (normalised over every key the query sees), taken from the chunk's own attention at no extra pass,
+/// or from an extra importance-only pass over the chunk's last `last_queries` queries.
+struct attention_scoring {
+  bool enabled = false;
+  std::size_t last_queries = 0;  // 0: every query of the chunk
+  bool squares = false;          // also the mean of squared probabilities
+};
+
 struct session_options {
   std::size_t max_context = 0;  // KV rows per head; 0: the model's max_position_embeddings
   std::size_t max_chunk = 512;  // most tokens one forward call takes
@@ -71,12 +81,58 @@ class session {
     gate_.resize(t * std::max(c_.intermediate_size, c_.mixer_mlp_intermediate_size));
     up_.resize(t * c_.intermediate_size);
     inv_freq_.resize(c_.head_dim / 2);
+    rerotate_cos_.resize(c_.head_dim / 2);
+    rerotate_sin_.resize(c_.head_dim / 2);
     cos_.resize(t * c_.head_dim / 2);
     sin_.resize(t * c_.head_dim / 2);
     kernels::rope_inverse_frequencies(c_.rope_theta, c_.head_dim, inv_freq_.data());
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
     scratch_size_ = kernels::softmax_importance_scratch_size(t, options_.max_context, c_.head_dim);
     scratch_.resize(parts_ * scratch_size_);
+    scores_.resize(c_.num_layers * c_.num_heads * options_.max_context);
+    score_squares_.resize(c_.num_layers * c_.num_heads * options_.max_context);
+    scored_queries_.assign(c_.num_layers, 0);
+  }
+
+  /// Scores recorded by later forward calls (see attention_scoring); disabled by default.
+  void set_scoring(attention_scoring scoring) noexcept { scoring_ = scoring; }
+  /// Query head `head` of layer `layer`: mean over the scoring queries of the last forward call of
+  /// each cached key's probability, for the slots present after that call ([0, cache size)).
+  const float* scores(std::size_t layer, std::size_t head) const noexcept {
+    return scores_.data() + (layer * c_.num_heads + head) * options_.max_context;
+  }
+  const float* score_squares(std::size_t layer, std::size_t head) const noexcept {
+    return score_squares_.data() + (layer * c_.num_heads + head) * options_.max_context;
+  }
+  /// How many queries the last scored forward call used in `layer`.
+  std::size_t scored_queries(std::size_t layer) const noexcept { return scored_queries_[layer]; }
+
+  /// The position the next token takes (reindexed eviction renumbers the cache and moves it back).
+  void set_position(std::size_t position) noexcept { position_ = position; }
+  /// Drops rows past `sizes[layer]` in every head of every cached layer (undoes a scoring pass)
+  /// and sets the next position.
+  void truncate(const std::vector<std::size_t>& sizes, std::size_t position) noexcept {
+    for (std::size_t l = 0; l < c_.num_layers; ++l)
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
+        if (cache_.size(l, h) > sizes[l]) cache_.set_size(l, h, sizes[l]);
+    position_ = position;
+  }
+  /// Re-rotates the keys of (layer, kv head) so that slot i holds RoPE position new_positions[i]
+  /// (rotations compose: rotating by new - old equals rotating the unrotated key to new).
+  void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) noexcept {
+    float* keys = cache_.keys(layer, head);
+    std::int64_t* positions = cache_.positions(layer, head);
+    const std::size_t d = c_.head_dim;
+    float* cos_angle = rerotate_cos_.data();
+    float* sin_angle = rerotate_sin_.data();
+    for (std::size_t i = 0; i < new_positions.size(); ++i) {
+      const std::int64_t delta = new_positions[i] - positions[i];
+      if (delta != 0) {
+        kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, cos_angle, sin_angle);
+        kernels::apply_rope(c_.rope, keys + i * d, 1, d, d, cos_angle, sin_angle);
+      }
+      positions[i] = new_positions[i];
+    }
   }
 
   const model_config& config() const noexcept { return c_; }
@@ -246,6 +302,7 @@ class session {
   // Appends the chunk's keys and values to layer l's cache and attends over it: attn_ = softmax(q K^T) V.
   void cached_attention(std::size_t l, std::size_t t) {
     const std::size_t qs = c_.q_size(), kvs = c_.kv_size(), d = c_.head_dim;
+    if (scoring_.enabled) scored_queries_[l] = scoring_.last_queries == 0 ? t : std::min(t, scoring_.last_queries);
     const std::size_t before = cache_.size(l, 0);
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
       float* keys = cache_.keys(l, h) + before * d;
@@ -280,7 +337,27 @@ class session {
           a.causal_offset = before;
           a.output = attn_.data() + h * d;
           a.output_stride = qs;
+          float* scores = scores_.data() + (l * c_.num_heads + h) * options_.max_context;
+          float* squares = score_squares_.data() + (l * c_.num_heads + h) * options_.max_context;
+          if (scoring_.enabled && (scoring_.last_queries == 0 || scoring_.last_queries >= t)) {
+            // The chunk's own attention yields the scores: no extra pass.
+            a.importance = scores;
+            a.importance_squares = scoring_.squares ? squares : nullptr;
+          }
           kernels::softmax_importance(a, scratch);
+          if (scoring_.enabled && scoring_.last_queries != 0 && scoring_.last_queries < t) {
+            // Only the chunk's last queries score: an importance-only pass over them.
+            kernels::softmax_importance_args b = a;
+            const std::size_t skip = t - scoring_.last_queries;
+            b.queries = q_.data() + skip * qs + h * d;
+            b.m = scoring_.last_queries;
+            b.causal_offset = before + skip;
+            b.output = nullptr;
+            b.values = nullptr;
+            b.importance = scores;
+            b.importance_squares = scoring_.squares ? squares : nullptr;
+            kernels::softmax_importance(b, scratch);
+          }
         }
       }
     });
@@ -317,6 +394,12 @@ class session {
   aligned_buffer<float> cos_;     // [max_chunk, head_dim / 2]
   aligned_buffer<float> sin_;     // [max_chunk, head_dim / 2]
   aligned_buffer<float> scratch_;  // [parts, softmax_importance_scratch_size]
+  attention_scoring scoring_;
+  aligned_buffer<float> scores_;         // [layers, heads, max_context]
+  aligned_buffer<float> score_squares_;  // [layers, heads, max_context]
+  std::vector<std::size_t> scored_queries_;  // [layers]
+  aligned_buffer<float> rerotate_cos_;   // [head_dim / 2]
+  aligned_buffer<float> rerotate_sin_;   // [head_dim / 2]
 };
 
 }  // namespace pith

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+// Eviction policies: which cached states survive a chunk (docs/eviction.md). A policy is a small set
+// of choices (which queries score, how scores aggregate, per layer or per KV head, what is
+// protected); users plug in their own through the eviction_policy concept.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pith/core/error.hpp"
+
+namespace pith {
+
+enum class policy_kind { full, streaming, h2o, tova, snapkv, roco, citrus_cse, citrus_shared, citrus_separate, custom };
+
+inline constexpr policy_kind builtin_policies[] = {
+    policy_kind::full,   policy_kind::streaming,  policy_kind::h2o,           policy_kind::tova,           policy_kind::snapkv,
+    policy_kind::roco,   policy_kind::citrus_cse, policy_kind::citrus_shared, policy_kind::citrus_separate};
+
+inline const char* policy_name(policy_kind kind) noexcept {
+  switch (kind) {
+    case policy_kind::full: return "full";
+    case policy_kind::streaming: return "streaming";
+    case policy_kind::h2o: return "h2o";
+    case policy_kind::tova: return "tova";
+    case policy_kind::snapkv: return "snapkv";
+    case policy_kind::roco: return "roco";
+    case policy_kind::citrus_cse: return "citrus-cse";
+    case policy_kind::citrus_shared: return "citrus-shared";
+    case policy_kind::citrus_separate: return "citrus-separate";
+    case policy_kind::custom: return "custom";
+  }
+  return "?";
+}
+
+inline policy_kind parse_policy(std::string_view name) {
+  for (const policy_kind kind : builtin_policies)
+    if (name == policy_name(kind)) return kind;
+  PITH_THROW(argument_error, "unknown eviction policy '" + std::string(name) +
+                                 "' (full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared, citrus-separate)");
+}
+
+/// The choices that make up a built-in policy.
+struct policy_traits {
+  bool evicts = true;              // false: full
+  bool per_head = false;           // selection per KV head (else one set per layer, all heads)
+  bool chunk_scores = false;       // scores come from the chunk's own attention
+  std::size_t last_queries = 0;    // only the chunk's last queries score (0: all)
+  bool squares = false;            // also the mean of squared probabilities (RoCo)
+  bool accumulates = false;        // scores persist and accumulate across chunks (H2O, RoCo)
+  bool instruction_scores = false; // the instruction's attention scores (CItruS)
+  bool separate_cache = false;     // a second, instruction-scored cache (CItruS separate)
+  bool final_cut = false;          // the final instruction-scored cut to the budget before answering
+};
+
+inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noexcept {
+  policy_traits t;
+  switch (kind) {
+    case policy_kind::full: t.evicts = false; break;
+    case policy_kind::streaming: break;
+    case policy_kind::h2o: t.per_head = t.chunk_scores = t.accumulates = true; break;
+    case policy_kind::tova: t.chunk_scores = true; t.last_queries = 1; break;
+    case policy_kind::snapkv: t.per_head = t.chunk_scores = true; t.last_queries = snapkv_window; break;
+    case policy_kind::roco: t.per_head = t.chunk_scores = t.accumulates = t.squares = true; break;
+    case policy_kind::citrus_cse: t.chunk_scores = t.final_cut = true; break;
+    case policy_kind::citrus_shared: t.instruction_scores = t.final_cut = true; break;
+    case policy_kind::citrus_separate:
+      t.chunk_scores = t.instruction_scores = t.separate_cache = t.final_cut = true;
+      break;
+    case policy_kind::custom: t.chunk_scores = true; break;
+  }
+  return t;
+}
+
+/// What a policy sees when it chooses the old slots of one layer (or one KV head) to keep.
+struct eviction_view {
+  std::size_t layer = 0;
+  std::size_t head = 0;                      // the KV head for per-head policies, else 0
+  std::size_t old_slots = 0;                 // candidates: slots [0, old_slots)
+  std::size_t budget = 0;                    // keep at most this many
+  std::span<const float> scores;             // [old_slots]: mean attention from the chunk's queries and all heads
+  std::span<const std::int64_t> document_positions;  // [old_slots]: where each slot came from
+};
+
+/// A user-defined policy: `select` fills `keep` with sorted, unique slot indices below
+/// view.old_slots, at most view.budget of them (the newest chunk is kept by the reader).
+template <class P>
+concept eviction_policy = requires(P& policy, const eviction_view& view, std::vector<std::uint32_t>& keep) {
+  policy.select(view, keep);
+};
+
+/// keep = the k highest scores among [0, scores.size()), ties to the lower index, in slot order.
+inline void top_k(std::span<const float> scores, std::size_t k, std::vector<std::uint32_t>& keep,
+                  std::vector<std::uint32_t>& order) {
+  order.resize(scores.size());
+  std::iota(order.begin(), order.end(), 0u);
+  k = std::min(k, order.size());
+  const auto better = [&](std::uint32_t a, std::uint32_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), better);
+  keep.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k));
+  std::sort(keep.begin(), keep.end());
+}
+
+/// Checks a policy's answer: sorted, unique, in range, within the budget; throws naming the policy.
+inline void check_selection(std::span<const std::uint32_t> keep, const eviction_view& view, const char* policy) {
+  if (keep.size() > view.budget)
+    PITH_THROW(argument_error, std::string(policy) + " kept " + std::to_string(keep.size()) + " slots, the budget is " +
+                                   std::to_string(view.budget));
+  for (std::size_t i = 0; i < keep.size(); ++i)
+    if (keep[i] >= view.old_slots || (i > 0 && keep[i] <= keep[i - 1]))
+      PITH_THROW(argument_error, std::string(policy) + " returned indices that are not sorted, unique and below " +
+                                     std::to_string(view.old_slots));
+}
+
+}  // namespace pith

@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// The chunked reader with every policy: budgets, the newest chunk, sorted unique selections,
+// re-rotation, memory that does not grow, edge cases, a user-defined policy, concurrent readers.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <pith/model/random_weights.hpp>
+#include <pith/runtime/reader.hpp>
+
+namespace {
+
+pith::model_config small_config() {
+  pith::model_config c;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 3;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.vocab_size = 50;
+  c.rms_norm_eps = 1e-5f;
+  c.max_position_embeddings = 256;
+  c.source = "test config";
+  return c;
+}
+
+const pith::model_weights& small_model() {
+  static const pith::model_weights w = pith::random_weights(small_config(), 21);
+  return w;
+}
+
+std::vector<std::int32_t> document(std::size_t n, std::uint32_t seed = 1) {
+  std::vector<std::int32_t> ids(n);
+  for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>(3 + (i * 7 + seed * 13 + i * i) % 47);
+  if (n) ids[0] = 1;
+  return ids;
+}
+
+const std::vector<std::int32_t> instruction{5, 9, 11, 4};
+
+class ReaderPolicyTest : public ::testing::TestWithParam<pith::policy_kind> {};
+
+TEST_P(ReaderPolicyTest, KeepsTheBudgetTheNewestChunkAndSortedSlots) {
+  pith::reader_options o;
+  o.policy = GetParam();
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  o.max_context = 256;
+  pith::reader r(small_model(), o, instruction);
+  const auto doc = document(150);
+  std::size_t fed = 0;
+  const auto& c = small_model().config;
+  while (fed < doc.size()) {
+    const std::size_t n = std::min<std::size_t>(8, doc.size() - fed);
+    r.feed(std::span(doc).subspan(fed, n));
+    fed += n;
+    const std::size_t read = r.stats().tokens_read;  // a partial last chunk waits for answer()
+    if (read == 0) continue;
+    for (std::size_t l = 0; l < c.num_layers; ++l)
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+        const auto& kept = r.document_positions(l, g);
+        ASSERT_EQ(kept.size(), r.main_session().cache().size(l, g));
+        if (o.policy != pith::policy_kind::full) {
+          ASSERT_LE(kept.size(), o.budget + o.chunk_size);
+        } else {
+          ASSERT_EQ(kept.size(), read);
+        }
+        for (std::size_t i = 1; i < kept.size(); ++i) ASSERT_LT(kept[i - 1], kept[i]);
+        // The newest chunk is always there.
+        for (std::size_t i = 0; i < o.chunk_size; ++i)
+          ASSERT_EQ(kept[kept.size() - o.chunk_size + i], static_cast<std::int64_t>(read - o.chunk_size + i));
+        // Reindexed: RoPE positions are the slot indices.
+        const std::int64_t* positions = r.main_session().cache().positions(l, g);
+        for (std::size_t i = 0; i < kept.size(); ++i) ASSERT_EQ(positions[i], static_cast<std::int64_t>(i));
+      }
+  }
+  pith::sampler greedy;
+  const auto answer = r.answer(5, greedy);
+  EXPECT_EQ(answer.size(), 5u);
+  if (o.policy == pith::policy_kind::citrus_cse || o.policy == pith::policy_kind::citrus_shared) {
+    // The final instruction-scored cut leaves exactly the budget before the instruction and answer.
+    EXPECT_EQ(r.main_session().cache().size(0, 0), o.budget + instruction.size() + 4);
+  }
+  EXPECT_EQ(r.stats().tokens_read, doc.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ReaderPolicyTest, ::testing::ValuesIn(pith::builtin_policies),
+                         [](const auto& info) {
+                           std::string name = pith::policy_name(info.param);
+                           for (auto& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+TEST(Reader, ReRotatedKeysEqualKeysRotatedDirectly) {
+  // Two sessions: one whose key at position 37 is re-rotated to 5, one that writes it at 5.
+  const auto& w = small_model();
+  pith::session a(w, {64, 64}), b(w, {64, 64});
+  std::vector<float> logits(w.config.vocab_size);
+  const std::int32_t token = 7;
+  a.set_position(37);
+  a.forward(std::span(&token, 1), logits.data());
+  b.set_position(5);
+  b.forward(std::span(&token, 1), logits.data());
+  const std::int64_t target = 5;
+  for (std::size_t g = 0; g < w.config.num_kv_heads; ++g) {
+    a.rerotate(0, g, std::span(&target, 1));
+    for (std::size_t i = 0; i < w.config.head_dim; ++i)
+      EXPECT_NEAR(a.cache().keys(0, g)[i], b.cache().keys(0, g)[i], 1e-5f) << g << "," << i;
+    EXPECT_EQ(a.cache().positions(0, g)[0], 5);
+  }
+}
+
+TEST(Reader, MemoryDoesNotGrowWithTheDocument) {
+  pith::reader_options o;
+  o.budget = 16;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 4;
+  pith::reader small_doc(small_model(), o, instruction), long_doc(small_model(), o, instruction);
+  small_doc.feed(document(40));
+  long_doc.feed(document(2000));
+  EXPECT_EQ(small_doc.state_bytes(), long_doc.state_bytes());
+  EXPECT_EQ(long_doc.main_session().cache().size(0, 0), 24u);
+  // Reindexed positions let a 256-position model read 2000 tokens.
+  EXPECT_LT(long_doc.main_session().position(), 256u);
+}
+
+TEST(Reader, EdgeCases) {
+  pith::reader_options o;
+  o.budget = 0;
+  EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
+  o.budget = 1;
+  o.chunk_size = 4;
+  o.max_answer_tokens = 3;
+  {
+    pith::reader r(small_model(), o, instruction);
+    r.feed(document(30));
+    EXPECT_EQ(r.main_session().cache().size(0, 0), 5u);  // 1 kept + the newest chunk of 4
+    pith::sampler greedy;
+    EXPECT_EQ(r.answer(3, greedy).size(), 3u);
+  }
+  o.budget = 500;  // budget + chunk + instruction + answer exceed the model's 256 positions
+  EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
+  o.budget = 100;  // more than the document: nothing is evicted
+  {
+    pith::reader r(small_model(), o, instruction);
+    r.feed(document(60));
+    EXPECT_EQ(r.document_positions(1, 1).size(), 60u);
+  }
+}
+
+TEST(Reader, LargeBudgetAndLargeChunk) {
+  pith::reader_options o;
+  o.budget = 100;
+  o.chunk_size = 64;
+  o.max_answer_tokens = 4;
+  pith::reader r(small_model(), o, instruction);
+  r.feed(document(30));  // smaller than one chunk: read at answer time
+  pith::sampler greedy;
+  EXPECT_EQ(r.answer(2, greedy).size(), 2u);
+  EXPECT_EQ(r.document_positions(0, 0).size(), 30u);
+}
+
+TEST(Reader, EmptyDocumentAndEmptyInstruction) {
+  pith::reader_options o;
+  o.budget = 8;
+  o.chunk_size = 4;
+  o.max_answer_tokens = 4;
+  {
+    pith::reader r(small_model(), o, instruction);
+    pith::sampler greedy;
+    EXPECT_THROW(r.answer(2, greedy), pith::argument_error);
+  }
+  EXPECT_THROW(pith::reader(small_model(), o, {}), pith::argument_error);  // citrus-shared needs it
+  o.policy = pith::policy_kind::citrus_cse;
+  pith::reader r(small_model(), o, {});
+  r.feed(document(20));
+  pith::sampler greedy;
+  EXPECT_EQ(r.answer(2, greedy).size(), 2u);
+}
+
+// A user-defined policy: the most attended slots, but always the first one (a sink).
+struct sink_and_top {
+  void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
+    std::vector<std::uint32_t> order;
+    pith::top_k(view.scores.subspan(1), view.budget - 1, keep, order);
+    for (auto& index : keep) index += 1;
+    keep.insert(keep.begin(), 0);
+  }
+};
+static_assert(pith::eviction_policy<sink_and_top>);
+
+TEST(Reader, UserDefinedPolicy) {
+  pith::reader_options o;
+  o.budget = 10;
+  o.chunk_size = 6;
+  o.max_answer_tokens = 2;
+  pith::reader r(small_model(), o, instruction);
+  r.use_policy(sink_and_top{});
+  r.feed(document(90));
+  for (std::size_t l = 0; l < 3; ++l) {
+    EXPECT_EQ(r.document_positions(l, 0).front(), 0);
+    EXPECT_EQ(r.document_positions(l, 0).size(), 16u);
+  }
+}
+
+TEST(Reader, ReadersOnSeveralThreadsShareTheWeights) {
+  pith::reader_options o;
+  o.budget = 12;
+  o.chunk_size = 6;
+  o.max_answer_tokens = 6;
+  auto run = [&](std::vector<std::int32_t>& out) {
+    pith::reader r(small_model(), o, instruction);
+    r.feed(document(200, 3));
+    pith::sampler greedy;
+    out = r.answer(6, greedy);
+  };
+  std::vector<std::int32_t> alone;
+  run(alone);
+  std::vector<std::vector<std::int32_t>> results(3);
+  std::vector<std::thread> threads;
+  for (auto& result : results) threads.emplace_back([&] { run(result); });
+  for (auto& t : threads) t.join();
+  for (const auto& result : results) EXPECT_EQ(result, alone);
+}
+
+}  // namespace

@@ -203,8 +203,7 @@ class reader {
     const auto sizes = sizes_of(s);
     const std::size_t position = s.position(), slots = cache_size(s);
     s.set_scoring({true, 0, false});
-    std::vector<float> unused(w_.config.vocab_size);
-    s.forward(instruction_, unused.data());
+    s.forward(instruction_, nullptr);  // only the attention is wanted: no logits
     s.set_scoring({});
     aggregate(s, slots, false, scores_);
     s.truncate(sizes, position);

@@ -114,15 +114,19 @@ class reader {
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(used));
   }
 
+  /// Reads the partial last chunk, if any, now (answer() does it too).
+  void finish_document() {
+    if (pending_.empty()) return;
+    read_chunk(pending_);
+    pending_.clear();
+  }
+
   /// Reads any partial last chunk, makes the final cut, runs the instruction and generates up to
   /// `steps` tokens (stopping after `stop_token` if it is >= 0). on_token sees each token.
   std::vector<std::int32_t> answer(std::size_t steps, sampler& pick, const std::function<void(std::int32_t)>& on_token = {},
                                    std::int32_t stop_token = -1) {
     if (answered_) PITH_THROW(argument_error, "reader::answer: already answered");
-    if (!pending_.empty()) {
-      read_chunk(pending_);
-      pending_.clear();
-    }
+    finish_document();
     if (stats_.tokens_read == 0) PITH_THROW(argument_error, "reader::answer: the document is empty");
     if (steps > options_.max_answer_tokens)
       PITH_THROW(argument_error, "reader::answer: " + std::to_string(steps) + " steps exceed max_answer_tokens (" +
@@ -448,7 +452,7 @@ class reader {
       std::iota(eligible.begin(), eligible.end(), 0u);
     }
     std::sort(eligible.begin(), eligible.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return mean[a] < mean[b] || (mean[a] == mean[b] && a < b);
+      return mean[a] < mean[b] || (mean[a] == mean[b] && a > b);  // ties: the newer slot goes first
     });
     std::vector<bool> gone(count, false);
     for (std::size_t i = 0; i < evict_count; ++i) gone[eligible[i]] = true;

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: MIT
+// pith_bench_eviction: what eviction costs per chunk (scoring beyond attention, selection,
+// compaction, re-rotation) relative to the chunk's forward pass, for chunk 256 and budget 768 on
+// the random ~30M Llama of pith_bench_model; and reading 10K, 100K and 1M-token documents with
+// citrus-shared (tokens/s, memory). Single thread unless --benchmark_filter picks otherwise.
+#include <pith/model/random_weights.hpp>
+#include <pith/runtime/reader.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t chunk = 256, budget = 768;
+
+const pith::model_weights& bench_weights() {
+  static const pith::model_weights weights = [] {
+    pith::model_config c;
+    c.hidden_size = 512;
+    c.intermediate_size = 1376;
+    c.num_layers = 8;
+    c.num_heads = 8;
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.vocab_size = 32000;
+    c.rms_norm_eps = 1e-5f;
+    c.max_position_embeddings = 4096;
+    c.source = "random 30M configuration";
+    return pith::random_weights(c, 7);
+  }();
+  return weights;
+}
+
+std::vector<std::int32_t> tokens(std::size_t n, std::size_t salt) {
+  std::vector<std::int32_t> ids(n);
+  for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>((i * 7919 + salt * 104729 + 13) % 32000);
+  return ids;
+}
+
+const std::vector<std::int32_t> instruction = tokens(16, 99);
+
+std::size_t peak_memory_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+  return 0;
+}
+
+// The baseline: one chunk forward over a full cache (budget + chunk old states), no scoring, then
+// the cache is cut back to where it was so every iteration sees the same state.
+void BM_chunk_forward(benchmark::State& state) {
+  pith::set_num_threads(1);
+  const auto& w = bench_weights();
+  pith::session s(w, {budget + 2 * chunk + 1, chunk});
+  s.forward(tokens(budget + chunk, 1), nullptr);
+  std::vector<std::size_t> sizes(w.config.num_layers, budget + chunk);
+  const auto next = tokens(chunk, 2);
+  for (auto _ : state) {
+    s.forward(next, nullptr);
+    s.truncate(sizes, budget + chunk);
+  }
+  state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(chunk), benchmark::Counter::kIsIterationInvariantRate);
+  pith::set_num_threads(0);
+}
+
+// A reader in steady state (budget + chunk states), one chunk per iteration with the policy.
+void BM_chunk_with_policy(benchmark::State& state) {
+  pith::set_num_threads(1);
+  const auto policy = pith::builtin_policies[state.range(0)];
+  pith::reader_options o;
+  o.policy = policy;
+  o.budget = budget;
+  o.chunk_size = chunk;
+  o.max_answer_tokens = 16;
+  pith::reader r(bench_weights(), o, instruction);
+  r.feed(tokens(budget + 2 * chunk, 3));
+  const auto next = tokens(chunk, 4);
+  const double eviction_before = r.stats().eviction_seconds, instruction_before = r.stats().instruction_seconds;
+  for (auto _ : state) r.feed(next);
+  state.SetLabel(pith::policy_name(policy));
+  state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(chunk), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["eviction_ms_per_chunk"] =
+      (r.stats().eviction_seconds - eviction_before) * 1e3 / static_cast<double>(state.iterations());
+  state.counters["instruction_ms_per_chunk"] =
+      (r.stats().instruction_seconds - instruction_before) * 1e3 / static_cast<double>(state.iterations());
+  pith::set_num_threads(0);
+}
+
+void BM_read_document(benchmark::State& state) {
+  const auto length = static_cast<std::size_t>(state.range(0));
+  pith::set_num_threads(static_cast<std::size_t>(state.range(1)));
+  const auto document = tokens(length, 5);
+  for (auto _ : state) {
+    pith::reader_options o;
+    o.budget = budget;
+    o.chunk_size = chunk;
+    o.max_answer_tokens = 16;
+    pith::reader r(bench_weights(), o, instruction);
+    r.feed(document);
+    pith::sampler greedy;
+    benchmark::DoNotOptimize(r.answer(8, greedy));
+    state.counters["state_MiB"] = static_cast<double>(r.state_bytes()) / (1 << 20);
+  }
+  state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(length), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_rss_MiB"] = static_cast<double>(peak_memory_bytes()) / (1 << 20);
+  pith::set_num_threads(0);
+}
+
+BENCHMARK(BM_chunk_forward)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_chunk_with_policy)->DenseRange(1, 8)->ArgName("policy")->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_read_document)
+    ->ArgNames({"tokens", "threads"})
+    ->Args({10000, 1})
+    ->Args({100000, 1})
+    ->Args({1000000, 1})
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kSecond);
+
+class ratio_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      std::string key = run.run_name.function_name + "/" + (run.report_label.empty() ? run.run_name.args : run.report_label);
+      for (const auto& [name, counter] : run.counters) values_[key + ":" + name] = counter.value;
+      seconds_[key] = run.GetAdjustedRealTime() * (run.time_unit == benchmark::kSecond ? 1.0 : 1e-9);
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    const double base = seconds_["BM_chunk_forward/"];
+    std::printf("\nchunk %zu, budget %zu: a plain chunk forward takes %.2f ms\n", chunk, budget, base * 1e3);
+    std::printf("%-16s %10s %10s %12s %14s\n", "policy", "ms/chunk", "overhead", "eviction ms", "instruction ms");
+    for (const auto policy : pith::builtin_policies) {
+      if (policy == pith::policy_kind::full) continue;  // grows with the document: no steady state
+      const std::string key = std::string("BM_chunk_with_policy/") + pith::policy_name(policy);
+      const double t = seconds_[key];
+      std::printf("%-16s %10.2f %+9.1f%% %12.3f %14.3f\n", pith::policy_name(policy), t * 1e3,
+                  base > 0 ? 100.0 * (t / base - 1.0) : 0.0, values_[key + ":eviction_ms_per_chunk"],
+                  values_[key + ":instruction_ms_per_chunk"]);
+    }
+    std::printf("instruction of %zu tokens / chunk of %zu = %.1f%% of a chunk\n", instruction.size(), chunk,
+                100.0 * static_cast<double>(instruction.size()) / chunk);
+  }
+
+ private:
+  std::map<std::string, double> values_, seconds_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,699 @@
+# SPDX-License-Identifier: MIT
+"""The PyTorch twin of pith's chunked KV-cache eviction reader, exactly as docs/eviction.md specifies it.
+
+    /usr/bin/python3 tools/pith_eviction.py            # self-check (exits non-zero on failure)
+
+Built on the float32 reference Llama of pith_reference.py (Hugging Face layout, half-rotation RoPE),
+with its own incremental forward so that every piece the reader needs is explicit:
+
+- `ReaderCache` / `LayerCache`: per layer, per KV head: keys after RoPE [kv, n, d], values, the RoPE
+  position each key was rotated with, the ORIGINAL document position of every slot (-1 for
+  instruction and answer tokens), the keys before RoPE (only for the re-rotation self-check and for
+  the `key_storage="pre_rope"` cross-check), and the H2O/RoCo accumulators (per slot, mean over the
+  G query heads of Σ_q p and of Σ_q p², and the count of queries that saw it). `next_position` is the position the
+  next token takes.
+- `run_pass(model, cache, ids, ...)`: runs tokens over a cache at positions next_position, ...;
+  returns the logits and, per layer, the attention probabilities [H, m, n_old + m] of every query
+  over every key it sees (old slots, then its own keys causally), normalised over all of them;
+  appends the tokens' states (chunks, the answer's instruction and tokens) or discards them
+  (instruction scoring passes).
+- Scores (docs/eviction.md "Scores per policy"): `tova_scores`, `cse_scores`, `instruction_scores`,
+  `snapkv_scores`, `accumulate` (h2o, roco); selections `top_k` (the tie rule), `keep_h2o`,
+  `keep_roco`, `keep_streaming`. Every selection also returns its decision gap (see `Gap`).
+- `compact(layer, keep, reindex)`: gathers the kept slots in slot order; in reindexed mode renumbers
+  them 0..|C|-1 and re-rotates each kept key by (new index - old position), checking that the result
+  equals the pre-RoPE key rotated directly to the new position (`rerotation_error`).
+- `read(model, document, instruction, policy, chunk, budget, positions)`: the whole reader —
+  chunk 0 with no eviction, every later chunk scored and cut per layer (per KV head for h2o,
+  snapkv, roco), citrus-shared's and citrus-separate's instruction passes (their KV discarded),
+  citrus-separate's two caches, the final instruction-scored cut of the citrus variants, then the
+  instruction appended and `answer_tokens` greedy tokens decoded without eviction. Returns a
+  `Reading`: the kept document positions after every chunk, after the final cut, the answer, the
+  first answer step's logits, the greedy margins and every decision gap.
+- `self_check(model)`: the checks listed in tools/README.md ("The eviction twin").
+
+Kept-position layout (`Reading.steps[s]["kept"]`, `Reading.final_kept`): per-layer policies (full,
+streaming, tova, citrus-*) give [layer][sorted document positions]; per-head policies (h2o, snapkv,
+roco) give [layer][kv_head][sorted document positions].
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pith_reference import LlamaConfig, apply_rope, argmax_lowest, load_checkpoint, mlp, rms_norm  # noqa: E402
+
+POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate")
+PER_HEAD_POLICIES = ("h2o", "snapkv", "roco")
+CITRUS_POLICIES = ("citrus-cse", "citrus-shared", "citrus-separate")
+POSITION_MODES = ("reindexed", "original")
+SINK = 4                # streaming, h2o, roco: the first SINK old slots are protected
+RECENT_DIVISOR = 10     # h2o, roco: the last budget // 10 old slots are protected
+SNAPKV_WINDOW = 32      # snapkv: the last min(32, |chunk|) queries of the chunk
+SNAPKV_KERNEL = 7       # snapkv: average pooling over neighbouring old slots, zero padding 3, divided by 7
+REROTATION_TOLERANCE = 1e-5
+MODEL_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "llama" / "gqa_untied"
+
+
+@dataclass
+class Model:
+    config: LlamaConfig
+    weights: dict[str, torch.Tensor]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights["model.embed_tokens.weight"].dtype
+
+    def w(self, name: str) -> torch.Tensor:
+        return self.weights[name]
+
+    def cast(self, dtype: torch.dtype) -> "Model":
+        return Model(self.config, {name: t.to(dtype) for name, t in self.weights.items()})
+
+
+def load_model(folder: Path = MODEL_DIR) -> Model:
+    config, weights = load_checkpoint(folder)
+    return Model(config, weights)
+
+
+# ----------------------------------------------------------------------------------------------
+# RoPE on cached rows
+
+
+def rotate_rows(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """x [kv, n, d] rotated, row by row, by the angle of positions [kv, n] (half layout; positions may be negative)."""
+    return torch.stack([apply_rope(x[h][:, None, :], positions[h], theta, "half")[:, 0, :] for h in range(x.shape[0])])
+
+
+# ----------------------------------------------------------------------------------------------
+# The cache
+
+
+@dataclass
+class LayerCache:
+    keys: torch.Tensor       # [kv, n, d] after RoPE at rope_pos
+    values: torch.Tensor     # [kv, n, d]
+    rope_pos: torch.Tensor   # [kv, n] int64: the position each key is rotated with
+    doc_pos: torch.Tensor    # [kv, n] int64: the slot's original document position (-1: not a document token)
+    pre_keys: torch.Tensor   # [kv, n, d] before RoPE (self-check; key_storage "pre_rope")
+    att_sum: torch.Tensor    # [kv, n] h2o/roco: mean over the G heads of Σ over queries of the attention received
+    att_sq: torch.Tensor     # [kv, n] roco: mean over the G heads of Σ over queries of its square
+    att_count: torch.Tensor  # [kv, n] roco: how many queries saw the slot
+
+    @staticmethod
+    def empty(config: LlamaConfig, dtype: torch.dtype) -> "LayerCache":
+        kv, d = config.num_key_value_heads, config.head_dim
+        z = lambda *shape, t=dtype: torch.zeros(shape, dtype=t)
+        return LayerCache(z(kv, 0, d), z(kv, 0, d), z(kv, 0, t=torch.int64), z(kv, 0, t=torch.int64), z(kv, 0, d),
+                          z(kv, 0), z(kv, 0), z(kv, 0))
+
+    def size(self) -> int:
+        return self.keys.shape[1]
+
+    def append(self, keys, values, rope_pos, doc_pos, pre_keys) -> None:
+        """Appends m new slots: keys, values, pre_keys [kv, m, d]; rope_pos, doc_pos [kv, m]."""
+        m = keys.shape[1]
+        self.keys = torch.cat((self.keys, keys), 1)
+        self.values = torch.cat((self.values, values), 1)
+        self.rope_pos = torch.cat((self.rope_pos, rope_pos), 1)
+        self.doc_pos = torch.cat((self.doc_pos, doc_pos), 1)
+        self.pre_keys = torch.cat((self.pre_keys, pre_keys), 1)
+        zeros = torch.zeros((keys.shape[0], m), dtype=self.att_sum.dtype)
+        self.att_sum = torch.cat((self.att_sum, zeros), 1)
+        self.att_sq = torch.cat((self.att_sq, zeros), 1)
+        self.att_count = torch.cat((self.att_count, zeros), 1)
+
+    def gather(self, keep: torch.Tensor) -> None:
+        """Keeps slots keep [kv, k] (sorted per head) of every per-slot tensor, in slot order."""
+        for name in ("keys", "values", "pre_keys"):
+            t = getattr(self, name)
+            setattr(self, name, torch.gather(t, 1, keep[:, :, None].expand(-1, -1, t.shape[2])))
+        for name in ("rope_pos", "doc_pos", "att_sum", "att_sq", "att_count"):
+            setattr(self, name, torch.gather(getattr(self, name), 1, keep))
+
+    def attention_keys(self, key_storage: str, theta: float) -> torch.Tensor:
+        """The old slots' keys as attention sees them: stored after RoPE, or (CItruS) rotated now from pre-RoPE keys."""
+        if key_storage == "post_rope":
+            return self.keys
+        return rotate_rows(self.pre_keys, self.rope_pos, theta)
+
+
+@dataclass
+class ReaderCache:
+    layers: list[LayerCache]
+    next_position: int = 0   # the RoPE position the next token takes
+
+    @staticmethod
+    def empty(config: LlamaConfig, dtype: torch.dtype) -> "ReaderCache":
+        return ReaderCache([LayerCache.empty(config, dtype) for _ in range(config.num_hidden_layers)])
+
+    def size(self) -> int:
+        """Slots per (layer, head): every policy keeps the same count everywhere."""
+        sizes = {layer.size() for layer in self.layers}
+        assert len(sizes) == 1, sizes
+        return sizes.pop()
+
+    def kept(self, per_head: bool) -> list:
+        """Sorted document positions: [layer][positions], or [layer][kv_head][positions] when per_head."""
+        out = []
+        for layer in self.layers:
+            heads = [sorted(int(p) for p in row if p >= 0) for row in layer.doc_pos]
+            if per_head:
+                out.append(heads)
+            else:
+                assert all(h == heads[0] for h in heads), "per-layer selection differs between heads"
+                out.append(heads[0])
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# One forward pass over the cache
+
+
+@dataclass
+class Pass:
+    logits: torch.Tensor       # [m, vocab]
+    probs: list[torch.Tensor]  # per layer [H, m, n_old + m]: old slots, then the pass's own keys (causal)
+    n_old: int
+    positions: torch.Tensor    # [m] the RoPE positions the tokens took
+    new: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per layer (keys after RoPE, values, pre-RoPE keys) [kv, m, d]
+
+
+def attention_with_probabilities(q, keys, values, q_positions, key_positions):
+    """q [m, H, d] after RoPE; keys, values [kv, N, d]; key_positions [kv, N]. A query at position p sees
+    the keys at positions <= p. Returns (output [m, H, d], probabilities [H, m, N]) with softmax over
+    every visible key (hidden keys get probability 0)."""
+    m, heads, d = q.shape
+    group = heads // keys.shape[0]
+    k = keys.repeat_interleave(group, dim=0)              # [H, N, d]: query head h reads kv head h // group
+    v = values.repeat_interleave(group, dim=0)
+    kp = key_positions.repeat_interleave(group, dim=0)    # [H, N]
+    scores = torch.einsum("mhd,hnd->hmn", q, k) / math.sqrt(d)
+    visible = kp[:, None, :] <= q_positions[None, :, None]  # [H, m, N]
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.einsum("hmn,hnd->mhd", probs, v), probs
+
+
+def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: bool = True,
+             key_storage: str = "post_rope") -> Pass:
+    """Runs `ids` at positions cache.next_position, ... over every slot of `cache`.
+
+    With append, the tokens' keys, values, positions and document positions (doc_positions, or -1)
+    are appended and next_position advances; without, the cache is left exactly as it was (the
+    instruction scoring passes: their keys and values are discarded).
+    """
+    c = model.config
+    ids = torch.as_tensor(list(ids), dtype=torch.int64)
+    m, kv, d = len(ids), c.num_key_value_heads, c.head_dim
+    positions = torch.arange(cache.next_position, cache.next_position + m, dtype=torch.int64)
+    doc = torch.full((m,), -1, dtype=torch.int64) if doc_positions is None else torch.as_tensor(doc_positions)
+    n_old = cache.size()
+    h = model.w("model.embed_tokens.weight")[ids]
+    all_probs, new = [], []
+    for i, layer in enumerate(cache.layers):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, model.w(p + "input_layernorm.weight"), c.rms_norm_eps)
+        q = apply_rope((x @ model.w(p + "self_attn.q_proj.weight").T).view(m, -1, d), positions, c.rope_theta)
+        k_pre = (x @ model.w(p + "self_attn.k_proj.weight").T).view(m, kv, d)
+        k = apply_rope(k_pre, positions, c.rope_theta).transpose(0, 1)          # [kv, m, d]
+        v = (x @ model.w(p + "self_attn.v_proj.weight").T).view(m, kv, d).transpose(0, 1)
+        keys = torch.cat((layer.attention_keys(key_storage, c.rope_theta), k), 1)
+        values = torch.cat((layer.values, v), 1)
+        key_positions = torch.cat((layer.rope_pos, positions[None, :].expand(kv, m)), 1)
+        out, probs = attention_with_probabilities(q, keys, values, positions, key_positions)
+        h = h + out.reshape(m, -1) @ model.w(p + "self_attn.o_proj.weight").T
+        y = rms_norm(h, model.w(p + "post_attention_layernorm.weight"), c.rms_norm_eps)
+        h = h + mlp(y, model.w(p + "mlp.gate_proj.weight"), model.w(p + "mlp.up_proj.weight"),
+                    model.w(p + "mlp.down_proj.weight"))
+        all_probs.append(probs)
+        new.append((k, v, k_pre.transpose(0, 1)))
+        if append:
+            layer.append(k, v, positions[None, :].expand(kv, m).clone(), doc[None, :].expand(kv, m).clone(),
+                         k_pre.transpose(0, 1))
+    h = rms_norm(h, model.w("model.norm.weight"), c.rms_norm_eps)
+    head = model.w("model.embed_tokens.weight") if c.tie_word_embeddings else model.w("lm_head.weight")
+    if append:
+        cache.next_position += m
+    return Pass(h @ head.T, all_probs, n_old, positions, new)
+
+
+def append_states(cache: ReaderCache, encoded: Pass, doc_positions) -> None:
+    """citrus-separate: appends a chunk's states as encoded over the other cache (C_lm) to this one (C_ins)."""
+    assert cache.next_position == int(encoded.positions[0]), "C_ins and C_lm must give the chunk the same positions"
+    doc = torch.as_tensor(doc_positions)
+    for layer, (k, v, k_pre) in zip(cache.layers, encoded.new):
+        kv, m = k.shape[0], k.shape[1]
+        layer.append(k, v, encoded.positions[None, :].expand(kv, m).clone(), doc[None, :].expand(kv, m).clone(), k_pre)
+    cache.next_position += len(encoded.positions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores (docs/eviction.md "Scores per policy"); probs is one layer's [H, m, n_old + m]
+
+
+def group_average(probs: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[H, m, N] -> [kv, m, N]: the mean over the G query heads that read each KV head."""
+    heads, m, n = probs.shape
+    return probs.view(kv_heads, heads // kv_heads, m, n).mean(dim=1)
+
+
+def tova_scores(probs: torch.Tensor, n_old: int) -> torch.Tensor:
+    """[n_old]: the chunk's last query's attention to each old slot, mean over all H query heads."""
+    return probs[:, -1, :n_old].mean(dim=0)
+
+
+def cse_scores(probs: torch.Tensor, n_old: int) -> torch.Tensor:
+    """[n_old]: mean over all H query heads and all queries of the pass (the chunk's for citrus-cse,
+    the instruction's for citrus-shared, citrus-separate's C_ins and the final cut)."""
+    return probs[:, :, :n_old].mean(dim=(0, 1))
+
+
+instruction_scores = cse_scores
+
+
+def snapkv_scores(probs: torch.Tensor, n_old: int, kv_heads: int) -> torch.Tensor:
+    """[kv, n_old]: the last w = min(32, |chunk|) queries' attention to each old slot, mean over the window
+    and the G heads of the group, then average-pooled over neighbouring old slots (kernel 7, zero
+    padding 3, always divided by 7)."""
+    m = probs.shape[1]
+    w = min(SNAPKV_WINDOW, m)
+    window = group_average(probs[:, m - w:, :n_old], kv_heads).mean(dim=1)           # [kv, n_old]
+    return F.avg_pool1d(window[:, None, :], SNAPKV_KERNEL, stride=1, padding=SNAPKV_KERNEL // 2,
+                        count_include_pad=True)[:, 0, :]
+
+
+def accumulate(layer: LayerCache, probs: torch.Tensor, n_old: int) -> None:
+    """h2o/roco: after the chunk has been appended (layer holds n_old + m slots), adds to every slot
+    S += mean_g Σ_q p and Q += mean_g Σ_q p² (sums over the chunk queries that see it, means over the
+    G query heads of the KV head: the square is taken per query head, then averaged) and the count c
+    of those queries. The new slots start from what their own chunk gave them."""
+    kv = layer.keys.shape[0]
+    heads, m, n = probs.shape
+    assert n == layer.size() == n_old + m
+    grouped = probs.view(kv, heads // kv, m, n)                    # [kv, G, m, N]; hidden keys have p = 0
+    q_positions = torch.arange(n_old, n_old + m)                   # causal visibility by slot order
+    seen = (torch.arange(n)[None, :] <= q_positions[:, None]).to(probs.dtype)  # [m, N]
+    layer.att_sum = layer.att_sum + grouped.sum(dim=2).mean(dim=1)
+    layer.att_sq = layer.att_sq + (grouped * grouped).sum(dim=2).mean(dim=1)
+    layer.att_count = layer.att_count + seen.sum(dim=0)[None, :]
+
+
+# ----------------------------------------------------------------------------------------------
+# Selections. Each returns the kept OLD slot indices (sorted) and the decision's gaps.
+
+
+@dataclass
+class Gap:
+    """How far a selection is from flipping: `score` is the k-th minus the (k+1)-th score in the
+    ranking that decides (None when nothing was ranked); roco also has `std`, the smallest distance
+    between the median std of the unprotected slots and its neighbours in sorted order."""
+    where: str
+    score: float | None
+    std: float | None = None
+
+    def smallest(self) -> float | None:
+        values = [v for v in (self.score, self.std) if v is not None]
+        return min(values) if values else None
+
+
+def ranking(scores: list[float], slots: list[int]) -> list[int]:
+    """The slots, best first: higher score first, equal scores by the lower slot index."""
+    return sorted(slots, key=lambda j: (-scores[j], j))
+
+
+def top_k(scores: torch.Tensor, k: int, slots: list[int] | None = None) -> tuple[list[int], float | None]:
+    """The k best of `slots` (default all) by the tie rule, sorted by slot; and the k-th - (k+1)-th score gap."""
+    values = [float(v) for v in scores.to(torch.float64)]
+    slots = list(range(len(values))) if slots is None else slots
+    order = ranking(values, slots)
+    gap = values[order[k - 1]] - values[order[k]] if 0 < k < len(order) else None
+    return sorted(order[:k]), gap
+
+
+def protected_slots(n: int, budget: int) -> tuple[list[int], list[int]]:
+    """h2o/roco: (protected, unprotected) old slots: the first min(4, k) and the last min(k // 10, k - sink)."""
+    sink = min(SINK, budget)
+    recent = min(budget // RECENT_DIVISOR, budget - sink)
+    protected = list(range(sink)) + list(range(n - recent, n))
+    return protected, [j for j in range(sink, n - recent)]
+
+
+def keep_streaming(n: int, budget: int) -> list[int]:
+    sink = min(SINK, budget)
+    return list(range(sink)) + list(range(n - (budget - sink), n))
+
+
+def keep_h2o(att_sum: torch.Tensor, n: int, budget: int) -> tuple[list[int], float | None]:
+    protected, unprotected = protected_slots(n, budget)
+    chosen, gap = top_k(att_sum[:n], budget - len(protected), unprotected)
+    return sorted(protected + chosen), gap
+
+
+def keep_roco(att_sum, att_sq, att_count, n: int, budget: int) -> tuple[list[int], float | None, float | None]:
+    """Evicts e = n - budget unprotected slots: among those whose std is at most the (lower) median std of
+    the unprotected slots, the e with the lowest mean (ties: the higher slot index goes first, the tie
+    rule of every top-k read from the bottom); if fewer than e qualify, the e lowest means among all
+    unprotected slots."""
+    protected, unprotected = protected_slots(n, budget)
+    e = n - budget
+    mean = att_sum[:n] / att_count[:n]
+    std = torch.sqrt(torch.clamp(att_sq[:n] / att_count[:n] - mean * mean, min=0))
+    stds = [float(s) for s in std.to(torch.float64)]
+    by_std = sorted(stds[j] for j in unprotected)
+    mid = (len(by_std) - 1) // 2
+    median = by_std[mid]
+    neighbours = [abs(by_std[i] - median) for i in (mid - 1, mid + 1) if 0 <= i < len(by_std)]
+    std_gap = min(neighbours) if neighbours else None
+    candidates = [j for j in unprotected if stds[j] <= median]
+    if len(candidates) < e:
+        candidates = unprotected
+    means = [float(v) for v in mean.to(torch.float64)]
+    order = ranking(means, candidates)                 # best (kept) first; the last e are evicted
+    evicted = set(order[len(order) - e:]) if e > 0 else set()
+    gap = means[order[len(order) - e - 1]] - means[order[len(order) - e]] if 0 < e < len(order) else None
+    return [j for j in range(n) if j not in evicted], gap, std_gap
+
+
+# ----------------------------------------------------------------------------------------------
+# Compaction
+
+
+def compact(layer: LayerCache, keep: torch.Tensor, reindex: bool, theta: float) -> float:
+    """Keeps slots keep [kv, k] in slot order. reindexed: renumbers them 0..k-1 and re-rotates every kept
+    key by (new - old) position. Returns max |re-rotated key - pre-RoPE key rotated to its new position|."""
+    layer.gather(keep)
+    if not reindex:
+        return 0.0
+    new = torch.arange(layer.size(), dtype=torch.int64)[None, :].expand_as(layer.rope_pos).clone()
+    layer.keys = rotate_rows(layer.keys, new - layer.rope_pos, theta)
+    layer.rope_pos = new
+    direct = rotate_rows(layer.pre_keys, new, theta)
+    return float((layer.keys - direct).abs().max()) if layer.size() else 0.0
+
+
+def keep_tensor(per_head: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(per_head, dtype=torch.int64).reshape(len(per_head), len(per_head[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The reader
+
+
+@dataclass
+class Reading:
+    policy: str
+    chunk: int
+    budget: int
+    positions: str
+    steps: list[dict] = field(default_factory=list)   # {"chunk_index", "kept"[, "kept_lm"]}
+    final_kept: list | None = None
+    answer: list[int] = field(default_factory=list)
+    answer_logits_first: torch.Tensor | None = None
+    answer_margins: list[float] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    rerotation_error: float = 0.0
+    chunk_logits: list[torch.Tensor] = field(default_factory=list)  # last-token logits of every chunk pass
+
+    def min_gap(self) -> float | None:
+        values = [g.smallest() for g in self.gaps if g.smallest() is not None]
+        return min(values) if values else None
+
+
+def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | None, index: int,
+               n: int, budget: int, kv: int, where: str) -> tuple[list[list[int]], list[Gap]]:
+    """Per KV head, the kept old slot indices of one layer, and the gaps of the decisions."""
+    probs = encoded.probs[index]
+    if policy == "streaming":
+        return [keep_streaming(n, budget)] * kv, []
+    if policy in ("tova", "citrus-cse", "citrus-shared", "citrus-separate"):
+        if policy == "tova":
+            scores = tova_scores(probs, n)
+        elif policy == "citrus-cse":
+            scores = cse_scores(probs, n)
+        else:
+            scores = instruction_scores(scoring.probs[index], n)
+        kept, gap = top_k(scores, budget)
+        return [kept] * kv, [Gap(where, gap)]
+    out, gaps = [], []
+    for head in range(kv):
+        if policy == "snapkv":
+            kept, gap = top_k(snapkv_scores(probs, n, kv)[head], budget)
+            std_gap = None
+        elif policy == "h2o":
+            kept, gap = keep_h2o(layer.att_sum[head], n, budget)
+            std_gap = None
+        elif policy == "roco":
+            kept, gap, std_gap = keep_roco(layer.att_sum[head], layer.att_sq[head], layer.att_count[head], n, budget)
+        else:
+            raise ValueError(f"unknown policy {policy!r}")
+        out.append(kept)
+        gaps.append(Gap(f"{where} head {head}", gap, std_gap))
+    return out, gaps
+
+
+def cut(cache: ReaderCache, keep_old: list[list[list[int]]], n: int, reindex: bool, theta: float) -> float:
+    """Per layer keeps the chosen old slots plus every slot from n on (the newest chunk); reindexes."""
+    error = 0.0
+    size = cache.size()
+    for layer, heads in zip(cache.layers, keep_old):
+        keep = keep_tensor([old + list(range(n, size)) for old in heads])
+        error = max(error, compact(layer, keep, reindex, theta))
+    if reindex:
+        cache.next_position = cache.size()
+    return error
+
+
+def read(model: Model, document: list[int], instruction: list[int], policy: str, chunk: int, budget: int,
+         positions: str = "reindexed", answer_tokens: int = 8, key_storage: str = "post_rope",
+         reference_check: bool = False) -> Reading:
+    """Reads `document` chunk by chunk under `policy`, answers `instruction` (docs/eviction.md)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+    if positions not in POSITION_MODES:
+        raise ValueError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
+    if chunk < 1 or budget < 0:
+        raise ValueError("chunk must be >= 1 and budget >= 0")
+    c, reindex = model.config, positions == "reindexed"
+    kv, theta = c.num_key_value_heads, c.rope_theta
+    per_head = policy in PER_HEAD_POLICIES
+    result = Reading(policy, chunk, budget, positions)
+    cache = ReaderCache.empty(c, model.dtype)                      # C (C_lm for citrus-separate)
+    ins_cache = ReaderCache.empty(c, model.dtype) if policy == "citrus-separate" else None  # C_ins
+
+    for s, start in enumerate(range(0, len(document), chunk)):
+        ids = document[start:start + chunk]
+        doc = list(range(start, start + len(ids)))
+        n = cache.size()
+        evict = s > 0 and policy != "full" and n > budget
+        scoring = None
+        if evict and policy == "citrus-shared":
+            scoring = run_pass(model, cache, instruction, append=False, key_storage=key_storage)
+        if evict and policy == "citrus-separate":
+            scoring = run_pass(model, ins_cache, instruction, append=False, key_storage=key_storage)
+        if reference_check:
+            check_pass_against_reference(model, cache, ids)
+        encoded = run_pass(model, cache, ids, doc, append=True, key_storage=key_storage)
+        result.chunk_logits.append(encoded.logits[-1])
+        if policy in ("h2o", "roco"):
+            for layer, probs in zip(cache.layers, encoded.probs):
+                accumulate(layer, probs, n)
+        if ins_cache is not None:
+            append_states(ins_cache, encoded, doc)
+        if evict:
+            lm_policy = "citrus-cse" if policy == "citrus-separate" else policy
+            choices = [select_old(lm_policy, cache.layers[i], encoded, scoring, i, n, budget, kv,
+                                  f"chunk {s} layer {i}" + (" C_lm" if ins_cache is not None else ""))
+                       for i in range(c.num_hidden_layers)]
+            result.gaps += [g for _, gaps in choices for g in gaps]
+            error = cut(cache, [keep for keep, _ in choices], n, reindex, theta)
+            if ins_cache is not None:
+                choices = [select_old("citrus-separate", ins_cache.layers[i], encoded, scoring, i, n, budget, kv,
+                                      f"chunk {s} layer {i} C_ins") for i in range(c.num_hidden_layers)]
+                result.gaps += [g for _, gaps in choices for g in gaps]
+                error = max(error, cut(ins_cache, [keep for keep, _ in choices], n, reindex, theta))
+            result.rerotation_error = max(result.rerotation_error, error)
+        step = {"chunk_index": s, "kept": (ins_cache or cache).kept(per_head)}
+        if ins_cache is not None:
+            step["kept_lm"] = cache.kept(per_head)
+        result.steps.append(step)
+
+    # The final instruction-scored cut (CItruS variants): score the cache with I's attention, keep the top k.
+    final = ins_cache if ins_cache is not None else cache
+    if policy in CITRUS_POLICIES and final.size() > budget:
+        n = final.size()
+        scoring = run_pass(model, final, instruction, append=False, key_storage=key_storage)
+        choices = []
+        for i in range(c.num_hidden_layers):
+            kept, gap = top_k(instruction_scores(scoring.probs[i], n), budget)
+            choices.append([kept] * kv)
+            result.gaps.append(Gap(f"final cut layer {i}", gap))
+        error = cut(final, choices, n, reindex, theta)   # no newest chunk: slots from n on are none
+        result.rerotation_error = max(result.rerotation_error, error)
+    result.final_kept = final.kept(per_head)
+
+    # The answer: I appended over the cache (a fresh pass; the scoring pass's KV was discarded), then
+    # greedy decoding, ties to the lowest id, with no eviction.
+    logits = run_pass(model, final, instruction, append=True, key_storage=key_storage).logits[-1]
+    result.answer_logits_first = logits.clone()
+    while True:
+        token = argmax_lowest(logits)
+        top2 = torch.topk(logits.to(torch.float64), 2).values
+        result.answer.append(token)
+        result.answer_margins.append(float(top2[0] - top2[1]))
+        if len(result.answer) == answer_tokens:
+            break
+        logits = run_pass(model, final, [token], append=True, key_storage=key_storage).logits[-1]
+    if result.rerotation_error > REROTATION_TOLERANCE:
+        raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Self-check
+
+
+def check_pass_against_reference(model: Model, cache: ReaderCache, ids) -> None:
+    """The pass about to run, computed by pith_reference.forward over a reference KVCache holding this
+    cache's keys (after compaction and re-rotation), values and positions: logits must agree."""
+    import pith_reference as ref
+
+    c = model.config
+    positions0 = cache.layers[0].rope_pos[0]
+    if any(not torch.equal(layer.rope_pos[h], positions0) for layer in cache.layers for h in range(layer.rope_pos.shape[0])):
+        return  # the reference cache has one position list per layer: only comparable when all heads agree
+    mine = run_pass(model, cache, ids, append=False).logits  # leaves the cache as it was
+    reference_cache = ref.KVCache(c, model.dtype)
+    for i, layer in enumerate(cache.layers):
+        reference_cache.keys[i] = layer.keys.transpose(0, 1).contiguous()
+        reference_cache.values[i] = layer.values.transpose(0, 1).contiguous()
+        reference_cache.positions[i] = layer.rope_pos[0].clone()
+    reference_cache.length = cache.next_position
+    positions = torch.arange(cache.next_position, cache.next_position + len(ids))
+    theirs = ref.forward(model.weights, c, list(ids), cache=reference_cache, positions=positions)
+    difference = float((mine - theirs).abs().max())
+    if difference > 1e-4:
+        raise AssertionError(f"chunk pass differs from pith_reference.forward by {difference:.3g}")
+    check_pass_against_reference.largest = max(getattr(check_pass_against_reference, "largest", 0.0), difference)
+
+
+def selection_unit_checks() -> list[str]:
+    """The tie rule and the h2o / roco / streaming rules on hand-made scores."""
+    failures = []
+    kept, gap = top_k(torch.tensor([0.5, 0.2, 0.5, 0.1, 0.2]), 3)
+    if kept != [0, 1, 2] or gap != 0.0:
+        failures.append(f"top_k ties: {kept} {gap}")
+    if keep_streaming(10, 6) != [0, 1, 2, 3, 8, 9]:
+        failures.append("streaming")
+    # h2o: n = 30, k = 20: protected 0..3 and 28, 29 (20 // 10 = 2); 14 more from the unprotected by score
+    scores = torch.arange(30, dtype=torch.float32).flip(0)  # slot j scores 29 - j: the lowest slots win
+    kept, _ = keep_h2o(scores, 30, 20)
+    if kept != list(range(18)) + [28, 29]:
+        failures.append(f"h2o: {kept}")
+    # roco: n = 12, k = 5 (sink 4, recent 0): unprotected 4..11, evict 7. std 0 for slots 4..7 (candidates),
+    # positive for 8..11: fewer candidates than e -> the 7 lowest means among all unprotected.
+    count = torch.ones(12)
+    s = torch.tensor([9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8], dtype=torch.float32)
+    kept, _, _ = keep_roco(s, s * s, count, 12, 5)
+    if kept != [0, 1, 2, 3, 11]:
+        failures.append(f"roco fallback: {kept}")
+    # roco: n = 12, k = 9: evict 3 among slots with std <= median std (lower median of 8 values)
+    count = torch.full((12,), 2.0)
+    total = torch.tensor([9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8], dtype=torch.float32)
+    spread = torch.tensor([0, 0, 0, 0, 8, 1, 7, 2, 6, 3, 5, 4], dtype=torch.float32)  # std = spread / 2
+    sq = (total / 2 - spread / 2) ** 2 + (total / 2 + spread / 2) ** 2
+    kept, _, _ = keep_roco(total, sq, count, 12, 9)
+    # stds of 4..11: 4, .5, 3.5, 1, 3, 1.5, 2.5, 2 -> lower median 2: candidates 5, 7, 9, 11; lowest means 5, 7, 9
+    if kept != [0, 1, 2, 3, 4, 6, 8, 10, 11]:
+        failures.append(f"roco median: {kept}")
+    return failures
+
+
+def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
+    """Checks the twin; returns the failures (empty when all pass)."""
+    import pith_reference as ref
+
+    model = model or load_model()
+    c = model.config
+    failures: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if verbose:
+            print(("  ok    " if ok else "  FAIL  ") + message)
+        if not ok:
+            failures.append(message)
+
+    for failure in selection_unit_checks():
+        check(False, "selection rule: " + failure)
+    check(not selection_unit_checks(), "selection rules on hand-made scores (tie rule, streaming, h2o, roco median and fallback)")
+
+    # Re-rotation: a key rotated at p and re-rotated by (q - p) equals the pre-RoPE key rotated to q.
+    generator = torch.Generator().manual_seed(7)
+    pre = torch.randn((2, 200, c.head_dim), generator=generator)
+    old = torch.randint(0, 4000, (2, 200), generator=generator)
+    new = torch.randint(0, 200, (2, 200), generator=generator)
+    rerotated = rotate_rows(rotate_rows(pre, old, c.rope_theta), new - old, c.rope_theta)
+    error = float((rerotated - rotate_rows(pre, new, c.rope_theta)).abs().max())
+    check(error <= REROTATION_TOLERANCE, f"re-rotation by (new - old) equals direct rotation (positions < 4000): {error:.2g}")
+
+    generator = torch.Generator().manual_seed(11)
+    document = [1] + torch.randint(3, c.vocab_size, (99,), generator=generator).tolist()
+    instruction = torch.randint(3, c.vocab_size, (6,), generator=generator).tolist()
+
+    # Full reading equals the plain forward: chunked passes and the answer.
+    full = read(model, document, instruction, "full", 16, 24)
+    plain = ref.forward_logits(model.weights, c, document + instruction)
+    difference = float((full.chunk_logits[-1] - plain[len(document) - 1]).abs().max())
+    check(difference <= 1e-4, f"full: chunked reading equals one forward over the document: {difference:.2g}")
+    difference = float((full.answer_logits_first - plain[-1]).abs().max())
+    check(difference <= 1e-4, f"full: first answer logits equal one forward over document + instruction: {difference:.2g}")
+    greedy, _ = ref.greedy_decode(model.weights, c, document + instruction, 8)
+    check(full.answer == greedy, f"full: answer equals pith_reference.greedy_decode ({full.answer})")
+
+    # A budget that never evicts is the full reading (citrus-cse: also no final cut).
+    roomy = read(model, document, instruction, "citrus-cse", 16, len(document))
+    check(roomy.answer == full.answer and torch.equal(roomy.answer_logits_first, full.answer_logits_first),
+          "citrus-cse with budget = |D| equals full exactly")
+
+    for policy in POLICIES:
+        for positions in POSITION_MODES:
+            doc = document if positions == "reindexed" else document[:40]
+            a = read(model, doc, instruction, policy, 16, 24, positions, reference_check=True)
+            # CItruS stores keys before RoPE and rotates them at every forward: same selection, same answer.
+            b = read(model, doc, instruction, policy, 16, 24, positions, key_storage="pre_rope")
+            same = [x["kept"] for x in a.steps] == [x["kept"] for x in b.steps] and a.final_kept == b.final_kept
+            difference = float((a.answer_logits_first - b.answer_logits_first).abs().max())
+            check(same and a.answer == b.answer and difference <= 1e-4,
+                  f"{policy} {positions}: post-RoPE + re-rotation equals pre-RoPE keys rotated at every pass "
+                  f"(selections, answer; logits {difference:.2g}); re-rotation error {a.rerotation_error:.2g}")
+            # float64: the same selections (the float32 decisions are not rounding accidents)
+            d = read(model.cast(torch.float64), doc, instruction, policy, 16, 24, positions)
+            same = [x["kept"] for x in a.steps] == [x["kept"] for x in d.steps] and a.final_kept == d.final_kept
+            check(same and a.answer == d.answer, f"{policy} {positions}: float64 makes the same selections and answer")
+    largest = getattr(check_pass_against_reference, "largest", None)
+    check(largest is not None and largest <= 1e-4,
+          f"every chunk pass over the compacted, re-rotated cache equals pith_reference.forward: {largest:.2g}")
+
+    # Budget 0: every step keeps only the newest chunk, the final cut leaves nothing.
+    zero = read(model, document, instruction, "citrus-cse", 16, 0)
+    check(all(step["kept"] == [list(range(16 * s, min(16 * s + 16, len(document))))] * c.num_hidden_layers
+              for s, step in enumerate(zero.steps)) and zero.final_kept == [[]] * c.num_hidden_layers,
+          "citrus-cse budget 0: each step keeps the newest chunk only, the final cut empties the cache")
+    return failures
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    failures = self_check()
+    print(f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,10 @@
 
 #include <string>
 
+#include <filesystem>
+
 #include <pith/model/config.hpp>
+#include <pith/model/weights.hpp>
 
 namespace {
 
@@ -78,3 +81,13 @@ TEST(Config, MissingFileIsAnIoError) {
 }
 
 }  // namespace
+
+// Inputs the GGUF fuzzer found: each must be a pith::error, not an allocation failure or a crash.
+TEST(ModelLoading, FuzzerFindingsAreErrors) {
+  const std::filesystem::path folder = std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / ".." / "fuzz" / "model_bugs";
+  for (const char* name : {"gguf_block_count_2e31.gguf", "gguf_scalar_token_embd.gguf"}) {
+    const auto path = folder / name;
+    ASSERT_TRUE(std::filesystem::exists(path)) << path;
+    EXPECT_THROW(pith::load_model(path), pith::error) << name;
+  }
+}

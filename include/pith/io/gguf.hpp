@@ -287,8 +287,11 @@ class gguf_file {
     out.dtype = type->dtype;
     out.dtype_name = type->name;
     out.shape = entry.shape();
-    out.bytes = file_.bytes().subspan(static_cast<std::size_t>(data_offset_ + entry.offset),
-                                      static_cast<std::size_t>(entry.byte_size));
+    // A zero-byte tensor may sit where the data section would start, past the end of a file that
+    // omits the final padding: give it an empty view rather than an offset outside the mapping.
+    if (entry.byte_size != 0)
+      out.bytes = file_.bytes().subspan(static_cast<std::size_t>(data_offset_ + entry.offset),
+                                        static_cast<std::size_t>(entry.byte_size));
     out.file = path();
     return out;
   }
@@ -483,12 +486,17 @@ class gguf_file {
       const auto n_dims = read<std::uint32_t>("n_dims");
       if (n_dims > max_dims) fail(context_ + " has " + std::to_string(n_dims) + " dimensions, at most 4 are allowed");
       std::uint64_t count = 1;
+      // The product of the non-zero extents bounds every partial product in either order (file_tensor
+      // multiplies the row-major shape, ne reversed), so a zero extent cannot hide an overflow.
+      std::uint64_t nonzero_count = 1;
       for (std::uint32_t d = 0; d < n_dims; ++d) {
         const auto extent = read<std::uint64_t>("a dimension");
         constexpr auto limit = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-        const auto product = detail::checked_mul(count, extent);
-        if (extent > limit || !product || *product > limit) fail(context_ + " has more elements than fit in 63 bits");
-        count = *product;
+        const auto product = detail::checked_mul(nonzero_count, extent == 0 ? 1 : extent);
+        if (extent > limit || !product || *product > limit)
+          fail(context_ + " has extents whose product does not fit in 63 bits");
+        nonzero_count = *product;
+        count *= extent;
         entry.ne.push_back(static_cast<std::int64_t>(extent));
       }
       entry.type = read<std::uint32_t>("the type");

@@ -14,6 +14,14 @@
 #include "pith/core/error.hpp"
 #include "pith/kernels/rope.hpp"
 
+// GCC 12 warns, depending on what else the translation unit inlines, that "literal" + std::string
+// overlaps in memcpy (a false positive, GCC bug 105651); the error messages below build strings so.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wrestrict"
+#define PITH_CONFIG_RESTRICT_PUSHED 1
+#endif
+
 namespace pith {
 
 /// How sub-layer outputs reach later layers (docs/layers.md, notes/attention_residuals.md).
@@ -102,6 +110,7 @@ struct model_config {
     for (std::size_t i = 0; i < mixers.size(); ++i)
       if (mixers[i] == mixer_kind::mlp && mixer_mlp_intermediate_size == 0)
         fail("mixer_mlp_intermediate_size", "must be positive for the mlp mixer of layer " + std::to_string(i));
+    if (num_layers > 65536) fail("num_hidden_layers", "is implausibly large (" + std::to_string(num_layers) + ")");
     constexpr std::size_t limit = std::size_t{1} << 24;
     for (auto [key, value] : {std::pair{"hidden_size", hidden_size}, {"intermediate_size", intermediate_size},
                               {"num_attention_heads", num_heads}, {"head_dim", head_dim}, {"vocab_size", vocab_size}})
@@ -273,3 +282,8 @@ inline model_config load_config_json(const std::filesystem::path& path) {
 }
 
 }  // namespace pith
+
+#if defined(PITH_CONFIG_RESTRICT_PUSHED)
+#pragma GCC diagnostic pop
+#undef PITH_CONFIG_RESTRICT_PUSHED
+#endif

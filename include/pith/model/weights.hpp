@@ -231,8 +231,12 @@ inline model_config config_from_gguf(const gguf_file& file) {
     c.vocab_size = integer("llama.vocab_size");
   else if (file.has("tokenizer.ggml.tokens"))
     c.vocab_size = file.get_array("tokenizer.ggml.tokens").size();
-  else
-    c.vocab_size = static_cast<std::size_t>(file.info("token_embd.weight").shape().front());
+  else {
+    const auto shape = file.info("token_embd.weight").shape();
+    if (shape.size() != 2)
+      PITH_THROW(format_error, file.path() + ": tensor 'token_embd.weight' must be a matrix [vocab, hidden]");
+    c.vocab_size = static_cast<std::size_t>(shape.front());
+  }
   if (file.has("tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.bos_token_id"));
   if (file.has("tokenizer.ggml.eos_token_id")) c.eos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.eos_token_id"));
   c.tie_word_embeddings = !file.contains("output.weight");

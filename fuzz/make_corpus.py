@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Writes the seed corpora of pith's fuzz targets (fuzz/corpus/<target>/) from small synthetic files and from
+# minimised copies of the real model files under ../shared/models (skipped with a note when absent).
+#
+#   python3 fuzz/make_corpus.py [--models DIR]
+#
+# Seeds are small (a few KB each): libFuzzer mutates them, so they only need to reach every branch of
+# the readers. The tokenizer target reads one selector byte first (0: llama2.c tokenizer.bin,
+# preceded by a uint16 vocab_size; 1: GGUF vocabulary; 2: pith JSON word vocabulary), see
+# fuzz_tokenizer.cpp.
+#
+# Files named crash_* in the corpora are inputs that once crashed a reader (kept by hand as regression
+# seeds; this script leaves them alone). fuzz/model_bugs/ holds inputs that still crash pith::load_model
+# (run with -DPITH_FUZZ_LOAD_MODEL=ON); they are not part of any corpus.
+import argparse
+import json
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+
+# ---- GGUF -----------------------------------------------------------------------------------------
+
+GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0, GGML_I8, GGML_BF16 = 0, 1, 2, 8, 24, 30
+
+
+class gguf_array:
+    def __init__(self, element_type, values):
+        self.element_type = element_type
+        self.values = list(values)
+
+
+def gguf_encode_value(value_type, value):
+    if value_type == STRING:
+        data = value if isinstance(value, bytes) else value.encode()
+        return struct.pack("<Q", len(data)) + data
+    if value_type == ARRAY:
+        out = struct.pack("<IQ", value.element_type, len(value.values))
+        return out + b"".join(gguf_encode_value(value.element_type, v) for v in value.values)
+    return struct.pack("<" + GGUF_SCALAR[value_type], value)
+
+
+def gguf_write(metadata, tensors, alignment=32):
+    """metadata: [(key, type, value)]; tensors: [(name, ne, ggml_type, data bytes)]."""
+    out = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata)))
+    for key, value_type, value in metadata:
+        out += gguf_encode_value(STRING, key) + struct.pack("<I", value_type) + gguf_encode_value(value_type, value)
+    offset = 0
+    for name, ne, ggml_type, data in tensors:
+        out += gguf_encode_value(STRING, name) + struct.pack("<I", len(ne))
+        out += b"".join(struct.pack("<Q", n) for n in ne)
+        out += struct.pack("<IQ", ggml_type, offset)
+        offset += (len(data) + alignment - 1) // alignment * alignment
+    out += bytes(-len(out) % alignment)
+    for _, _, _, data in tensors:
+        out += data + bytes(-len(data) % alignment)
+    return bytes(out)
+
+
+def gguf_read(path):
+    """Returns (metadata [(key, type, value)], tensor infos [(name, ne, type, offset)], data offset, bytes)."""
+    data = open(path, "rb").read()
+    position = 8
+    if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] != 3:
+        raise ValueError(path + ": not a GGUF v3 file")
+
+    def take(fmt):
+        nonlocal position
+        value = struct.unpack_from("<" + fmt, data, position)[0]
+        position += struct.calcsize(fmt)
+        return value
+
+    def take_value(value_type):
+        nonlocal position
+        if value_type == STRING:
+            length = take("Q")
+            position += length
+            return data[position - length:position]
+        if value_type == ARRAY:
+            element_type = take("I")
+            return gguf_array(element_type, [take_value(element_type) for _ in range(take("Q"))])
+        return take(GGUF_SCALAR[value_type])
+
+    tensor_count, kv_count = take("Q"), take("Q")
+    metadata = []
+    for _ in range(kv_count):
+        key = take_value(STRING)
+        value_type = take("I")
+        metadata.append((key, value_type, take_value(value_type)))
+    infos = []
+    for _ in range(tensor_count):
+        name = take_value(STRING)
+        ne = [take("Q") for _ in range(take("I"))]
+        infos.append((name, ne, take("I"), take("Q")))
+    alignment = 32
+    for key, value_type, value in metadata:
+        if key == b"general.alignment":
+            alignment = value
+    return metadata, infos, (position + alignment - 1) // alignment * alignment, data
+
+
+def f32(values):
+    return struct.pack("<%df" % len(values), *values)
+
+
+def f16(values):
+    return struct.pack("<%de" % len(values), *values)
+
+
+def bf16(values):
+    return b"".join(struct.pack("<I", struct.unpack("<I", struct.pack("<f", v))[0])[2:] for v in values)
+
+
+def ramp(count, scale=0.01):
+    return [((i * 37) % 23 - 11) * scale for i in range(count)]
+
+
+TINY_PIECES = ["<unk>", "<s>", "</s>", "<0x0A>", "<0x20>", "<0xC3>", "<0xA9>", "\u2581", "\u2581t", "he",
+               "\u2581the", "a", "t", "h", "e", "\u2581a"]
+
+
+def tiny_vocab_metadata(pieces=TINY_PIECES):
+    types = [2, 3, 3] + [6 if p.startswith("<0x") else 1 for p in pieces[3:]]
+    return [
+        ("tokenizer.ggml.model", STRING, "llama"),
+        ("tokenizer.ggml.tokens", ARRAY, gguf_array(STRING, pieces)),
+        ("tokenizer.ggml.scores", ARRAY, gguf_array(FLOAT32, [-float(i) for i in range(len(pieces))])),
+        ("tokenizer.ggml.token_type", ARRAY, gguf_array(INT32, types)),
+        ("tokenizer.ggml.bos_token_id", UINT32, 1),
+        ("tokenizer.ggml.eos_token_id", UINT32, 2),
+        ("tokenizer.ggml.unknown_token_id", UINT32, 0),
+        ("tokenizer.ggml.add_bos_token", BOOL, True),
+        ("tokenizer.ggml.add_space_prefix", BOOL, True),
+    ]
+
+
+def tiny_llama_gguf():
+    """A complete llama model (hidden 8, 1 layer, 2 heads, 1 KV head, FFN 16, vocab 16) that load_model accepts."""
+    h, f, v, kv = 8, 16, len(TINY_PIECES), 4
+    metadata = [
+        ("general.architecture", STRING, "llama"),
+        ("general.name", STRING, "pith-fuzz-tiny"),
+        ("llama.context_length", UINT32, 16),
+        ("llama.embedding_length", UINT32, h),
+        ("llama.feed_forward_length", UINT32, f),
+        ("llama.block_count", UINT32, 1),
+        ("llama.attention.head_count", UINT32, 2),
+        ("llama.attention.head_count_kv", UINT32, 1),
+        ("llama.attention.layer_norm_rms_epsilon", FLOAT32, 1e-5),
+        ("llama.rope.freq_base", FLOAT32, 10000.0),
+    ] + tiny_vocab_metadata()
+    tensors = [
+        ("token_embd.weight", [h, v], GGML_F16, f16(ramp(h * v))),
+        ("blk.0.attn_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+        ("blk.0.attn_q.weight", [h, h], GGML_F32, f32(ramp(h * h))),
+        ("blk.0.attn_k.weight", [h, kv], GGML_F32, f32(ramp(h * kv))),
+        ("blk.0.attn_v.weight", [h, kv], GGML_BF16, bf16(ramp(h * kv))),
+        ("blk.0.attn_output.weight", [h, h], GGML_F32, f32(ramp(h * h))),
+        ("blk.0.ffn_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+        ("blk.0.ffn_gate.weight", [h, f], GGML_F32, f32(ramp(h * f))),
+        ("blk.0.ffn_up.weight", [h, f], GGML_F16, f16(ramp(h * f))),
+        ("blk.0.ffn_down.weight", [f, h], GGML_F32, f32(ramp(f * h))),
+        ("output_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+        ("output.weight", [h, v], GGML_F32, f32(ramp(h * v))),
+    ]
+    return gguf_write(metadata, tensors)
+
+
+def every_type_gguf():
+    """Every metadata value type and array element type, alignment 64, and tensors of several ggml types."""
+    metadata = [
+        ("general.alignment", UINT32, 64),
+        ("u8", UINT8, 200), ("i8", INT8, -100), ("u16", UINT16, 60000), ("i16", INT16, -30000),
+        ("u32", UINT32, 4000000000), ("i32", INT32, -2000000000), ("f32", FLOAT32, 1.5), ("bool", BOOL, True),
+        ("string", STRING, "h\u00e9llo"), ("u64", UINT64, 2**63 + 1), ("i64", INT64, -2**62), ("f64", FLOAT64, -2.25),
+        ("a.u8", ARRAY, gguf_array(UINT8, [1, 2, 3])), ("a.i8", ARRAY, gguf_array(INT8, [-1, 2])),
+        ("a.u16", ARRAY, gguf_array(UINT16, [7])), ("a.i16", ARRAY, gguf_array(INT16, [-7, 7])),
+        ("a.u32", ARRAY, gguf_array(UINT32, [9, 10])), ("a.i32", ARRAY, gguf_array(INT32, [-9])),
+        ("a.f32", ARRAY, gguf_array(FLOAT32, [0.5, -0.5])), ("a.bool", ARRAY, gguf_array(BOOL, [True, False])),
+        ("a.string", ARRAY, gguf_array(STRING, ["x", "", "yz"])), ("a.u64", ARRAY, gguf_array(UINT64, [])),
+        ("a.i64", ARRAY, gguf_array(INT64, [-3])), ("a.f64", ARRAY, gguf_array(FLOAT64, [1e300])),
+    ]
+    q4_0 = f16([0.5]) + bytes(range(16))  # one block: scale + 32 nibbles
+    q8_0 = (f16([0.25]) + bytes(range(32))) * 2
+    tensors = [
+        ("scalar", [], GGML_F32, f32([3.0])),
+        ("f16", [3, 2], GGML_F16, f16(ramp(6))),
+        ("bf16", [4], GGML_BF16, bf16(ramp(4))),
+        ("empty", [0, 3], GGML_F32, b""),
+        ("q4_0", [32], GGML_Q4_0, q4_0),
+        ("q8_0", [32, 2], GGML_Q8_0, q8_0),
+        ("i8", [5], GGML_I8, bytes([1, 2, 3, 4, 5])),
+        ("f32.4d", [2, 1, 2, 1], GGML_F32, f32(ramp(4))),
+    ]
+    return gguf_write(metadata, tensors, alignment=64)
+
+
+def stories_header_gguf(path):
+    """stories260K.gguf with every metadata key (its 512-token vocabulary) and only its two norm tensors of layer 0."""
+    metadata, infos, data_offset, data = gguf_read(path)
+    keep = [b"blk.0.attn_norm.weight", b"output_norm.weight"]
+    tensors = []
+    for name, ne, ggml_type, offset in infos:
+        if name in keep:
+            size = 4
+            for n in ne:
+                size *= n
+            tensors.append((name, ne, ggml_type, data[data_offset + offset:data_offset + offset + size]))
+    return gguf_write(metadata, tensors)
+
+
+def trimmed_vocab_gguf(path, keep):
+    """A GGUF vocabulary file with its token arrays cut to the first `keep` entries (no tensors)."""
+    metadata, _, _, _ = gguf_read(path)
+    out = []
+    for key, value_type, value in metadata:
+        if value_type == ARRAY and key.startswith(b"tokenizer.ggml.") and len(value.values) > keep:
+            value = gguf_array(value.element_type, value.values[:keep])
+        if key == b"llama.vocab_size":
+            value = keep
+        out.append((key, value_type, value))
+    return gguf_write(out, [])
+
+
+# ---- safetensors ----------------------------------------------------------------------------------
+
+def safetensors_write(tensors, metadata=None):
+    """tensors: [(name, dtype, shape, data bytes)], stored in the given order."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in tensors)
+
+
+def safetensors_minimised(path, keep):
+    """A real safetensors file reduced to the tensors named in `keep`, with its header's dtypes and metadata."""
+    data = open(path, "rb").read()
+    (length,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8:8 + length])
+    start = 8 + length
+    tensors = []
+    for name in keep:
+        entry = header[name]
+        begin, end = entry["data_offsets"]
+        tensors.append((name, entry["dtype"], entry["shape"], data[start + begin:start + end]))
+    return safetensors_write(tensors, header.get("__metadata__"))
+
+
+# ---- llama2.c -------------------------------------------------------------------------------------
+
+def llama2c_checkpoint(dim, hidden, layers, heads, kv_heads, vocab, seq_len, shared):
+    kv_dim = dim // heads * kv_heads
+    half_head = dim // heads // 2
+    sizes = [vocab * dim, layers * dim, layers * dim * dim, layers * kv_dim * dim, layers * kv_dim * dim,
+             layers * dim * dim, layers * dim, layers * hidden * dim, layers * dim * hidden, layers * hidden * dim,
+             dim, seq_len * half_head, seq_len * half_head]
+    if not shared:
+        sizes.append(vocab * dim)
+    header = struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab if shared else -vocab, seq_len)
+    return header + f32(ramp(sum(sizes)))
+
+
+def llama2c_tokenizer(pieces, scores=None):
+    encoded = [p.encode() if isinstance(p, str) else p for p in pieces]
+    scores = scores or [-float(i) for i in range(len(pieces))]
+    out = struct.pack("<i", max(len(p) for p in encoded))
+    for piece, score in zip(encoded, scores):
+        out += struct.pack("<fi", score, len(piece)) + piece
+    return out
+
+
+# ---- main -----------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default=os.path.join(HERE, "..", "..", "shared", "models"),
+                        help="folder of the shared model files (default: ../shared/models next to the repository)")
+    models = parser.parse_args().models
+
+    seeds = {}
+
+    def add(target, name, data):
+        seeds[(target, name)] = data
+
+    def model(relative):
+        path = os.path.join(models, relative)
+        if not os.path.exists(path):
+            print("make_corpus.py: %s not found, seed skipped" % path, file=sys.stderr)
+            return None
+        return path
+
+    # safetensors
+    add("fuzz_safetensors", "two_f32.safetensors",
+        safetensors_write([("a", "F32", [2, 3], f32(ramp(6))), ("b", "F32", [4], f32(ramp(4)))]))
+    add("fuzz_safetensors", "dtypes_metadata.safetensors",
+        safetensors_write([("bf16", "BF16", [2, 2], bf16(ramp(4))), ("f16", "F16", [3], f16(ramp(3))),
+                           ("i64", "I64", [2], struct.pack("<2q", -1, 7)), ("scalar", "F32", [], f32([2.0])),
+                           ("empty", "F32", [0, 5], b""), ("u8", "U8", [3], b"\x01\x02\x03")],
+                          {"format": "pt", "note": "h\u00e9llo"}))
+    for name in ["f16", "bf16"]:
+        path = os.path.join(HERE, "..", "tests", "data", "llama", name, "model.safetensors")
+        if os.path.exists(path):
+            add("fuzz_safetensors", "llama_%s_norms.safetensors" % name,
+                safetensors_minimised(path, ["model.norm.weight", "model.layers.0.input_layernorm.weight"]))
+
+    # GGUF
+    add("fuzz_gguf", "tiny_llama.gguf", tiny_llama_gguf())
+    add("fuzz_gguf", "every_type.gguf", every_type_gguf())
+    stories = model("stories260K/stories260K.gguf")
+    if stories:
+        add("fuzz_gguf", "stories260K_header.gguf", stories_header_gguf(stories))
+
+    # llama2.c checkpoints
+    add("fuzz_llama2c", "tiny_shared.bin", llama2c_checkpoint(8, 16, 1, 2, 1, 8, 4, shared=True))
+    add("fuzz_llama2c", "tiny_separate_classifier.bin", llama2c_checkpoint(8, 12, 2, 2, 2, 6, 2, shared=False))
+    add("fuzz_llama2c", "header_only_export_v1.bin", struct.pack("<I6i", 0x616B3432, 1, 8, 16, 1, 2, 1))
+
+    # tokenizers: selector byte, then the file (llama2.c: uint16 vocab_size first)
+    tiny_pieces = ["<unk>", "\n<s>\n", "\n</s>\n", "<0x0A>", "<0x20>", "<0xC3>", "<0xA9>", " t", "he", " the",
+                   "a", "t", "h", "e", " ", " a"]
+    add("fuzz_tokenizer", "llama2c_tiny.tok", b"\x00" + struct.pack("<H", len(tiny_pieces)) + llama2c_tokenizer(tiny_pieces))
+    tok512 = model("stories260K/tok512.bin")
+    if tok512:
+        add("fuzz_tokenizer", "llama2c_tok512.tok", b"\x00" + struct.pack("<H", 512) + open(tok512, "rb").read())
+    add("fuzz_tokenizer", "gguf_tiny.tok", b"\x01" + gguf_write(tiny_vocab_metadata(), []))
+    spm = model("ggml-vocab/ggml-vocab-llama-spm.gguf")
+    if spm:
+        add("fuzz_tokenizer", "gguf_llama_spm_300.tok", b"\x01" + trimmed_vocab_gguf(spm, 300))
+    words = {"type": "pith-words", "tokens": ["<unk>", "<s>", "</s>", "the", "cat", "sat", "on", "mat", ".", ",",
+                                              "a", "dog", "'", "s", "(", ")", "!", "don", "t", "caf\u00e9"],
+             "unk": 0, "bos": 1, "eos": 2, "lowercase": True}
+    add("fuzz_tokenizer", "words.tok", b"\x02" + json.dumps(words, ensure_ascii=False).encode())
+    chars = {"type": "pith-chars", "tokens": ["<unk>", "<s>", "</s>", " ", "a", "b", "c", ".", "\u00e9", "\u65e5"],
+             "unk": 0, "bos": 1, "eos": 2}
+    add("fuzz_tokenizer", "chars.tok", b"\x02" + json.dumps(chars, ensure_ascii=False).encode())
+
+    for (target, name), data in sorted(seeds.items()):
+        folder = os.path.join(CORPUS, target)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as out:
+            out.write(data)
+        print("%-16s %-34s %6d bytes" % (target, name, len(data)))
+    print("total %d bytes" % sum(len(d) for d in seeds.values()))
+
+
+if __name__ == "__main__":
+    main()

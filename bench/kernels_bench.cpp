@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// pith_bench_kernels: the fused softmax-importance kernel against the scalar path, the plain Eigen
-// formulation and this core's FMA peak, all measured in one run; prints a ratio table at the end.
+// pith_bench_kernels: the fused softmax-importance kernel and the matmul against the scalar path, the
+// plain Eigen formulation and this core's FMA peak, all measured in one run; prints ratio tables at the end.
 // pith first: its x86 intrinsics header silences GCC 12's false warnings in <immintrin.h>.
 #include <pith/core/aligned_buffer.hpp>
+#include <pith/kernels/matmul.hpp>
 #include <pith/kernels/softmax_importance.hpp>
 
 #include "machine_limits.hpp"
@@ -11,6 +12,7 @@
 
 #include <Eigen/Core>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -117,6 +119,67 @@ BENCHMARK(BM_pith<native_ops, false>)->Name("BM_softmax_importance_only_native")
 BENCHMARK(BM_pith<scalar_ops, false>)->Name("BM_softmax_importance_only_scalar")->Apply(shapes);
 BENCHMARK(BM_eigen<false>)->Name("BM_softmax_importance_only_eigen")->Apply(shapes);
 
+// ------------------------------------------------------------------ matmul
+// Y = X W^T on one thread for X [rows, in], W [out, in]: Eigen (pith's previous path), pith's
+// matmul_transposed_range (GEMM from gemm_min_rows rows, Eigen below) and the GEMM alone.
+struct matmul_problem {
+  std::size_t rows, in, out;
+  pith::aligned_buffer<float> x, w, y, scratch;
+
+  explicit matmul_problem(const benchmark::State& state)
+      : rows(static_cast<std::size_t>(state.range(0))),
+        in(static_cast<std::size_t>(state.range(1))),
+        out(static_cast<std::size_t>(state.range(2))),
+        x(rows * in),
+        w(out * in),
+        y(rows * out),
+        scratch(pith::kernels::gemm_transposed_scratch_size()) {
+    std::mt19937 rng(42);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto* buffer : {&x, &w})
+      for (float& value : *buffer) value = u(rng);
+  }
+  double flops() const { return 2.0 * static_cast<double>(rows * in * out); }
+};
+
+enum class matmul_variant { eigen, pith, gemm };
+
+template <matmul_variant Variant>
+void BM_matmul(benchmark::State& state) {
+  matmul_problem p(state);
+  for (auto _ : state) {
+    if constexpr (Variant == matmul_variant::eigen)
+      pith::kernels::matmul_transposed_eigen(p.x.data(), p.rows, p.in, p.in, p.w.data(), 0, p.out, p.y.data(), p.out, false);
+    else if constexpr (Variant == matmul_variant::pith)
+      pith::kernels::matmul_transposed_range(p.x.data(), p.rows, p.in, p.in, p.w.data(), 0, p.out, p.y.data(), p.out, false);
+    else
+      pith::kernels::gemm_transposed(p.x.data(), p.rows, p.in, p.in, p.w.data(), 0, p.out, p.y.data(), p.out, false,
+                                     p.scratch.data());
+    benchmark::DoNotOptimize(p.y.data());
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, p.flops());
+}
+
+void matmul_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  for (auto [rows, in, out] : std::vector<std::array<long, 3>>{{512, 512, 512}, {512, 512, 1376}, {512, 1376, 512}, {1, 512, 32000}})
+    b->Args({rows, in, out});
+}
+
+// Few rows: where the GEMM overtakes Eigen (gemm_min_rows), with W in cache (2.8 MB) and not (65 MB).
+void matmul_row_sweep(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  for (long out : {1376, 32000})
+    for (long rows : {1, 2, 3, 4, 8, 16, 64}) b->Args({rows, 512, out});
+}
+
+BENCHMARK(BM_matmul<matmul_variant::eigen>)->Name("BM_matmul_eigen")->Apply(matmul_shapes);
+BENCHMARK(BM_matmul<matmul_variant::pith>)->Name("BM_matmul_pith")->Apply(matmul_shapes);
+BENCHMARK(BM_matmul<matmul_variant::gemm>)->Name("BM_matmul_gemm")->Apply(matmul_shapes);
+BENCHMARK(BM_matmul<matmul_variant::eigen>)->Name("BM_matmul_eigen")->Apply(matmul_row_sweep);
+BENCHMARK(BM_matmul<matmul_variant::gemm>)->Name("BM_matmul_gemm")->Apply(matmul_row_sweep);
+
 // ------------------------------------------------------------------ ratio table
 // Console output as usual, then one table: GFLOP/s, fraction of BM_fma_peak, ratios to Eigen and scalar.
 class ratio_reporter : public benchmark::ConsoleReporter {
@@ -145,6 +208,17 @@ class ratio_reporter : public benchmark::ConsoleReporter {
         std::printf("%-8s %-20s %10.1f %10.1f %10.1f %8.2f %10.2f\n", *variant ? "imp" : "attn+imp",
                     shape.c_str(), rate, eigen, scalar, peak > 0 ? rate / peak : 0.0, eigen > 0 ? rate / eigen : 0.0);
       }
+    }
+    std::printf("\n%-22s %10s %10s %10s %8s %10s\n", "matmul rows/in/out", "pith", "eigen", "gemm", "of peak",
+                "vs eigen");
+    for (const auto& [name, rate] : rates_) {
+      const std::string prefix = "BM_matmul_eigen/";
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string shape = name.substr(prefix.size());
+      const double pith_rate = lookup("BM_matmul_pith/" + shape), gemm = lookup("BM_matmul_gemm/" + shape);
+      const double best = pith_rate > 0 ? pith_rate : gemm;
+      std::printf("%-22s %10.1f %10.1f %10.1f %8.2f %10.2f\n", shape.c_str(), pith_rate, rate, gemm,
+                  peak > 0 ? best / peak : 0.0, rate > 0 ? best / rate : 0.0);
     }
   }
 

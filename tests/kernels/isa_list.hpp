@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include <pith/kernels/gemm.hpp>
 #include <pith/kernels/softmax_importance.hpp>
 
 namespace pith::testing {
@@ -14,11 +15,14 @@ struct compiled_isa {
   std::size_t width;
   bool supported;  // the running CPU can execute it
   void (*softmax_importance)(const kernels::softmax_importance_args&, float*);
+  void (*gemm_transposed)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
+                          float*, std::size_t, bool, float*);
 };
 
 template <class Ops>
 compiled_isa make_isa() {
-  return {Ops::name, Ops::width, simd::cpu_supports<Ops>(), &kernels::softmax_importance_with<Ops>};
+  return {Ops::name, Ops::width, simd::cpu_supports<Ops>(), &kernels::softmax_importance_with<Ops>,
+          &kernels::gemm_transposed_with<Ops>};
 }
 
 inline std::vector<compiled_isa> compiled_isas() {

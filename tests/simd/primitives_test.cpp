@@ -84,4 +84,18 @@ TYPED_TEST(PrimitivesTest, NanSelection) {
   EXPECT_TRUE(std::isnan(lanes<TypeParam>(TypeParam::min(TypeParam::set1(0.0f), TypeParam::set1(nan)))[0]));
 }
 
+TYPED_TEST(PrimitivesTest, TransposeSwapsRowsAndLanes) {
+  PITH_SKIP_IF_CPU_LACKS(TypeParam);
+  constexpr std::size_t W = TypeParam::width;
+  std::vector<float> block(W * W);
+  for (std::size_t i = 0; i < W * W; ++i) block[i] = static_cast<float>(i);
+  typename TypeParam::vec rows[W];
+  for (std::size_t i = 0; i < W; ++i) rows[i] = TypeParam::load(block.data() + i * W);
+  TypeParam::transpose(rows);
+  for (std::size_t i = 0; i < W; ++i) {
+    const auto row = lanes<TypeParam>(rows[i]);
+    for (std::size_t j = 0; j < W; ++j) EXPECT_EQ(row[j], block[j * W + i]) << "row " << i << " lane " << j;
+  }
+}
+
 }  // namespace

@@ -1,26 +1,43 @@
 // SPDX-License-Identifier: MIT
 // matmul_transposed: Y = X W^T for row-major X [rows, in] and W [out, in] (PyTorch's Linear layout),
-// through Eigen, split over output features across pith's thread pool.
+// split over output features across pith's thread pool: pith's GEMM for chunks of tokens, Eigen's
+// matrix-vector product for a few rows (decode).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 
+#include "pith/core/aligned_buffer.hpp"
 #include "pith/core/parallel.hpp"
+#include "pith/kernels/gemm.hpp"
 #include "pith/simd/simd.hpp"  // before Eigen: silences GCC 12's false warnings in <immintrin.h>
 
 #include <Eigen/Core>
 
 namespace pith::kernels {
 
+/// From this many rows matmul_transposed uses gemm_transposed. One row (decode) stays with Eigen's
+/// matrix-vector product, which streams W at the read bandwidth; packing W costs the GEMM more
+/// than the product itself there. From 2 rows the GEMM is ahead with W in cache and out of it
+/// (pith_bench_kernels, BM_matmul_eigen and BM_matmul_gemm with rows 1 to 64).
+inline constexpr std::size_t gemm_min_rows = 2;
+
 namespace detail {
 using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using const_matrix_map = Eigen::Map<const row_major, Eigen::Unaligned, Eigen::OuterStride<>>;
 using matrix_map = Eigen::Map<row_major, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+/// This thread's gemm_transposed scratch: allocated on the thread's first call (the only
+/// allocation, which may throw std::bad_alloc), reused by every later call, freed at thread exit.
+inline float* gemm_thread_scratch() {
+  thread_local aligned_buffer<float> scratch(gemm_transposed_scratch_size());
+  return scratch.data();
+}
 }  // namespace detail
 
-/// Y[:, begin:end] (+)= X W[begin:end, :]^T. Y's rows are y_stride apart. Does not allocate for
-/// rows > 1 beyond Eigen's blocking buffers on the stack; does not throw.
-inline void matmul_transposed_range(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
+/// Y[:, begin:end] (+)= X W[begin:end, :]^T through Eigen (a matrix-vector product for one row).
+/// Does not allocate beyond Eigen's blocking buffers on the stack; does not throw.
+inline void matmul_transposed_eigen(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
                                     const float* w, std::size_t begin, std::size_t end, float* y,
                                     std::size_t y_stride, bool accumulate) noexcept {
   const auto r = static_cast<Eigen::Index>(rows);
@@ -42,10 +59,22 @@ inline void matmul_transposed_range(const float* x, std::size_t rows, std::size_
   }
 }
 
+/// Y[:, begin:end] (+)= X W[begin:end, :]^T on the calling thread: gemm_transposed (with this
+/// thread's scratch, see detail::gemm_thread_scratch) from gemm_min_rows rows, Eigen below.
+inline void matmul_transposed_range(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
+                                    const float* w, std::size_t begin, std::size_t end, float* y,
+                                    std::size_t y_stride, bool accumulate) {
+  if (rows >= gemm_min_rows)
+    gemm_transposed(x, rows, in, x_stride, w, begin, end, y, y_stride, accumulate, detail::gemm_thread_scratch());
+  else
+    matmul_transposed_eigen(x, rows, in, x_stride, w, begin, end, y, y_stride, accumulate);
+}
+
 /// Y = X W^T (or Y += X W^T), output features split across the pool in blocks of at least 64.
+/// Y must not alias X or W.
 inline void matmul_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
                               std::size_t out, float* y, std::size_t y_stride, bool accumulate = false) {
-  constexpr std::size_t grain = 64;
+  constexpr std::size_t grain = 64;  // a multiple of every ISA's GEMM panel width
   parallel_for(
       (out + grain - 1) / grain,
       [&](std::size_t first, std::size_t last) {

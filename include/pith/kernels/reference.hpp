@@ -11,6 +11,29 @@
 
 namespace pith::kernels::reference {
 
+/// The contract of kernels::gemm_transposed over all `out` output features: Y (+)= X W^T for X
+/// [rows, in] (rows x_stride apart), W [out, in] (rows `in` apart), Y rows y_stride apart, each
+/// element summed in double and rounded once. When `magnitude` is not null it receives, at the
+/// same positions as Y, sum_k |X[i, k] W[o, k]| (+ |Y[i, o]| when accumulating): the scale of the
+/// rounding error of a float evaluation of the same sum.
+inline void matmul_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
+                              std::size_t out, float* y, std::size_t y_stride, bool accumulate,
+                              double* magnitude = nullptr) {
+  for (std::size_t i = 0; i < rows; ++i) {
+    for (std::size_t o = 0; o < out; ++o) {
+      const double base = accumulate ? static_cast<double>(y[i * y_stride + o]) : 0.0;
+      double sum = base, scale = std::abs(base);
+      for (std::size_t k = 0; k < in; ++k) {
+        const double product = static_cast<double>(x[i * x_stride + k]) * static_cast<double>(w[o * in + k]);
+        sum += product;
+        scale += std::abs(product);
+      }
+      y[i * y_stride + o] = static_cast<float>(sum);
+      if (magnitude != nullptr) magnitude[i * y_stride + o] = scale;
+    }
+  }
+}
+
 /// The contract of kernels::softmax_importance (same arguments, same outputs), computed one query
 /// at a time in double precision with std::exp. A NaN among a query's visible scores makes its
 /// output row, row_max, row_sum and importance contributions NaN.

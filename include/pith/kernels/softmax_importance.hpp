@@ -107,18 +107,7 @@ inline const char* validate_softmax_importance(const softmax_importance_args& a)
 
 namespace detail {
 
-// GCC 12's loop vectoriser turns the scalar set's register-tiled loops (over keys, with a runtime
-// row stride) into code that loads rows past the loop's last iteration, which faults at the end
-// of a mapping. An empty asm statement in the loop body keeps the scalar loops scalar; vector ISAs
-// are unaffected (their loops are already written in vectors) and emit nothing for it.
-template <std::size_t W>
-inline void keep_scalar_loop(std::size_t& index) noexcept {
-  if constexpr (W == 1) {
-#if defined(__GNUC__)
-    asm("" : "+r"(index));
-#endif
-  }
-}
+using simd::keep_scalar_loop;
 
 template <class Ops>
 struct softmax_importance_impl {

@@ -16,6 +16,7 @@ struct ops {
   using vec = __m256;
   static constexpr std::size_t width = 8;
   static constexpr const char* name = "avx2";
+  static constexpr std::size_t registers = 16;
 
   static vec zero() noexcept { return _mm256_setzero_ps(); }
   static vec set1(float x) noexcept { return _mm256_set1_ps(x); }
@@ -62,6 +63,25 @@ struct ops {
   }
   static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept {
     return _mm256_blendv_ps(otherwise, if_nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  // 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs, then 128-bit halves swapped.
+  static void transpose(vec (&rows)[8]) noexcept {
+    vec t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(rows[i], rows[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(rows[i], rows[i + 1]);
+    }
+    // u[4g + c], half h: column 4h + c of rows 4g .. 4g + 3.
+    for (int g = 0; g < 8; g += 4) {
+      u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+      u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+      u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+      u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+      rows[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+      rows[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
   }
   static vec lane_index() noexcept { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
 };

@@ -16,6 +16,7 @@ struct ops {
   using vec = __m512;
   static constexpr std::size_t width = 16;
   static constexpr const char* name = "avx512";
+  static constexpr std::size_t registers = 32;
 
   static vec zero() noexcept { return _mm512_setzero_ps(); }
   static vec set1(float x) noexcept { return _mm512_set1_ps(x); }
@@ -65,6 +66,32 @@ struct ops {
   }
   static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), otherwise, if_nan);
+  }
+  // 16 x 16 transpose: pairs of rows interleaved, then pairs of pairs (columns within 128-bit
+  // lanes done), then two rounds of 128-bit lane shuffles.
+  static void transpose(vec (&rows)[16]) noexcept {
+    vec t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
+    }
+    // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3.
+    for (int g = 0; g < 16; g += 4) {
+      u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+      u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+      u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+      u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+      const vec even_low = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);   // lanes 0, 2 of rows 0-3, 4-7
+      const vec odd_low = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);    // lanes 1, 3
+      const vec even_high = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+      const vec odd_high = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+      rows[c] = _mm512_shuffle_f32x4(even_low, even_high, 0x88);
+      rows[8 + c] = _mm512_shuffle_f32x4(even_low, even_high, 0xDD);
+      rows[4 + c] = _mm512_shuffle_f32x4(odd_low, odd_high, 0x88);
+      rows[12 + c] = _mm512_shuffle_f32x4(odd_low, odd_high, 0xDD);
+    }
   }
   static vec lane_index() noexcept {
     return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);

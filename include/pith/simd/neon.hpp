@@ -16,6 +16,7 @@ struct ops {
   using vec = float32x4_t;
   static constexpr std::size_t width = 4;
   static constexpr const char* name = "neon";
+  static constexpr std::size_t registers = 32;
 
   static vec zero() noexcept { return vdupq_n_f32(0.0f); }
   static vec set1(float x) noexcept { return vdupq_n_f32(x); }
@@ -53,6 +54,15 @@ struct ops {
   }
   static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept {
     return vbslq_f32(vceqq_f32(a, a), otherwise, if_nan);
+  }
+  // 4 x 4 transpose: trn1/trn2 on pairs of rows, then 64-bit halves recombined.
+  static void transpose(vec (&rows)[4]) noexcept {
+    const float32x4x2_t a = vtrnq_f32(rows[0], rows[1]);  // (r0_0 r1_0 r0_2 r1_2), (r0_1 r1_1 r0_3 r1_3)
+    const float32x4x2_t b = vtrnq_f32(rows[2], rows[3]);
+    rows[0] = vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0]));
+    rows[1] = vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1]));
+    rows[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
+    rows[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
   }
   static vec lane_index() noexcept {
     const float lanes[4] = {0.0f, 1.0f, 2.0f, 3.0f};

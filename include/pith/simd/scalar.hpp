@@ -14,6 +14,7 @@ struct ops {
   using vec = float;
   static constexpr std::size_t width = 1;
   static constexpr const char* name = "scalar";
+  static constexpr std::size_t registers = 16;  // xmm0-15 on x86-64 (v0-31 on AArch64: 16 is the safe count)
 
   static vec zero() noexcept { return 0.0f; }
   static vec set1(float x) noexcept { return x; }
@@ -42,6 +43,8 @@ struct ops {
     return a == b ? if_true : if_false;
   }
   static vec select_nan(vec a, vec if_nan, vec otherwise) noexcept { return a != a ? if_nan : otherwise; }
+  /// A width x width block: lane j of rows[i] swaps with lane i of rows[j] (nothing to do for one lane).
+  static void transpose(vec (&rows)[1]) noexcept { (void)rows; }
   /// Lane i holds float(i).
   static vec lane_index() noexcept { return 0.0f; }
 };

@@ -7,7 +7,9 @@
 //   max(a,b)/min(a,b) (when either is NaN the result is b, or NaN on NEON); reduce_add, reduce_max;
 //   round (to nearest, ties to even); pow2n(n) = 2^n for integral n in [-126, 127];
 //   select_less(a,b,t,f) = a<b ? t : f; select_equal; select_nan(a,t,f) = isnan(a) ? t : f;
-//   lane_index() = (0, 1, ..., width-1).
+//   lane_index() = (0, 1, ..., width-1); transpose(vec (&rows)[width]): the width x width block
+//   transposed in place (lane j of rows[i] becomes lane i of rows[j]); registers: how many vector
+//   registers the ISA has, for sizing register tiles.
 // Separate namespaces keep inline functions compiled for different ISAs from being merged by the
 // linker. PITH_DISABLE_SIMD makes `native` the scalar set whatever the compiler flags.
 #pragma once
@@ -18,6 +20,7 @@
 #include "pith/simd/neon.hpp"
 #include "pith/simd/scalar.hpp"
 
+#include <cstddef>
 #include <string_view>
 
 namespace pith::simd {
@@ -33,6 +36,20 @@ namespace native = neon;
 #else
 namespace native = scalar;
 #endif
+
+/// GCC 12's loop vectoriser turns the scalar set's register-tiled loops (over a dimension read
+/// with a runtime row stride) into code that loads rows past the loop's last iteration, which
+/// faults at the end of a mapping. An empty asm statement on the loop index keeps the scalar loops
+/// scalar; vector ISAs are unaffected (their loops are already written in vectors) and emit
+/// nothing for it. Call it first thing in the loop body with the set's width.
+template <std::size_t W>
+inline void keep_scalar_loop(std::size_t& index) noexcept {
+  if constexpr (W == 1) {
+#if defined(__GNUC__)
+    asm("" : "+r"(index));
+#endif
+  }
+}
 
 /// Whether the running CPU can execute the primitive set `Ops` (compiled sets only).
 template <class Ops>

@@ -119,16 +119,31 @@ class session {
   }
   /// Re-rotates the keys of (layer, kv head) so that slot i holds RoPE position new_positions[i]
   /// (rotations compose: rotating by new - old equals rotating the unrotated key to new).
-  void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) noexcept {
+  /// Angles for |delta| < max_context come from a table built on the first call (compaction moves
+  /// keys by at most the cache's capacity), others are computed.
+  void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) {
     float* keys = cache_.keys(layer, head);
     std::int64_t* positions = cache_.positions(layer, head);
-    const std::size_t d = c_.head_dim;
-    float* cos_angle = rerotate_cos_.data();
-    float* sin_angle = rerotate_sin_.data();
+    const std::size_t d = c_.head_dim, half = d / 2;
+    const auto range = static_cast<std::int64_t>(options_.max_context);
+    if (rotation_table_.empty()) {
+      // Row r holds cos (then sin) of (r - range) * inv_freq, the same float angles rope_angles takes.
+      rotation_table_.resize(static_cast<std::size_t>(2 * range + 1) * d);
+      for (std::int64_t delta = -range; delta <= range; ++delta) {
+        float* row = rotation_table_.data() + static_cast<std::size_t>(delta + range) * d;
+        kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, row, row + half);
+      }
+    }
     for (std::size_t i = 0; i < new_positions.size(); ++i) {
       const std::int64_t delta = new_positions[i] - positions[i];
       if (delta != 0) {
-        kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, cos_angle, sin_angle);
+        const float *cos_angle = rerotate_cos_.data(), *sin_angle = rerotate_sin_.data();
+        if (delta >= -range && delta <= range) {
+          cos_angle = rotation_table_.data() + static_cast<std::size_t>(delta + range) * d;
+          sin_angle = cos_angle + half;
+        } else {
+          kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, rerotate_cos_.data(), rerotate_sin_.data());
+        }
         kernels::apply_rope(c_.rope, keys + i * d, 1, d, d, cos_angle, sin_angle);
       }
       positions[i] = new_positions[i];
@@ -398,6 +413,7 @@ class session {
   aligned_buffer<float> scores_;         // [layers, heads, max_context]
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context]
   std::vector<std::size_t> scored_queries_;  // [layers]
+  aligned_buffer<float> rotation_table_;  // [2 * max_context + 1, head_dim]: cos | sin per delta
   aligned_buffer<float> rerotate_cos_;   // [head_dim / 2]
   aligned_buffer<float> rerotate_sin_;   // [head_dim / 2]
 };

@@ -4,6 +4,8 @@
 // the random ~30M Llama of pith_bench_model; and reading 10K, 100K and 1M-token documents with
 // citrus-shared on 2 threads (tokens/s, memory). The per-chunk figures are single-threaded.
 #include <pith/model/random_weights.hpp>
+#include "bench_common.hpp"
+#include <pith/core/memory.hpp>
 #include <pith/runtime/reader.hpp>
 
 #include <benchmark/benchmark.h>
@@ -19,20 +21,7 @@ namespace {
 constexpr std::size_t chunk = 256, budget = 768;
 
 const pith::model_weights& bench_weights() {
-  static const pith::model_weights weights = [] {
-    pith::model_config c;
-    c.hidden_size = 512;
-    c.intermediate_size = 1376;
-    c.num_layers = 8;
-    c.num_heads = 8;
-    c.num_kv_heads = 2;
-    c.head_dim = 64;
-    c.vocab_size = 32000;
-    c.rms_norm_eps = 1e-5f;
-    c.max_position_embeddings = 4096;
-    c.source = "random 30M configuration";
-    return pith::random_weights(c, 7);
-  }();
+  static const pith::model_weights weights = pith::random_weights(pith::bench::config_30m(), 7);
   return weights;
 }
 
@@ -43,14 +32,6 @@ std::vector<std::int32_t> tokens(std::size_t n, std::size_t salt) {
 }
 
 const std::vector<std::int32_t> instruction = tokens(16, 99);
-
-std::size_t peak_memory_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
-  return 0;
-}
 
 // The baseline: one chunk forward over a full cache (budget + chunk old states), no scoring, then
 // the cache is cut back to where it was so every iteration sees the same state.
@@ -108,7 +89,7 @@ void BM_read_document(benchmark::State& state) {
     state.counters["state_MiB"] = static_cast<double>(r.state_bytes()) / (1 << 20);
   }
   state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(length), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["peak_rss_MiB"] = static_cast<double>(peak_memory_bytes()) / (1 << 20);
+  state.counters["peak_rss_MiB"] = static_cast<double>(pith::peak_resident_bytes()) / (1 << 20);
   pith::set_num_threads(0);
 }
 
@@ -157,11 +138,4 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return pith::bench::run_benchmarks<ratio_reporter>(argc, argv); }

@@ -6,6 +6,7 @@
 #include <pith/kernels/matmul.hpp>
 #include <pith/kernels/softmax_importance.hpp>
 
+#include "bench_common.hpp"
 #include "machine_limits.hpp"
 
 #include <benchmark/benchmark.h>
@@ -232,11 +233,4 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return pith::bench::run_benchmarks<ratio_reporter>(argc, argv); }

@@ -3,6 +3,7 @@
 // the random ~30M Llama of pith_bench_model (hidden 512, 8 layers, 8 heads, 2 KV heads), decode and
 // prefill, single thread, all in one run; prints the overheads relative to standard layers.
 #include <pith/model/random_weights.hpp>
+#include "bench_common.hpp"
 #include <pith/model/transformer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -19,18 +20,7 @@ const char* const variant_names[] = {"standard", "block_attnres_8", "hybrid_appr
                                      "hybrid_mlp"};
 
 pith::model_config config_of(int v) {
-  pith::model_config c;
-  c.hidden_size = 512;
-  c.intermediate_size = 1376;
-  c.num_layers = 8;
-  c.num_heads = 8;
-  c.num_kv_heads = 2;
-  c.head_dim = 64;
-  c.vocab_size = 32000;
-  c.rms_norm_eps = 1e-5f;
-  c.max_position_embeddings = 4096;
-  c.mixer_mlp_intermediate_size = 4 * 512 / 3;
-  c.source = "random 30M configuration";
+  pith::model_config c = pith::bench::config_30m();
   if (v == block8) {
     c.residual = pith::residual_mode::block;
     c.attn_res_block_size = 1;  // 8 layers in 8 blocks
@@ -125,11 +115,4 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return pith::bench::run_benchmarks<ratio_reporter>(argc, argv); }

@@ -3,6 +3,7 @@
 // 8 heads, 2 KV heads, intermediate 1376, vocab 32000) on 1 and 2 threads, beside the machine's
 // limits measured by the same binary (streaming read bandwidth, FMA peak); prints a ratio table.
 #include <pith/model/random_weights.hpp>
+#include "bench_common.hpp"
 #include <pith/model/transformer.hpp>
 
 #include "machine_limits.hpp"
@@ -14,23 +15,8 @@
 
 namespace {
 
-pith::model_config bench_config() {
-  pith::model_config c;
-  c.hidden_size = 512;
-  c.intermediate_size = 1376;
-  c.num_layers = 8;
-  c.num_heads = 8;
-  c.num_kv_heads = 2;
-  c.head_dim = 64;
-  c.vocab_size = 32000;
-  c.rms_norm_eps = 1e-5f;
-  c.max_position_embeddings = 4096;
-  c.source = "random 30M configuration";
-  return c;
-}
-
 const pith::model_weights& bench_weights() {
-  static const pith::model_weights weights = pith::random_weights(bench_config(), 7);
+  static const pith::model_weights weights = pith::random_weights(pith::bench::config_30m(), 7);
   return weights;
 }
 
@@ -136,11 +122,4 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return pith::bench::run_benchmarks<ratio_reporter>(argc, argv); }

@@ -107,6 +107,21 @@ inline std::optional<tokenizer> find_tokenizer(const std::filesystem::path& mode
   return std::nullopt;
 }
 
+/// main() of an example: runs `run`, prints usage errors with the usage text (exit 2) and other
+/// errors with the program's name (exit 1).
+template <class Run>
+int run_main(const char* program, const char* usage, Run&& run) {
+  try {
+    return run();
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%s: %s\n%s", program, e.what(), usage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\n%s: %s\n", program, e.what());
+    return 1;
+  }
+}
+
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

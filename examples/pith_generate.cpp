@@ -124,13 +124,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const pith::examples::usage_error& e) {
-    std::fprintf(stderr, "pith-generate: %s\n%s", e.what(), usage);
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "pith-generate: %s\n", e.what());
-    return 1;
-  }
+  return pith::examples::run_main("pith-generate", usage, [&] { return run(argc, argv); });
 }

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <pith/core/memory.hpp>
 #include <pith/runtime/reader.hpp>
 
 #include "common.hpp"
@@ -18,15 +19,6 @@ constexpr const char* usage =
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n";
-
-// Peak resident memory of this process (VmHWM), in bytes; 0 where /proc is unavailable.
-std::size_t peak_memory_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
-  return 0;
-}
 
 void progress_bar(std::size_t done, std::size_t total, double seconds) {
   constexpr int width = 30;
@@ -99,7 +91,7 @@ int run(int argc, char** argv) {
                "peak memory %.1f MiB, total %.2f s\n",
                policy_name(options.policy), options.budget, options.chunk_size,
                r.main_session().cache().size(0, 0), static_cast<double>(r.state_bytes()) / (1 << 20),
-               static_cast<double>(peak_memory_bytes()) / (1 << 20), seconds);
+               static_cast<double>(peak_resident_bytes()) / (1 << 20), seconds);
   (void)tokens;
   return 0;
 }
@@ -107,13 +99,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const pith::examples::usage_error& e) {
-    std::fprintf(stderr, "pith-read: %s\n%s", e.what(), usage);
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\npith-read: %s\n", e.what());
-    return 1;
-  }
+  return pith::examples::run_main("pith-read", usage, [&] { return run(argc, argv); });
 }

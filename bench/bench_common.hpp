@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// What the model-level benchmarks share: the random ~30M-parameter Llama they all run and a main
+// that prints each binary's ratio table after the usual console output.
+#pragma once
+
+#include <pith/model/random_weights.hpp>
+
+#include <benchmark/benchmark.h>
+
+namespace pith::bench {
+
+/// hidden 512, 8 layers, 8 heads, 2 KV heads (head_dim 64), intermediate 1376, vocab 32000.
+inline model_config config_30m() {
+  model_config c;
+  c.hidden_size = 512;
+  c.intermediate_size = 1376;
+  c.num_layers = 8;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.vocab_size = 32000;
+  c.rms_norm_eps = 1e-5f;
+  c.max_position_embeddings = 4096;
+  c.mixer_mlp_intermediate_size = 4 * 512 / 3;
+  c.source = "random 30M configuration";
+  return c;
+}
+
+/// Runs the registered benchmarks with `Reporter` (a ConsoleReporter that adds a table).
+template <class Reporter>
+int run_benchmarks(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  Reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace pith::bench

@@ -183,6 +183,49 @@ class session {
     return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float);
   }
 
+  /// Whether forward_with_side can run here: side tokens must leave no trace, so no layer may keep a
+  /// recurrent state (approximate, non_approximate).
+  bool supports_side_queries() const noexcept {
+    for (std::size_t l = 0; l < c_.num_layers; ++l)
+      if (c_.mixer(l) == mixer_kind::approximate || c_.mixer(l) == mixer_kind::non_approximate) return false;
+    return true;
+  }
+
+  /// Runs `chunk` like forward() and, in the same pass (every weight read once), `side` tokens that
+  /// see the cache as it was before the chunk plus themselves (causally), at the positions the chunk
+  /// starts from, and leave nothing behind. With scoring enabled, the scores come from the side
+  /// tokens' attention over the old slots only (CItruS's instruction pass, notes §A.2). Logits: the
+  /// chunk's last token. chunk.size() + side.size() must fit max_chunk.
+  void forward_with_side(std::span<const std::int32_t> chunk, std::span<const std::int32_t> side, float* logits) {
+    if (side.empty()) return forward(chunk, logits);
+    if (!supports_side_queries())
+      PITH_THROW(argument_error, "session::forward_with_side: a layer keeps a recurrent state");
+    if (chunk.size() + side.size() > options_.max_chunk)
+      PITH_THROW(argument_error, "session::forward_with_side: chunk and side tokens exceed max_chunk");
+    combined_.assign(chunk.begin(), chunk.end());
+    combined_.insert(combined_.end(), side.begin(), side.end());
+    side_ = side.size();
+    try {
+      forward_chunk(combined_, nullptr, false);
+    } catch (...) {
+      side_ = 0;
+      throw;
+    }
+    side_ = 0;
+    // Drop the side tokens' keys and values; the chunk's stay.
+    for (std::size_t l = 0; l < c_.num_layers; ++l)
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
+        if (mixer_uses_kv_cache(c_.mixer(l))) cache_.set_size(l, h, cache_.size(l, h) - side.size());
+    position_ -= side.size();
+    if (logits != nullptr) {
+      const float* final_rows = residual_.output(w_);
+      const std::size_t hidden = c_.hidden_size, row = chunk.size() - 1;
+      kernels::rms_norm(final_rows + row * hidden, hidden, w_.final_norm.data(), 1, hidden, c_.rms_norm_eps,
+                        normed_.data(), hidden);
+      kernels::matmul_transposed(normed_.data(), 1, hidden, hidden, w_.lm_head(), c_.vocab_size, logits, c_.vocab_size);
+    }
+  }
+
   /// Runs `tokens` at the next positions, appending their keys and values to the cache. Writes the
   /// logits of the last token to logits[0, vocab) or, with all_logits, of every token to
   /// logits[t * vocab, (t + 1) * vocab). Longer inputs than max_chunk are split into chunks.
@@ -222,7 +265,9 @@ class session {
     const std::size_t t = tokens.size(), hidden = c_.hidden_size, half = c_.head_dim / 2;
     for (std::size_t i = 0; i < t; ++i) {
       std::copy_n(w_.token_embedding.data() + static_cast<std::size_t>(tokens[i]) * hidden, hidden, x_.data() + i * hidden);
-      kernels::rope_angles(static_cast<double>(position_ + i), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
+      // Side tokens (forward_with_side) start again from the chunk's first position.
+      const std::size_t offset = i < t - side_ ? i : i - (t - side_);
+      kernels::rope_angles(static_cast<double>(position_ + offset), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
                            sin_.data() + i * half);
     }
     residual_.begin(x_.data(), t);
@@ -270,8 +315,9 @@ class session {
     // Queries and keys: from this layer's input, the raw token embeddings, or the fixed stream.
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
       for (std::size_t i = 0; i < t; ++i) {
-        std::copy_n(lw.fixed_q.data() + (position_ + i) * qs, qs, q_.data() + i * qs);
-        std::copy_n(lw.fixed_k.data() + (position_ + i) * kvs, kvs, k_.data() + i * kvs);
+        const std::size_t p = position_ + (i < t - side_ ? i : i - (t - side_));
+        std::copy_n(lw.fixed_q.data() + p * qs, qs, q_.data() + i * qs);
+        std::copy_n(lw.fixed_k.data() + p * kvs, kvs, k_.data() + i * kvs);
       }
     } else {
       const float* source = normed_.data();
@@ -315,20 +361,28 @@ class session {
   }
 
   // Appends the chunk's keys and values to layer l's cache and attends over it: attn_ = softmax(q K^T) V.
-  void cached_attention(std::size_t l, std::size_t t) {
+  void cached_attention(std::size_t l, std::size_t t_all) {
     const std::size_t qs = c_.q_size(), kvs = c_.kv_size(), d = c_.head_dim;
-    if (scoring_.enabled) scored_queries_[l] = scoring_.last_queries == 0 ? t : std::min(t, scoring_.last_queries);
+    const std::size_t t = t_all - side_;  // the chunk's own rows; side rows follow them
     const std::size_t before = cache_.size(l, 0);
+    if (scoring_.enabled)
+      scored_queries_[l] = side_ > 0 ? side_ : scoring_.last_queries == 0 ? t : std::min(t, scoring_.last_queries);
+    if (side_ > 0) {
+      // Side queries see the old slots and the side keys, not the chunk's.
+      side_mask_.assign(before + t_all, 1);
+      std::fill(side_mask_.begin() + static_cast<std::ptrdiff_t>(before),
+                side_mask_.begin() + static_cast<std::ptrdiff_t>(before + t), 0);
+    }
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
       float* keys = cache_.keys(l, h) + before * d;
       float* values = cache_.values(l, h) + before * d;
       std::int64_t* positions = cache_.positions(l, h) + before;
-      for (std::size_t i = 0; i < t; ++i) {
+      for (std::size_t i = 0; i < t_all; ++i) {
         std::copy_n(k_.data() + i * kvs + h * d, d, keys + i * d);
         std::copy_n(v_.data() + i * kvs + h * d, d, values + i * d);
-        positions[i] = static_cast<std::int64_t>(position_ + i);
+        positions[i] = static_cast<std::int64_t>(position_ + (i < t ? i : i - t));
       }
-      cache_.set_size(l, h, before + t);
+      cache_.set_size(l, h, before + t_all);
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -354,6 +408,22 @@ class session {
           a.output_stride = qs;
           float* scores = scores_.data() + (l * c_.num_heads + h) * options_.max_context;
           float* squares = score_squares_.data() + (l * c_.num_heads + h) * options_.max_context;
+          if (side_ > 0) {
+            kernels::softmax_importance_args side = a;
+            side.queries = q_.data() + t * qs + h * d;
+            side.m = side_;
+            side.n = before + t_all;
+            side.causal_offset = before + t;
+            side.key_mask = side_mask_.data();
+            side.output = attn_.data() + t * qs + h * d;
+            if (scoring_.enabled) {
+              side.importance = scores;
+              side.importance_end = before;
+            }
+            kernels::softmax_importance(side, scratch);
+            kernels::softmax_importance(a, scratch);
+            continue;
+          }
           if (scoring_.enabled && (scoring_.last_queries == 0 || scoring_.last_queries >= t)) {
             // The chunk's own attention yields the scores: no extra pass.
             a.importance = scores;
@@ -410,6 +480,9 @@ class session {
   aligned_buffer<float> sin_;     // [max_chunk, head_dim / 2]
   aligned_buffer<float> scratch_;  // [parts, softmax_importance_scratch_size]
   attention_scoring scoring_;
+  std::size_t side_ = 0;                  // side tokens at the end of the current forward_with_side call
+  std::vector<std::int32_t> combined_;    // chunk ++ side tokens
+  std::vector<std::uint8_t> side_mask_;   // [cache rows]: what side queries see
   aligned_buffer<float> scores_;         // [layers, heads, max_context]
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context]
   std::vector<std::size_t> scored_queries_;  // [layers]

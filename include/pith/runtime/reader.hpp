@@ -60,16 +60,20 @@ class reader {
       if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
         PITH_THROW(argument_error, "reader: instruction token " + std::to_string(token) + " is outside the vocabulary");
     session_options so;
-    so.max_chunk = std::max(options_.chunk_size, instruction_.size());
+    so.max_chunk = options_.chunk_size + instruction_.size();  // the chunk and the instruction in one pass
     if (traits_.evicts)
       // Largest moment: k + L old states plus either the next chunk or the instruction and answer.
       so.max_context = options_.budget + options_.chunk_size +
-                       std::max(options_.chunk_size, instruction_.size() + options_.max_answer_tokens) + 1;
+                       std::max(options_.chunk_size, options_.max_answer_tokens) + instruction_.size() + 1;
     else
       so.max_context = options_.max_context != 0 ? options_.max_context : weights.config.max_position_embeddings;
+    // Reindexed positions never pass k + L + max(L, |I| + answer) (the fused instruction reuses the
+    // chunk's positions), whatever the document's length.
     const std::size_t model_context = weights.config.max_position_embeddings;
-    if (options_.positions == position_mode::reindexed && so.max_context > model_context && traits_.evicts)
-      PITH_THROW(argument_error, "reader: budget + chunk + instruction + answer = " + std::to_string(so.max_context) +
+    const std::size_t positions = options_.budget + options_.chunk_size +
+                                  std::max(options_.chunk_size, instruction_.size() + options_.max_answer_tokens);
+    if (options_.positions == position_mode::reindexed && positions > model_context && traits_.evicts)
+      PITH_THROW(argument_error, "reader: budget + chunk + max(chunk, instruction + answer) = " + std::to_string(positions) +
                                      " positions exceed the model's context of " + std::to_string(model_context));
     main_ = std::make_unique<session>(weights, so);
     if (traits_.separate_cache) instruction_session_ = std::make_unique<session>(weights, so);
@@ -225,7 +229,15 @@ class reader {
     // Instruction-aware scores over the old cache, before the chunk (CItruS shared / separate).
     std::vector<float> instruction_cut;
     std::size_t instruction_old = 0;
-    if (!first && traits_.instruction_scores) {
+    // citrus-shared: the instruction rides along in the chunk's own forward (weights read once).
+    const bool fused = !first && traits_.instruction_scores && !traits_.separate_cache && main_->supports_side_queries();
+    if (fused) {
+      main_->set_scoring({true, 0, false});
+      last_logits_.resize(c.vocab_size);
+      main_->forward_with_side(chunk, instruction_, last_logits_.data());
+      main_->set_scoring({});
+      aggregate(*main_, old_slots, false, instruction_cut);
+    } else if (!first && traits_.instruction_scores) {
       const auto t0 = std::chrono::steady_clock::now();
       session& scored = traits_.separate_cache ? *instruction_session_ : *main_;
       instruction_old = cache_size(scored);
@@ -235,10 +247,12 @@ class reader {
     }
     // The chunk itself, scoring with its own attention where the policy needs it.
     const bool chunk_scored = !first && traits_.chunk_scores;
-    main_->set_scoring({chunk_scored || traits_.accumulates, traits_.last_queries, traits_.squares});
-    last_logits_.resize(c.vocab_size);
-    main_->forward(chunk, last_logits_.data());
-    main_->set_scoring({});
+    if (!fused) {
+      main_->set_scoring({chunk_scored || traits_.accumulates, traits_.last_queries, traits_.squares});
+      last_logits_.resize(c.vocab_size);
+      main_->forward(chunk, last_logits_.data());
+      main_->set_scoring({});
+    }
     append_document_positions(document_positions_, chunk.size(), *main_);
     if (traits_.accumulates) accumulate(old_slots, chunk.size());
     const auto t1 = std::chrono::steady_clock::now();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // pith-read: reads a long document in chunks with a KV-cache eviction policy and a fixed budget,
 // then answers an instruction. Progress, speed, cache size and peak memory go to stderr.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -14,13 +15,19 @@ namespace {
 
 constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE --instruction TEXT [--policy NAME] [--budget K]\n"
-    "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N]\n"
+    "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
-    "  --steps    answer tokens at most (default 64)\n";
+    "  --steps    answer tokens at most (default 64)\n"
+    "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
+    "             (exit status 0 either way)\n";
 
+// Redraws at most every 100 ms (and always at the end): a chunk can take well under a millisecond.
 void progress_bar(std::size_t done, std::size_t total, double seconds) {
+  static double last_drawn = -1.0;
+  if (done < total && last_drawn >= 0.0 && seconds - last_drawn < 0.1) return;
+  last_drawn = seconds;
   constexpr int width = 30;
   const double fraction = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
   const int filled = static_cast<int>(fraction * width);
@@ -46,6 +53,7 @@ int run(int argc, char** argv) {
   const auto steps = parse_number<std::size_t>(args.take("--steps").value_or("64"), "--steps");
   options.max_answer_tokens = steps;
   const auto threads = args.take("--threads");
+  const auto expect = args.take("--expect");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (!document_path) throw usage_error("--document is required");
@@ -80,7 +88,13 @@ int run(int argc, char** argv) {
   const double seconds = seconds_since(start);
   progress_bar(document.size(), document.size(), r.stats().reading_seconds);
   std::fprintf(stderr, "\n");
-  std::printf("%s\n", answer.c_str());
+  std::printf("answer:%s%s\n", answer.empty() || answer[0] == ' ' ? "" : " ", answer.c_str());
+  if (expect) {
+    const auto expected = tok->encode(*expect, false);
+    const bool correct = !expected.empty() && tokens.size() >= expected.size() &&
+                         std::equal(expected.begin(), expected.end(), tokens.begin());
+    std::printf("expected: %s (%s)\n", expect->c_str(), correct ? "correct" : "wrong");
+  }
   std::fflush(stdout);
   const auto& stats = r.stats();
   std::fprintf(stderr, "read %zu tokens in %zu chunks in %.2f s: %.1f tok/s (eviction %.3f s, instruction passes %.3f s)\n",
@@ -92,7 +106,6 @@ int run(int argc, char** argv) {
                policy_name(options.policy), options.budget, options.chunk_size,
                r.main_session().cache().size(0, 0), static_cast<double>(r.state_bytes()) / (1 << 20),
                static_cast<double>(peak_resident_bytes()) / (1 << 20), seconds);
-  (void)tokens;
   return 0;
 }
 

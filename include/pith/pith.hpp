@@ -27,3 +27,4 @@
 #include "pith/model/weights.hpp"
 #include "pith/model/random_weights.hpp"
 #include "pith/runtime/reader.hpp"
+#include "pith/runtime/toy_tasks.hpp"

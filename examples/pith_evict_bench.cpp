@@ -19,7 +19,7 @@ namespace {
 constexpr const char* usage =
     "usage: pith-evict-bench --model DIR [--policies LIST] [--budgets LIST] [--lengths LIST] [--tasks LIST]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
-    "                        [--full-max-length N] [--threads N] [--quick]\n"
+    "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (default: all of them)\n"
@@ -27,6 +27,8 @@ constexpr const char* usage =
     "  --tasks     passkey, kv, hop (default passkey,kv); --seeds documents per cell (default 10, seeds S..S+N-1)\n"
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
+    "  --citrus-pool K  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off);\n"
+    "              the CItruS policies are then reported as e.g. citrus-shared+pool7\n"
     "  --quick     a sweep of about a minute: the 8 evicting policies x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n";
@@ -130,6 +132,14 @@ int run(int argc, char** argv) {
   const auto facts = parse_number<std::size_t>(args.take("--facts").value_or("8"), "--facts");
   const auto chunk = parse_number<std::size_t>(args.take("--chunk").value_or("64"), "--chunk");
   const auto full_max = parse_number<std::size_t>(args.take("--full-max-length").value_or("4096"), "--full-max-length");
+  const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
+  if (citrus_pool == 0) throw usage_error("--citrus-pool must be at least 1");
+  // The name a policy is reported under: CItruS with pooled scores is a variant of its own.
+  const auto label = [&](policy_kind policy) {
+    const bool citrus = policy == policy_kind::citrus_cse || policy == policy_kind::citrus_shared ||
+                        policy == policy_kind::citrus_separate;
+    return std::string(policy_name(policy)) + (citrus && citrus_pool > 1 ? "+pool" + std::to_string(citrus_pool) : "");
+  };
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
@@ -198,9 +208,10 @@ int run(int argc, char** argv) {
     options.policy = p.policy;
     options.budget = p.budget;
     options.chunk_size = chunk;
+    options.citrus_pool = citrus_pool;
     options.max_answer_tokens = doc.answer.size() + 1;
     if (p.policy == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
-    const cell_key key{toy_task_name(p.task), p.length, policy_name(p.policy), p.budget};
+    const cell_key key{toy_task_name(p.task), p.length, label(p.policy), p.budget};
     try {
       reset_peak_memory();
       const auto t0 = std::chrono::steady_clock::now();
@@ -218,7 +229,7 @@ int run(int argc, char** argv) {
       c.peak_bytes = std::max(c.peak_bytes, peak_resident_bytes());
       c.state_bytes = std::max(c.state_bytes, r.state_bytes());
     } catch (const pith::argument_error& e) {
-      if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", policy_name(p.policy),
+      if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", label(p.policy).c_str(),
                                                 toy_task_name(p.task), p.budget, e.what());
     }
     done_tokens += static_cast<double>(p.length);
@@ -232,11 +243,11 @@ int run(int argc, char** argv) {
     for (const auto length : lengths) {
       std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", toy_task_name(task), length,
                   seeds);
-      std::printf("%-16s", "policy \\ budget");
+      std::printf("%-22s", "policy \\ budget");
       for (const auto budget : budgets) std::printf(" %6zu", budget);
       std::printf("   tok/s\n");
       for (const auto policy : policies) {
-        std::printf("%-16s", policy_name(policy));
+        std::printf("%-22s", label(policy).c_str());
         double tokens = 0.0, seconds = 0.0;
         if (policy == policy_kind::full) {
           const auto found = cells.find({toy_task_name(task), length, "full", length});
@@ -246,7 +257,7 @@ int run(int argc, char** argv) {
           if (found != cells.end()) tokens = found->second.tokens, seconds = found->second.reading_seconds;
         } else {
           for (const auto budget : budgets) {
-            const auto found = cells.find({toy_task_name(task), length, policy_name(policy), budget});
+            const auto found = cells.find({toy_task_name(task), length, label(policy), budget});
             if (found == cells.end()) {
               std::printf(" %6s", "-");
               continue;

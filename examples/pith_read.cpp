@@ -16,10 +16,12 @@ namespace {
 constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
+    "                 [--citrus-pool K]\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
+    "  --citrus-pool  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off)\n"
     "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
     "             (exit status 0 either way)\n";
 
@@ -54,6 +56,7 @@ int run(int argc, char** argv) {
   options.max_answer_tokens = steps;
   const auto threads = args.take("--threads");
   const auto expect = args.take("--expect");
+  options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (!document_path) throw usage_error("--document is required");

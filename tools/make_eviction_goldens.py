@@ -50,6 +50,7 @@ class Case:
     document_length: int = 120
     budget: int = BUDGET
     positions: str = "reindexed"
+    citrus_pool: int = 1
 
 
 CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLICIES] + [
@@ -60,6 +61,9 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLI
     # budget >= |D|: never evicts. 30 tokens so that k + L + max(L, |I| + 8) + 1 = 63 rows fit the
     # model's 64 positions (the C++ reader's reindexed-mode limit).
     Case("citrus_cse_budget30", "citrus-cse", document_length=30, budget=30),
+    # CItruS scores averaged over 7 neighbouring slots before the top-k (reader_options::citrus_pool)
+    Case("citrus_shared_pool7", "citrus-shared", citrus_pool=7),
+    Case("citrus_separate_pool5", "citrus-separate", citrus_pool=5),
 ]
 
 
@@ -80,14 +84,15 @@ def draw_inputs(seed: int, document_length: int, vocab: int) -> tuple[list[int],
 
 def run_case(model: Model, case: Case, seed: int):
     document, instruction = draw_inputs(seed, case.document_length, model.config.vocab_size)
-    reading = read(model, document, instruction, case.policy, CHUNK, case.budget, case.positions, ANSWER_TOKENS)
+    reading = read(model, document, instruction, case.policy, CHUNK, case.budget, case.positions, ANSWER_TOKENS,
+                   citrus_pool=case.citrus_pool)
     return document, instruction, reading
 
 
 def same_in_float64(model: Model, case: Case, document, instruction, reading) -> bool:
     """Whether the float64 twin keeps the same positions at every step and gives the same answer."""
     wide = read(model.cast(torch.float64), document, instruction, case.policy, CHUNK, case.budget, case.positions,
-                ANSWER_TOKENS)
+                ANSWER_TOKENS, citrus_pool=case.citrus_pool)
     return ([s["kept"] for s in wide.steps] == [s["kept"] for s in reading.steps]
             and wide.final_kept == reading.final_kept and wide.answer == reading.answer)
 
@@ -109,6 +114,7 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             f'  "chunk": {CHUNK},\n'
             f'  "budget": {case.budget},\n'
             f'  "positions": "{case.positions}",\n'
+            + (f'  "citrus_pool": {case.citrus_pool},\n' if case.citrus_pool != 1 else "") +
             f'  "model": "{MODEL}",\n'
             f'  "seed": {seed},\n'
             f'  "selection": "{"per_head" if case.policy in PER_HEAD_POLICIES else "per_layer"}",\n'
@@ -172,7 +178,8 @@ def check(root: Path) -> int:
         expected = json.loads(path.read_text())
         document, instruction = draw_inputs(expected["seed"], case.document_length, model.config.vocab_size)
         reading = read(model, expected["document"], expected["instruction"], expected["policy"], expected["chunk"],
-                       expected["budget"], expected["positions"], ANSWER_TOKENS)
+                       expected["budget"], expected["positions"], ANSWER_TOKENS,
+                       citrus_pool=expected.get("citrus_pool", 1))
         logits = torch.tensor(expected["answer_logits_first"], dtype=torch.float32)
         problems = []
         if (expected["policy"], expected["budget"], expected["positions"]) != (case.policy, case.budget, case.positions):

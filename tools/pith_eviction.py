@@ -426,8 +426,16 @@ class Reading:
         return min(values) if values else None
 
 
+def pool_scores(scores: torch.Tensor, kernel: int) -> torch.Tensor:
+    """[n]: scores averaged over `kernel` (odd) neighbouring slots, zero padding, always divided by
+    `kernel` (the C++ reader's `citrus_pool`; SnapKV's pooling applied to CItruS's scores)."""
+    if kernel == 1:
+        return scores
+    return F.avg_pool1d(scores[None, None, :], kernel, stride=1, padding=kernel // 2, count_include_pad=True)[0, 0]
+
+
 def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | None, index: int,
-               n: int, budget: int, kv: int, where: str) -> tuple[list[list[int]], list[Gap]]:
+               n: int, budget: int, kv: int, where: str, citrus_pool: int = 1) -> tuple[list[list[int]], list[Gap]]:
     """Per KV head, the kept old slot indices of one layer, and the gaps of the decisions."""
     probs = encoded.probs[index]
     if policy == "streaming":
@@ -439,6 +447,8 @@ def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | No
             scores = cse_scores(probs, n)
         else:
             scores = instruction_scores(scoring.probs[index], n)
+        if policy != "tova":
+            scores = pool_scores(scores, citrus_pool)
         kept, gap = top_k(scores, budget)
         return [kept] * kv, [Gap(where, gap)]
     out, gaps = [], []
@@ -472,7 +482,7 @@ def cut(cache: ReaderCache, keep_old: list[list[list[int]]], n: int, reindex: bo
 
 def read(model: Model, document: list[int], instruction: list[int], policy: str, chunk: int, budget: int,
          positions: str = "reindexed", answer_tokens: int = 8, key_storage: str = "post_rope",
-         reference_check: bool = False) -> Reading:
+         reference_check: bool = False, citrus_pool: int = 1) -> Reading:
     """Reads `document` chunk by chunk under `policy`, answers `instruction` (docs/eviction.md)."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
@@ -480,6 +490,8 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         raise ValueError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
     if chunk < 1 or budget < 0:
         raise ValueError("chunk must be >= 1 and budget >= 0")
+    if citrus_pool < 1 or citrus_pool % 2 == 0:
+        raise ValueError("citrus_pool must be odd and >= 1")
     c, reindex = model.config, positions == "reindexed"
     kv, theta = c.num_key_value_heads, c.rope_theta
     per_head = policy in PER_HEAD_POLICIES
@@ -509,13 +521,13 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         if evict:
             lm_policy = "citrus-cse" if policy == "citrus-separate" else policy
             choices = [select_old(lm_policy, cache.layers[i], encoded, scoring, i, n, budget, kv,
-                                  f"chunk {s} layer {i}" + (" C_lm" if ins_cache is not None else ""))
+                                  f"chunk {s} layer {i}" + (" C_lm" if ins_cache is not None else ""), citrus_pool)
                        for i in range(c.num_hidden_layers)]
             result.gaps += [g for _, gaps in choices for g in gaps]
             error = cut(cache, [keep for keep, _ in choices], n, reindex, theta)
             if ins_cache is not None:
                 choices = [select_old("citrus-separate", ins_cache.layers[i], encoded, scoring, i, n, budget, kv,
-                                      f"chunk {s} layer {i} C_ins") for i in range(c.num_hidden_layers)]
+                                      f"chunk {s} layer {i} C_ins", citrus_pool) for i in range(c.num_hidden_layers)]
                 result.gaps += [g for _, gaps in choices for g in gaps]
                 error = max(error, cut(ins_cache, [keep for keep, _ in choices], n, reindex, theta))
             result.rerotation_error = max(result.rerotation_error, error)
@@ -531,7 +543,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         scoring = run_pass(model, final, instruction, append=False, key_storage=key_storage)
         choices = []
         for i in range(c.num_hidden_layers):
-            kept, gap = top_k(instruction_scores(scoring.probs[i], n), budget)
+            kept, gap = top_k(pool_scores(instruction_scores(scoring.probs[i], n), citrus_pool), budget)
             choices.append([kept] * kv)
             result.gaps.append(Gap(f"final cut layer {i}", gap))
         error = cut(final, choices, n, reindex, theta)   # no newest chunk: slots from n on are none

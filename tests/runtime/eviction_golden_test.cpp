@@ -43,6 +43,7 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   o.budget = g.at("budget").get<std::size_t>();
   o.chunk_size = g.at("chunk").get<std::size_t>();
   o.positions = g.at("positions") == "original" ? pith::position_mode::original : pith::position_mode::reindexed;
+  o.citrus_pool = g.value("citrus_pool", std::size_t{1});
   o.max_answer_tokens = 8;
   o.max_context = 256;
   const auto document = g.at("document").get<std::vector<std::int32_t>>();
@@ -77,6 +78,7 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
 INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                          ::testing::Values("full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus_cse",
                                            "citrus_shared", "citrus_separate", "citrus_shared_original",
-                                           "citrus_cse_budget0", "citrus_cse_budget1", "citrus_cse_budget30"));
+                                           "citrus_cse_budget0", "citrus_cse_budget1", "citrus_cse_budget30",
+                                           "citrus_shared_pool7", "citrus_separate_pool5"));
 
 }  // namespace

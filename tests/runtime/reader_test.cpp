@@ -134,6 +134,14 @@ TEST(Reader, EdgeCases) {
   o.budget = 0;
   EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
   o.budget = 1;
+  for (const std::size_t even : {0, 2, 8}) {  // pooling windows are centred on the slot: odd sizes only
+    o.citrus_pool = even;
+    EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
+    o.citrus_pool = 1;
+    o.snapkv_kernel = even;
+    EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
+    o.snapkv_kernel = 7;
+  }
   o.chunk_size = 4;
   o.max_answer_tokens = 3;
   {

@@ -31,6 +31,10 @@ struct reader_options {
   std::size_t sink = 4;                 // protected first slots (streaming, h2o, roco)
   std::size_t snapkv_window = 32;
   std::size_t snapkv_kernel = 7;
+  // CItruS policies only: the scores are averaged over this many (odd) neighbouring slots before the
+  // top-k, as SnapKV does (1: off, the official CItruS). A state the instruction looks at then keeps
+  // its neighbours, which multi-token answers need (docs/eviction.md, "Score pooling").
+  std::size_t citrus_pool = 1;
   std::size_t max_context = 0;  // `full` only: cache rows (0: the model's max_position_embeddings)
 };
 
@@ -51,6 +55,8 @@ class reader {
       : w_(weights), options_(options), instruction_(std::move(instruction)) {
     traits_ = traits_of(options_.policy, options_.snapkv_window);
     if (options_.chunk_size == 0) PITH_THROW(argument_error, "reader: chunk_size must be at least 1");
+    if (options_.snapkv_kernel % 2 == 0 || options_.citrus_pool % 2 == 0)
+      PITH_THROW(argument_error, "reader: snapkv_kernel and citrus_pool must be odd (a window centred on the slot)");
     if (traits_.evicts && options_.budget == 0)
       PITH_THROW(argument_error, "reader: a budget of 0 keeps no document state; use at least 1");
     if (traits_.instruction_scores && instruction_.empty())
@@ -404,18 +410,20 @@ class reader {
         for (std::size_t j = n - (k - sink); j < n; ++j) keep.push_back(static_cast<std::uint32_t>(j));
         return;
       }
-      case policy_kind::snapkv: {
-        // Average pooling over neighbouring slots (zero padding, divided by the kernel size).
-        const std::size_t kernel = options_.snapkv_kernel, half = kernel / 2;
-        pooled_.assign(n, 0.0f);
-        for (std::size_t j = 0; j < n; ++j) {
-          float total = 0.0f;
-          for (std::size_t t = j >= half ? j - half : 0; t <= std::min(n - 1, j + half); ++t) total += view.scores[t];
-          pooled_[j] = total / static_cast<float>(kernel);
-        }
+      case policy_kind::snapkv:
+        pool_scores(view.scores, options_.snapkv_kernel);
         top_k(pooled_, k, keep, order_);
         return;
-      }
+      case policy_kind::citrus_cse:
+      case policy_kind::citrus_shared:
+      case policy_kind::citrus_separate:
+        if (options_.citrus_pool > 1) {
+          pool_scores(view.scores, options_.citrus_pool);
+          top_k(pooled_, k, keep, order_);
+        } else {
+          top_k(view.scores, k, keep, order_);
+        }
+        return;
       case policy_kind::h2o:
       case policy_kind::roco: {
         const std::size_t unit = view.layer * w_.config.num_kv_heads + view.head;
@@ -441,6 +449,17 @@ class reader {
         return;
       }
       default: top_k(view.scores, k, keep, order_); return;
+    }
+  }
+
+  // pooled_ = scores averaged over `kernel` neighbouring slots (zero padding, divided by the kernel size).
+  void pool_scores(std::span<const float> scores, std::size_t kernel) {
+    const std::size_t n = scores.size(), half = kernel / 2;
+    pooled_.assign(n, 0.0f);
+    for (std::size_t j = 0; j < n; ++j) {
+      float total = 0.0f;
+      for (std::size_t t = j >= half ? j - half : 0; t <= std::min(n - 1, j + half); ++t) total += scores[t];
+      pooled_[j] = total / static_cast<float>(kernel);
     }
   }
 

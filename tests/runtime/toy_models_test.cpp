@@ -68,7 +68,7 @@ TEST_P(ToyModel, AStreamingCacheOfSixteenStatesLosesMostFacts) {
             visible_fraction_with_margin);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shipped, ToyModel, testing::Values("toy-standard", "toy-block"),
+INSTANTIATE_TEST_SUITE_P(Shipped, ToyModel, testing::Values("toy-standard", "toy-block", "toy-hybrid"),
                          [](const testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            for (char& c : name)

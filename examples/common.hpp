@@ -110,7 +110,12 @@ inline std::optional<tokenizer> find_tokenizer(const std::filesystem::path& mode
 /// main() of an example: runs `run`, prints usage errors with the usage text (exit 2) and other
 /// errors with the program's name (exit 1).
 template <class Run>
-int run_main(const char* program, const char* usage, Run&& run) {
+int run_main(const char* program, const char* usage, Run&& run, int argc = 0, char** argv = nullptr) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::printf("%s", usage);
+      return 0;
+    }
   try {
     return run();
   } catch (const usage_error& e) {

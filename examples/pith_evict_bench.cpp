@@ -29,6 +29,7 @@ constexpr const char* usage =
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
     "  --citrus-pool K  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off);\n"
     "              the CItruS policies are then reported as e.g. citrus-shared+pool7\n"
+    "  --threads   threads per document (default 1: the toy models are too small to split)\n"
     "  --quick     a sweep of about a minute: the 8 evicting policies x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n";
@@ -126,6 +127,8 @@ int run(int argc, char** argv) {
   policy_list = args.take("--policies").value_or(policy_list);
   const auto budgets = numbers<std::size_t>(args.take("--budgets").value_or(budget_list), "--budgets");
   const auto lengths = numbers<std::size_t>(args.take("--lengths").value_or(length_list), "--lengths");
+  if (std::find(budgets.begin(), budgets.end(), std::size_t{0}) != budgets.end())
+    throw usage_error("--budgets: a budget of 0 keeps no document state; use at least 1");
   task_list = args.take("--tasks").value_or(task_list);
   const auto seeds = parse_number<std::size_t>(args.take("--seeds").value_or(seed_count), "--seeds");
   const auto seed_base = parse_number<std::uint64_t>(args.take("--seed-base").value_or("0"), "--seed-base");
@@ -145,7 +148,8 @@ int run(int argc, char** argv) {
   const auto threads = args.take("--threads");
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
-  if (threads) set_num_threads(parse_number<std::size_t>(*threads, "--threads"));
+  // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
+  set_num_threads(threads ? parse_number<std::size_t>(*threads, "--threads") : 1);
 
   std::vector<policy_kind> policies;
   for (const auto& name : split(policy_list)) policies.push_back(parse_policy(name));
@@ -321,5 +325,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pith::examples::run_main("pith-evict-bench", usage, [&] { return run(argc, argv); });
+  return pith::examples::run_main("pith-evict-bench", usage, [&] { return run(argc, argv); }, argc, argv);
 }

@@ -124,5 +124,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pith::examples::run_main("pith-generate", usage, [&] { return run(argc, argv); });
+  return pith::examples::run_main("pith-generate", usage, [&] { return run(argc, argv); }, argc, argv);
 }

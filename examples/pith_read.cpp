@@ -115,5 +115,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pith::examples::run_main("pith-read", usage, [&] { return run(argc, argv); });
+  return pith::examples::run_main("pith-read", usage, [&] { return run(argc, argv); }, argc, argv);
 }

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 POLICY_ORDER = ["full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate"]
+TASK_ORDER = ["passkey", "kv", "hop"]
 STYLE = {
     "full": dict(color="black", linestyle="--"),
     "streaming": dict(color="#999999", marker="v"),
@@ -34,6 +35,16 @@ STYLE = {
     "citrus-shared": dict(color="#d62728", marker="*", linewidth=2.2, markersize=9),
     "citrus-separate": dict(color="#e377c2", marker="P"),
 }
+
+
+def style_of(policy: str) -> dict:
+    """A variant such as citrus-shared+pool7 (pith-evict-bench --citrus-pool) keeps its base policy's
+    colour with a dash-dot line and hollow markers."""
+    base, _, variant = policy.partition("+")
+    style = dict(STYLE.get(base, {}))
+    if variant:
+        style.update(linestyle="-.", markerfacecolor="white", linewidth=2.0)
+    return style
 
 
 def read_rows(paths: list[Path]) -> list[dict]:
@@ -49,22 +60,28 @@ def read_rows(paths: list[Path]) -> list[dict]:
 
 
 def ordered_policies(names) -> list[str]:
-    return sorted(set(names), key=lambda p: POLICY_ORDER.index(p) if p in POLICY_ORDER else len(POLICY_ORDER))
+    def rank(p: str) -> tuple[int, str]:
+        base = p.split("+")[0]
+        return (POLICY_ORDER.index(base) if base in POLICY_ORDER else len(POLICY_ORDER), p)
+    return sorted(set(names), key=rank)
 
 
 def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks), 3.6 * len(models)),
+    tasks = sorted(dict.fromkeys(r["task"] for r in rows), key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else 9, t))
+    fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks) + 2.3, 3.6 * len(models)),
                              squeeze=False, sharey=True)
     budgets_all = sorted({r["budget"] for r in rows if r["policy"] != "full"})
     for i, model in enumerate(models):
         for j, task in enumerate(tasks):
             ax = axes[i][j]
             cell = [r for r in rows if r["model"] == model and r["task"] == task]
+            if not cell:  # a task this model was not run on
+                ax.axis("off")
+                continue
             for policy in ordered_policies(r["policy"] for r in cell):
                 points = sorted((r["budget"], r["score"], r["documents"]) for r in cell if r["policy"] == policy)
-                style = STYLE.get(policy, {})
+                style = style_of(policy)
                 if policy == "full":
                     # the full policy's budget is its document length
                     ax.axhline(points[0][1], label=f"full cache, {points[0][0]} tokens", **style)
@@ -75,7 +92,7 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
             ax.set_xticklabels([str(b) for b in budgets_all])
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
-            documents = max((r["documents"] for r in cell), default=0)
+            documents = max((r["documents"] for r in cell if r["policy"] != "full"), default=0)
             ax.set_title(f"{model}: {task}, {length} tokens ({documents} docs/point)", fontsize=9)
             if i == len(models) - 1:
                 ax.set_xlabel("budget k (old states kept besides the newest chunk)")
@@ -88,11 +105,11 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
             handles.setdefault(key, h)
             labels.setdefault(key, l)
     order = ordered_policies(handles)
-    fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="lower center", ncol=min(5, len(order)),
-               fontsize=8, frameon=False)
+    fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="center right", ncol=1, fontsize=8,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(order) > 5), 1, 0.97 if title else 1))
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 0.97 if title else 1))
     for out in outputs:
         fig.savefig(out, dpi=110)
         print(f"wrote {out}")
@@ -108,13 +125,14 @@ def table(rows: list[dict]) -> str:
         budgets = sorted({r["budget"] for r in cell if r["policy"] != "full"})
         documents = max(r["documents"] for r in cell)
         lines.append(f"**{model}, {task}, {length} tokens** ({documents} documents per cell; score = fraction answered exactly)\n")
-        lines.append("| policy | " + " | ".join(f"k={b}" for b in budgets) + " | tokens/s | peak MiB |")
-        lines.append("|---|" + "---:|" * (len(budgets) + 2))
+        columns = [f"k={b}" for b in budgets] or ["whole document"]
+        lines.append("| policy | " + " | ".join(columns) + " | tokens/s | peak MiB |")
+        lines.append("|---|" + "---:|" * (len(columns) + 2))
         for policy in ordered_policies(r["policy"] for r in cell):
             mine = [r for r in cell if r["policy"] == policy]
             by_budget = {r["budget"]: r for r in mine}
             if policy == "full":
-                scores = [f"{mine[0]['score']:.2f}"] * len(budgets)
+                scores = [f"{mine[0]['score']:.2f}"] * len(columns)
             else:
                 scores = [f"{by_budget[b]['score']:.2f}" if b in by_budget else "-" for b in budgets]
             speed = sum(float(r["tokens_per_s"]) for r in mine) / len(mine)

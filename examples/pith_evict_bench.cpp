@@ -22,15 +22,16 @@ constexpr const char* usage =
     "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
-    "              citrus-separate (default: all of them)\n"
+    "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
+    "              citrus-shared+pool7, pools its scores over K neighbouring slots (docs/eviction.md)\n"
     "  --budgets   k values (default 16,32,64,128,256); --lengths in tokens, BOS included (default 1000,8000)\n"
     "  --tasks     passkey, kv, hop (default passkey,kv); --seeds documents per cell (default 10, seeds S..S+N-1)\n"
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
-    "  --citrus-pool K  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off);\n"
-    "              the CItruS policies are then reported as e.g. citrus-shared+pool7\n"
+    "  --citrus-pool K  the pooling window of the citrus-* names given without +poolK (default 1: off)\n"
     "  --threads   threads per document (default 1: the toy models are too small to split)\n"
-    "  --quick     a sweep of about a minute: the 8 evicting policies x budgets 16,64,256 x 8000 tokens\n"
+    "  --quick     a sweep of about a minute: the 8 evicting policies and citrus-shared+pool7\n"
+    "              x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n";
 
@@ -85,6 +86,29 @@ struct cell {
   std::size_t peak_bytes = 0, state_bytes = 0;
 };
 
+// A policy as swept: CItruS with pooled scores ("citrus-shared+pool7") is a variant of its own.
+struct policy_spec {
+  pith::policy_kind kind;
+  std::size_t pool = 1;
+  std::string label;
+};
+
+policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool) {
+  using pith::policy_kind;
+  const auto plus = text.find("+pool");
+  policy_spec spec{pith::parse_policy(text.substr(0, plus)), default_pool, {}};
+  const bool citrus = spec.kind == policy_kind::citrus_cse || spec.kind == policy_kind::citrus_shared ||
+                      spec.kind == policy_kind::citrus_separate;
+  if (plus != std::string::npos) {
+    if (!citrus) throw pith::examples::usage_error(text + ": +poolK applies to the citrus-* policies only");
+    spec.pool = pith::examples::parse_number<std::size_t>(text.substr(plus + 5), "--policies +pool");
+  }
+  if (!citrus) spec.pool = 1;
+  if (spec.pool % 2 == 0) throw pith::examples::usage_error(text + ": the pooling window must be odd");
+  spec.label = std::string(pith::policy_name(spec.kind)) + (spec.pool > 1 ? "+pool" + std::to_string(spec.pool) : "");
+  return spec;
+}
+
 // (task, length, policy, budget): ordered for the tables.
 using cell_key = std::tuple<std::string, std::size_t, std::string, std::size_t>;
 
@@ -119,7 +143,7 @@ int run(int argc, char** argv) {
   std::string policy_list = "full,streaming,h2o,tova,snapkv,roco,citrus-cse,citrus-shared,citrus-separate";
   std::string budget_list = "16,32,64,128,256", length_list = "1000,8000", task_list = "passkey,kv", seed_count = "10";
   if (quick) {
-    policy_list = "streaming,h2o,tova,snapkv,roco,citrus-cse,citrus-shared,citrus-separate";
+    policy_list = "streaming,h2o,tova,snapkv,roco,citrus-cse,citrus-shared,citrus-separate,citrus-shared+pool7";
     budget_list = "16,64,256";
     length_list = "8000";
     seed_count = "10";
@@ -136,13 +160,7 @@ int run(int argc, char** argv) {
   const auto chunk = parse_number<std::size_t>(args.take("--chunk").value_or("64"), "--chunk");
   const auto full_max = parse_number<std::size_t>(args.take("--full-max-length").value_or("4096"), "--full-max-length");
   const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
-  if (citrus_pool == 0) throw usage_error("--citrus-pool must be at least 1");
-  // The name a policy is reported under: CItruS with pooled scores is a variant of its own.
-  const auto label = [&](policy_kind policy) {
-    const bool citrus = policy == policy_kind::citrus_cse || policy == policy_kind::citrus_shared ||
-                        policy == policy_kind::citrus_separate;
-    return std::string(policy_name(policy)) + (citrus && citrus_pool > 1 ? "+pool" + std::to_string(citrus_pool) : "");
-  };
+  if (citrus_pool % 2 == 0) throw usage_error("--citrus-pool must be odd (a window centred on the slot)");
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
@@ -151,8 +169,8 @@ int run(int argc, char** argv) {
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
   set_num_threads(threads ? parse_number<std::size_t>(*threads, "--threads") : 1);
 
-  std::vector<policy_kind> policies;
-  for (const auto& name : split(policy_list)) policies.push_back(parse_policy(name));
+  std::vector<policy_spec> policies;
+  for (const auto& name : split(policy_list)) policies.push_back(parse_policy_spec(name, citrus_pool));
   std::vector<toy_task> tasks;
   for (const auto& name : split(task_list)) tasks.push_back(parse_toy_task(name));
   if (policies.empty() || tasks.empty() || seeds == 0) throw usage_error("nothing to run");
@@ -167,7 +185,7 @@ int run(int argc, char** argv) {
     toy_task task;
     std::size_t length;
     std::uint64_t seed;
-    policy_kind policy;
+    const policy_spec* policy;
     std::size_t budget;
   };
   std::vector<planned> plan;
@@ -176,18 +194,18 @@ int run(int argc, char** argv) {
   for (const auto task : tasks)
     for (const auto length : lengths)
       for (std::size_t s = 0; s < seeds; ++s)
-        for (const auto policy : policies) {
-          if (policy == policy_kind::full) {
+        for (const auto& policy : policies) {
+          if (policy.kind == policy_kind::full) {
             if (length > full_max) {
               ++skipped_full;
               continue;
             }
-            plan.push_back({task, length, seed_base + s, policy, length});
+            plan.push_back({task, length, seed_base + s, &policy, length});
             total_tokens += static_cast<double>(length);
             continue;
           }
           for (const auto budget : budgets) {
-            plan.push_back({task, length, seed_base + s, policy, budget});
+            plan.push_back({task, length, seed_base + s, &policy, budget});
             total_tokens += static_cast<double>(length);
           }
         }
@@ -209,13 +227,13 @@ int run(int argc, char** argv) {
       current = {p.task, p.length, p.seed};
     }
     reader_options options;
-    options.policy = p.policy;
+    options.policy = p.policy->kind;
     options.budget = p.budget;
     options.chunk_size = chunk;
-    options.citrus_pool = citrus_pool;
+    options.citrus_pool = p.policy->pool;
     options.max_answer_tokens = doc.answer.size() + 1;
-    if (p.policy == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
-    const cell_key key{toy_task_name(p.task), p.length, label(p.policy), p.budget};
+    if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
+    const cell_key key{toy_task_name(p.task), p.length, p.policy->label, p.budget};
     try {
       reset_peak_memory();
       const auto t0 = std::chrono::steady_clock::now();
@@ -233,7 +251,7 @@ int run(int argc, char** argv) {
       c.peak_bytes = std::max(c.peak_bytes, peak_resident_bytes());
       c.state_bytes = std::max(c.state_bytes, r.state_bytes());
     } catch (const pith::argument_error& e) {
-      if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", label(p.policy).c_str(),
+      if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", p.policy->label.c_str(),
                                                 toy_task_name(p.task), p.budget, e.what());
     }
     done_tokens += static_cast<double>(p.length);
@@ -250,10 +268,10 @@ int run(int argc, char** argv) {
       std::printf("%-22s", "policy \\ budget");
       for (const auto budget : budgets) std::printf(" %6zu", budget);
       std::printf("   tok/s\n");
-      for (const auto policy : policies) {
-        std::printf("%-22s", label(policy).c_str());
+      for (const auto& policy : policies) {
+        std::printf("%-22s", policy.label.c_str());
         double tokens = 0.0, seconds = 0.0;
-        if (policy == policy_kind::full) {
+        if (policy.kind == policy_kind::full) {
           const auto found = cells.find({toy_task_name(task), length, "full", length});
           for (std::size_t i = 0; i < budgets.size(); ++i)
             if (found == cells.end()) std::printf(" %6s", "-");
@@ -261,7 +279,7 @@ int run(int argc, char** argv) {
           if (found != cells.end()) tokens = found->second.tokens, seconds = found->second.reading_seconds;
         } else {
           for (const auto budget : budgets) {
-            const auto found = cells.find({toy_task_name(task), length, label(policy), budget});
+            const auto found = cells.find({toy_task_name(task), length, policy.label, budget});
             if (found == cells.end()) {
               std::printf(" %6s", "-");
               continue;

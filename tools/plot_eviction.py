@@ -69,8 +69,12 @@ def ordered_policies(names) -> list[str]:
 def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = sorted(dict.fromkeys(r["task"] for r in rows), key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else 9, t))
-    fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks) + 2.3, 3.6 * len(models)),
+    # The legend goes into a panel no model/task fills, or beside the grid when every panel is used.
+    has_free_panel = any(not any(r["model"] == m and r["task"] == t for r in rows) for m in models for t in tasks)
+    legend_width = 0.0 if has_free_panel else 2.3
+    fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks) + legend_width, 3.6 * len(models)),
                              squeeze=False, sharey=True)
+    free_panels = []
     budgets_all = sorted({r["budget"] for r in rows if r["policy"] != "full"})
     for i, model in enumerate(models):
         for j, task in enumerate(tasks):
@@ -78,6 +82,7 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
             cell = [r for r in rows if r["model"] == model and r["task"] == task]
             if not cell:  # a task this model was not run on
                 ax.axis("off")
+                free_panels.append(ax)
                 continue
             for policy in ordered_policies(r["policy"] for r in cell):
                 points = sorted((r["budget"], r["score"], r["documents"]) for r in cell if r["policy"] == policy)
@@ -105,11 +110,15 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
             handles.setdefault(key, h)
             labels.setdefault(key, l)
     order = ordered_policies(handles)
-    fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="center right", ncol=1, fontsize=8,
-               frameon=False)
+    if free_panels:
+        free_panels[-1].legend([handles[k] for k in order], [labels[k] for k in order], loc="center", ncol=1,
+                               fontsize=9, frameon=False)
+    else:
+        fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="center right", ncol=1, fontsize=8,
+                   frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 0.97 if title else 1))
+    fig.tight_layout(rect=(0, 0, 1 - legend_width / fig.get_figwidth(), 0.97 if title else 1))
     for out in outputs:
         fig.savefig(out, dpi=110)
         print(f"wrote {out}")

@@ -83,6 +83,24 @@ TEST(ThreadPool, ConcurrentCallersAreSerialisedCorrectly) {
   EXPECT_EQ(total.load(), 4L * 50 * 64);
 }
 
+TEST(GrainForWork, GivesEveryPartTheMinimumWork) {
+  using pith::grain_for_work;
+  using pith::min_work_per_thread;
+  EXPECT_EQ(grain_for_work(0), min_work_per_thread);  // free items: never worth a thread
+  EXPECT_EQ(grain_for_work(1), min_work_per_thread);
+  EXPECT_EQ(grain_for_work(min_work_per_thread), 1u);
+  EXPECT_EQ(grain_for_work(10 * min_work_per_thread), 1u);
+  EXPECT_EQ(grain_for_work(min_work_per_thread / 3), 4u);  // rounds up: 3 items fall short
+  // A small job stays on the caller; a large one is split.
+  pith::thread_pool pool(2);
+  std::atomic<int> ranges{0};
+  pool.parallel_for(8, [&](std::size_t, std::size_t) { ranges.fetch_add(1); }, grain_for_work(1000));
+  EXPECT_EQ(ranges.load(), 1);
+  ranges = 0;
+  pool.parallel_for(8, [&](std::size_t, std::size_t) { ranges.fetch_add(1); }, grain_for_work(min_work_per_thread));
+  EXPECT_EQ(ranges.load(), 2);
+}
+
 TEST(ThreadPool, ZeroThreadsIsAnError) { EXPECT_THROW(pith::thread_pool(0), pith::argument_error); }
 
 TEST(GlobalPool, SetNumThreadsChangesThePool) {

@@ -178,6 +178,40 @@ TEST(Mixers, FixedStreamEndsWithAClearError) {
   }
 }
 
+TEST(Threads, OneAndTwoThreadsGiveTheSameLogits) {
+  // Large enough that both the projections and the attention heads are split across two threads
+  // (each part above pith::min_work_per_thread), in a hybrid so every path runs.
+  pith::model_config c = small_config();
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_layers = 3;
+  c.head_dim = 64;
+  c.vocab_size = 300;
+  c.max_position_embeddings = 512;
+  c.mixers = pith::mixer_layout("odd", pith::mixer_kind::approximate, c.num_layers, "test");
+  c.residual = pith::residual_mode::block;
+  c.attn_res_block_size = 2;
+  ASSERT_GE(c.q_size() / 2 * 128 * 128 * 2, pith::min_work_per_thread);  // one part's attention work
+  const auto w = pith::random_weights(c, 21);
+  std::vector<std::int32_t> ids(256);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>((i * 37 + 5) % 300);
+  auto logits_on = [&](std::size_t threads) {
+    pith::set_num_threads(threads);
+    pith::session s(w, {512, 128});
+    std::vector<float> logits(ids.size() * c.vocab_size);
+    for (std::size_t start = 0; start < ids.size(); start += 128)
+      s.forward(std::span(ids).subspan(start, 128), logits.data() + start * c.vocab_size, true);
+    return logits;
+  };
+  const auto one = logits_on(1);
+  const auto two = logits_on(2);
+  pith::set_num_threads(0);
+  // Every output element is computed by the same code on either thread count; only a GEMM panel
+  // boundary can move, which changes no sum's order. Allow float noise anyway.
+  constexpr float thread_split_tolerance = 1e-5f;
+  EXPECT_LE(max_difference(one, two), thread_split_tolerance);
+}
+
 TEST(Layouts, MatchTheAblationTableFor24Layers) {
   // notes/deconstructing_attention.md §4: 1-indexed standard layers of each layout.
   const std::vector<std::pair<std::string, std::vector<int>>> table{

@@ -70,7 +70,8 @@ inline void matmul_transposed_range(const float* x, std::size_t rows, std::size_
     matmul_transposed_eigen(x, rows, in, x_stride, w, begin, end, y, y_stride, accumulate);
 }
 
-/// Y = X W^T (or Y += X W^T), output features split across the pool in blocks of at least 64.
+/// Y = X W^T (or Y += X W^T), output features split across the pool in blocks of at least 64, each
+/// thread's share at least min_work_per_thread multiply-adds (a small product runs on the caller).
 /// Y must not alias X or W.
 inline void matmul_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
                               std::size_t out, float* y, std::size_t y_stride, bool accumulate = false) {
@@ -81,7 +82,7 @@ inline void matmul_transposed(const float* x, std::size_t rows, std::size_t in, 
         matmul_transposed_range(x, rows, in, x_stride, w, first * grain, std::min(out, last * grain), y, y_stride,
                                 accumulate);
       },
-      1);
+      grain_for_work(rows * in * grain));
 }
 
 }  // namespace pith::kernels

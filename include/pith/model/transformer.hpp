@@ -386,6 +386,9 @@ class session {
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    // Q K^T and P V of one part's heads, in multiply-adds (upper bound: the causal half is skipped).
+    const std::size_t attention_work_per_part =
+        (c_.num_heads + parts_ - 1) / parts_ * t_all * (before + t_all) * d * 2;
     parallel_for(parts_, [&](std::size_t first_part, std::size_t last_part) {
       for (std::size_t part = first_part; part < last_part; ++part) {
         float* scratch = scratch_.data() + part * scratch_size_;
@@ -445,7 +448,7 @@ class session {
           }
         }
       }
-    });
+    }, grain_for_work(attention_work_per_part));
   }
 
   void clear_states() noexcept {

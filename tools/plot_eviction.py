@@ -70,8 +70,8 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = sorted(dict.fromkeys(r["task"] for r in rows), key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else 9, t))
     # The legend goes into a panel no model/task fills, or beside the grid when every panel is used.
-    has_free_panel = any(not any(r["model"] == m and r["task"] == t for r in rows) for m in models for t in tasks)
-    legend_width = 0.0 if has_free_panel else 2.3
+    filled = {(r["model"], r["task"]) for r in rows}
+    legend_width = 0.0 if len(filled) < len(models) * len(tasks) else 2.3
     fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks) + legend_width, 3.6 * len(models)),
                              squeeze=False, sharey=True)
     free_panels = []

@@ -386,7 +386,8 @@ class session {
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    // Q K^T and P V of one part's heads, in multiply-adds (upper bound: the causal half is skipped).
+    // Q K^T and P V of one part's heads, in multiply-adds, over the full rectangle (causal masking
+    // skips part of it, so this overestimates short caches a little).
     const std::size_t attention_work_per_part =
         (c_.num_heads + parts_ - 1) / parts_ * t_all * (before + t_all) * d * 2;
     parallel_for(parts_, [&](std::size_t first_part, std::size_t last_part) {

@@ -40,11 +40,12 @@ void BM_chunk_forward(benchmark::State& state) {
   const auto& w = bench_weights();
   pith::session s(w, {budget + 2 * chunk + 1, chunk});
   s.forward(tokens(budget + chunk, 1), nullptr);
-  std::vector<std::size_t> sizes(w.config.num_layers, budget + chunk);
+  pith::session_mark before;
+  s.mark(before);
   const auto next = tokens(chunk, 2);
   for (auto _ : state) {
     s.forward(next, nullptr);
-    s.truncate(sizes, budget + chunk);
+    s.rollback(before);
   }
   state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(chunk), benchmark::Counter::kIsIterationInvariantRate);
   pith::set_num_threads(0);

@@ -6,11 +6,12 @@
     /usr/bin/python3 tools/make_eviction_goldens.py --out DIR  # write somewhere else
 
 Every case reads a seeded random document with tools/pith_eviction.py on the gqa_untied golden model
-(tests/data/llama/gqa_untied/model.safetensors, read with tools/safetensors_io.py): the document is
+(tests/data/llama/gqa_untied/model.safetensors, read with tools/safetensors_io.py), or for the hybrid
+cases on a model with recurrent token mixers between attention layers: the document is
 [1 (BOS)] + ids drawn uniformly from [3, vocab), the instruction 6 ids from [3, vocab), both from one
 torch.Generator seeded with the case's seed (document first). The seed starts at BASE_SEED and is
 increased until every top-k decision of the case wins by at least MIN_SCORE_GAP (the k-th score
-minus the (k+1)-th; for roco also the median-std boundary) and the same reading run in float64 keeps
+minus the (k+1)-th; for roco also the std boundary of the candidates) and the same reading run in float64 keeps
 exactly the same positions and answers the same, so that an exact comparison of the kept positions
 in C++ is meaningful. tools/README.md ("The eviction twin") documents the file layout.
 """
@@ -51,6 +52,7 @@ class Case:
     budget: int = BUDGET
     positions: str = "reindexed"
     citrus_pool: int = 1
+    model: str = MODEL                # relative to tests/data
 
 
 CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLICIES] + [
@@ -64,11 +66,16 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLI
     # CItruS scores averaged over 7 neighbouring slots before the top-k (reader_options::citrus_pool)
     Case("citrus_shared_pool7", "citrus-shared", citrus_pool=7),
     Case("citrus_separate_pool5", "citrus-separate", citrus_pool=5),
+    # hybrid layouts: recurrent token mixers between attention layers (their states must survive the
+    # instruction passes untouched, and citrus-separate's C_ins takes C_lm's)
+    Case("citrus_shared_hybrid", "citrus-shared", model="layers/hybrid_even_non_approximate"),
+    Case("citrus_separate_hybrid", "citrus-separate", model="../../examples/models/toy-hybrid"),
+    Case("h2o_hybrid", "h2o", model="layers/hybrid_even_non_approximate"),
 ]
 
 
-def load_golden_model() -> Model:
-    folder = ROOT / "tests" / "data" / MODEL
+def load_golden_model(model: str = MODEL) -> Model:
+    folder = ROOT / "tests" / "data" / model
     config = LlamaConfig.load(folder / "config.json")
     arrays, dtypes, _ = read_safetensors(folder / "model.safetensors")
     assert set(dtypes.values()) == {"F32"}
@@ -115,7 +122,7 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             f'  "budget": {case.budget},\n'
             f'  "positions": "{case.positions}",\n'
             + (f'  "citrus_pool": {case.citrus_pool},\n' if case.citrus_pool != 1 else "") +
-            f'  "model": "{MODEL}",\n'
+            f'  "model": "{case.model}",\n'
             f'  "seed": {seed},\n'
             f'  "selection": "{"per_head" if case.policy in PER_HEAD_POLICIES else "per_layer"}",\n'
             f'  "document": {dump(document)},\n'
@@ -138,7 +145,7 @@ def describe_gaps(reading) -> str:
         parts.append(f"score gap {g.score:.3g} ({g.where})")
     if stds:
         g = min(stds, key=lambda g: g.std)
-        parts.append(f"roco median-std gap {g.std:.3g} ({g.where})")
+        parts.append(f"roco candidate-std gap {g.std:.3g} ({g.where})")
     return "; ".join(parts) or "no scored decision"
 
 
@@ -150,6 +157,7 @@ def write(root: Path) -> int:
         return 1
     print("pith_eviction self-check: ok")
     for case in CASES:
+        model = load_golden_model(case.model)
         seed = BASE_SEED
         while True:
             document, instruction, reading = run_case(model, case, seed)
@@ -171,9 +179,9 @@ def write(root: Path) -> int:
 
 def check(root: Path) -> int:
     """Re-runs every case from its expected.json inputs and compares."""
-    model = load_golden_model()
     failures = 0
     for case in CASES:
+        model = load_golden_model(case.model)
         path = root / case.name / "expected.json"
         expected = json.loads(path.read_text())
         document, instruction = draw_inputs(expected["seed"], case.document_length, model.config.vocab_size)
@@ -182,7 +190,8 @@ def check(root: Path) -> int:
                        citrus_pool=expected.get("citrus_pool", 1))
         logits = torch.tensor(expected["answer_logits_first"], dtype=torch.float32)
         problems = []
-        if (expected["policy"], expected["budget"], expected["positions"]) != (case.policy, case.budget, case.positions):
+        if ((expected["policy"], expected["budget"], expected["positions"], expected["model"])
+                != (case.policy, case.budget, case.positions, case.model)):
             problems.append("case parameters")
         if expected["document"] != document or expected["instruction"] != instruction:
             problems.append("inputs are not the seed's")

@@ -39,6 +39,7 @@ roco) give [layer][kv_head][sorted document positions].
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pith_reference import LlamaConfig, apply_rope, argmax_lowest, load_checkpoint, mlp, rms_norm  # noqa: E402
+from pith_reference import (ApproximateState, LlamaConfig, NonApproximateState, apply_rope, argmax_lowest,  # noqa: E402
+                            load_checkpoint, mlp, rms_norm)
 
 POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate")
 PER_HEAD_POLICIES = ("h2o", "snapkv", "roco")
@@ -59,7 +61,14 @@ RECENT_DIVISOR = 10     # h2o, roco: the last budget // 10 old slots are protect
 SNAPKV_WINDOW = 32      # snapkv: the last min(32, |chunk|) queries of the chunk
 SNAPKV_KERNEL = 7       # snapkv: average pooling over neighbouring old slots, zero padding 3, divided by 7
 REROTATION_TOLERANCE = 1e-5
+# Token mixers the twin runs: softmax attention through the cache, or a recurrent state (no cache slots).
+RECURRENT_MIXERS = ("approximate", "non_approximate")
+TWIN_MIXERS = ("standard",) + RECURRENT_MIXERS
 MODEL_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "llama" / "gqa_untied"
+# Hybrid layouts for the self-check and the hybrid goldens: non_approximate in the even layers, and the
+# shipped toy model with the approximate mixer in layers 1 and 3.
+HYBRID_MODEL_DIRS = (Path(__file__).resolve().parent.parent / "tests" / "data" / "layers" / "hybrid_even_non_approximate",
+                     Path(__file__).resolve().parent.parent / "examples" / "models" / "toy-hybrid")
 
 
 @dataclass
@@ -148,20 +157,41 @@ class LayerCache:
 @dataclass
 class ReaderCache:
     layers: list[LayerCache]
+    # per layer: the running state of a recurrent token mixer (approximate, non_approximate), None for
+    # attention layers. A recurrent layer has no slots: it takes part in no selection.
+    states: list
     next_position: int = 0   # the RoPE position the next token takes
 
     @staticmethod
     def empty(config: LlamaConfig, dtype: torch.dtype) -> "ReaderCache":
-        return ReaderCache([LayerCache.empty(config, dtype) for _ in range(config.num_hidden_layers)])
+        if config.attn_res_mode != "standard":
+            raise ValueError("the eviction twin runs standard residual streams only")
+        states = []
+        for i in range(config.num_hidden_layers):
+            mixer = config.mixer(i)
+            if mixer not in TWIN_MIXERS:
+                raise ValueError(f"layer {i}: the eviction twin runs the token mixers {TWIN_MIXERS}, not {mixer!r}")
+            if mixer == "approximate":
+                states.append(ApproximateState(config.num_key_value_heads, config.head_dim, config.approximate_norm,
+                                               config.approximate_order2, dtype))
+            elif mixer == "non_approximate":
+                states.append(NonApproximateState(config.num_attention_heads, config.head_dim, dtype))
+            else:
+                states.append(None)
+        return ReaderCache([LayerCache.empty(config, dtype) for _ in range(config.num_hidden_layers)], states)
+
+    def cached(self, layer: int) -> bool:
+        return self.states[layer] is None
 
     def size(self) -> int:
-        """Slots per (layer, head): every policy keeps the same count everywhere."""
-        sizes = {layer.size() for layer in self.layers}
-        assert len(sizes) == 1, sizes
-        return sizes.pop()
+        """Slots per (cached layer, head): every policy keeps the same count everywhere."""
+        sizes = {layer.size() for i, layer in enumerate(self.layers) if self.cached(i)}
+        assert len(sizes) <= 1, sizes
+        return sizes.pop() if sizes else 0
 
     def kept(self, per_head: bool) -> list:
-        """Sorted document positions: [layer][positions], or [layer][kv_head][positions] when per_head."""
+        """Sorted document positions: [layer][positions], or [layer][kv_head][positions] when per_head
+        (empty lists for recurrent layers)."""
         out = []
         for layer in self.layers:
             heads = [sorted(int(p) for p in row if p >= 0) for row in layer.doc_pos]
@@ -180,10 +210,11 @@ class ReaderCache:
 @dataclass
 class Pass:
     logits: torch.Tensor       # [m, vocab]
-    probs: list[torch.Tensor]  # per layer [H, m, n_old + m]: old slots, then the pass's own keys (causal)
+    probs: list                # per layer [H, m, n_old + m]: old slots, then the pass's own keys (causal); None for recurrent layers
     n_old: int
     positions: torch.Tensor    # [m] the RoPE positions the tokens took
-    new: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per layer (keys after RoPE, values, pre-RoPE keys) [kv, m, d]
+    new: list  # per layer (keys after RoPE, values, pre-RoPE keys) [kv, m, d]; None for recurrent layers
+    states: list  # per layer the recurrent state after the pass (None for attention layers)
 
 
 def attention_with_probabilities(q, keys, values, q_positions, key_positions):
@@ -207,7 +238,8 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
 
     With append, the tokens' keys, values, positions and document positions (doc_positions, or -1)
     are appended and next_position advances; without, the cache is left exactly as it was (the
-    instruction scoring passes: their keys and values are discarded).
+    instruction scoring passes: their keys and values are discarded, and recurrent layers run on a
+    copy of their state).
     """
     c = model.config
     ids = torch.as_tensor(list(ids), dtype=torch.int64)
@@ -216,10 +248,27 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
     doc = torch.full((m,), -1, dtype=torch.int64) if doc_positions is None else torch.as_tensor(doc_positions)
     n_old = cache.size()
     h = model.w("model.embed_tokens.weight")[ids]
-    all_probs, new = [], []
+    all_probs, new, states = [], [], []
     for i, layer in enumerate(cache.layers):
         p = f"model.layers.{i}."
         x = rms_norm(h, model.w(p + "input_layernorm.weight"), c.rms_norm_eps)
+        if not cache.cached(i):
+            # The recurrent mixer: token by token through the layer's state (notes/deconstructing_attention.md).
+            state = cache.states[i] if append else copy.deepcopy(cache.states[i])
+            q = (x @ model.w(p + "self_attn.q_proj.weight").T).view(m, -1, d)
+            if c.mixer(i) == "non_approximate":
+                q = F.silu(q)
+            k = (x @ model.w(p + "self_attn.k_proj.weight").T).view(m, kv, d)
+            v = (x @ model.w(p + "self_attn.v_proj.weight").T).view(m, kv, d)
+            out = torch.stack([state.step(q[t], k[t], v[t]) for t in range(m)])
+            h = h + out.reshape(m, -1) @ model.w(p + "self_attn.o_proj.weight").T
+            y = rms_norm(h, model.w(p + "post_attention_layernorm.weight"), c.rms_norm_eps)
+            h = h + mlp(y, model.w(p + "mlp.gate_proj.weight"), model.w(p + "mlp.up_proj.weight"),
+                        model.w(p + "mlp.down_proj.weight"))
+            all_probs.append(None)
+            new.append(None)
+            states.append(state)
+            continue
         q = apply_rope((x @ model.w(p + "self_attn.q_proj.weight").T).view(m, -1, d), positions, c.rope_theta)
         k_pre = (x @ model.w(p + "self_attn.k_proj.weight").T).view(m, kv, d)
         k = apply_rope(k_pre, positions, c.rope_theta).transpose(0, 1)          # [kv, m, d]
@@ -234,6 +283,7 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
                     model.w(p + "mlp.down_proj.weight"))
         all_probs.append(probs)
         new.append((k, v, k_pre.transpose(0, 1)))
+        states.append(None)
         if append:
             layer.append(k, v, positions[None, :].expand(kv, m).clone(), doc[None, :].expand(kv, m).clone(),
                          k_pre.transpose(0, 1))
@@ -241,14 +291,20 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
     head = model.w("model.embed_tokens.weight") if c.tie_word_embeddings else model.w("lm_head.weight")
     if append:
         cache.next_position += m
-    return Pass(h @ head.T, all_probs, n_old, positions, new)
+    return Pass(h @ head.T, all_probs, n_old, positions, new, states)
 
 
 def append_states(cache: ReaderCache, encoded: Pass, doc_positions) -> None:
-    """citrus-separate: appends a chunk's states as encoded over the other cache (C_lm) to this one (C_ins)."""
+    """citrus-separate: appends a chunk's states as encoded over the other cache (C_lm) to this one (C_ins),
+    and takes C_lm's recurrent states."""
     assert cache.next_position == int(encoded.positions[0]), "C_ins and C_lm must give the chunk the same positions"
     doc = torch.as_tensor(doc_positions)
-    for layer, (k, v, k_pre) in zip(cache.layers, encoded.new):
+    for i, layer in enumerate(cache.layers):
+        if not cache.cached(i):
+            # a recurrent layer carries the document in its state: C_ins takes C_lm's
+            cache.states[i] = copy.deepcopy(encoded.states[i])
+            continue
+        k, v, k_pre = encoded.new[i]
         kv, m = k.shape[0], k.shape[1]
         layer.append(k, v, encoded.positions[None, :].expand(kv, m).clone(), doc[None, :].expand(kv, m).clone(), k_pre)
     cache.next_position += len(encoded.positions)
@@ -312,8 +368,8 @@ def accumulate(layer: LayerCache, probs: torch.Tensor, n_old: int) -> None:
 @dataclass
 class Gap:
     """How far a selection is from flipping: `score` is the k-th minus the (k+1)-th score in the
-    ranking that decides (None when nothing was ranked); roco also has `std`, the smallest distance
-    between the median std of the unprotected slots and its neighbours in sorted order."""
+    ranking that decides (None when nothing was ranked); roco also has `std`, the distance between the
+    std of the last candidate and the next slot in std order (which slots are candidates)."""
     where: str
     score: float | None
     std: float | None = None
@@ -357,23 +413,20 @@ def keep_h2o(att_sum: torch.Tensor, n: int, budget: int) -> tuple[list[int], flo
 
 
 def keep_roco(att_sum, att_sq, att_count, n: int, budget: int) -> tuple[list[int], float | None, float | None]:
-    """Evicts e = n - budget unprotected slots: among those whose std is at most the (lower) median std of
-    the unprotected slots, the e with the lowest mean (ties: the higher slot index goes first, the tie
-    rule of every top-k read from the bottom); if fewer than e qualify, the e lowest means among all
-    unprotected slots."""
+    """Evicts e = n - budget unprotected slots, EasyKV's rule generalised to e at once: the candidates are
+    the c = max(room, e) unprotected slots with the lowest std (room = budget - protected, EasyKV's
+    `budget - recent - sink`; e is its stride), ties to the lower slot; among them the e with the lowest
+    mean go (ties: the higher slot index goes first, the tie rule of every top-k read from the bottom)."""
     protected, unprotected = protected_slots(n, budget)
     e = n - budget
+    candidates_count = max(budget - len(protected), e)
     mean = att_sum[:n] / att_count[:n]
     std = torch.sqrt(torch.clamp(att_sq[:n] / att_count[:n] - mean * mean, min=0))
     stds = [float(s) for s in std.to(torch.float64)]
-    by_std = sorted(stds[j] for j in unprotected)
-    mid = (len(by_std) - 1) // 2
-    median = by_std[mid]
-    neighbours = [abs(by_std[i] - median) for i in (mid - 1, mid + 1) if 0 <= i < len(by_std)]
-    std_gap = min(neighbours) if neighbours else None
-    candidates = [j for j in unprotected if stds[j] <= median]
-    if len(candidates) < e:
-        candidates = unprotected
+    by_std = ranking([-v for v in stds], unprotected)  # lowest std first
+    candidates = by_std[:candidates_count]
+    std_gap = (stds[by_std[candidates_count]] - stds[by_std[candidates_count - 1]]
+               if 0 < candidates_count < len(by_std) else None)
     means = [float(v) for v in mean.to(torch.float64)]
     order = ranking(means, candidates)                 # best (kept) first; the last e are evicted
     evicted = set(order[len(order) - e:]) if e > 0 else set()
@@ -436,8 +489,11 @@ def pool_scores(scores: torch.Tensor, kernel: int) -> torch.Tensor:
 
 def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | None, index: int,
                n: int, budget: int, kv: int, where: str, citrus_pool: int = 1) -> tuple[list[list[int]], list[Gap]]:
-    """Per KV head, the kept old slot indices of one layer, and the gaps of the decisions."""
+    """Per KV head, the kept old slot indices of one layer, and the gaps of the decisions (nothing for
+    a recurrent layer: it has no slots)."""
     probs = encoded.probs[index]
+    if probs is None:
+        return [], []
     if policy == "streaming":
         return [keep_streaming(n, budget)] * kv, []
     if policy in ("tova", "citrus-cse", "citrus-shared", "citrus-separate"):
@@ -472,7 +528,9 @@ def cut(cache: ReaderCache, keep_old: list[list[list[int]]], n: int, reindex: bo
     """Per layer keeps the chosen old slots plus every slot from n on (the newest chunk); reindexes."""
     error = 0.0
     size = cache.size()
-    for layer, heads in zip(cache.layers, keep_old):
+    for i, (layer, heads) in enumerate(zip(cache.layers, keep_old)):
+        if not cache.cached(i):
+            continue
         keep = keep_tensor([old + list(range(n, size)) for old in heads])
         error = max(error, compact(layer, keep, reindex, theta))
     if reindex:
@@ -515,7 +573,8 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         result.chunk_logits.append(encoded.logits[-1])
         if policy in ("h2o", "roco"):
             for layer, probs in zip(cache.layers, encoded.probs):
-                accumulate(layer, probs, n)
+                if probs is not None:
+                    accumulate(layer, probs, n)
         if ins_cache is not None:
             append_states(ins_cache, encoded, doc)
         if evict:
@@ -543,6 +602,9 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         scoring = run_pass(model, final, instruction, append=False, key_storage=key_storage)
         choices = []
         for i in range(c.num_hidden_layers):
+            if not final.cached(i):
+                choices.append([])
+                continue
             kept, gap = top_k(pool_scores(instruction_scores(scoring.probs[i], n), citrus_pool), budget)
             choices.append([kept] * kv)
             result.gaps.append(Gap(f"final cut layer {i}", gap))
@@ -608,22 +670,23 @@ def selection_unit_checks() -> list[str]:
     kept, _ = keep_h2o(scores, 30, 20)
     if kept != list(range(18)) + [28, 29]:
         failures.append(f"h2o: {kept}")
-    # roco: n = 12, k = 5 (sink 4, recent 0): unprotected 4..11, evict 7. std 0 for slots 4..7 (candidates),
-    # positive for 8..11: fewer candidates than e -> the 7 lowest means among all unprotected.
+    # roco: n = 12, k = 5 (sink 4, recent 0): unprotected 4..11, room 1, evict e = 7, so the 7 lowest-std
+    # slots are candidates. Every std is 0 (one query each): ties take the lower slots 4..10, all evicted.
     count = torch.ones(12)
     s = torch.tensor([9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8], dtype=torch.float32)
     kept, _, _ = keep_roco(s, s * s, count, 12, 5)
     if kept != [0, 1, 2, 3, 11]:
-        failures.append(f"roco fallback: {kept}")
-    # roco: n = 12, k = 9: evict 3 among slots with std <= median std (lower median of 8 values)
+        failures.append(f"roco stride candidates: {kept}")
+    # roco: n = 12, k = 9: room 5, e = 3: the 5 lowest stds are candidates, the 3 lowest means among them go.
     count = torch.full((12,), 2.0)
-    total = torch.tensor([9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8], dtype=torch.float32)
+    total = torch.tensor([9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 0.5, 8], dtype=torch.float32)
     spread = torch.tensor([0, 0, 0, 0, 8, 1, 7, 2, 6, 3, 5, 4], dtype=torch.float32)  # std = spread / 2
     sq = (total / 2 - spread / 2) ** 2 + (total / 2 + spread / 2) ** 2
     kept, _, _ = keep_roco(total, sq, count, 12, 9)
-    # stds of 4..11: 4, .5, 3.5, 1, 3, 1.5, 2.5, 2 -> lower median 2: candidates 5, 7, 9, 11; lowest means 5, 7, 9
-    if kept != [0, 1, 2, 3, 4, 6, 8, 10, 11]:
-        failures.append(f"roco median: {kept}")
+    # stds of 4..11: 4, .5, 3.5, 1, 3, 1.5, 2.5, 2 -> candidates 5, 7, 9, 11, 10 (std 2.5, above the median);
+    # their means 1, 2, 3, 4, .25: slots 10, 5 and 7 go
+    if kept != [0, 1, 2, 3, 4, 6, 8, 9, 11]:
+        failures.append(f"roco candidates: {kept}")
     return failures
 
 
@@ -643,7 +706,7 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
 
     for failure in selection_unit_checks():
         check(False, "selection rule: " + failure)
-    check(not selection_unit_checks(), "selection rules on hand-made scores (tie rule, streaming, h2o, roco median and fallback)")
+    check(not selection_unit_checks(), "selection rules on hand-made scores (tie rule, streaming, h2o, roco candidates)")
 
     # Re-rotation: a key rotated at p and re-rotated by (q - p) equals the pre-RoPE key rotated to q.
     generator = torch.Generator().manual_seed(7)
@@ -697,6 +760,27 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
     check(all(step["kept"] == [list(range(16 * s, min(16 * s + 16, len(document))))] * c.num_hidden_layers
               for s, step in enumerate(zero.steps)) and zero.final_kept == [[]] * c.num_hidden_layers,
           "citrus-cse budget 0: each step keeps the newest chunk only, the final cut empties the cache")
+
+    # Hybrid models: recurrent token mixers between attention layers.
+    for folder in HYBRID_MODEL_DIRS:
+        hybrid = load_model(folder)
+        hc = hybrid.config
+        generator = torch.Generator().manual_seed(13)
+        doc = [1] + torch.randint(3, hc.vocab_size, (39,), generator=generator).tolist()
+        ins = torch.randint(3, hc.vocab_size, (6,), generator=generator).tolist()
+        name = folder.name
+        full = read(hybrid, doc, ins, "full", 16, 24)
+        plain = ref.forward_logits(hybrid.weights, hc, doc + ins)
+        difference = float((full.answer_logits_first - plain[-1]).abs().max())
+        check(difference <= 1e-4, f"{name} full: first answer logits equal one forward over document + instruction: "
+              f"{difference:.2g}")
+        # A budget of at least |D| never evicts: every policy's scoring passes leave the recurrent states
+        # untouched and citrus-separate's C_ins takes C_lm's, so every answer is full's.
+        for policy in POLICIES:
+            roomy = read(hybrid, doc, ins, policy, 16, len(doc))
+            difference = float((roomy.answer_logits_first - full.answer_logits_first).abs().max())
+            check(roomy.answer == full.answer and difference <= 1e-5,
+                  f"{name} {policy} with budget = |D| answers as full (logits {difference:.2g})")
     return failures
 
 

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 // The reader against the PyTorch twin (tools/pith_eviction.py): the same document positions kept per
-// layer (per KV head) after every chunk and after the final cut, and the same answer, per policy.
+// layer (per KV head) after every chunk and after the final cut, the same answer and its first logits,
+// per policy, on a standard and on hybrid (recurrent token mixer) layouts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -16,15 +20,21 @@ namespace {
 
 const std::filesystem::path data = PITH_TEST_DATA_DIR;
 
-const pith::model_weights& twin_model() {
-  static const pith::model_weights w = pith::load_model(data / "llama" / "gqa_untied");
-  return w;
+// Largest |logit - twin's logit| of the first answer step: the same float32 model computed by PyTorch
+// and by pith's kernels, sums in other orders over a few dozen positions of a 4-layer model.
+constexpr float answer_logit_tolerance = 1e-3f;
+
+// The golden's model (a folder relative to tests/data), loaded once.
+const pith::model_weights& twin_model(const std::string& folder) {
+  static std::map<std::string, pith::model_weights> loaded;
+  auto it = loaded.find(folder);
+  if (it == loaded.end()) it = loaded.emplace(folder, pith::load_model(data / folder)).first;
+  return it->second;
 }
 
 // kept[layer] (per layer) or kept[layer][head] (per head), as lists of document positions.
 void expect_kept(const pith::reader& r, const nlohmann::json& kept, bool per_head, bool instruction_cache,
-                 const std::string& where) {
-  const auto& c = twin_model().config;
+                 const std::string& where, const pith::model_config& c) {
   ASSERT_EQ(kept.size(), c.num_layers) << where;
   for (std::size_t l = 0; l < c.num_layers; ++l)
     for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
@@ -38,6 +48,7 @@ class EvictionGolden : public ::testing::TestWithParam<const char*> {};
 TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   std::ifstream in(data / "eviction" / GetParam() / "expected.json");
   const auto g = nlohmann::json::parse(in);
+  const auto& model = twin_model(g.at("model").get<std::string>());
   pith::reader_options o;
   o.policy = pith::parse_policy(g.at("policy").get<std::string>());
   o.budget = g.at("budget").get<std::size_t>();
@@ -50,12 +61,12 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   const auto instruction = g.at("instruction").get<std::vector<std::int32_t>>();
   if (o.budget == 0) {
     // pith refuses a budget that keeps nothing of the document (the twin keeps only the newest chunk).
-    EXPECT_THROW(pith::reader(twin_model(), o, instruction), pith::argument_error);
+    EXPECT_THROW(pith::reader(model, o, instruction), pith::argument_error);
     return;
   }
   const bool per_head = g.at("selection") == "per_head";
   const bool separate = o.policy == pith::policy_kind::citrus_separate;
-  pith::reader r(twin_model(), o, instruction);
+  pith::reader r(model, o, instruction);
   const auto& steps = g.at("steps");
   std::size_t fed = 0;
   for (const auto& step : steps) {
@@ -64,21 +75,28 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
     fed += n;
     r.finish_document();
     const std::string where = "after chunk " + std::to_string(step.at("chunk_index").get<int>());
-    expect_kept(r, step.at("kept"), per_head, separate, where);
-    if (separate) expect_kept(r, step.at("kept_lm"), per_head, false, where + " (C_lm)");
+    expect_kept(r, step.at("kept"), per_head, separate, where, model.config);
+    if (separate) expect_kept(r, step.at("kept_lm"), per_head, false, where + " (C_lm)", model.config);
     if (HasFailure()) return;
   }
   ASSERT_EQ(fed, document.size());
   pith::sampler greedy;
   const auto answer = r.answer(8, greedy);
-  expect_kept(r, g.at("final_kept"), per_head, separate, "after the final cut");
+  expect_kept(r, g.at("final_kept"), per_head, separate, "after the final cut", model.config);
   EXPECT_EQ(answer, g.at("answer").get<std::vector<std::int32_t>>());
+  const auto expected_logits = g.at("answer_logits_first").get<std::vector<float>>();
+  ASSERT_EQ(r.answer_logits().size(), expected_logits.size());
+  float largest = 0.0f;
+  for (std::size_t i = 0; i < expected_logits.size(); ++i)
+    largest = std::max(largest, std::abs(r.answer_logits()[i] - expected_logits[i]));
+  EXPECT_LE(largest, answer_logit_tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                          ::testing::Values("full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus_cse",
                                            "citrus_shared", "citrus_separate", "citrus_shared_original",
                                            "citrus_cse_budget0", "citrus_cse_budget1", "citrus_cse_budget30",
-                                           "citrus_shared_pool7", "citrus_separate_pool5"));
+                                           "citrus_shared_pool7", "citrus_separate_pool5", "citrus_shared_hybrid",
+                                           "citrus_separate_hybrid", "h2o_hybrid"));
 
 }  // namespace

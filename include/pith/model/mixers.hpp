@@ -39,6 +39,18 @@ class approximate_state {
   std::size_t bytes() const noexcept {
     return (sum_v_.size() + kv1_.size() + k1_.size() + kv2_.size() + k2_.size() + 1) * sizeof(float);
   }
+  /// Takes other's sums (same head size and feature map); allocates only when the shapes differ.
+  void assign(const approximate_state& other) {
+    if (d_ != other.d_ || f2_ != other.f2_) *this = approximate_state(other.d_, other.outer_, other.per_term_);
+    outer_ = other.outer_;
+    per_term_ = other.per_term_;
+    count_ = other.count_;
+    std::copy(other.sum_v_.begin(), other.sum_v_.end(), sum_v_.begin());
+    std::copy(other.kv1_.begin(), other.kv1_.end(), kv1_.begin());
+    std::copy(other.k1_.begin(), other.k1_.end(), k1_.begin());
+    std::copy(other.kv2_.begin(), other.kv2_.end(), kv2_.begin());
+    std::copy(other.k2_.begin(), other.k2_.end(), k2_.begin());
+  }
 
   /// Adds the key and value of the next position.
   void push(const float* k, const float* v) noexcept {
@@ -112,6 +124,13 @@ class self_gated_state {
     max_ = -std::numeric_limits<float>::infinity();
   }
   std::size_t bytes() const noexcept { return (numerator_.size() + 2) * sizeof(float); }
+  /// Takes other's running sums; allocates only when the head sizes differ.
+  void assign(const self_gated_state& other) {
+    if (d_ != other.d_) *this = self_gated_state(other.d_);
+    std::copy(other.numerator_.begin(), other.numerator_.end(), numerator_.begin());
+    denominator_ = other.denominator_;
+    max_ = other.max_;
+  }
 
   /// Adds position j (its own query, key and value) and writes the output at j.
   void push_and_read(const float* q, const float* k, const float* v, float* out) noexcept {

@@ -46,6 +46,19 @@ struct session_options {
   std::size_t max_chunk = 512;  // most tokens one forward call takes
 };
 
+class session;
+
+/// A point a session can return to (session::mark, session::rollback): undoing a pass whose tokens
+/// must leave no trace, such as an instruction that only scores the cache.
+class session_mark {
+ private:
+  friend class session;
+  std::vector<std::size_t> rows_;  // [layers] cache rows
+  std::size_t position_ = 0;
+  std::vector<std::vector<approximate_state>> approximate_;  // [layers][kv_heads]
+  std::vector<std::vector<self_gated_state>> self_gated_;    // [layers][heads]
+};
+
 /// Everything that changes while a model reads and writes: the KV cache and the activation
 /// buffers, allocated once. The weights are only read, so sessions on several threads may share them.
 class session {
@@ -109,13 +122,37 @@ class session {
 
   /// The position the next token takes (reindexed eviction renumbers the cache and moves it back).
   void set_position(std::size_t position) noexcept { position_ = position; }
-  /// Drops rows past `sizes[layer]` in every head of every cached layer (undoes a scoring pass)
-  /// and sets the next position.
-  void truncate(const std::vector<std::size_t>& sizes, std::size_t position) noexcept {
+  /// Records what rollback() returns to: the rows of every cached layer, the next position and a copy
+  /// of every recurrent mixer state (approximate, non_approximate). `m` is reused: after its first use
+  /// with this session, marking allocates nothing.
+  void mark(session_mark& m) const {
+    m.rows_.resize(c_.num_layers);
+    for (std::size_t l = 0; l < c_.num_layers; ++l) m.rows_[l] = cache_.size(l, 0);
+    m.position_ = position_;
+    copy_states(approximate_, m.approximate_);
+    copy_states(self_gated_, m.self_gated_);
+  }
+  /// Undoes every forward call since mark(m): drops the cache rows appended since, restores the
+  /// position and the recurrent states. The rows present at mark() must not have been compacted or
+  /// re-rotated in between (a scoring pass, not an eviction, lies between the two).
+  void rollback(const session_mark& m) {
+    if (m.rows_.size() != c_.num_layers)
+      PITH_THROW(argument_error, "session::rollback: the mark was not taken on a session of this model");
     for (std::size_t l = 0; l < c_.num_layers; ++l)
       for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
-        if (cache_.size(l, h) > sizes[l]) cache_.set_size(l, h, sizes[l]);
-    position_ = position;
+        if (cache_.size(l, h) > m.rows_[l]) cache_.set_size(l, h, m.rows_[l]);
+    position_ = m.position_;
+    copy_states(m.approximate_, approximate_);
+    copy_states(m.self_gated_, self_gated_);
+  }
+  /// Takes `other`'s recurrent mixer states (a session of the same model): a second cache that
+  /// receives another session's chunks (citrus-separate) must also receive what its recurrent layers
+  /// accumulated, since those layers have no rows to copy.
+  void copy_recurrent_states(const session& other) {
+    if (&other.c_ != &c_ && (other.c_.num_layers != c_.num_layers || other.c_.head_dim != c_.head_dim))
+      PITH_THROW(argument_error, "session::copy_recurrent_states: the sessions run different models");
+    copy_states(other.approximate_, approximate_);
+    copy_states(other.self_gated_, self_gated_);
   }
   /// Re-rotates the keys of (layer, kv head) so that slot i holds RoPE position new_positions[i]
   /// (rotations compose: rotating by new - old equals rotating the unrotated key to new).
@@ -450,6 +487,15 @@ class session {
         }
       }
     }, grain_for_work(attention_work_per_part));
+  }
+
+  template <class State>
+  static void copy_states(const std::vector<std::vector<State>>& from, std::vector<std::vector<State>>& to) {
+    to.resize(from.size());
+    for (std::size_t l = 0; l < from.size(); ++l) {
+      to[l].resize(from[l].size());
+      for (std::size_t h = 0; h < from[l].size(); ++h) to[l][h].assign(from[l][h]);
+    }
   }
 
   void clear_states() noexcept {

@@ -156,6 +156,7 @@ class reader {
     } else {
       logits = last_logits_;
     }
+    answer_logits_ = logits;
     std::vector<std::int32_t> out;
     for (std::size_t i = 0; i < steps; ++i) {
       const std::int32_t next = pick.sample(logits);
@@ -167,6 +168,9 @@ class reader {
     stats_.state_bytes = state_bytes();
     return out;
   }
+
+  /// The logits row the first answer token was sampled from ([vocab]; empty before answer()).
+  const std::vector<float>& answer_logits() const noexcept { return answer_logits_; }
 
   /// Document positions of the slots (layer, kv head) holds, in slot order (tests, diagnostics).
   const std::vector<std::int64_t>& document_positions(std::size_t layer, std::size_t head, bool instruction_cache = false) const {
@@ -189,11 +193,6 @@ class reader {
       if (mixer_uses_kv_cache(w_.config.mixer(l))) return s.cache().size(l, 0);
     return 0;
   }
-  std::vector<std::size_t> sizes_of(const session& s) const {
-    std::vector<std::size_t> sizes(w_.config.num_layers);
-    for (std::size_t l = 0; l < sizes.size(); ++l) sizes[l] = s.cache().size(l, 0);
-    return sizes;
-  }
 
   // scores_[layer][slot] (per layer) or [layer][kv head][slot] (per head) from the session's records.
   void aggregate(const session& s, std::size_t slots, bool per_head, std::vector<float>& out) const {
@@ -213,14 +212,15 @@ class reader {
   }
 
   // The instruction's attention over s's cache, mean over heads and instruction queries (scores_).
+  // The pass leaves s exactly as it was: cache rows, position and the recurrent mixers' states.
   void instruction_scores(session& s) {
-    const auto sizes = sizes_of(s);
-    const std::size_t position = s.position(), slots = cache_size(s);
+    const std::size_t slots = cache_size(s);
+    s.mark(scoring_mark_);
     s.set_scoring({true, 0, false});
     s.forward(instruction_, nullptr);  // only the attention is wanted: no logits
     s.set_scoring({});
     aggregate(s, slots, false, scores_);
-    s.truncate(sizes, position);
+    s.rollback(scoring_mark_);
   }
 
   void read_chunk(std::span<const std::int32_t> chunk) {
@@ -259,7 +259,7 @@ class reader {
       main_->forward(chunk, last_logits_.data());
       main_->set_scoring({});
     }
-    append_document_positions(document_positions_, chunk.size(), *main_);
+    append_document_positions(chunk.size());
     if (traits_.accumulates) accumulate(old_slots, chunk.size());
     const auto t1 = std::chrono::steady_clock::now();
     if (!first && traits_.evicts) {
@@ -288,11 +288,16 @@ class reader {
     return 0;
   }
 
-  void append_document_positions(std::vector<std::vector<std::int64_t>>& positions, std::size_t count, const session& s) {
-    for (auto& list : positions)
-      for (std::size_t i = 0; i < count; ++i) list.push_back(static_cast<std::int64_t>(document_read_ + i));
-    (void)s;
-    if (&positions == &document_positions_) document_read_ += count;
+  // Layers without a KV cache have no slots: their lists stay empty (they would grow with the document).
+  void append_document_positions(std::size_t count) {
+    const auto& c = w_.config;
+    for (std::size_t l = 0; l < c.num_layers; ++l) {
+      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g)
+        for (std::size_t i = 0; i < count; ++i)
+          document_positions_[l * c.num_kv_heads + g].push_back(static_cast<std::int64_t>(document_read_ + i));
+    }
+    document_read_ += count;
   }
 
   // H2O / RoCo running statistics: every slot adds what this chunk's queries gave it.
@@ -339,6 +344,8 @@ class reader {
         list.insert(list.end(), main_list.end() - static_cast<std::ptrdiff_t>(count), main_list.end());
       }
     }
+    // Layers without a cache carry the document in their running state: the instruction cache takes it.
+    instruction_session_->copy_recurrent_states(*main_);
     instruction_session_->set_position(main_->position());
   }
 
@@ -463,8 +470,9 @@ class reader {
     }
   }
 
-  // RoCo, generalised to evicting e slots at once (docs/eviction.md): candidates are the slots whose
-  // std is at most the median; the e lowest means among them go.
+  // RoCo (EasyKV's rule, docs/eviction.md), generalised to evicting e slots at once: the candidates are
+  // the max(room, e) unprotected slots with the lowest std (room = budget - sink - recent; EasyKV's
+  // stride is e), ties to the lower slot; the e lowest means among them go.
   void roco_keep(std::size_t unit, std::size_t room, std::vector<std::uint32_t>& keep) {
     const std::size_t count = candidates_.size(), evict_count = count - std::min(room, count);
     std::vector<float> mean(count), deviation(count);
@@ -474,16 +482,14 @@ class reader {
       mean[i] = sums_[unit][j] / c;
       deviation[i] = std::sqrt(std::max(squares_[unit][j] / c - mean[i] * mean[i], 0.0f));
     }
-    std::vector<float> sorted = deviation;
-    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>((count - 1) / 2), sorted.end());
-    const float median = count ? sorted[(count - 1) / 2] : 0.0f;
-    std::vector<std::uint32_t> eligible;
-    for (std::size_t i = 0; i < count; ++i)
-      if (deviation[i] <= median) eligible.push_back(static_cast<std::uint32_t>(i));
-    if (eligible.size() < evict_count) {
-      eligible.resize(count);
-      std::iota(eligible.begin(), eligible.end(), 0u);
-    }
+    std::vector<std::uint32_t> eligible(count);
+    std::iota(eligible.begin(), eligible.end(), 0u);
+    const std::size_t eligible_count = std::min(count, std::max(room, evict_count));
+    std::partial_sort(eligible.begin(), eligible.begin() + static_cast<std::ptrdiff_t>(eligible_count), eligible.end(),
+                      [&](std::uint32_t a, std::uint32_t b) {
+                        return deviation[a] < deviation[b] || (deviation[a] == deviation[b] && a < b);
+                      });
+    eligible.resize(eligible_count);
     std::sort(eligible.begin(), eligible.end(), [&](std::uint32_t a, std::uint32_t b) {
       return mean[a] < mean[b] || (mean[a] == mean[b] && a > b);  // ties: the newer slot goes first
     });
@@ -503,7 +509,9 @@ class reader {
   std::function<void(const eviction_view&, std::vector<std::uint32_t>&)> custom_;
   std::vector<std::int32_t> pending_;
   std::vector<float> last_logits_;
+  std::vector<float> answer_logits_;  // [vocab]: what the first answer token was sampled from
   std::vector<float> scores_;
+  session_mark scoring_mark_;  // what an instruction-scoring pass returns its session to
   std::vector<std::vector<std::int64_t>> document_positions_;              // [layers * kv_heads][slot]
   std::vector<std::vector<std::int64_t>> instruction_document_positions_;  // citrus-separate's C_ins
   std::vector<std::vector<float>> sums_, squares_, counts_;                // [layers * kv_heads][slot]

@@ -105,13 +105,19 @@ TEST(Config, MissingFileIsAnIoError) {
 
 }  // namespace
 
-// Inputs the GGUF fuzzer found: each must be a pith::error, not an allocation failure or a crash.
+// Inputs the fuzzers found (fuzz/corpus/fuzz_model/crash_*: a selector byte, then the model file):
+// each must be a pith::error, not an allocation failure or a crash.
 TEST(ModelLoading, FuzzerFindingsAreErrors) {
-  const std::filesystem::path folder = std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / ".." / "fuzz" / "model_bugs";
-  for (const char* name : {"gguf_block_count_2e31.gguf", "gguf_scalar_token_embd.gguf"}) {
+  const std::filesystem::path folder =
+      std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / ".." / "fuzz" / "corpus" / "fuzz_model";
+  for (const char* name : {"crash_gguf_block_count_2e31", "crash_gguf_scalar_token_embd"}) {
     const auto path = folder / name;
     ASSERT_TRUE(std::filesystem::exists(path)) << path;
-    EXPECT_THROW(pith::load_model(path), pith::error) << name;
+    const std::string bytes = pith_test::read_file(path);
+    ASSERT_EQ(bytes.front(), '\0') << name << " is not a GGUF input of fuzz_model";
+    const pith_test::temp_file model(".gguf");
+    model.write(std::string_view(bytes).substr(1));
+    EXPECT_THROW(pith::load_model(model.path()), pith::error) << name;
   }
 }
 

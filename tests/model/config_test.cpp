@@ -29,6 +29,8 @@
 #include <pith/model/transformer.hpp>
 #include <pith/model/weights.hpp>
 #include <pith/runtime/reader.hpp>
+#include <pith/simd/exp.hpp>
+#include <pith/simd/scalar.hpp>
 
 #include "../io/test_util.hpp"
 
@@ -119,6 +121,40 @@ TEST(ModelLoading, FuzzerFindingsAreErrors) {
     model.write(std::string_view(bytes).substr(1));
     EXPECT_THROW(pith::load_model(model.path()), pith::error) << name;
   }
+}
+
+/// Loads a fuzz_model input whose selector byte is 1 (uint16 length, config.json, model.safetensors).
+static pith::model_weights load_fuzz_safetensors_input(const std::filesystem::path& input, const std::filesystem::path& directory) {
+  const std::string bytes = pith_test::read_file(input);
+  EXPECT_EQ(bytes.at(0), '\1') << input;
+  const std::size_t length = static_cast<unsigned char>(bytes.at(1)) | (std::size_t{static_cast<unsigned char>(bytes.at(2))} << 8);
+  std::ofstream(directory / "config.json", std::ios::binary) << bytes.substr(3, length);
+  std::ofstream(directory / "model.safetensors", std::ios::binary) << bytes.substr(3 + length);
+  return pith::load_model(directory);
+}
+
+// fuzz_model found weights whose attention scores are NaN: the scalar exp converted NaN to an
+// integer (undefined behaviour, caught by the sanitize preset). A forward must end in logits or a
+// pith::error.
+TEST(ModelLoading, NanAttentionScoresRunWithoutUndefinedBehaviour_7) {
+  const auto input = std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / ".." / "fuzz" / "corpus" / "fuzz_model" /
+                     "crash_nan_scores_in_exp";
+  const auto directory = std::filesystem::temp_directory_path() / ("pith_model_nan_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(directory);
+  const auto weights = load_fuzz_safetensors_input(input, directory);
+  std::filesystem::remove_all(directory);
+  pith::session_options options;
+  options.max_context = 8;
+  options.max_chunk = 4;
+  pith::session session(weights, options);
+  std::vector<float> logits(weights.config.vocab_size);
+  const std::vector<std::int32_t> chunk = {0, 15, 8};
+  try {
+    session.forward(chunk, logits.data());
+  } catch (const pith::error&) {
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(pith::simd::exp_approx<pith::simd::scalar::ops>(nan)));
 }
 
 // ---- Bounds on every value a model file sizes something with -------------------------------------

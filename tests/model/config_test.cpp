@@ -485,6 +485,53 @@ TEST(loader_bounds, tensors_no_layer_uses_are_an_error_4_3) {
   PITH_EXPECT_THROW_WITH(pith::load_model(with_other.path()), pith::format_error, "q_norm");
 }
 
+/// A 1-layer GGUF llama (hidden 4, 2 heads of 2, 1 KV head, FFN 4, vocabulary 4) with `extra`
+/// F32 vectors of 4 added after its tensors.
+std::string tiny_gguf_model(const std::vector<std::string>& extra) {
+  gguf_metadata metadata = with(with(with(with(with(gguf_base(), "llama.embedding_length", std::uint32_t{4}),
+                                                "llama.feed_forward_length", std::uint32_t{4}),
+                                           "llama.block_count", std::uint32_t{1}),
+                                      "llama.attention.head_count", std::uint32_t{2}),
+                                 "llama.vocab_size", std::uint32_t{4});
+  metadata = with(metadata, "llama.attention.head_count_kv", std::uint32_t{1});
+  std::vector<std::pair<std::string, std::vector<std::uint64_t>>> tensors = {
+      {"token_embd.weight", {4, 4}},    {"blk.0.attn_norm.weight", {4}},   {"blk.0.attn_q.weight", {4, 4}},
+      {"blk.0.attn_k.weight", {4, 2}},  {"blk.0.attn_v.weight", {4, 2}},   {"blk.0.attn_output.weight", {4, 4}},
+      {"blk.0.ffn_norm.weight", {4}},   {"blk.0.ffn_gate.weight", {4, 4}}, {"blk.0.ffn_up.weight", {4, 4}},
+      {"blk.0.ffn_down.weight", {4, 4}}, {"output_norm.weight", {4}}};
+  for (const auto& name : extra) tensors.push_back({name, {4}});
+  pith_test::gguf_builder builder;
+  builder.header(tensors.size(), metadata.size());
+  const std::string meta = gguf_bytes(metadata);
+  builder.data(std::string_view(meta).substr(24));  // the key/value pairs after gguf_bytes' own header
+  std::uint64_t offset = 0;
+  std::string data;
+  for (const auto& [name, ne] : tensors) {
+    std::uint64_t count = 1;
+    for (const auto n : ne) count *= n;
+    builder.tensor_info(name, ne, 0, offset);
+    std::string bytes = pith_test::le_bytes(std::vector<float>(count, 0.5f));
+    bytes.append((32 - bytes.size() % 32) % 32, '\0');
+    offset += bytes.size();
+    data += bytes;
+  }
+  builder.align();
+  builder.data(data);
+  return builder.bytes();
+}
+
+TEST(loader_bounds, gguf_tensors_no_layer_uses_are_an_error_4_3) {
+  const pith_test::temp_file plain(".gguf");
+  plain.write(tiny_gguf_model({}));
+  EXPECT_NO_THROW(pith::load_model(plain.path()));
+  const pith_test::temp_file with_rope_factors(".gguf");
+  with_rope_factors.write(tiny_gguf_model({"rope_freqs.weight"}));  // Llama 3 frequency factors: not implemented
+  PITH_EXPECT_THROW_WITH(pith::load_model(with_rope_factors.path()), pith::format_error, "rope_freqs.weight");
+  const pith_test::temp_file with_second_layer(".gguf");
+  with_second_layer.write(tiny_gguf_model({"blk.1.attn_norm.weight"}));
+  PITH_EXPECT_THROW_WITH(pith::load_model(with_second_layer.path()), pith::format_error, "llama.block_count = 1");
+}
+
 TEST(loader_bounds, every_shipped_checkpoint_loads_4_3) {
   const std::filesystem::path source_dir = std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / "..";
   std::vector<std::filesystem::path> models;

@@ -191,8 +191,10 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
 namespace detail {
 
 /// Tensors a checkpoint may hold that pith recomputes instead of reading: the rotary inverse
-/// frequencies of older Hugging Face exports (derived from rope_theta and head_dim).
-inline bool is_recomputed_buffer(std::string_view name) noexcept { return name.ends_with(".rotary_emb.inv_freq"); }
+/// frequencies of older Hugging Face exports and their GGUF name (derived from rope_theta and head_dim).
+inline bool is_recomputed_buffer(std::string_view name) noexcept {
+  return name.ends_with(".rotary_emb.inv_freq") || (name.starts_with("blk.") && name.ends_with(".rot_embd"));
+}
 
 /// format_error listing the first few tensors of `names` that loading did not use (`used`): a
 /// configuration with fewer layers than the checkpoint, or weights of a feature pith does not

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Helpers shared by pith's libFuzzer targets: the per-process input file the readers map, and checks.
+// Helpers shared by pith's libFuzzer targets: the per-process input files the readers map, and checks.
 #pragma once
 
 #include <cstddef>
@@ -58,6 +58,44 @@ class input_file {
     ::close(fd);
     return path_;
   }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A directory in the temporary directory for inputs made of several files (a safetensors model
+/// directory), named like input_file's files and removed with its contents when the process exits
+/// normally.
+class input_directory {
+ public:
+  explicit input_directory(std::string_view target)
+      : path_(std::filesystem::temp_directory_path() /
+              ("pith_" + std::string(target) + "_" + std::to_string(::getpid()) + "_dir")) {
+    std::error_code error;
+    std::filesystem::create_directories(path_, error);
+    if (error) fail("cannot create " + path_.string());
+  }
+  input_directory(const input_directory&) = delete;
+  input_directory& operator=(const input_directory&) = delete;
+  ~input_directory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+  /// Replaces the contents of the file `name` in the directory with `bytes`.
+  void write(std::string_view name, std::span<const std::uint8_t> bytes) const {
+    const std::filesystem::path file = path_ / name;
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) fail("cannot create " + file.string());
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t written = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (written <= 0) fail("cannot write " + file.string());
+      done += static_cast<std::size_t>(written);
+    }
+    ::close(fd);
+  }
+  const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
   std::filesystem::path path_;

@@ -8,11 +8,11 @@
 # Seeds are small (a few KB each): libFuzzer mutates them, so they only need to reach every branch of
 # the readers. The tokenizer target reads one selector byte first (0: llama2.c tokenizer.bin,
 # preceded by a uint16 vocab_size; 1: GGUF vocabulary; 2: pith JSON word vocabulary), see
-# fuzz_tokenizer.cpp.
+# fuzz_tokenizer.cpp. The model target reads one selector byte first too (0: GGUF; 1: a uint16
+# length, config.json, then model.safetensors; 2: llama2.c), see fuzz_model.cpp.
 #
-# Files named crash_* in the corpora are inputs that once crashed a reader (kept by hand as regression
-# seeds; this script leaves them alone). fuzz/model_bugs/ holds inputs that still crash pith::load_model
-# (run with -DPITH_FUZZ_LOAD_MODEL=ON); they are not part of any corpus.
+# Files named crash_* in the corpora are inputs that once crashed a reader or the model loader (kept by
+# hand as regression seeds; this script leaves them alone).
 import argparse
 import json
 import os
@@ -257,6 +257,85 @@ def safetensors_minimised(path, keep):
     return safetensors_write(tensors, header.get("__metadata__"))
 
 
+# ---- whole models (fuzz_model: selector byte 0 GGUF, 1 config.json + safetensors, 2 llama2.c) -------
+
+def tiny_block_gguf():
+    """tiny_llama_gguf with block attention residuals (block size 1): the attn_res/ffn_res/output_res scores."""
+    data = tiny_llama_gguf()
+    metadata, infos, data_offset, raw = gguf_read_bytes(data)
+    h = 8
+    tensors = []
+    for name, ne, ggml_type, offset in infos:
+        size = {GGML_F32: 4, GGML_F16: 2, GGML_BF16: 2}[ggml_type]
+        for n in ne:
+            size *= n
+        tensors.append((name, ne, ggml_type, raw[data_offset + offset:data_offset + offset + size]))
+    tensors += [("blk.0.ffn_res_score.weight", [h], GGML_F32, f32(ramp(h, 0.1))),
+                ("output_res_score.weight", [h], GGML_F32, f32(ramp(h, 0.2)))]
+    metadata.append((b"llama.attn_res_block_size", UINT32, 1))
+    return gguf_write(metadata, tensors)
+
+
+def gguf_read_bytes(data):
+    """gguf_read on bytes instead of a path."""
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".gguf") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return gguf_read(tmp.name)
+
+
+def tiny_hf_model(layers, mixers=None, residual=None, block_size=None, tied=True, h=8, f=16, heads=2, kv_heads=1,
+                  vocab=16, mixer_intermediate=12, fixed_length=8, context=16):
+    """A fuzz_model input: config.json and a safetensors checkpoint of a tiny Hugging Face layout model."""
+    d = h // heads
+    q, kv = heads * d, kv_heads * d
+    config = {"hidden_size": h, "intermediate_size": f, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv_heads, "vocab_size": vocab, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "max_position_embeddings": context, "tie_word_embeddings": tied, "bos_token_id": 1, "eos_token_id": 2}
+    if mixers:
+        config["token_mixers"] = mixers
+        config["mixer_mlp_intermediate_size"] = mixer_intermediate
+    if residual:
+        config["attn_res_mode"] = residual
+    if block_size:
+        config["attn_res_block_size"] = block_size
+    tensors = [("model.embed_tokens.weight", [vocab, h])]
+    for i in range(layers):
+        mixer = mixers[i] if mixers else "standard"
+        prefix = "model.layers.%d." % i
+        tensors.append((prefix + "input_layernorm.weight", [h]))
+        if mixer != "mlp":
+            if mixer not in ("rnd_emb_qk", "fixed_seq_qk"):
+                tensors += [(prefix + "self_attn.q_proj.weight", [q, h]), (prefix + "self_attn.k_proj.weight", [kv, h])]
+            tensors += [(prefix + "self_attn.v_proj.weight", [kv, h]), (prefix + "self_attn.o_proj.weight", [h, q])]
+        if mixer in ("rnd_emb_qk", "fixed_seq_qk"):
+            tensors += [(prefix + "self_attn.fixed_q", [fixed_length, q]), (prefix + "self_attn.fixed_k", [fixed_length, kv])]
+        if mixer == "mlp":
+            m = mixer_intermediate
+            tensors += [(prefix + "mixer_mlp.gate_proj.weight", [m, h]), (prefix + "mixer_mlp.up_proj.weight", [m, h]),
+                        (prefix + "mixer_mlp.down_proj.weight", [h, m])]
+        tensors += [(prefix + "post_attention_layernorm.weight", [h]), (prefix + "mlp.gate_proj.weight", [f, h]),
+                    (prefix + "mlp.up_proj.weight", [f, h]), (prefix + "mlp.down_proj.weight", [h, f])]
+        if residual in ("block", "full"):
+            tensors += [(prefix + "self_attention_res_norm.weight", [h]), (prefix + "self_attention_res_proj.weight", [1, h]),
+                        (prefix + "mlp_res_norm.weight", [h]), (prefix + "mlp_res_proj.weight", [1, h])]
+    if residual in ("block", "full"):
+        tensors += [("model.output_attn_res_norm.weight", [h]), ("model.output_attn_res_proj.weight", [1, h])]
+    tensors.append(("model.norm.weight", [h]))
+    if not tied:
+        tensors.append(("lm_head.weight", [vocab, h]))
+    encoded = []
+    for name, shape in tensors:
+        count = 1
+        for n in shape:
+            count *= n
+        values = [1.0] * count if name.endswith("norm.weight") else ramp(count, 0.05)
+        encoded.append((name, "F32", shape, f32(values)))
+    text = json.dumps(config, separators=(",", ":")).encode()
+    return b"\x01" + struct.pack("<H", len(text)) + text + safetensors_write(encoded)
+
+
 # ---- llama2.c -------------------------------------------------------------------------------------
 
 def llama2c_checkpoint(dim, hidden, layers, heads, kv_heads, vocab, seq_len, shared):
@@ -325,6 +404,17 @@ def main():
     add("fuzz_llama2c", "tiny_shared.bin", llama2c_checkpoint(8, 16, 1, 2, 1, 8, 4, shared=True))
     add("fuzz_llama2c", "tiny_separate_classifier.bin", llama2c_checkpoint(8, 12, 2, 2, 2, 6, 2, shared=False))
     add("fuzz_llama2c", "header_only_export_v1.bin", struct.pack("<I6i", 0x616B3432, 1, 8, 16, 1, 2, 1))
+
+    # whole models, loaded and run (selector byte: 0 GGUF, 1 config.json + safetensors, 2 llama2.c)
+    add("fuzz_model", "gguf_tiny_llama", b"\x00" + tiny_llama_gguf())
+    add("fuzz_model", "gguf_tiny_block", b"\x00" + tiny_block_gguf())
+    add("fuzz_model", "st_standard_tied", tiny_hf_model(2))
+    add("fuzz_model", "st_standard_untied", tiny_hf_model(1, tied=False))
+    add("fuzz_model", "st_block", tiny_hf_model(3, residual="block", block_size=2))
+    add("fuzz_model", "st_full", tiny_hf_model(2, residual="full"))
+    add("fuzz_model", "st_hybrid", tiny_hf_model(4, mixers=["standard", "mlp", "approximate", "non_approximate"]))
+    add("fuzz_model", "st_fixed_streams", tiny_hf_model(3, mixers=["rnd_emb_qk", "fixed_seq_qk", "static_emb_qk"]))
+    add("fuzz_model", "llama2c_tiny", b"\x02" + llama2c_checkpoint(8, 16, 1, 2, 1, 8, 4, shared=True))
 
     # tokenizers: selector byte, then the file (llama2.c: uint16 vocab_size first)
     tiny_pieces = ["<unk>", "\n<s>\n", "\n</s>\n", "<0x0A>", "<0x20>", "<0xC3>", "<0xA9>", " t", "he", " the",

@@ -5,8 +5,7 @@
 #   fuzz/run.sh [seconds-per-target]      default 60
 # Prints each target's execution count; exits non-zero when a target finds a crash, a leak, a timeout
 # or an out-of-memory input, whose reproducer is left in build/fuzz/artifacts/<target>/.
-# Environment: PITH_FUZZ_CXX (default clang++); PITH_FUZZ_LOAD_MODEL=ON also runs pith::load_model in
-# fuzz_gguf (default OFF while the inputs in fuzz/model_bugs/ still crash it).
+# Environment: PITH_FUZZ_CXX (default clang++).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -14,11 +13,10 @@ seconds=${1:-60}
 case "$seconds" in
   '' | *[!0-9]*) echo "run.sh: seconds-per-target must be a whole number, got '$seconds'" >&2; exit 2 ;;
 esac
-targets="fuzz_safetensors fuzz_gguf fuzz_llama2c fuzz_tokenizer"
+targets="fuzz_safetensors fuzz_gguf fuzz_llama2c fuzz_tokenizer fuzz_model"
 build=build/fuzz
 
-cmake -S fuzz -B "$build" -DCMAKE_CXX_COMPILER="${PITH_FUZZ_CXX:-clang++}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPITH_FUZZ_LOAD_MODEL="${PITH_FUZZ_LOAD_MODEL:-OFF}"
+cmake -S fuzz -B "$build" -DCMAKE_CXX_COMPILER="${PITH_FUZZ_CXX:-clang++}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" --parallel 2
 
 failed=""

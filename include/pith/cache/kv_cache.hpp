@@ -5,12 +5,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/core/checked.hpp"
 #include "pith/core/error.hpp"
 
 namespace pith {
@@ -26,17 +28,22 @@ class kv_cache {
   kv_cache(std::size_t layers, std::size_t kv_heads, std::size_t head_dim, std::size_t capacity)
       : kv_cache(kv_heads, head_dim, std::vector<std::size_t>(layers, capacity)) {}
   /// capacities[l] rows per head in layer l; 0 for layers that keep no cache (fixed-state mixers).
+  /// Throws argument_error when the storage's size does not fit in std::size_t.
   kv_cache(std::size_t kv_heads, std::size_t head_dim, std::vector<std::size_t> capacities)
       : layers_(capacities.size()), kv_heads_(kv_heads), head_dim_(head_dim), capacities_(std::move(capacities)) {
     std::size_t rows = 0;
     for (const std::size_t capacity : capacities_) {
       offsets_.push_back(rows);
-      rows += capacity * kv_heads;
+      const std::size_t layer_rows = checked_size("kv_cache: rows of a layer", {capacity, kv_heads});
+      if (layer_rows > std::numeric_limits<std::size_t>::max() - rows)
+        PITH_THROW(argument_error, "kv_cache: " + std::to_string(capacities_.size()) + " layers of " +
+                                       std::to_string(layer_rows) + " rows do not fit in memory");
+      rows += layer_rows;
     }
-    keys_.resize(rows * head_dim);
-    values_.resize(rows * head_dim);
+    keys_.resize(checked_size("kv_cache: keys", {rows, head_dim}));
+    values_.resize(keys_.size());
     positions_.resize(rows);
-    sizes_.assign(layers_ * kv_heads, 0);
+    sizes_.assign(checked_size("kv_cache: sizes", {layers_, kv_heads}), 0);
   }
 
   std::size_t layers() const noexcept { return layers_; }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Helpers shared by the file readers: checked arithmetic, little-endian loads, UTF-8 checks, JSON parsing.
+// Helpers shared by the file readers: checked arithmetic, little-endian loads, UTF-8 checks, JSON parsing
+// with a nesting limit and bounded excerpts of JSON values for error messages.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -114,20 +116,103 @@ constexpr bool is_valid_utf8(std::string_view text) noexcept {
   return true;
 }
 
-/// Parses JSON text; throws format_error "<source>: not valid JSON: <reason>" on a syntax error.
-/// Works with and without exceptions enabled.
-inline nlohmann::json parse_json(std::string_view text, const std::string& source) {
+/// Deepest nesting of arrays and objects the JSON readers accept. Configurations and safetensors
+/// headers nest 2 to 5 levels; the limit keeps every recursive walk of a parsed value (printing,
+/// comparing) shallow, whatever the file holds.
+inline constexpr std::size_t max_json_depth = 64;
+
+/// Offset of the first bracket of `text` that opens an array or object deeper than `limit`,
+/// outside strings; nothing when the nesting stays within it. The scan does not validate JSON.
+constexpr std::optional<std::size_t> json_nesting_beyond(std::string_view text, std::size_t limit) noexcept {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return i;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return std::nullopt;
+}
+
+/// Parses JSON text into `out`; on failure returns the reason (nesting deeper than max_json_depth,
+/// checked before parsing, or the parser's message), on success an empty string.
+inline std::string try_parse_json(std::string_view text, nlohmann::json& out) {
+  if (const auto at = json_nesting_beyond(text, max_json_depth))
+    return "arrays and objects nest deeper than " + std::to_string(max_json_depth) + " levels (at byte " +
+           std::to_string(*at) + ")";
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
   try {
-    return nlohmann::json::parse(text.begin(), text.end());
+    out = nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::exception& e) {
-    PITH_THROW(format_error, source + ": not valid JSON: " + e.what());
+    return e.what();
   }
 #else
-  nlohmann::json parsed = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-  if (parsed.is_discarded()) PITH_THROW(format_error, source + ": not valid JSON");
-  return parsed;
+  out = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (out.is_discarded()) return "syntax error";
 #endif
+  return {};
+}
+
+/// Parses JSON text; throws format_error "<source>: not valid JSON: <reason>" on a syntax error or
+/// a nesting deeper than max_json_depth. Works with and without exceptions enabled.
+inline nlohmann::json parse_json(std::string_view text, const std::string& source) {
+  nlohmann::json parsed;
+  const std::string reason = try_parse_json(text, parsed);
+  if (!reason.empty()) PITH_THROW(format_error, source + ": not valid JSON: " + reason);
+  return parsed;
+}
+
+namespace json_excerpt_detail {
+// Appends at most limit + 1 - out.size() characters of `text` (one past the limit marks the cut).
+inline void append_text(std::string& out, std::string_view text, std::size_t limit) {
+  if (out.size() > limit) return;
+  out.append(text.substr(0, limit + 1 - out.size()));
+}
+inline std::string dump(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+inline void append(const nlohmann::json& value, std::string& out, std::size_t limit) {
+  if (out.size() > limit) return;
+  if (!value.is_array() && !value.is_object()) return append_text(out, dump(value), limit);
+  const bool object = value.is_object();
+  append_text(out, object ? "{" : "[", limit);
+  bool first = true;
+  for (auto it = value.begin(); it != value.end() && out.size() <= limit; ++it) {
+    if (!first) append_text(out, ", ", limit);
+    first = false;
+    if (object) {
+      append_text(out, dump(nlohmann::json(it.key())), limit);
+      append_text(out, ": ", limit);
+    }
+    append(*it, out, limit);
+  }
+  append_text(out, object ? "}" : "]", limit);
+}
+}  // namespace json_excerpt_detail
+
+/// `value` as JSON text of at most about `limit` characters, cut with "..." where longer: error
+/// messages quote values from files this way, never with an unbounded dump(). Each nesting level
+/// adds a character before it recurses, so the recursion is at most `limit` deep.
+inline std::string json_excerpt(const nlohmann::json& value, std::size_t limit = 64) {
+  std::string out;
+  json_excerpt_detail::append(value, out, limit);
+  if (out.size() > limit) {
+    out.resize(limit);
+    out += "...";
+  }
+  return out;
 }
 
 /// Quotes a name for an error message.

@@ -164,15 +164,15 @@ class safetensors_file {
     for (const auto& extent : *shape) {
       if (!extent.is_number_unsigned() ||
           extent.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        fail_tensor(name, "shape " + shape->dump() + " holds a value that is not a non-negative 64-bit integer");
+        fail_tensor(name, "shape " + detail::json_excerpt(*shape) + " holds a value that is not a non-negative 64-bit integer");
       const auto product = detail::checked_mul(count, extent.get<std::uint64_t>());
       if (!product || *product > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        fail_tensor(name, "shape " + shape->dump() + " has more elements than fit in 63 bits");
+        fail_tensor(name, "shape " + detail::json_excerpt(*shape) + " has more elements than fit in 63 bits");
       count = *product;
       e.shape.push_back(static_cast<std::int64_t>(extent.get<std::uint64_t>()));
     }
     const auto byte_count = detail::checked_mul(count, info->size);
-    if (!byte_count) fail_tensor(name, "shape " + shape->dump() + " is too large for dtype " + e.dtype_name);
+    if (!byte_count) fail_tensor(name, "shape " + detail::json_excerpt(*shape) + " is too large for dtype " + e.dtype_name);
 
     const auto offsets = value.find("data_offsets");
     if (offsets == value.end() || !offsets->is_array() || offsets->size() != 2 || !(*offsets)[0].is_number_unsigned() ||
@@ -184,7 +184,7 @@ class safetensors_file {
       fail_tensor(name, "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                             "] are outside the data area of " + std::to_string(data_size) + " bytes");
     if (e.end - e.begin != *byte_count)
-      fail_tensor(name, "data_offsets span " + std::to_string(e.end - e.begin) + " bytes, but shape " + shape->dump() +
+      fail_tensor(name, "data_offsets span " + std::to_string(e.end - e.begin) + " bytes, but shape " + detail::json_excerpt(*shape) +
                             " of " + e.dtype_name + " needs " + std::to_string(*byte_count));
     return e;
   }

@@ -5,10 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -18,6 +16,7 @@
 
 #include "pith/core/error.hpp"
 #include "pith/io/detail.hpp"
+#include "pith/io/mmap.hpp"
 
 namespace pith {
 
@@ -49,12 +48,7 @@ class word_tokenizer {
   /// Reads the JSON file at `path`; format_error for invalid JSON, config_error naming the file and
   /// key for missing, mistyped or inconsistent keys, io_error when the file cannot be read.
   static word_tokenizer load(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) PITH_THROW(io_error, path.string() + ": cannot open");
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) PITH_THROW(io_error, path.string() + ": read failed");
-    return parse(text.str(), path.string());
+    return parse(read_regular_file(path), path.string());
   }
 
   /// Parses the JSON text of a vocabulary; `source` names it in error messages.
@@ -71,7 +65,7 @@ class word_tokenizer {
     else if (*type == "pith-chars")
       out.level_ = level::characters;
     else
-      fail("key 'type' = " + type->dump() + " is neither \"pith-words\" nor \"pith-chars\"");
+      fail("key 'type' = " + detail::json_excerpt(*type) + " is neither \"pith-words\" nor \"pith-chars\"");
 
     const auto tokens = root.find("tokens");
     if (tokens == root.end() || !tokens->is_array() || tokens->empty()) fail("key 'tokens' must be a non-empty array");
@@ -104,7 +98,7 @@ class word_tokenizer {
     for (std::size_t id = 0; id < out.tokens_.size(); ++id) {
       const std::string& token = out.tokens_[id];
       const auto signed_id = static_cast<std::int32_t>(id);
-      const auto where = [&] { return "key 'tokens'[" + std::to_string(id) + "] = " + nlohmann::json(token).dump(); };
+      const auto where = [&] { return "key 'tokens'[" + std::to_string(id) + "] = " + detail::json_excerpt(nlohmann::json(token)); };
       if (!out.is_special(signed_id)) {
         if (out.level_ == level::words) {
           if (token.empty()) fail(where() + " is empty");

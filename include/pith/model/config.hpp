@@ -3,15 +3,18 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "pith/core/error.hpp"
+#include "pith/io/detail.hpp"
+#include "pith/io/mmap.hpp"
 #include "pith/kernels/rope.hpp"
 
 // GCC 12 warns, depending on what else the translation unit inlines, that "literal" + std::string
@@ -52,6 +55,47 @@ inline bool mixer_uses_kv_cache(mixer_kind kind) noexcept {
 /// Whether a mixer has q/k/v/o projections.
 inline bool mixer_has_attention_weights(mixer_kind kind) noexcept { return kind != mixer_kind::mlp; }
 
+/// Where a configuration was read from; error messages name keys the way that format spells them.
+enum class config_format : std::uint8_t { json, gguf, llama2c };
+
+/// The name of a configuration key in `format`, from its Hugging Face name (`num_hidden_layers`
+/// is `llama.block_count` in GGUF and the header field `n_layers` in llama2.c).
+inline std::string config_key(config_format format, std::string_view key) {
+  static constexpr std::string_view names[][3] = {
+      {"hidden_size", "llama.embedding_length", "dim"},
+      {"intermediate_size", "llama.feed_forward_length", "hidden_dim"},
+      {"num_hidden_layers", "llama.block_count", "n_layers"},
+      {"num_attention_heads", "llama.attention.head_count", "n_heads"},
+      {"num_key_value_heads", "llama.attention.head_count_kv", "n_kv_heads"},
+      {"head_dim", "llama.attention.key_length", "dim / n_heads"},
+      {"vocab_size", "llama.vocab_size", "vocab_size"},
+      {"rms_norm_eps", "llama.attention.layer_norm_rms_epsilon", "rms_norm_eps"},
+      {"rope_theta", "llama.rope.freq_base", "rope_theta"},
+      {"max_position_embeddings", "llama.context_length", "seq_len"},
+      {"attn_res_block_size", "llama.attn_res_block_size", "attn_res_block_size"},
+      {"attn_res_mode", "llama.attn_res_mode", "attn_res_mode"},
+      {"bos_token_id", "tokenizer.ggml.bos_token_id", "bos_token_id"},
+      {"eos_token_id", "tokenizer.ggml.eos_token_id", "eos_token_id"},
+  };
+  if (format != config_format::json)
+    for (const auto& row : names)
+      if (row[0] == key) return std::string(row[format == config_format::gguf ? 1 : 2]);
+  return std::string(key);
+}
+
+/// The largest values a configuration may hold. They keep every buffer-size product of two
+/// dimensions below 2^48 and leave ample room above released models (widest hidden size 16384 =
+/// 2^14, largest vocabulary 262144 = 2^18, longest context about 10M < 2^24, deepest 126 layers).
+struct config_limits {
+  static constexpr std::size_t dimension = std::size_t{1} << 24;  // widths, head counts, vocabulary
+  static constexpr std::size_t layers = 65536;
+  static constexpr std::size_t positions = std::size_t{1} << 24;  // max_position_embeddings
+  // rms_norm_eps: released models use 1e-6 to 1e-5; above 1 the norm no longer normalises.
+  static constexpr float min_rms_norm_eps = 1e-30f, max_rms_norm_eps = 1.0f;
+  // rope_theta: released models use 1e4 to 1e7; below 1 the frequencies grow along the head.
+  static constexpr float min_rope_theta = 1.0f, max_rope_theta = 1e12f;
+};
+
 struct model_config {
   std::size_t hidden_size = 0;
   std::size_t intermediate_size = 0;
@@ -66,7 +110,8 @@ struct model_config {
   std::size_t max_position_embeddings = 2048;
   kernels::rope_layout rope = kernels::rope_layout::half;
   std::int32_t bos_token_id = 1;
-  std::int32_t eos_token_id = 2;
+  std::int32_t eos_token_id = 2;            // the first of eos_token_ids when the file lists several
+  std::vector<std::int32_t> eos_token_ids;  // every end-of-sequence id the file gives (empty: none given)
   residual_mode residual = residual_mode::standard;
   std::size_t attn_res_block_size = 0;  // decoder layers per block (block mode)
   bool attn_res_two_phase = true;       // batched block scoring + online merge (notes §4.2) in block mode
@@ -74,9 +119,17 @@ struct model_config {
   bool approximate_outer = false;        // second-order term: outer product instead of element-wise square
   bool approximate_per_term = false;     // three separately normalised terms instead of joint normalisation
   std::size_t mixer_mlp_intermediate_size = 0;
-  std::string source;  // file the configuration came from, for error messages
+  std::string source;                          // file the configuration came from, for error messages
+  config_format format = config_format::json;  // how error messages spell the keys
 
   mixer_kind mixer(std::size_t layer) const noexcept { return mixers.empty() ? mixer_kind::standard : mixers[layer]; }
+  /// Whether some layer's token mixer is `kind`.
+  bool uses_mixer(mixer_kind kind) const noexcept {
+    if (mixers.empty()) return kind == mixer_kind::standard;
+    for (const mixer_kind m : mixers)
+      if (m == kind) return true;
+    return false;
+  }
   /// Number of block snapshots a token can hold in block mode (the embedding included).
   std::size_t attn_res_blocks() const noexcept {
     return attn_res_block_size == 0 ? 0 : (num_layers + attn_res_block_size - 1) / attn_res_block_size;
@@ -85,65 +138,119 @@ struct model_config {
   std::size_t q_size() const noexcept { return num_heads * head_dim; }
   std::size_t kv_size() const noexcept { return num_kv_heads * head_dim; }
 
-  /// Cross-field invariants; throws config_error naming the key.
+  /// `hugging_face_key` as the format the configuration came from spells it.
+  std::string key(std::string_view hugging_face_key) const { return config_key(format, hugging_face_key); }
+
+  /// Ranges (config_limits) and cross-field invariants; throws config_error naming the key as the
+  /// configuration's format spells it, with the accepted range.
   void validate() const {
-    auto fail = [&](const std::string& key, const std::string& why) {
-      PITH_THROW(config_error, source + ": key '" + key + "' " + why);
+    auto fail = [&](std::string_view name, const std::string& why) {
+      PITH_THROW(config_error, source + (format == config_format::llama2c ? ": header field '" : ": key '") + key(name) +
+                                   "' " + why);
     };
-    if (hidden_size == 0) fail("hidden_size", "must be positive");
-    if (intermediate_size == 0) fail("intermediate_size", "must be positive");
-    if (num_layers == 0) fail("num_hidden_layers", "must be positive");
-    if (num_heads == 0) fail("num_attention_heads", "must be positive");
-    if (num_kv_heads == 0) fail("num_key_value_heads", "must be positive");
+    auto bounded = [&](std::string_view name, std::size_t value, std::size_t low, std::size_t high) {
+      if (value < low || value > high)
+        fail(name, "must be in [" + std::to_string(low) + ", " + std::to_string(high) + "], got " + std::to_string(value));
+    };
+    constexpr std::size_t dimension = config_limits::dimension;
+    bounded("hidden_size", hidden_size, 1, dimension);
+    bounded("intermediate_size", intermediate_size, 1, dimension);
+    bounded("num_hidden_layers", num_layers, 1, config_limits::layers);
+    bounded("num_attention_heads", num_heads, 1, dimension);
+    bounded("num_key_value_heads", num_kv_heads, 1, num_heads);
     if (num_heads % num_kv_heads != 0)
-      fail("num_key_value_heads", "(" + std::to_string(num_kv_heads) + ") must divide num_attention_heads (" +
-                                      std::to_string(num_heads) + ")");
-    if (head_dim == 0 || head_dim % 2 != 0) fail("head_dim", "must be positive and even, got " + std::to_string(head_dim));
-    if (vocab_size == 0) fail("vocab_size", "must be positive");
-    if (!(rms_norm_eps > 0.0f)) fail("rms_norm_eps", "must be positive");
-    if (!(rope_theta > 0.0f)) fail("rope_theta", "must be positive");
-    if (max_position_embeddings == 0) fail("max_position_embeddings", "must be positive");
-    if (residual == residual_mode::block && attn_res_block_size == 0)
-      fail("attn_res_block_size", "must be at least 1 in block mode");
+      fail("num_key_value_heads", "(" + std::to_string(num_kv_heads) + ") must divide " + key("num_attention_heads") +
+                                      " (" + std::to_string(num_heads) + ")");
+    if (head_dim == 0 || head_dim % 2 != 0 || head_dim > dimension)
+      fail("head_dim", "must be even and in [2, " + std::to_string(dimension) + "], got " + std::to_string(head_dim));
+    bounded("vocab_size", vocab_size, 1, dimension);
+    auto in_range = [&](std::string_view name, float value, float low, float high) {
+      if (!(value >= low && value <= high))  // also true for NaN
+        fail(name, "must be a finite number in [" + shortest(low) + ", " + shortest(high) + "], got " + shortest(value));
+    };
+    in_range("rms_norm_eps", rms_norm_eps, config_limits::min_rms_norm_eps, config_limits::max_rms_norm_eps);
+    in_range("rope_theta", rope_theta, config_limits::min_rope_theta, config_limits::max_rope_theta);
+    bounded("max_position_embeddings", max_position_embeddings, 1, config_limits::positions);
+    // A block of the model's depth or more is one block holding every layer (notes/attention_residuals.md
+    // §3); residual_stream sizes its sites by min(block size, layers), so the bound only keeps the value sane.
+    if (residual == residual_mode::block)
+      bounded("attn_res_block_size", attn_res_block_size, 1, config_limits::layers);
     if (!mixers.empty() && mixers.size() != num_layers)
       fail("token_mixers", "lists " + std::to_string(mixers.size()) + " layers, the model has " + std::to_string(num_layers));
     for (std::size_t i = 0; i < mixers.size(); ++i)
       if (mixers[i] == mixer_kind::mlp && mixer_mlp_intermediate_size == 0)
         fail("mixer_mlp_intermediate_size", "must be positive for the mlp mixer of layer " + std::to_string(i));
-    if (num_layers > 65536) fail("num_hidden_layers", "is implausibly large (" + std::to_string(num_layers) + ")");
-    constexpr std::size_t limit = std::size_t{1} << 24;
-    for (auto [key, value] : {std::pair{"hidden_size", hidden_size}, {"intermediate_size", intermediate_size},
-                              {"num_attention_heads", num_heads}, {"head_dim", head_dim}, {"vocab_size", vocab_size}})
-      if (value > limit) fail(key, "is implausibly large (" + std::to_string(value) + ")");
+    bounded("mixer_mlp_intermediate_size", mixer_mlp_intermediate_size, 0, dimension);
+  }
+
+ private:
+  static std::string shortest(float value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", static_cast<double>(value));
+    return text;
   }
 };
 
 namespace detail {
-template <class T>
-T json_get(const nlohmann::json& json, const char* key, const std::string& source) {
-  const auto it = json.find(key);
-  if (it == json.end() || it->is_null()) PITH_THROW(config_error, source + ": key '" + key + "' is missing");
-  try {
-    if constexpr (std::is_same_v<T, std::size_t>) {
-      if (!it->is_number_integer() || it->get<std::int64_t>() < 0)
-        PITH_THROW(config_error, source + ": key '" + key + "' must be a non-negative integer, got " + it->dump());
-    } else if constexpr (std::is_same_v<T, float>) {
-      if (!it->is_number()) PITH_THROW(config_error, source + ": key '" + key + "' must be a number, got " + it->dump());
-    } else if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) PITH_THROW(config_error, source + ": key '" + key + "' must be true or false, got " + it->dump());
-    }
-    return it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    PITH_THROW(config_error, source + ": key '" + key + "': " + e.what());
-  }
+
+[[noreturn]] inline void json_key_error(const std::string& source, std::string_view key, const std::string& why) {
+  PITH_THROW(config_error, source + ": key '" + std::string(key) + "' " + why);
 }
 
-template <class T>
-T json_get_or(const nlohmann::json& json, const char* key, T fallback, const std::string& source) {
+/// The integer `value` of `key`, in [low, high]; no other type converts (64.0, "64" and true are
+/// errors naming the key and the range).
+inline std::int64_t json_integer(const nlohmann::json& value, std::string_view key, std::int64_t low,
+                                 std::int64_t high, const std::string& source) {
+  const auto fail = [&](const std::string& got) {
+    json_key_error(source, key, "must be an integer in [" + std::to_string(low) + ", " + std::to_string(high) +
+                                    "], got " + got);
+  };
+  if (!value.is_number_integer()) fail(json_excerpt(value));
+  if (value.is_number_unsigned()) {
+    const auto unsigned_value = value.get<std::uint64_t>();
+    if (unsigned_value > static_cast<std::uint64_t>(high)) fail(std::to_string(unsigned_value));
+    return static_cast<std::int64_t>(unsigned_value);
+  }
+  const auto signed_value = value.get<std::int64_t>();
+  if (signed_value < low || signed_value > high) fail(std::to_string(signed_value));
+  return signed_value;
+}
+
+/// The size under `key`, in [low, high]; `fallback` when the key is absent or null (config_error
+/// "is missing" without one).
+inline std::size_t json_size(const nlohmann::json& json, const char* key, std::size_t low, std::size_t high,
+                             std::optional<std::size_t> fallback, const std::string& source) {
+  const auto it = json.find(key);
+  if (it == json.end() || it->is_null()) {
+    if (!fallback) json_key_error(source, key, "is missing");
+    return *fallback;
+  }
+  return static_cast<std::size_t>(
+      json_integer(*it, key, static_cast<std::int64_t>(low), static_cast<std::int64_t>(high), source));
+}
+
+/// The number under `key` as float, `fallback` when absent or null. Its range is validate()'s; a
+/// value beyond float's range becomes ±inf, which validate() refuses.
+inline float json_float(const nlohmann::json& json, const char* key, float fallback, const std::string& source) {
   const auto it = json.find(key);
   if (it == json.end() || it->is_null()) return fallback;
-  return json_get<T>(json, key, source);
+  if (!it->is_number()) json_key_error(source, key, "must be a number, got " + json_excerpt(*it));
+  return static_cast<float>(it->get<double>());
 }
+
+inline bool json_bool(const nlohmann::json& json, const char* key, bool fallback, const std::string& source) {
+  const auto it = json.find(key);
+  if (it == json.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) json_key_error(source, key, "must be true or false, got " + json_excerpt(*it));
+  return it->get<bool>();
+}
+
+/// A token id under `key`: an integer in [0, vocab_size).
+inline std::int32_t json_token_id(const nlohmann::json& value, std::string_view key, std::size_t vocab_size,
+                                  const std::string& source) {
+  return static_cast<std::int32_t>(json_integer(value, key, 0, static_cast<std::int64_t>(vocab_size) - 1, source));
+}
+
 }  // namespace detail
 
 inline mixer_kind parse_mixer_name(const std::string& name, const std::string& source, const std::string& key) {
@@ -181,7 +288,6 @@ inline std::vector<mixer_kind> mixer_layout(const std::string& layout, mixer_kin
 /// pith's keys for residual modes and token mixers (docs/layers.md).
 inline void parse_layer_keys(const nlohmann::json& json, model_config& c) {
   const std::string& source = c.source;
-  using detail::json_get_or;
   const auto mode = json.find("attn_res_mode");
   const bool has_block_size = json.contains("attn_res_block_size") && !json["attn_res_block_size"].is_null();
   if (mode != json.end() && !mode->is_null()) {
@@ -190,13 +296,15 @@ inline void parse_layer_keys(const nlohmann::json& json, model_config& c) {
     if (name == "standard") c.residual = residual_mode::standard;
     else if (name == "block") c.residual = residual_mode::block;
     else if (name == "full") c.residual = residual_mode::full;
-    else PITH_THROW(config_error, source + ": key 'attn_res_mode': unknown mode '" + name + "' (standard, block, full)");
+    else PITH_THROW(config_error, source + ": key 'attn_res_mode': unknown mode " + detail::json_excerpt(*mode) +
+                                      " (standard, block, full)");
   } else if (has_block_size) {
     c.residual = residual_mode::block;
   }
-  c.attn_res_block_size = json_get_or<std::size_t>(json, "attn_res_block_size", 0, source);
-  c.attn_res_two_phase = json_get_or<bool>(json, "attn_res_two_phase", true, source);
-  c.mixer_mlp_intermediate_size = json_get_or<std::size_t>(json, "mixer_mlp_intermediate_size", 4 * c.hidden_size / 3, source);
+  c.attn_res_block_size = detail::json_size(json, "attn_res_block_size", 0, config_limits::layers, 0, source);
+  c.attn_res_two_phase = detail::json_bool(json, "attn_res_two_phase", true, source);
+  c.mixer_mlp_intermediate_size = detail::json_size(json, "mixer_mlp_intermediate_size", 0, config_limits::dimension,
+                                                    4 * c.hidden_size / 3, source);
   if (json.contains("approximate_order2")) {
     const auto& v = json["approximate_order2"];
     if (v == "outer") c.approximate_outer = true;
@@ -234,50 +342,58 @@ inline void parse_layer_keys(const nlohmann::json& json, model_config& c) {
 /// Parses a Hugging Face `config.json` (Llama keys). Missing optional keys take the Hugging Face
 /// defaults: num_key_value_heads = num_attention_heads, head_dim = hidden_size / num_attention_heads,
 /// rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false, max_position_embeddings 2048.
+/// Every integer is read as an integer in its range (config_limits) before it sizes anything;
+/// bos_token_id and eos_token_id must be ids of the vocabulary, eos_token_id may be a list of them.
 inline model_config config_from_json(const nlohmann::json& json, const std::string& source) {
   if (!json.is_object()) PITH_THROW(config_error, source + ": the configuration is not a JSON object");
   model_config c;
   c.source = source;
-  using detail::json_get;
-  using detail::json_get_or;
-  c.hidden_size = json_get<std::size_t>(json, "hidden_size", source);
-  c.intermediate_size = json_get<std::size_t>(json, "intermediate_size", source);
-  c.num_layers = json_get<std::size_t>(json, "num_hidden_layers", source);
-  c.num_heads = json_get<std::size_t>(json, "num_attention_heads", source);
-  c.vocab_size = json_get<std::size_t>(json, "vocab_size", source);
-  c.num_kv_heads = json_get_or<std::size_t>(json, "num_key_value_heads", c.num_heads, source);
-  if (c.num_heads == 0) PITH_THROW(config_error, source + ": key 'num_attention_heads' must be positive");
-  c.head_dim = json_get_or<std::size_t>(json, "head_dim", c.hidden_size / c.num_heads, source);
-  c.rms_norm_eps = json_get_or<float>(json, "rms_norm_eps", 1e-6f, source);
-  c.rope_theta = json_get_or<float>(json, "rope_theta", 10000.0f, source);
-  c.tie_word_embeddings = json_get_or<bool>(json, "tie_word_embeddings", false, source);
-  c.max_position_embeddings = json_get_or<std::size_t>(json, "max_position_embeddings", 2048, source);
-  if (json.contains("bos_token_id") && json["bos_token_id"].is_number_integer())
-    c.bos_token_id = json["bos_token_id"].get<std::int32_t>();
-  if (json.contains("eos_token_id") && json["eos_token_id"].is_number_integer())
-    c.eos_token_id = json["eos_token_id"].get<std::int32_t>();
+  c.format = config_format::json;
+  using detail::json_size;
+  constexpr std::size_t dimension = config_limits::dimension;
+  c.hidden_size = json_size(json, "hidden_size", 1, dimension, std::nullopt, source);
+  c.intermediate_size = json_size(json, "intermediate_size", 1, dimension, std::nullopt, source);
+  c.num_layers = json_size(json, "num_hidden_layers", 1, config_limits::layers, std::nullopt, source);
+  c.num_heads = json_size(json, "num_attention_heads", 1, dimension, std::nullopt, source);
+  c.vocab_size = json_size(json, "vocab_size", 1, dimension, std::nullopt, source);
+  c.num_kv_heads = json_size(json, "num_key_value_heads", 1, dimension, c.num_heads, source);
+  c.head_dim = json_size(json, "head_dim", 0, dimension, c.hidden_size / c.num_heads, source);
+  c.rms_norm_eps = detail::json_float(json, "rms_norm_eps", 1e-6f, source);
+  c.rope_theta = detail::json_float(json, "rope_theta", 10000.0f, source);
+  c.tie_word_embeddings = detail::json_bool(json, "tie_word_embeddings", false, source);
+  c.max_position_embeddings = json_size(json, "max_position_embeddings", 1, config_limits::positions, 2048, source);
+  if (const auto bos = json.find("bos_token_id"); bos != json.end() && !bos->is_null())
+    c.bos_token_id = detail::json_token_id(*bos, "bos_token_id", c.vocab_size, source);
+  if (const auto eos = json.find("eos_token_id"); eos != json.end() && !eos->is_null()) {
+    if (eos->is_array()) {
+      if (eos->empty()) detail::json_key_error(source, "eos_token_id", "is an empty list");
+      for (std::size_t i = 0; i < eos->size(); ++i)
+        c.eos_token_ids.push_back(
+            detail::json_token_id((*eos)[i], "eos_token_id[" + std::to_string(i) + "]", c.vocab_size, source));
+    } else {
+      c.eos_token_ids.push_back(detail::json_token_id(*eos, "eos_token_id", c.vocab_size, source));
+    }
+    c.eos_token_id = c.eos_token_ids.front();
+  }
   if (json.contains("rope_scaling") && !json["rope_scaling"].is_null())
     PITH_THROW(config_error, source + ": key 'rope_scaling' is not supported (only plain RoPE)");
   if (json.contains("hidden_act") && json["hidden_act"] != "silu")
-    PITH_THROW(config_error, source + ": key 'hidden_act' must be \"silu\", got " + json["hidden_act"].dump());
+    PITH_THROW(config_error,
+               source + ": key 'hidden_act' must be \"silu\", got " + detail::json_excerpt(json["hidden_act"]));
   c.rope = kernels::rope_layout::half;
   parse_layer_keys(json, c);
   c.validate();
   return c;
 }
 
-/// Reads and parses a `config.json` file.
+/// Reads and parses a `config.json` file: io_error when it cannot be read or is not a regular
+/// file (a directory, a FIFO), config_error when it is not JSON (or nests deeper than
+/// detail::max_json_depth) or violates the rules of config_from_json.
 inline model_config load_config_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) PITH_THROW(io_error, path.string() + ": cannot open the configuration");
-  std::stringstream text;
-  text << in.rdbuf();
+  const std::string text = read_regular_file(path);
   nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    PITH_THROW(config_error, path.string() + ": not valid JSON: " + e.what());
-  }
+  const std::string reason = detail::try_parse_json(text, json);
+  if (!reason.empty()) PITH_THROW(config_error, path.string() + ": not valid JSON: " + reason);
   return config_from_json(json, path.string());
 }
 

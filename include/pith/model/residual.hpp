@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/core/checked.hpp"
 #include "pith/model/config.hpp"
 #include "pith/model/weights.hpp"
 
@@ -36,24 +37,27 @@ inline float dot(const float* a, const float* b, std::size_t d) noexcept {
 class residual_stream {
  public:
   residual_stream() = default;
+  /// Throws argument_error when a buffer size does not fit in std::size_t.
   residual_stream(const model_config& c, std::size_t max_tokens) : c_(&c), d_(c.hidden_size), max_tokens_(max_tokens) {
-    const std::size_t rows = max_tokens * d_;
+    const std::size_t rows = checked_size("residual_stream: rows", {max_tokens, d_});
     current_.resize(rows);
     mixed_.resize(rows);
     if (c.residual == residual_mode::block) {
       const std::size_t blocks = c.attn_res_blocks();
-      snapshots_.resize(blocks * rows);
-      snapshot_rstd_.resize(blocks * max_tokens);
+      snapshots_.resize(checked_size("residual_stream: block snapshots", {blocks, max_tokens, d_}));
+      snapshot_rstd_.resize(checked_size("residual_stream: block snapshots", {blocks, max_tokens}));
       if (c.attn_res_two_phase) {
-        const std::size_t sites = 2 * c.attn_res_block_size + 1;
-        site_out_.resize(sites * rows);
-        site_max_.resize(sites * max_tokens);
-        site_sum_.resize(sites * max_tokens);
+        // A block never holds more than the model's layers: 2 sites per layer and the output site.
+        const std::size_t block_layers = std::min(c.attn_res_block_size, c.num_layers);
+        const std::size_t sites = checked_size("residual_stream: block sites", {2, block_layers}) + 1;
+        site_out_.resize(checked_size("residual_stream: block sites", {sites, max_tokens, d_}));
+        site_max_.resize(checked_size("residual_stream: block sites", {sites, max_tokens}));
+        site_sum_.resize(site_max_.size());
       }
     } else if (c.residual == residual_mode::full) {
-      const std::size_t sources = 2 * c.num_layers + 1;
-      snapshots_.resize(sources * rows);
-      snapshot_rstd_.resize(sources * max_tokens);
+      const std::size_t sources = checked_size("residual_stream: sources", {2, c.num_layers}) + 1;
+      snapshots_.resize(checked_size("residual_stream: sources", {sources, max_tokens, d_}));
+      snapshot_rstd_.resize(checked_size("residual_stream: sources", {sources, max_tokens}));
     }
   }
 
@@ -213,7 +217,7 @@ class residual_stream {
   // blocks, in one sweep per token: running max, sum and unnormalised output.
   void phase_one(const model_weights& w, std::size_t layer) noexcept {
     const std::size_t bs = c_->attn_res_block_size;
-    const std::size_t end = std::min(layer + bs, c_->num_layers);
+    const std::size_t end = layer + std::min(bs, c_->num_layers - layer);  // no overflow for any bs
     queries_.clear();
     for (std::size_t l = layer; l < end; ++l) {
       queries_.push_back(l > 0 ? w.layers[l].attn_res_query.data() : nullptr);

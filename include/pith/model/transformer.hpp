@@ -11,6 +11,7 @@
 
 #include "pith/cache/kv_cache.hpp"
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/core/checked.hpp"
 #include "pith/core/error.hpp"
 #include "pith/core/parallel.hpp"
 #include "pith/kernels/activations.hpp"
@@ -83,27 +84,30 @@ class session {
     cache_ = kv_cache(c_.num_kv_heads, c_.head_dim, std::move(capacities));
     residual_ = residual_stream(c_, t);
     clear_states();
-    x_.resize(t * c_.hidden_size);
-    delta_.resize(t * c_.hidden_size);
-    mixer_up_.resize(t * c_.mixer_mlp_intermediate_size);
-    normed_.resize(t * c_.hidden_size);
-    q_.resize(t * c_.q_size());
-    k_.resize(t * c_.kv_size());
-    v_.resize(t * c_.kv_size());
-    attn_.resize(t * c_.q_size());
-    gate_.resize(t * std::max(c_.intermediate_size, c_.mixer_mlp_intermediate_size));
-    up_.resize(t * c_.intermediate_size);
+    // Every size below is a product of validated dimensions and the caller's max_chunk/max_context:
+    // checked_size throws rather than wrap. The mlp mixer's buffers exist only if a layer uses it.
+    const std::size_t mixer_mlp = c_.uses_mixer(mixer_kind::mlp) ? c_.mixer_mlp_intermediate_size : 0;
+    x_.resize(checked_size("session: activations", {t, c_.hidden_size}));
+    delta_.resize(x_.size());
+    mixer_up_.resize(checked_size("session: activations", {t, mixer_mlp}));
+    normed_.resize(x_.size());
+    q_.resize(checked_size("session: activations", {t, c_.num_heads, c_.head_dim}));
+    k_.resize(checked_size("session: activations", {t, c_.num_kv_heads, c_.head_dim}));
+    v_.resize(k_.size());
+    attn_.resize(q_.size());
+    gate_.resize(checked_size("session: activations", {t, std::max(c_.intermediate_size, mixer_mlp)}));
+    up_.resize(checked_size("session: activations", {t, c_.intermediate_size}));
     inv_freq_.resize(c_.head_dim / 2);
     rerotate_cos_.resize(c_.head_dim / 2);
     rerotate_sin_.resize(c_.head_dim / 2);
-    cos_.resize(t * c_.head_dim / 2);
-    sin_.resize(t * c_.head_dim / 2);
+    cos_.resize(checked_size("session: rotations", {t, c_.head_dim / 2}));
+    sin_.resize(cos_.size());
     kernels::rope_inverse_frequencies(c_.rope_theta, c_.head_dim, inv_freq_.data());
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
     scratch_size_ = kernels::softmax_importance_scratch_size(t, options_.max_context, c_.head_dim);
-    scratch_.resize(parts_ * scratch_size_);
-    scores_.resize(c_.num_layers * c_.num_heads * options_.max_context);
-    score_squares_.resize(c_.num_layers * c_.num_heads * options_.max_context);
+    scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
+    scores_.resize(checked_size("session: scores", {c_.num_layers, c_.num_heads, options_.max_context}));
+    score_squares_.resize(scores_.size());
     scored_queries_.assign(c_.num_layers, 0);
   }
 

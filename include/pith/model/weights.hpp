@@ -3,11 +3,14 @@
 // safetensors directories, GGUF files and llama2.c checkpoints.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
@@ -95,9 +98,15 @@ inline void take_span(std::span<const float> source, std::size_t count, aligned_
 }  // namespace detail
 
 /// Loads weights through `lookup(name) -> file_tensor` (which throws when the tensor is missing)
-/// with Hugging Face or GGUF names.
+/// with Hugging Face or GGUF names; returns the names the configuration accounts for (those it
+/// read, and the q/k projections a fixed-stream layer may keep without using).
 template <class Lookup, class Contains>
-void load_named_weights(model_weights& w, Lookup&& lookup, Contains&& contains, bool gguf_names) {
+std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tensor, Contains&& contains, bool gguf_names) {
+  std::set<std::string> used;
+  auto lookup = [&](const std::string& tensor_name) {
+    used.insert(tensor_name);
+    return lookup_tensor(tensor_name);
+  };
   const auto& c = w.config;
   const auto h = static_cast<std::int64_t>(c.hidden_size), q = static_cast<std::int64_t>(c.q_size()),
              kv = static_cast<std::int64_t>(c.kv_size()), f = static_cast<std::int64_t>(c.intermediate_size),
@@ -134,6 +143,9 @@ void load_named_weights(model_weights& w, Lookup&& lookup, Contains&& contains, 
       detail::take_tensor(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), {h, q}, l.wo);
     }
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
+      // The q/k projections that made the fixed stream may stay in the checkpoint, unused.
+      used.insert(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i));
+      used.insert(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i));
       const auto fq = lookup(name("model.layers.{}.self_attn.fixed_q", "blk.{}.fixed_q", i));
       const std::int64_t rows = fq.shape.empty() ? 0 : fq.shape.front();
       if (rows <= 0)
@@ -173,7 +185,38 @@ void load_named_weights(model_weights& w, Lookup&& lookup, Contains&& contains, 
       PITH_THROW(format_error, c.source + ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
     if (contains(head)) detail::take_tensor(lookup(head), {v, h}, w.lm_head_storage);
   }
+  return used;
 }
+
+namespace detail {
+
+/// Tensors a checkpoint may hold that pith recomputes instead of reading: the rotary inverse
+/// frequencies of older Hugging Face exports and their GGUF name (derived from rope_theta and head_dim).
+inline bool is_recomputed_buffer(std::string_view name) noexcept {
+  return name.ends_with(".rotary_emb.inv_freq") || (name.starts_with("blk.") && name.ends_with(".rot_embd"));
+}
+
+/// format_error listing the first few tensors of `names` that loading did not use (`used`): a
+/// configuration with fewer layers than the checkpoint, or weights of a feature pith does not
+/// implement (QK norms, biases, Llama 3 frequency factors), would otherwise be silently ignored.
+inline void reject_unused_tensors(const model_config& c, const std::string& source, const std::vector<std::string>& names,
+                                  const std::set<std::string>& used) {
+  constexpr std::size_t listed = 5;
+  std::vector<std::string_view> unused;
+  for (const auto& name : names)
+    if (used.find(name) == used.end() && !is_recomputed_buffer(name)) unused.push_back(name);
+  if (unused.empty()) return;
+  std::string list;
+  for (std::size_t i = 0; i < std::min(unused.size(), listed); ++i) list += (i ? ", " : "") + quoted(unused[i]);
+  if (unused.size() > listed) list += ", ...";
+  PITH_THROW(format_error, source + ": the checkpoint holds " + std::to_string(unused.size()) +
+                               " tensors the configuration does not use: " + list + " (" + c.key("num_hidden_layers") +
+                               " = " + std::to_string(c.num_layers) +
+                               "; a configuration with fewer layers than the checkpoint, other token mixers, or "
+                               "weights of a feature pith does not implement)");
+}
+
+}  // namespace detail
 
 /// A Hugging Face model directory: config.json and one or more *.safetensors files.
 inline model_weights load_safetensors_model(const std::filesystem::path& directory) {
@@ -200,35 +243,46 @@ inline model_weights load_safetensors_model(const std::filesystem::path& directo
       if (file->contains(name)) return file->tensor(name);
     PITH_THROW(format_error, directory.string() + ": tensor '" + name + "' is missing from the checkpoint");
   };
-  load_named_weights(w, lookup, contains, false);
+  const auto used = load_named_weights(w, lookup, contains, false);
+  std::vector<std::string> names;
+  for (const auto& file : files)
+    for (auto& name : file->names()) names.push_back(std::move(name));
+  detail::reject_unused_tensors(w.config, directory.string(), names, used);
   return w;
 }
 
-/// The configuration stored in a GGUF file's metadata (architecture "llama").
+/// The configuration stored in a GGUF file's metadata (architecture "llama"). Every integer key is
+/// range-checked as read (any GGUF integer type; a wider value is never truncated), and errors name
+/// the GGUF key (`llama.block_count`, not `num_hidden_layers`).
 inline model_config config_from_gguf(const gguf_file& file) {
   model_config c;
   c.source = file.path();
+  c.format = config_format::gguf;
   const std::string& arch = file.get_string("general.architecture");
   if (arch != "llama") PITH_THROW(config_error, file.path() + ": general.architecture is '" + arch + "', only 'llama' is supported");
-  auto integer = [&](const std::string& key) {
-    const std::int64_t value = file.get_integer(key);
-    if (value < 0) PITH_THROW(config_error, file.path() + ": key '" + key + "' is negative");
+  auto integer = [&](const std::string& key, std::size_t high) {
+    const std::int64_t value = file.get_integer(key);  // config_error for other types
+    if (value < 0 || static_cast<std::uint64_t>(value) > high)
+      PITH_THROW(config_error, file.path() + ": key '" + key + "' must be in [0, " + std::to_string(high) + "], got " +
+                                   std::to_string(value));
     return static_cast<std::size_t>(value);
   };
-  c.hidden_size = integer("llama.embedding_length");
-  c.intermediate_size = integer("llama.feed_forward_length");
-  c.num_layers = integer("llama.block_count");
-  c.num_heads = integer("llama.attention.head_count");
-  c.num_kv_heads = file.has("llama.attention.head_count_kv") ? integer("llama.attention.head_count_kv") : c.num_heads;
+  constexpr std::size_t dimension = config_limits::dimension;
+  c.hidden_size = integer("llama.embedding_length", dimension);
+  c.intermediate_size = integer("llama.feed_forward_length", dimension);
+  c.num_layers = integer("llama.block_count", config_limits::layers);
+  c.num_heads = integer("llama.attention.head_count", dimension);
+  c.num_kv_heads = file.has("llama.attention.head_count_kv") ? integer("llama.attention.head_count_kv", dimension) : c.num_heads;
   if (c.num_heads == 0) PITH_THROW(config_error, file.path() + ": key 'llama.attention.head_count' must be positive");
-  c.head_dim = file.has("llama.attention.key_length") ? integer("llama.attention.key_length") : c.hidden_size / c.num_heads;
+  c.head_dim = file.has("llama.attention.key_length") ? integer("llama.attention.key_length", dimension)
+                                                       : c.hidden_size / c.num_heads;
   c.rms_norm_eps = file.has("llama.attention.layer_norm_rms_epsilon")
                        ? file.get_float("llama.attention.layer_norm_rms_epsilon")
                        : 1e-5f;
   c.rope_theta = file.has("llama.rope.freq_base") ? file.get_float("llama.rope.freq_base") : 10000.0f;
-  c.max_position_embeddings = file.has("llama.context_length") ? integer("llama.context_length") : 2048;
+  c.max_position_embeddings = file.has("llama.context_length") ? integer("llama.context_length", config_limits::positions) : 2048;
   if (file.has("llama.vocab_size"))
-    c.vocab_size = integer("llama.vocab_size");
+    c.vocab_size = integer("llama.vocab_size", dimension);
   else if (file.has("tokenizer.ggml.tokens"))
     c.vocab_size = file.get_array("tokenizer.ggml.tokens").size();
   else {
@@ -237,12 +291,10 @@ inline model_config config_from_gguf(const gguf_file& file) {
       PITH_THROW(format_error, file.path() + ": tensor 'token_embd.weight' must be a matrix [vocab, hidden]");
     c.vocab_size = static_cast<std::size_t>(shape.front());
   }
-  if (file.has("tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.bos_token_id"));
-  if (file.has("tokenizer.ggml.eos_token_id")) c.eos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.eos_token_id"));
   c.tie_word_embeddings = !file.contains("output.weight");
   if (file.has("llama.attn_res_block_size")) {
     c.residual = residual_mode::block;
-    c.attn_res_block_size = integer("llama.attn_res_block_size");
+    c.attn_res_block_size = integer("llama.attn_res_block_size", config_limits::layers);
   }
   if (file.has("llama.attn_res_mode")) {
     const std::string& mode = file.get_string("llama.attn_res_mode");
@@ -253,6 +305,13 @@ inline model_config config_from_gguf(const gguf_file& file) {
   }
   c.rope = kernels::rope_layout::interleaved;  // llama.cpp stores q/k rows permuted for adjacent pairs
   c.validate();
+  // Token ids are checked against the validated vocabulary.
+  if (file.has("tokenizer.ggml.bos_token_id"))
+    c.bos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.bos_token_id", c.vocab_size - 1));
+  if (file.has("tokenizer.ggml.eos_token_id")) {
+    c.eos_token_id = static_cast<std::int32_t>(integer("tokenizer.ggml.eos_token_id", c.vocab_size - 1));
+    c.eos_token_ids = {c.eos_token_id};
+  }
   return c;
 }
 
@@ -262,7 +321,8 @@ inline model_weights load_gguf_model(const std::filesystem::path& path) {
   w.config = config_from_gguf(file);
   auto lookup = [&](const std::string& name) { return file.tensor(name); };
   auto contains = [&](const std::string& name) { return file.contains(name); };
-  load_named_weights(w, lookup, contains, true);
+  const auto used = load_named_weights(w, lookup, contains, true);
+  detail::reject_unused_tensors(w.config, file.path(), file.names(), used);
   return w;
 }
 
@@ -273,6 +333,7 @@ inline model_weights load_llama2c_model(const std::filesystem::path& path) {
   model_weights w;
   auto& c = w.config;
   c.source = path.string();
+  c.format = config_format::llama2c;
   c.hidden_size = static_cast<std::size_t>(h.dim);
   c.intermediate_size = static_cast<std::size_t>(h.hidden_dim);
   c.num_layers = static_cast<std::size_t>(h.n_layers);

@@ -34,9 +34,11 @@ struct ops {
   static float reduce_add(vec v) noexcept { return v; }
   static float reduce_max(vec v) noexcept { return v; }
   static vec round(vec v) noexcept { return std::nearbyint(v); }
-  /// 2^n for integral n in [-126, 127], built in the exponent field.
+  /// 2^n for integral n in [-126, 127], built in the exponent field. NaN (exp_approx of NaN, whose
+  /// lane it then replaces by NaN) gives 2^0: converting NaN to an integer is undefined in C++.
   static vec pow2n(vec n) noexcept {
-    return std::bit_cast<float>(static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23);
+    const float integral = n == n ? n : 0.0f;
+    return std::bit_cast<float>(static_cast<std::uint32_t>(static_cast<std::int32_t>(integral) + 127) << 23);
   }
   static vec select_less(vec a, vec b, vec if_true, vec if_false) noexcept { return a < b ? if_true : if_false; }
   static vec select_equal(vec a, vec b, vec if_true, vec if_false) noexcept {

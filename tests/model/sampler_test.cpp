@@ -2,7 +2,9 @@
 // sampler: greedy ties, seeded reproducibility, temperature and top-p restricting the support.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <pith/model/sampler.hpp>
@@ -41,6 +43,47 @@ TEST(Sampler, InvalidOptionsAreRejected) {
   EXPECT_THROW(pith::sampler({1.0f, 1.5f, 1}), pith::argument_error);
   pith::sampler s;
   EXPECT_THROW(s.sample({}), pith::argument_error);
+}
+
+// A NaN or infinite logit is an error naming the token id, greedy or sampled; it is never
+// silently turned into the last id.
+TEST(sampler_nonfinite_4_2, nan_and_inf_logits_throw_naming_the_token_id) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const float bad : {nan, inf, -inf})
+    for (const float temperature : {0.0f, 1.0f}) {
+      pith::sampler s({temperature, 0.9f, 3});
+      const std::vector<float> logits{0.5f, 1.0f, bad, 0.25f};
+      try {
+        (void)s.sample(logits);
+        ADD_FAILURE() << "no error for logit " << bad << " at temperature " << temperature;
+      } catch (const pith::argument_error& e) {
+        EXPECT_NE(std::string(e.what()).find("token id 2"), std::string::npos) << e.what();
+      }
+    }
+  const std::vector<float> all_nan(8, nan);
+  EXPECT_THROW((void)pith::sampler::argmax(all_nan), pith::argument_error);
+  pith::sampler warm({1.0f, 1.0f, 5});
+  EXPECT_THROW((void)warm.sample(all_nan), pith::argument_error);
+}
+
+TEST(sampler_nonfinite_4_2, allow_nonfinite_never_chooses_a_nonfinite_entry) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> logits{nan, 0.0f, inf, 0.5f, -inf, nan};
+  pith::sampler_options options;
+  options.allow_nonfinite = true;
+  EXPECT_EQ(pith::sampler(options).sample(logits), 3);
+  options.temperature = 1.0f;
+  options.seed = 11;
+  for (const float top_p : {1.0f, 0.9f}) {
+    options.top_p = top_p;
+    pith::sampler s(options);
+    for (int i = 0; i < 500; ++i) {
+      const int id = s.sample(logits);
+      EXPECT_TRUE(id == 1 || id == 3) << id;
+    }
+  }
+  const std::vector<float> all_bad{nan, inf};
+  EXPECT_THROW((void)pith::sampler(options).sample(all_bad), pith::argument_error);
 }
 
 }  // namespace

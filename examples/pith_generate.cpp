@@ -93,7 +93,8 @@ int run(int argc, char** argv) {
     const std::size_t bad = sampler::first_nonfinite(std::span(row, vocab));
     if (bad == vocab) return;
     const std::string what = model_path.string() + ": the logits at position " + std::to_string(position) +
-                             " are not finite (token id " + std::to_string(bad) + " is " + std::to_string(row[bad]) +
+                             " are not finite (token id " + std::to_string(bad) + " is " +
+                             (std::isnan(row[bad]) ? "nan" : row[bad] > 0 ? "+inf" : "-inf") +
                              "): the weights hold NaN/inf or the arithmetic overflowed";
     if (!sampling.allow_nonfinite) throw format_error(what + " (--allow-nonfinite makes this a warning)");
     if (nonfinite_rows++ < 3) std::fprintf(stderr, "pith-generate: warning: %s\n", what.c_str());

@@ -30,11 +30,12 @@ constexpr const char* usage =
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
     "  --citrus-pool K  the pooling window of the citrus-* names given without +poolK (default 1: off)\n"
-    "  --threads   threads per document (default 1: the toy models are too small to split)\n"
+    "  --threads   threads per document, 1..1024 (default 1: the toy models are too small to split)\n"
     "  --quick     a sweep of about a minute: the 8 evicting policies and citrus-shared+pool7\n"
     "              x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
-    "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n";
+    "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n"
+    "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> out;

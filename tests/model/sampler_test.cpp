@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <pith/model/random_weights.hpp>
 #include <pith/model/sampler.hpp>
+#include <pith/model/transformer.hpp>
+#include <pith/runtime/reader.hpp>
 
 namespace {
 
@@ -84,6 +87,43 @@ TEST(sampler_nonfinite_4_2, allow_nonfinite_never_chooses_a_nonfinite_entry) {
   }
   const std::vector<float> all_bad{nan, inf};
   EXPECT_THROW((void)pith::sampler(options).sample(all_bad), pith::argument_error);
+}
+
+// A NaN weight (one embedding entry) reaches every logit; the sampler, which pith's reader and
+// programs call, reports it instead of returning an id.
+TEST(sampler_nonfinite_4_2, nan_weight_through_a_session_and_a_reader_is_an_error) {
+  pith::model_config c;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.vocab_size = 29;
+  c.rms_norm_eps = 1e-5f;
+  c.max_position_embeddings = 256;
+  c.source = "test config";
+  auto weights = pith::random_weights(c, 5);
+  weights.token_embedding[3 * c.hidden_size + 7] = std::numeric_limits<float>::quiet_NaN();
+  pith::session s(weights);
+  std::vector<float> logits(c.vocab_size);
+  const std::vector<std::int32_t> ids{1, 3};
+  s.forward(ids, logits.data());
+  pith::sampler greedy;
+  EXPECT_THROW((void)greedy.sample(logits), pith::argument_error);
+
+  pith::reader_options options;
+  options.policy = pith::policy_kind::streaming;
+  options.budget = 8;
+  options.chunk_size = 8;
+  options.max_answer_tokens = 4;
+  const std::vector<std::int32_t> instruction{5, 6};
+  pith::reader r(weights, options, instruction);
+  std::vector<std::int32_t> document(40, 4);
+  document[0] = 1;
+  document[20] = 3;
+  r.feed(document);
+  EXPECT_THROW((void)r.answer(2, greedy), pith::argument_error);
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 # with SUCCEEDS it must exit 0. PROGRAM may be a target name (pith-generate). A REQUIRES path that is
 # absent skips the case (shared models). SHELL runs before the program in the same sh, e.g.
 # "ulimit -v 200000". Every case has a timeout (default 60 s): a hang fails. Regexes use CMake's
-# syntax; neither they nor SHELL may contain ';' (a CMake list separator): use '&&' or a newline.
+# syntax; neither they, SHELL nor an argument may contain ';' (a CMake list separator): use '&&' or a
+# newline in SHELL.
 set(PITH_PROGRAM_CASE_RUNNER ${CMAKE_CURRENT_LIST_DIR}/run_case.cmake)
 
 function(pith_program_case name)

@@ -2,13 +2,19 @@
 // Shared helpers of the command-line examples: argument parsing, model and tokenizer lookup, timing.
 #pragma once
 
+#include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <pith/pith.hpp>
@@ -20,7 +26,8 @@ struct usage_error : error {
   using error::error;
 };
 
-/// Minimal "--name value" parser over argv.
+/// Minimal "--name value" parser over argv. An option given twice is a usage error (the second
+/// value would otherwise be reported as an unknown option or silently win).
 class arguments {
  public:
   arguments(int argc, char** argv) : args_(argv + 1, argv + argc) {}
@@ -30,6 +37,8 @@ class arguments {
       if (i + 1 >= args_.size()) throw usage_error("option " + std::string(name) + " needs a value");
       std::string value = args_[i + 1];
       args_.erase(args_.begin() + static_cast<std::ptrdiff_t>(i), args_.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+      for (std::size_t j = i; j < args_.size(); ++j)
+        if (args_[j] == name) throw usage_error("option " + std::string(name) + " is given twice");
       return value;
     }
     return std::nullopt;
@@ -38,6 +47,8 @@ class arguments {
     for (std::size_t i = 0; i < args_.size(); ++i)
       if (args_[i] == name) {
         args_.erase(args_.begin() + static_cast<std::ptrdiff_t>(i));
+        for (std::size_t j = i; j < args_.size(); ++j)
+          if (args_[j] == name) throw usage_error("option " + std::string(name) + " is given twice");
         return true;
       }
     return false;
@@ -52,37 +63,75 @@ class arguments {
   std::vector<std::string> args_;
 };
 
+/// `text` as a T, read strictly: the whole text must be the number (no leading or trailing spaces,
+/// no '+', no '-' for unsigned types, within T's range; floating-point values must be finite).
+/// Errors name the option and say what was wrong.
 template <class T>
 T parse_number(const std::string& text, const char* option) {
-  try {
-    std::size_t used = 0;
-    T value;
-    if constexpr (std::is_floating_point_v<T>)
-      value = static_cast<T>(std::stod(text, &used));
-    else if constexpr (std::is_signed_v<T>)
-      value = static_cast<T>(std::stoll(text, &used));
-    else {
-      if (!text.empty() && text[0] == '-') throw std::invalid_argument("negative");
-      value = static_cast<T>(std::stoull(text, &used));
-    }
-    if (used != text.size()) throw std::invalid_argument("trailing characters");
-    return value;
-  } catch (const std::logic_error&) {
-    throw usage_error(std::string(option) + ": '" + text + "' is not a valid number");
+  static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>);
+  const auto bad = [&](const std::string& why) {
+    return usage_error(std::string(option) + ": '" + text + "' is not a valid number (" + why + ")");
+  };
+  if (text.empty()) throw bad("empty");
+  if (std::isspace(static_cast<unsigned char>(text.front())) || std::isspace(static_cast<unsigned char>(text.back())))
+    throw bad("spaces around it");
+  if (text.front() == '+') throw bad("no '+' sign");
+  if constexpr (std::is_unsigned_v<T>)
+    if (text.front() == '-') throw bad("must not be negative");
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [stop, status] = std::from_chars(text.data(), end, value);
+  if (status == std::errc::result_out_of_range) {
+    if constexpr (std::is_integral_v<T>)
+      throw bad("out of range " + std::to_string(std::numeric_limits<T>::min()) + ".." +
+                std::to_string(std::numeric_limits<T>::max()));
+    else
+      throw bad("out of range");
   }
+  if (status != std::errc() || stop != end) throw bad(stop == text.data() ? "not a number" : "trailing characters");
+  if constexpr (std::is_floating_point_v<T>)
+    if (!std::isfinite(value)) throw bad("not finite");
+  return value;
 }
 
-inline std::vector<std::int32_t> parse_ids(const std::string& text) {
+/// parse_number with an inclusive range [low, high]; the message states the range.
+template <class T>
+T parse_number(const std::string& text, const char* option, T low, T high) {
+  const T value = parse_number<T>(text, option);
+  if (value < low || value > high)
+    throw usage_error(std::string(option) + ": " + text + " is out of range (" + std::to_string(low) + ".." +
+                      std::to_string(high) + ")");
+  return value;
+}
+
+/// Parses --threads (1..thread_pool::max_threads, or 0 for one thread per hardware thread) and
+/// sizes the process-wide pool with it.
+inline void set_threads_option(const std::string& text) {
+  set_num_threads(parse_number<std::size_t>(text, "--threads", 0, thread_pool::max_threads));
+}
+
+/// Comma-separated token ids for --prompt-ids; each must be in [0, vocab_size).
+inline std::vector<std::int32_t> parse_ids(const std::string& text, std::size_t vocab_size) {
   std::vector<std::int32_t> ids;
   std::size_t start = 0;
+  const auto high = static_cast<std::int64_t>(std::min<std::size_t>(vocab_size, std::numeric_limits<std::int32_t>::max()) - 1);
   while (start <= text.size()) {
     const std::size_t comma = text.find(',', start);
     const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    ids.push_back(parse_number<std::int32_t>(item, "--prompt-ids"));
+    const auto id = parse_number<std::int64_t>(item, "--prompt-ids");
+    if (id < 0 || id > high)
+      throw usage_error("--prompt-ids: " + item + " is not a token id of this model (0.." + std::to_string(high) + ")");
+    ids.push_back(static_cast<std::int32_t>(id));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
   return ids;
+}
+
+/// a + b, or a usage error naming `what` when the sum does not fit in size_t.
+inline std::size_t checked_sum(std::size_t a, std::size_t b, const std::string& what) {
+  if (b > std::numeric_limits<std::size_t>::max() - a) throw usage_error(what + " overflows");
+  return a + b;
 }
 
 /// The tokenizer that goes with `model`: --tokenizer if given (a llama2.c tokenizer.bin, a pith
@@ -96,7 +145,12 @@ inline std::optional<tokenizer> find_tokenizer(const std::filesystem::path& mode
     return tokenizer::load_llama2c(path, vocab_size);
   };
   if (given) return load(*given);
-  if (model.extension() == ".gguf") return tokenizer::from_gguf(gguf_file(model));
+  if (model.extension() == ".gguf") {
+    // A GGUF without a vocabulary has no tokenizer (--prompt-ids and printed ids still work).
+    const gguf_file file(model);
+    if (!file.has("tokenizer.ggml.model") && !file.has("tokenizer.ggml.tokens")) return std::nullopt;
+    return tokenizer::from_gguf(file);
+  }
   const auto folder = std::filesystem::is_directory(model) ? model : model.parent_path();
   for (const char* name : {"vocab.json", "tokenizer.bin"})
     if (std::filesystem::exists(folder / name)) return load(folder / name);
@@ -108,7 +162,7 @@ inline std::optional<tokenizer> find_tokenizer(const std::filesystem::path& mode
 }
 
 /// main() of an example: runs `run`, prints usage errors with the usage text (exit 2) and other
-/// errors with the program's name (exit 1).
+/// errors with the program's name (exit 1); a standard output that could not be written is exit 1.
 template <class Run>
 int run_main(const char* program, const char* usage, Run&& run, int argc = 0, char** argv = nullptr) {
   for (int i = 1; i < argc; ++i)
@@ -117,7 +171,13 @@ int run_main(const char* program, const char* usage, Run&& run, int argc = 0, ch
       return 0;
     }
   try {
-    return run();
+    const int status = run();
+    // Output that could not be written (a full disk, a closed pipe) means the job was not done.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "\n%s: writing the standard output failed\n", program);
+      return 1;
+    }
+    return status;
   } catch (const usage_error& e) {
     std::fprintf(stderr, "%s: %s\n%s", program, e.what(), usage);
     return 2;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -29,11 +30,12 @@ constexpr const char* usage =
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
     "  --citrus-pool K  the pooling window of the citrus-* names given without +poolK (default 1: off)\n"
-    "  --threads   threads per document (default 1: the toy models are too small to split)\n"
+    "  --threads   threads per document, 1..1024 (default 1: the toy models are too small to split)\n"
     "  --quick     a sweep of about a minute: the 8 evicting policies and citrus-shared+pool7\n"
     "              x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
-    "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n";
+    "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n"
+    "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> out;
@@ -80,6 +82,13 @@ void progress_bar(double done, double total, std::size_t runs_done, std::size_t 
   std::fflush(stderr);
 }
 
+// The longest document a run may generate (tokens): 10^9 ids already take 4 GB.
+constexpr std::size_t max_document_length = 1000000000;
+// The most documents per cell.
+constexpr std::size_t max_seeds = 1000000;
+// The widest pooling window accepted.
+constexpr std::size_t max_pool = 1001;
+
 struct cell {
   std::size_t runs = 0, correct = 0;
   double tokens = 0.0, reading_seconds = 0.0, total_seconds = 0.0;
@@ -105,6 +114,8 @@ policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool)
   }
   if (!citrus) spec.pool = 1;
   if (spec.pool % 2 == 0) throw pith::examples::usage_error(text + ": the pooling window must be odd");
+  if (spec.pool > max_pool)
+    throw pith::examples::usage_error(text + ": the pooling window is out of range (1.." + std::to_string(max_pool) + ")");
   spec.label = std::string(pith::policy_name(spec.kind)) + (spec.pool > 1 ? "+pool" + std::to_string(spec.pool) : "");
   return spec;
 }
@@ -116,7 +127,7 @@ int make_document(pith::examples::arguments& args, const std::string& file) {
   using namespace pith;
   using pith::examples::parse_number;
   const auto task = parse_toy_task(args.take("--task").value_or("kv"));
-  const auto length = parse_number<std::size_t>(args.take("--length").value_or("100000"), "--length");
+  const auto length = parse_number<std::size_t>(args.take("--length").value_or("100000"), "--length", 1, max_document_length);
   const auto seed = parse_number<std::uint64_t>(args.take("--seed").value_or("0"), "--seed");
   const auto facts = parse_number<std::size_t>(args.take("--facts").value_or("8"), "--facts");
   if (!args.positional().empty()) throw pith::examples::usage_error("unexpected arguments");
@@ -124,7 +135,8 @@ int make_document(pith::examples::arguments& args, const std::string& file) {
   std::ofstream out(file);
   if (!out) throw io_error(file + ": cannot write the document");
   out << toy_text(doc.ids) << '\n';
-  if (!out) throw io_error(file + ": write failed");
+  out.close();
+  if (!out) throw io_error(file + ": writing the document failed");
   std::printf("document: %s (%s task, %zu tokens with BOS, seed %llu, %zu facts)\n", file.c_str(), toy_task_name(task),
               length, static_cast<unsigned long long>(seed), doc.fact_offsets.size());
   std::printf("instruction: %s\n", toy_text(doc.instruction).c_str());
@@ -154,12 +166,15 @@ int run(int argc, char** argv) {
   if (std::find(budgets.begin(), budgets.end(), std::size_t{0}) != budgets.end())
     throw usage_error("--budgets: a budget of 0 keeps no document state; use at least 1");
   task_list = args.take("--tasks").value_or(task_list);
-  const auto seeds = parse_number<std::size_t>(args.take("--seeds").value_or(seed_count), "--seeds");
+  const auto seeds = parse_number<std::size_t>(args.take("--seeds").value_or(seed_count), "--seeds", 0, max_seeds);
   const auto seed_base = parse_number<std::uint64_t>(args.take("--seed-base").value_or("0"), "--seed-base");
+  if (seeds > std::numeric_limits<std::uint64_t>::max() - seed_base)
+    throw usage_error("--seed-base " + std::to_string(seed_base) + " + --seeds " + std::to_string(seeds) + " overflows");
   const auto facts = parse_number<std::size_t>(args.take("--facts").value_or("8"), "--facts");
   const auto chunk = parse_number<std::size_t>(args.take("--chunk").value_or("64"), "--chunk");
+  if (chunk == 0) throw usage_error("--chunk: 0 reads nothing; use at least 1");
   const auto full_max = parse_number<std::size_t>(args.take("--full-max-length").value_or("4096"), "--full-max-length");
-  const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
+  const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool", 1, max_pool);
   if (citrus_pool % 2 == 0) throw usage_error("--citrus-pool must be odd (a window centred on the slot)");
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
@@ -167,7 +182,7 @@ int run(int argc, char** argv) {
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
-  set_num_threads(threads ? parse_number<std::size_t>(*threads, "--threads") : 1);
+  set_threads_option(threads.value_or("1"));
 
   std::vector<policy_spec> policies;
   for (const auto& name : split(policy_list)) policies.push_back(parse_policy_spec(name, citrus_pool));
@@ -179,6 +194,20 @@ int run(int argc, char** argv) {
   if (weights.config.vocab_size != toy_vocabulary().size())
     throw usage_error(*model_path + ": vocabulary of " + std::to_string(weights.config.vocab_size) +
                       " tokens; the toy tasks need a toy model (" + std::to_string(toy_vocabulary().size()) + " tokens)");
+  // Budgets, chunks and lengths are bounded before they size anything (their sums must not wrap):
+  // budget and chunk by the model's context, lengths by what a document in memory may hold.
+  const std::size_t context = weights.config.max_position_embeddings;
+  for (const auto budget : budgets)
+    if (budget > context)
+      throw usage_error("--budgets: " + std::to_string(budget) + " is out of range (1.." + std::to_string(context) +
+                        ", the model's context)");
+  if (chunk > context)
+    throw usage_error("--chunk: " + std::to_string(chunk) + " is out of range (1.." + std::to_string(context) +
+                      ", the model's context)");
+  for (const auto length : lengths)
+    if (length > max_document_length)
+      throw usage_error("--lengths: " + std::to_string(length) + " is out of range (at most " +
+                        std::to_string(max_document_length) + " tokens)");
 
   // The plan: every (task, length, seed) document, every policy, every budget (full: once).
   struct planned {
@@ -215,6 +244,7 @@ int run(int argc, char** argv) {
 
   std::map<cell_key, cell> cells;
   std::map<std::string, std::size_t> errors;
+  std::size_t failed_runs = 0;
   const auto start = std::chrono::steady_clock::now();
   double done_tokens = 0.0;
   std::size_t runs_done = 0;
@@ -251,6 +281,7 @@ int run(int argc, char** argv) {
       c.peak_bytes = std::max(c.peak_bytes, peak_resident_bytes());
       c.state_bytes = std::max(c.state_bytes, r.state_bytes());
     } catch (const pith::argument_error& e) {
+      ++failed_runs;
       if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", p.policy->label.c_str(),
                                                 toy_task_name(p.task), p.budget, e.what());
     }
@@ -315,6 +346,8 @@ int run(int argc, char** argv) {
                     c.correct, score, speed, peak, state, seconds);
       out << line;
     }
+    out.close();
+    if (!out) throw io_error(*csv_path + ": writing failed");
     std::fprintf(stderr, "wrote %s\n", csv_path->c_str());
   }
   if (json_path) {
@@ -334,9 +367,17 @@ int run(int argc, char** argv) {
     std::ofstream out(*json_path);
     if (!out) throw io_error(*json_path + ": cannot write");
     out << root.dump(1) << '\n';
+    out.close();
+    if (!out) throw io_error(*json_path + ": writing failed");
     std::fprintf(stderr, "wrote %s\n", json_path->c_str());
   }
   std::fprintf(stderr, "total %s\n", clock_text(seconds_since(start)).c_str());
+  // A cell that failed has no number: the sweep did not do its job.
+  if (failed_runs != 0) {
+    std::fprintf(stderr, "pith-evict-bench: %zu of %zu runs failed%s\n", failed_runs, plan.size(),
+                 failed_runs == plan.size() ? " (every run)" : "");
+    return 1;
+  }
   return 0;
 }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // pith-generate: runs a Llama-family model (safetensors directory, .gguf or llama2.c .bin) on a prompt
 // and prints the continuation as it is generated; prefill and decode speed go to stderr.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -10,14 +12,23 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: pith-generate MODEL [--tokenizer FILE] [--prompt TEXT | --prompt-ids 1,2,3] [--steps N]\n"
+    "usage: pith-generate MODEL [--tokenizer FILE] [--prompt TEXT | --prompt-ids 1,2,3] [--steps N] [--ignore-eos]\n"
     "                     [--temperature T] [--top-p P] [--seed S] [--threads N] [--logits-out FILE.json]\n"
+    "                     [--allow-nonfinite]\n"
     "  MODEL            a Hugging Face safetensors directory, a .gguf file or a llama2.c .bin checkpoint\n"
     "  --prompt TEXT    encoded with the model's tokenizer (BOS added); default: just BOS\n"
-    "  --prompt-ids     exactly these token ids (no BOS added)\n"
-    "  --steps N        tokens generated after the prompt (default 256)\n"
+    "  --prompt-ids     exactly these token ids (no BOS added; no tokenizer needed: without one the\n"
+    "                   output is printed as ids)\n"
+    "  --steps N        at most N tokens generated after the prompt (default 256): the first comes from\n"
+    "                   the prefill's last logits, each further one from a single-token decode pass, so\n"
+    "                   N tokens take N-1 decode passes. Generation stops early at EOS (or at a BOS after\n"
+    "                   the first position) and where the model's context ends\n"
+    "  --ignore-eos     do not stop at EOS/BOS: exactly N tokens (N-1 decode passes) unless the context ends\n"
     "  --temperature T  0 is greedy (default 0); --top-p P nucleus sampling (default 0.9); --seed S\n"
-    "  --logits-out F   writes {\"ids\": [...], \"logits\": [[...], ...]} for every prompt position\n";
+    "  --threads N      1..1024 (0: one per hardware thread)\n"
+    "  --logits-out F   writes {\"ids\": [...], \"logits\": [[...], ...]} for every prompt position\n"
+    "  --allow-nonfinite  NaN/inf logits are only a warning (such tokens are never sampled; null in\n"
+    "                   --logits-out) instead of an error naming the position\n";
 
 int run(int argc, char** argv) {
   using namespace pith;
@@ -27,16 +38,20 @@ int run(int argc, char** argv) {
   const auto prompt = args.take("--prompt");
   const auto prompt_ids = args.take("--prompt-ids");
   const auto steps = parse_number<std::size_t>(args.take("--steps").value_or("256"), "--steps");
+  const bool ignore_eos = args.flag("--ignore-eos");
   sampler_options sampling;
   sampling.temperature = parse_number<float>(args.take("--temperature").value_or("0"), "--temperature");
   sampling.top_p = parse_number<float>(args.take("--top-p").value_or("0.9"), "--top-p");
   sampling.seed = parse_number<std::uint64_t>(args.take("--seed").value_or("1"), "--seed");
+  sampling.allow_nonfinite = args.flag("--allow-nonfinite");
   const auto threads = args.take("--threads");
   const auto logits_out = args.take("--logits-out");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (prompt && prompt_ids) throw usage_error("--prompt and --prompt-ids exclude each other");
-  if (threads) set_num_threads(parse_number<std::size_t>(*threads, "--threads"));
+  if (!(sampling.temperature >= 0.0f)) throw usage_error("--temperature must be >= 0");
+  if (!(sampling.top_p > 0.0f && sampling.top_p <= 1.0f)) throw usage_error("--top-p must be in (0, 1]");
+  if (threads) set_threads_option(*threads);
 
   const std::filesystem::path model_path = rest[0];
   const auto weights = load_model(model_path);
@@ -45,7 +60,7 @@ int run(int argc, char** argv) {
 
   std::vector<std::int32_t> ids;
   if (prompt_ids) {
-    ids = parse_ids(*prompt_ids);
+    ids = parse_ids(*prompt_ids, config.vocab_size);
   } else if (prompt) {
     if (!tok) throw usage_error("--prompt needs a tokenizer (none found beside the model; give --tokenizer or --prompt-ids)");
     ids = tok->encode(*prompt, true);
@@ -53,18 +68,37 @@ int run(int argc, char** argv) {
     ids = {config.bos_token_id};
   }
   if (ids.empty()) throw usage_error("the prompt is empty");
-
-  session_options options;
-  options.max_context = std::min(config.max_position_embeddings, ids.size() + steps);
-  options.max_chunk = std::min<std::size_t>(512, ids.size());
-  if (ids.size() + steps > config.max_position_embeddings)
-    std::fprintf(stderr, "pith-generate: prompt + steps = %zu exceeds the model's context of %zu; stopping there\n",
-                 ids.size() + steps, config.max_position_embeddings);
-  if (ids.size() > config.max_position_embeddings)
+  const std::size_t context = config.max_position_embeddings;
+  if (ids.size() > context)
     throw usage_error("the prompt (" + std::to_string(ids.size()) + " tokens) exceeds the model's context of " +
-                      std::to_string(config.max_position_embeddings));
+                      std::to_string(context));
+
+  // The last generated token is not fed back, so N tokens need the prompt's positions and N - 1 more;
+  // the context allows at most context - prompt + 1 tokens.
+  const std::size_t most_tokens = context - ids.size() + 1;
+  if (steps > most_tokens)
+    std::fprintf(stderr, "pith-generate: the prompt (%zu tokens) + --steps %zu exceeds the model's context of %zu; "
+                 "stopping after %zu tokens\n", ids.size(), steps, context, most_tokens);
+  session_options options;
+  options.max_context = ids.size() + (steps == 0 ? 0 : std::min(steps, most_tokens) - 1);
+  options.max_chunk = std::min<std::size_t>(512, ids.size());
   session s(weights, options);
   sampler pick(sampling);
+
+  // Non-finite logits mean broken weights or overflowing arithmetic: an error naming the position,
+  // or with --allow-nonfinite a warning (the first few positions only).
+  const std::size_t vocab = config.vocab_size;
+  std::size_t nonfinite_rows = 0;
+  auto check_row = [&](const float* row, std::size_t position) {
+    const std::size_t bad = sampler::first_nonfinite(std::span(row, vocab));
+    if (bad == vocab) return;
+    const std::string what = model_path.string() + ": the logits at position " + std::to_string(position) +
+                             " are not finite (token id " + std::to_string(bad) + " is " +
+                             (std::isnan(row[bad]) ? "nan" : row[bad] > 0 ? "+inf" : "-inf") +
+                             "): the weights hold NaN/inf or the arithmetic overflowed";
+    if (!sampling.allow_nonfinite) throw format_error(what + " (--allow-nonfinite makes this a warning)");
+    if (nonfinite_rows++ < 3) std::fprintf(stderr, "pith-generate: warning: %s\n", what.c_str());
+  };
 
   auto emit = [&](std::int32_t previous, std::int32_t token) {
     if (tok)
@@ -75,12 +109,12 @@ int run(int argc, char** argv) {
   };
   for (std::size_t i = 0; i < ids.size(); ++i) emit(i == 0 ? -1 : ids[i - 1], ids[i]);
 
-  const std::size_t vocab = config.vocab_size;
   std::vector<float> logits(logits_out ? ids.size() * vocab : vocab);
   auto start = std::chrono::steady_clock::now();
   s.forward(ids, logits.data(), logits_out.has_value());
   const double prefill_seconds = seconds_since(start);
   if (logits_out) {
+    for (std::size_t i = 0; i < ids.size(); ++i) check_row(logits.data() + i * vocab, i);
     std::ofstream out(*logits_out);
     if (!out) throw io_error(*logits_out + ": cannot write the logits file");
     out << "{\"ids\": [";
@@ -90,34 +124,54 @@ int run(int argc, char** argv) {
     for (std::size_t i = 0; i < ids.size(); ++i) {
       out << (i ? ",\n[" : "\n[");
       for (std::size_t v = 0; v < vocab; ++v) {
-        std::snprintf(number, sizeof number, "%.9g", static_cast<double>(logits[i * vocab + v]));
+        const float value = logits[i * vocab + v];
+        if (std::isfinite(value))
+          std::snprintf(number, sizeof number, "%.9g", static_cast<double>(value));
+        else
+          std::snprintf(number, sizeof number, "null");  // JSON has no NaN or infinity
         out << (v ? ", " : "") << number;
       }
       out << "]";
     }
     out << "]}\n";
+    out.close();
+    if (!out) throw io_error(*logits_out + ": writing the logits file failed");
+  } else {
+    check_row(logits.data(), ids.size() - 1);
   }
   std::vector<float> last(logits.end() - static_cast<std::ptrdiff_t>(vocab), logits.end());
 
-  std::size_t generated = 0;
+  std::size_t generated = 0, passes = 0;
+  const char* stopped = nullptr;
   std::int32_t previous = ids.back();
   start = std::chrono::steady_clock::now();
-  while (generated < steps && s.position() < options.max_context) {
+  while (generated < steps) {
     const std::int32_t next = pick.sample(last);
     ++generated;
-    if (next == config.eos_token_id || (next == config.bos_token_id && ids.size() + generated > 1)) break;
+    if (!ignore_eos && (next == config.eos_token_id || (next == config.bos_token_id && ids.size() + generated > 1))) {
+      stopped = next == config.eos_token_id ? "EOS" : "BOS";
+      --generated;  // the stop token is not part of the output
+      break;
+    }
     emit(previous, next);
     previous = next;
-    if (generated == steps || s.position() >= options.max_context) break;
+    if (generated == steps) break;
+    if (s.position() >= options.max_context) {
+      stopped = "the model's context";
+      break;
+    }
     s.forward(std::span(&next, 1), last.data());
+    ++passes;
+    check_row(last.data(), s.position() - 1);
   }
   const double decode_seconds = seconds_since(start);
   std::printf("\n");
   std::fflush(stdout);
   std::fprintf(stderr, "prefill: %zu tokens in %.3f s, %.1f tok/s\n", ids.size(), prefill_seconds,
                static_cast<double>(ids.size()) / prefill_seconds);
-  std::fprintf(stderr, "decode: %zu tokens in %.3f s, %.1f tok/s\n", generated, decode_seconds,
-               decode_seconds > 0 ? static_cast<double>(generated) / decode_seconds : 0.0);
+  std::fprintf(stderr, "decode: %zu tokens generated, %zu decode passes in %.3f s, %.1f tok/s%s%s\n", generated, passes,
+               decode_seconds, decode_seconds > 0 ? static_cast<double>(passes) / decode_seconds : 0.0,
+               stopped ? ", stopped at " : "", stopped ? stopped : "");
   return 0;
 }
 

@@ -2,7 +2,12 @@
 // Tests of thread_pool and parallel_for: coverage of the range, exceptions, nesting, concurrency.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <thread>
 #include <vector>
@@ -102,6 +107,58 @@ TEST(GrainForWork, GivesEveryPartTheMinimumWork) {
 }
 
 TEST(ThreadPool, ZeroThreadsIsAnError) { EXPECT_THROW(pith::thread_pool(0), pith::argument_error); }
+
+TEST(thread_pool_bounds_3_7, counts_above_max_threads_are_an_argument_error) {
+  EXPECT_THROW(pith::thread_pool(pith::thread_pool::max_threads + 1), pith::argument_error);
+  EXPECT_THROW(pith::thread_pool(std::size_t{4294967297}), pith::argument_error);
+  EXPECT_THROW(pith::set_num_threads(1000000), pith::argument_error);
+}
+
+// The address-space limit below cannot be used under the sanitizers: they reserve terabytes of
+// shadow memory and abort themselves when a mapping fails.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PITH_TEST_UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PITH_TEST_UNDER_SANITIZER 1
+#endif
+#endif
+
+// Runs in a death test's child: caps the address space a little above what the process maps now
+// and starts a pool of `threads`. Exit 0 with the message when pith::error is thrown.
+[[maybe_unused]] void start_pool_under_address_limit(std::size_t threads) {
+  // Room for a few 2-8 MiB thread stacks, far less than `threads` of them.
+  constexpr std::size_t headroom = std::size_t{40} << 20;
+  std::size_t pages = 0;
+  if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(statm, "%zu", &pages) != 1) pages = 0;
+    std::fclose(statm);
+  }
+  if (pages == 0) std::_Exit(3);
+  rlimit limit{};
+  limit.rlim_cur = pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE)) + headroom;
+  limit.rlim_max = RLIM_INFINITY;
+  if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
+  try {
+    pith::thread_pool pool(threads);
+    std::_Exit(5);  // every thread started: the limit did not bite
+  } catch (const pith::error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    std::_Exit(0);
+  }
+}
+
+// A worker that cannot start (here: the address space is too small for its stack) stops and joins
+// the ones already started and throws pith::error; before, the pool's constructor unwound with
+// joinable std::threads alive and std::terminate aborted the process.
+TEST(thread_pool_start_failure_3_5, stops_started_workers_and_throws_pith_error) {
+#ifdef PITH_TEST_UNDER_SANITIZER
+  GTEST_SKIP() << "address-space limits do not work under the sanitizers";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(start_pool_under_address_limit(200), ::testing::ExitedWithCode(0), "could not start thread [0-9]+ of 200");
+#endif
+}
 
 TEST(GlobalPool, SetNumThreadsChangesThePool) {
   pith::set_num_threads(3);

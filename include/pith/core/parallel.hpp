@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -25,23 +26,36 @@ inline thread_local bool inside_pool_task = false;
 /// serialised; a call from inside a task runs inline on that thread (no deadlock, no oversubscription).
 class thread_pool {
  public:
-  /// `threads` counts the calling thread too: thread_pool(1) starts no worker.
+  /// The largest pool: far above the cores of any machine pith runs on, far below the counts at
+  /// which starting the threads alone exhausts memory or the process's thread limit.
+  static constexpr std::size_t max_threads = 1024;
+
+  /// `threads` counts the calling thread too: thread_pool(1) starts no worker. Throws
+  /// argument_error outside 1..max_threads. When the system refuses to start a worker (thread or
+  /// memory limits), the workers already started are stopped and joined and pith::error is thrown:
+  /// the pool never runs with fewer threads than asked without the caller knowing.
   explicit thread_pool(std::size_t threads) {
-    if (threads == 0) PITH_THROW(argument_error, "thread_pool: the thread count must be at least 1");
+    if (threads == 0 || threads > max_threads)
+      PITH_THROW(argument_error, "thread_pool: " + std::to_string(threads) + " threads requested; the pool takes 1.." +
+                                     std::to_string(max_threads));
     workers_.reserve(threads - 1);
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+      for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    } catch (const std::exception& e) {
+      const std::size_t started = workers_.size() + 1;
+      stop_and_join();
+      PITH_THROW(error, "thread_pool: could not start thread " + std::to_string(started + 1) + " of " +
+                            std::to_string(threads) + " (" + e.what() + "); ask for fewer threads");
+    }
+#else
+    // Without exceptions a failing std::thread constructor terminates the process.
     for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+#endif
   }
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
-  ~thread_pool() {
-    {
-      std::lock_guard lock(state_mutex_);
-      stopping_ = true;
-      stopping_flag_.store(true, std::memory_order_relaxed);
-    }
-    wake_.notify_all();
-    for (auto& worker : workers_) worker.join();
-  }
+  ~thread_pool() { stop_and_join(); }
 
   std::size_t size() const noexcept { return workers_.size() + 1; }
 
@@ -94,6 +108,17 @@ class thread_pool {
   }
 
  private:
+  void stop_and_join() noexcept {
+    {
+      std::lock_guard lock(state_mutex_);
+      stopping_ = true;
+      stopping_flag_.store(true, std::memory_order_relaxed);
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    workers_.clear();
+  }
+
   // One step of a spin-wait: a pause instruction, and every yield_every steps a yield to the OS, so
   // that a thread spinning on a core it shares (more threads than free cores: other processes, or
   // ctest -j) hands the core to the thread it is waiting for instead of burning its time slice.
@@ -174,7 +199,7 @@ inline global_pool_state& global_pool() {
 }
 inline std::size_t default_thread_count() {
   const unsigned hardware = std::thread::hardware_concurrency();
-  return hardware == 0 ? 1 : hardware;
+  return hardware == 0 ? 1 : std::min<std::size_t>(hardware, thread_pool::max_threads);
 }
 inline std::shared_ptr<thread_pool> shared_pool() {
   auto& state = global_pool();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <numeric>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "pith/core/error.hpp"
@@ -17,6 +18,10 @@ struct sampler_options {
   float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
   float top_p = 1.0f;        // in (0, 1]; 1 samples from the whole distribution
   std::uint64_t seed = 1;
+  // A NaN or infinite logit means the model's arithmetic broke (non-finite weights or overflow):
+  // sample() throws argument_error naming the token id. true: such entries are never chosen
+  // (probability 0) and the others are sampled as usual; all entries non-finite still throws.
+  bool allow_nonfinite = false;
 };
 
 class sampler {
@@ -28,21 +33,34 @@ class sampler {
       PITH_THROW(argument_error, "sampler: top_p must be in (0, 1]");
   }
 
-  static std::int32_t argmax(std::span<const float> logits) noexcept {
-    std::size_t best = 0;
-    for (std::size_t i = 1; i < logits.size(); ++i)
-      if (logits[i] > logits[best]) best = i;
+  /// The first entry that is NaN or infinite, or logits.size() when every entry is finite.
+  static std::size_t first_nonfinite(std::span<const float> logits) noexcept {
+    for (std::size_t i = 0; i < logits.size(); ++i)
+      if (!std::isfinite(logits[i])) return i;
+    return logits.size();
+  }
+
+  /// The id of the largest logit (the lowest id on ties). Non-finite logits throw argument_error
+  /// naming the token id, unless `skip_nonfinite`, in which case they are never chosen.
+  static std::int32_t argmax(std::span<const float> logits, bool skip_nonfinite = false) {
+    check_finite(logits, skip_nonfinite);
+    std::size_t best = first_finite(logits);
+    for (std::size_t i = best + 1; i < logits.size(); ++i)
+      if (std::isfinite(logits[i]) && logits[i] > logits[best]) best = i;
     return static_cast<std::int32_t>(best);
   }
 
   std::int32_t sample(std::span<const float> logits) {
     if (logits.empty()) PITH_THROW(argument_error, "sampler: empty logits");
-    if (options_.temperature == 0.0f) return argmax(logits);
+    if (options_.temperature == 0.0f) return argmax(logits, options_.allow_nonfinite);
+    check_finite(logits, options_.allow_nonfinite);
     probabilities_.resize(logits.size());
-    const float top = *std::max_element(logits.begin(), logits.end());
+    float top = logits[first_finite(logits)];
+    for (const float logit : logits)
+      if (std::isfinite(logit)) top = std::max(top, logit);
     double total = 0.0;
     for (std::size_t i = 0; i < logits.size(); ++i) {
-      probabilities_[i] = std::exp((logits[i] - top) / options_.temperature);
+      probabilities_[i] = std::isfinite(logits[i]) ? std::exp((logits[i] - top) / options_.temperature) : 0.0f;
       total += probabilities_[i];
     }
     for (float& p : probabilities_) p = static_cast<float>(p / total);
@@ -69,13 +87,38 @@ class sampler {
   }
 
  private:
+  static std::size_t first_finite(std::span<const float> logits) noexcept {
+    std::size_t i = 0;
+    while (i < logits.size() && !std::isfinite(logits[i])) ++i;
+    return i;
+  }
+
+  // Throws unless every logit is finite, or `skip` and at least one is.
+  static void check_finite(std::span<const float> logits, bool skip) {
+    if (logits.empty()) PITH_THROW(argument_error, "sampler: empty logits");
+    const std::size_t bad = first_nonfinite(logits);
+    if (bad == logits.size()) return;
+    std::size_t count = 0;
+    for (const float logit : logits) count += std::isfinite(logit) ? 0 : 1;
+    if (skip && count < logits.size()) return;
+    const float value = logits[bad];
+    PITH_THROW(argument_error, "sampler: the logit of token id " + std::to_string(bad) + " is " +
+                                   (std::isnan(value) ? "nan" : value > 0 ? "+inf" : "-inf") + " (" +
+                                   std::to_string(count) + " of " + std::to_string(logits.size()) +
+                                   " logits are not finite)");
+  }
+
   static std::int32_t draw(const std::vector<float>& probabilities, float coin) {
+    // Rounding can leave the total just below the coin: fall back to the last id with a
+    // non-zero probability (never a skipped non-finite entry).
     float cumulative = 0.0f;
+    std::size_t last = 0;
     for (std::size_t i = 0; i < probabilities.size(); ++i) {
+      if (probabilities[i] > 0.0f) last = i;
       cumulative += probabilities[i];
       if (coin < cumulative) return static_cast<std::int32_t>(i);
     }
-    return static_cast<std::int32_t>(probabilities.size() - 1);
+    return static_cast<std::int32_t>(last);
   }
   // xorshift64*: a uniform float in [0, 1) from the top 24 bits.
   float next_uniform() noexcept {

@@ -123,7 +123,7 @@ template <class T>
 T json_get(const nlohmann::json& json, const char* key, const std::string& source) {
   const auto it = json.find(key);
   if (it == json.end() || it->is_null()) PITH_THROW(config_error, source + ": key '" + key + "' is missing");
-  try {
+  PITH_TRY {
     if constexpr (std::is_same_v<T, std::size_t>) {
       if (!it->is_number_integer() || it->get<std::int64_t>() < 0)
         PITH_THROW(config_error, source + ": key '" + key + "' must be a non-negative integer, got " + it->dump());
@@ -133,7 +133,7 @@ T json_get(const nlohmann::json& json, const char* key, const std::string& sourc
       if (!it->is_boolean()) PITH_THROW(config_error, source + ": key '" + key + "' must be true or false, got " + it->dump());
     }
     return it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
+  } PITH_CATCH(const nlohmann::json::exception&, e) {
     PITH_THROW(config_error, source + ": key '" + key + "': " + e.what());
   }
 }
@@ -273,9 +273,9 @@ inline model_config load_config_json(const std::filesystem::path& path) {
   std::stringstream text;
   text << in.rdbuf();
   nlohmann::json json;
-  try {
+  PITH_TRY {
     json = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
+  } PITH_CATCH(const nlohmann::json::exception&, e) {
     PITH_THROW(config_error, path.string() + ": not valid JSON: " + e.what());
   }
   return config_from_json(json, path.string());

@@ -3,7 +3,9 @@
 // re-rotation, memory that does not grow, edge cases, a user-defined policy, concurrent readers.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -158,6 +160,25 @@ TEST(Reader, EdgeCases) {
     pith::reader r(small_model(), o, instruction);
     r.feed(document(60));
     EXPECT_EQ(r.document_positions(1, 1).size(), 60u);
+  }
+}
+
+// Finding 4.8: sizes near 2^64 wrapped the sums that size the caches and surfaced as a misleading
+// "KV cache holds N rows"; now the option is named.
+TEST(Reader, OverflowingSizesNameTheOption_4_8) {
+  for (const char* name : {"budget", "chunk_size", "max_answer_tokens", "max_context"}) {
+    pith::reader_options o;
+    o.positions = pith::position_mode::original;  // no context check before the bound
+    const std::string option = name;
+    (option == "budget" ? o.budget : option == "chunk_size" ? o.chunk_size
+                                     : option == "max_answer_tokens" ? o.max_answer_tokens : o.max_context) =
+        std::numeric_limits<std::size_t>::max() - 3;
+    try {
+      pith::reader r(small_model(), o, instruction);
+      ADD_FAILURE() << name << " 2^64 - 4 was accepted";
+    } catch (const pith::argument_error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
   }
 }
 

@@ -46,6 +46,13 @@ class argument_error : public error {
 };
 
 namespace detail {
+/// Stands in for a caught exception object under -fno-exceptions, where a handler never runs:
+/// PITH_CATCH's handler still compiles (it may name the object) and this is never called.
+template <class T>
+[[noreturn]] T no_exception() noexcept {
+  std::abort();
+}
+
 [[noreturn]] inline void fatal(const char* kind, const std::string& what, const char* file, int line) {
   std::fprintf(stderr, "pith: fatal %s at %s:%d: %s\n", kind, file, line, what.c_str());
   std::fflush(stderr);
@@ -61,4 +68,17 @@ namespace detail {
 #define PITH_THROW(type, message) throw ::pith::type(message)
 #else
 #define PITH_THROW(type, message) ::pith::detail::fatal(#type, std::string(message), __FILE__, __LINE__)
+#endif
+
+// PITH_TRY { ... } PITH_CATCH(const some_error&, e) { ... } and PITH_CATCH_ALL { ... }: try and
+// catch with exceptions; without them (-fno-exceptions) the body runs as a plain block and the
+// handler compiles but never runs (nothing can throw: PITH_THROW aborts instead).
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define PITH_TRY try
+#define PITH_CATCH(type, name) catch (type name)
+#define PITH_CATCH_ALL catch (...)
+#else
+#define PITH_TRY if (true)
+#define PITH_CATCH(type, name) else if (type name = ::pith::detail::no_exception<type>(); false)
+#define PITH_CATCH_ALL else
 #endif

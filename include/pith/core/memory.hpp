@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// peak_resident_bytes: the most physical memory this process has held (Linux VmHWM), for reports.
+// peak_resident_bytes and resident_bytes: physical memory of this process (Linux VmHWM, VmRSS), for reports.
 #pragma once
 
 #include <cstddef>
@@ -8,13 +8,21 @@
 
 namespace pith {
 
-/// Peak resident set size of this process in bytes; 0 where /proc/self/status is unavailable.
-inline std::size_t peak_resident_bytes() {
+namespace detail {
+/// A "Field:   N kB" line of /proc/self/status in bytes; 0 where it is unavailable.
+inline std::size_t process_status_bytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+    if (line.rfind(field, 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(field.size()))) * 1024;
   return 0;
 }
+}  // namespace detail
+
+/// Peak resident set size of this process in bytes; 0 where /proc/self/status is unavailable.
+inline std::size_t peak_resident_bytes() { return detail::process_status_bytes("VmHWM:"); }
+
+/// Resident set size of this process now, in bytes; 0 where /proc/self/status is unavailable.
+inline std::size_t resident_bytes() { return detail::process_status_bytes("VmRSS:"); }
 
 }  // namespace pith

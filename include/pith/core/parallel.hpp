@@ -90,9 +90,9 @@ class thread_pool {
     wake_.notify_all();
     std::exception_ptr own_error;
     detail::inside_pool_task = true;
-    try {
+    PITH_TRY {
       task(0);
-    } catch (...) {
+    } PITH_CATCH_ALL {
       own_error = std::current_exception();
     }
     detail::inside_pool_task = false;
@@ -159,9 +159,9 @@ class thread_pool {
       }
       std::exception_ptr error;
       detail::inside_pool_task = true;
-      try {
+      PITH_TRY {
         job(context, index);
-      } catch (...) {
+      } PITH_CATCH_ALL {
         error = std::current_exception();
       }
       detail::inside_pool_task = false;

@@ -209,11 +209,15 @@ inline void gemm_transposed_with(const float* x, std::size_t rows, std::size_t i
   detail::gemm_impl<Ops>::run(x, rows, in, x_stride, w, out_begin, out_end, y, y_stride, accumulate, scratch);
 }
 
+inline namespace PITH_ISA_NAMESPACE {
+
 /// gemm_transposed with the widest primitive set compiled for this target.
 inline void gemm_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
                             std::size_t out_begin, std::size_t out_end, float* y, std::size_t y_stride, bool accumulate,
                             float* scratch) noexcept {
   gemm_transposed_with<simd::native::ops>(x, rows, in, x_stride, w, out_begin, out_end, y, y_stride, accumulate, scratch);
 }
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith::kernels

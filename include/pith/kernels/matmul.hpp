@@ -35,6 +35,8 @@ inline float* gemm_thread_scratch() {
 }
 }  // namespace detail
 
+inline namespace PITH_ISA_NAMESPACE {
+
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T through Eigen (a matrix-vector product for one row).
 /// Does not allocate beyond Eigen's blocking buffers on the stack; does not throw.
 inline void matmul_transposed_eigen(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
@@ -85,4 +87,5 @@ inline void matmul_transposed(const float* x, std::size_t rows, std::size_t in, 
       grain_for_work(rows * in * grain));
 }
 
+}  // namespace PITH_ISA_NAMESPACE
 }  // namespace pith::kernels

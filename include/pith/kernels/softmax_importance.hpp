@@ -516,9 +516,18 @@ inline void softmax_importance_with(const softmax_importance_args& args, float* 
   impl.run();
 }
 
+inline namespace PITH_ISA_NAMESPACE {
+
 /// softmax_importance with the widest primitive set compiled for this target.
 inline void softmax_importance(const softmax_importance_args& args, float* scratch) noexcept {
   softmax_importance_with<simd::native::ops>(args, scratch);
 }
+
+/// Name of the primitive set the non-template kernels of this translation unit run
+/// (simd::native::ops::name), through a symbol of their inline namespace: a unit built with other
+/// -march flags calls its own copy.
+inline const char* isa_name() noexcept { return simd::native::ops::name; }
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith::kernels

@@ -13,6 +13,7 @@
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/checked.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/exclusive_use.hpp"
 #include "pith/core/parallel.hpp"
 #include "pith/kernels/activations.hpp"
 #include "pith/kernels/matmul.hpp"
@@ -47,6 +48,8 @@ struct session_options {
   std::size_t max_chunk = 512;  // most tokens one forward call takes
 };
 
+inline namespace PITH_ISA_NAMESPACE {  // calls the kernels of this unit's ISA (simd/simd.hpp)
+
 class session;
 
 /// A point a session can return to (session::mark, session::rollback): undoing a pass whose tokens
@@ -61,9 +64,12 @@ class session_mark {
 };
 
 /// Everything that changes while a model reads and writes: the KV cache and the activation
-/// buffers, allocated once. The weights are only read, so sessions on several threads may share them.
+/// buffers, allocated once. The weights are only read, so sessions on several threads may share
+/// them; a session itself belongs to one thread at a time (builds with PITH_ASSERT active abort
+/// when a second thread enters it during a call, see claim()).
 class session {
  public:
+  /// Keeps a reference to `weights`, which must outlive the session.
   explicit session(const model_weights& weights, session_options options = {})
       : w_(weights), c_(weights.config), options_(options) {
     if (options_.max_context == 0) options_.max_context = c_.max_position_embeddings;
@@ -106,26 +112,45 @@ class session {
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
     scratch_size_ = kernels::softmax_importance_scratch_size(t, options_.max_context, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
-    scores_.resize(checked_size("session: scores", {c_.num_layers, c_.num_heads, options_.max_context}));
-    score_squares_.resize(scores_.size());
     scored_queries_.assign(c_.num_layers, 0);
   }
+  /// A temporary's weights would dangle (session s(load_model(path)) does not compile).
+  session(const model_weights&& weights, session_options options = {}) = delete;
 
-  /// Scores recorded by later forward calls (see attention_scoring); disabled by default.
-  void set_scoring(attention_scoring scoring) noexcept { scoring_ = scoring; }
+  /// Claims the session for the calling thread until the returned scope ends. forward and the
+  /// other calls that change the session claim it themselves; with PITH_ASSERT active, a second
+  /// thread entering meanwhile aborts with a message. A caller driving one session through a
+  /// sequence of calls (a reader) may hold a claim across them.
+  [[nodiscard]] exclusive_use_scope claim(const char* owner = "pith::session") noexcept { return {in_use_, owner}; }
+
+  /// Scores recorded by later forward calls (see attention_scoring); disabled by default. The first
+  /// call that enables them allocates the score arrays ([layers, heads, max_context] floats, and as
+  /// many again for squares), which stay for the session's life.
+  void set_scoring(attention_scoring scoring) {
+    const auto in_use = claim();
+    const std::size_t size = checked_size("session: scores", {c_.num_layers, c_.num_heads, options_.max_context});
+    if (scoring.enabled && scores_.size() != size) scores_.resize(size);
+    if (scoring.enabled && scoring.squares && score_squares_.size() != size) score_squares_.resize(size);
+    scoring_ = scoring;
+  }
   /// Query head `head` of layer `layer`: mean over the scoring queries of the last forward call of
   /// each cached key's probability, for the slots present after that call ([0, cache size)).
+  /// nullptr before scoring was first enabled (score_squares: with squares).
   const float* scores(std::size_t layer, std::size_t head) const noexcept {
-    return scores_.data() + (layer * c_.num_heads + head) * options_.max_context;
+    return scores_.empty() ? nullptr : scores_.data() + (layer * c_.num_heads + head) * options_.max_context;
   }
   const float* score_squares(std::size_t layer, std::size_t head) const noexcept {
-    return score_squares_.data() + (layer * c_.num_heads + head) * options_.max_context;
+    return score_squares_.empty() ? nullptr
+                                  : score_squares_.data() + (layer * c_.num_heads + head) * options_.max_context;
   }
   /// How many queries the last scored forward call used in `layer`.
   std::size_t scored_queries(std::size_t layer) const noexcept { return scored_queries_[layer]; }
 
   /// The position the next token takes (reindexed eviction renumbers the cache and moves it back).
-  void set_position(std::size_t position) noexcept { position_ = position; }
+  void set_position(std::size_t position) noexcept {
+    const auto in_use = claim();
+    position_ = position;
+  }
   /// Records what rollback() returns to: the rows of every cached layer, the next position and a copy
   /// of every recurrent mixer state (approximate, non_approximate). `m` is reused: after its first use
   /// with this session, marking allocates nothing.
@@ -140,6 +165,7 @@ class session {
   /// position and the recurrent states. The rows present at mark() must not have been compacted or
   /// re-rotated in between (a scoring pass, not an eviction, lies between the two).
   void rollback(const session_mark& m) {
+    const auto in_use = claim();
     if (m.rows_.size() != c_.num_layers)
       PITH_THROW(argument_error, "session::rollback: the mark was not taken on a session of this model");
     for (std::size_t l = 0; l < c_.num_layers; ++l)
@@ -153,6 +179,7 @@ class session {
   /// receives another session's chunks (citrus-separate) must also receive what its recurrent layers
   /// accumulated, since those layers have no rows to copy.
   void copy_recurrent_states(const session& other) {
+    const auto in_use = claim();
     if (&other.c_ != &c_ && (other.c_.num_layers != c_.num_layers || other.c_.head_dim != c_.head_dim))
       PITH_THROW(argument_error, "session::copy_recurrent_states: the sessions run different models");
     copy_states(other.approximate_, approximate_);
@@ -160,18 +187,20 @@ class session {
   }
   /// Re-rotates the keys of (layer, kv head) so that slot i holds RoPE position new_positions[i]
   /// (rotations compose: rotating by new - old equals rotating the unrotated key to new).
-  /// Angles for |delta| < max_context come from a table built on the first call (compaction moves
-  /// keys by at most the cache's capacity), others are computed.
+  /// Compaction moves a key to a lower slot and renumbering gives it that slot's position, so
+  /// deltas lie in [-max_context, -1]: their angles come from a table built on the first call
+  /// ([max_context, head_dim] floats, counted by bytes_allocated); other deltas are computed.
   void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) {
+    const auto in_use = claim();
     float* keys = cache_.keys(layer, head);
     std::int64_t* positions = cache_.positions(layer, head);
     const std::size_t d = c_.head_dim, half = d / 2;
     const auto range = static_cast<std::int64_t>(options_.max_context);
     if (rotation_table_.empty()) {
-      // Row r holds cos (then sin) of (r - range) * inv_freq, the same float angles rope_angles takes.
-      rotation_table_.resize(static_cast<std::size_t>(2 * range + 1) * d);
-      for (std::int64_t delta = -range; delta <= range; ++delta) {
-        float* row = rotation_table_.data() + static_cast<std::size_t>(delta + range) * d;
+      // Row r holds cos (then sin) of -(r + 1) * inv_freq, the same float angles rope_angles takes.
+      rotation_table_.resize(options_.max_context * d);
+      for (std::int64_t delta = -1; delta >= -range; --delta) {
+        float* row = rotation_table_.data() + static_cast<std::size_t>(-delta - 1) * d;
         kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, row, row + half);
       }
     }
@@ -179,8 +208,8 @@ class session {
       const std::int64_t delta = new_positions[i] - positions[i];
       if (delta != 0) {
         const float *cos_angle = rerotate_cos_.data(), *sin_angle = rerotate_sin_.data();
-        if (delta >= -range && delta <= range) {
-          cos_angle = rotation_table_.data() + static_cast<std::size_t>(delta + range) * d;
+        if (delta >= -range && delta < 0) {
+          cos_angle = rotation_table_.data() + static_cast<std::size_t>(-delta - 1) * d;
           sin_angle = cos_angle + half;
         } else {
           kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, rerotate_cos_.data(), rerotate_sin_.data());
@@ -198,6 +227,7 @@ class session {
   /// Position the next token will take.
   std::size_t position() const noexcept { return position_; }
   void reset() noexcept {
+    const auto in_use = claim();
     cache_.clear();
     clear_states();
     position_ = 0;
@@ -215,13 +245,21 @@ class session {
     return report;
   }
 
-  /// Bytes of this session's own state (KV cache, activations, scratch).
+  /// Bytes of this session's own state: KV cache, recurrent states, residual stream, activations,
+  /// scratch, and the score arrays and rotation table once they exist.
   std::size_t bytes_allocated() const noexcept {
-    std::size_t floats = x_.size() + normed_.size() + q_.size() + k_.size() + v_.size() + attn_.size() + gate_.size() +
-                         up_.size() + scratch_.size() + cos_.size() + sin_.size() + delta_.size() + mixer_up_.size();
+    const std::size_t floats = x_.size() + normed_.size() + q_.size() + k_.size() + v_.size() + attn_.size() +
+                               gate_.size() + up_.size() + delta_.size() + mixer_up_.size() + inv_freq_.size() +
+                               cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size() +
+                               rotation_table_.size() + rerotate_cos_.size() + rerotate_sin_.size();
+    const std::size_t lists = combined_.capacity() * sizeof(std::int32_t) + side_mask_.capacity() +
+                              scored_queries_.capacity() * sizeof(std::size_t);
     std::size_t states = 0;
-    for (const auto& row : memory_report()) states += row.state_bytes;
-    return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float);
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      for (const auto& a : approximate_[l]) states += a.bytes();
+      for (const auto& g : self_gated_[l]) states += g.bytes();
+    }
+    return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float) + lists;
   }
 
   /// Whether forward_with_side can run here: side tokens must leave no trace, so no layer may keep a
@@ -238,21 +276,24 @@ class session {
   /// tokens' attention over the old slots only (CItruS's instruction pass, notes §A.2). Logits: the
   /// chunk's last token. chunk.size() + side.size() must fit max_chunk.
   void forward_with_side(std::span<const std::int32_t> chunk, std::span<const std::int32_t> side, float* logits) {
+    const auto in_use = claim();
     if (side.empty()) return forward(chunk, logits);
+    if (chunk.empty()) PITH_THROW(argument_error, "session::forward_with_side: no chunk tokens");
     if (!supports_side_queries())
       PITH_THROW(argument_error, "session::forward_with_side: a layer keeps a recurrent state");
     if (chunk.size() + side.size() > options_.max_chunk)
       PITH_THROW(argument_error, "session::forward_with_side: chunk and side tokens exceed max_chunk");
     combined_.assign(chunk.begin(), chunk.end());
     combined_.insert(combined_.end(), side.begin(), side.end());
-    side_ = side.size();
-    try {
+    check_input(combined_);
+    {
+      struct side_reset {
+        std::size_t& side;
+        ~side_reset() { side = 0; }
+      } const reset{side_};
+      side_ = side.size();
       forward_chunk(combined_, nullptr, false);
-    } catch (...) {
-      side_ = 0;
-      throw;
     }
-    side_ = 0;
     // Drop the side tokens' keys and values; the chunk's stay.
     for (std::size_t l = 0; l < c_.num_layers; ++l)
       for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
@@ -269,8 +310,12 @@ class session {
 
   /// Runs `tokens` at the next positions, appending their keys and values to the cache. Writes the
   /// logits of the last token to logits[0, vocab) or, with all_logits, of every token to
-  /// logits[t * vocab, (t + 1) * vocab). Longer inputs than max_chunk are split into chunks.
+  /// logits[t * vocab, (t + 1) * vocab). Longer inputs than max_chunk are split into chunks. The
+  /// whole input is checked first (token ids, room in the KV cache, fixed-stream lengths): on an
+  /// argument_error the session is unchanged. An empty input is an error.
   void forward(std::span<const std::int32_t> tokens, float* logits, bool all_logits = false) {
+    const auto in_use = claim();
+    check_input(tokens);
     for (std::size_t start = 0; start < tokens.size(); start += options_.max_chunk) {
       const auto chunk = tokens.subspan(start, std::min(options_.max_chunk, tokens.size() - start));
       const bool last_chunk = start + chunk.size() == tokens.size();
@@ -280,7 +325,8 @@ class session {
   }
 
  private:
-  void check_chunk(std::span<const std::int32_t> tokens) const {
+  // Everything forward needs of `tokens` before it changes anything.
+  void check_input(std::span<const std::int32_t> tokens) const {
     if (tokens.empty()) PITH_THROW(argument_error, "session::forward: no tokens");
     for (const std::int32_t token : tokens)
       if (token < 0 || static_cast<std::size_t>(token) >= c_.vocab_size)
@@ -301,8 +347,8 @@ class session {
     }
   }
 
+  // Runs checked tokens (check_input): after the checks nothing here throws but std::bad_alloc.
   void forward_chunk(std::span<const std::int32_t> tokens, float* logits, bool all_logits) {
-    check_chunk(tokens);
     const std::size_t t = tokens.size(), hidden = c_.hidden_size, half = c_.head_dim / 2;
     for (std::size_t i = 0; i < t; ++i) {
       std::copy_n(w_.token_embedding.data() + static_cast<std::size_t>(tokens[i]) * hidden, hidden, x_.data() + i * hidden);
@@ -451,8 +497,9 @@ class session {
           a.causal_offset = before;
           a.output = attn_.data() + h * d;
           a.output_stride = qs;
-          float* scores = scores_.data() + (l * c_.num_heads + h) * options_.max_context;
-          float* squares = score_squares_.data() + (l * c_.num_heads + h) * options_.max_context;
+          const std::size_t score_row = (l * c_.num_heads + h) * options_.max_context;
+          float* scores = scoring_.enabled ? scores_.data() + score_row : nullptr;
+          float* squares = scoring_.enabled && scoring_.squares ? score_squares_.data() + score_row : nullptr;
           if (side_ > 0) {
             kernels::softmax_importance_args side = a;
             side.queries = q_.data() + t * qs + h * d;
@@ -472,7 +519,7 @@ class session {
           if (scoring_.enabled && (scoring_.last_queries == 0 || scoring_.last_queries >= t)) {
             // The chunk's own attention yields the scores: no extra pass.
             a.importance = scores;
-            a.importance_squares = scoring_.squares ? squares : nullptr;
+            a.importance_squares = squares;
           }
           kernels::softmax_importance(a, scratch);
           if (scoring_.enabled && scoring_.last_queries != 0 && scoring_.last_queries < t) {
@@ -485,7 +532,7 @@ class session {
             b.output = nullptr;
             b.values = nullptr;
             b.importance = scores;
-            b.importance_squares = scoring_.squares ? squares : nullptr;
+            b.importance_squares = squares;
             kernels::softmax_importance(b, scratch);
           }
         }
@@ -537,12 +584,15 @@ class session {
   std::size_t side_ = 0;                  // side tokens at the end of the current forward_with_side call
   std::vector<std::int32_t> combined_;    // chunk ++ side tokens
   std::vector<std::uint8_t> side_mask_;   // [cache rows]: what side queries see
-  aligned_buffer<float> scores_;         // [layers, heads, max_context]
-  aligned_buffer<float> score_squares_;  // [layers, heads, max_context]
+  aligned_buffer<float> scores_;         // [layers, heads, max_context] once scoring was enabled
+  aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
-  aligned_buffer<float> rotation_table_;  // [2 * max_context + 1, head_dim]: cos | sin per delta
+  aligned_buffer<float> rotation_table_;  // [max_context, head_dim]: cos | sin of delta -(row + 1), once rerotated
   aligned_buffer<float> rerotate_cos_;   // [head_dim / 2]
   aligned_buffer<float> rerotate_sin_;   // [head_dim / 2]
+  exclusive_use in_use_;                 // the thread inside a call (checked with PITH_ASSERT)
 };
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith

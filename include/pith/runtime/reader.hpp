@@ -47,14 +47,32 @@ struct reader_stats {
   std::size_t state_bytes = 0;    // bytes of session state (KV caches, activations) allocated
 };
 
+inline namespace PITH_ISA_NAMESPACE {  // holds sessions of this unit's ISA (simd/simd.hpp)
+
+/// One document read by one thread at a time (with PITH_ASSERT active, a second thread entering
+/// feed or answer meanwhile aborts); readers on several threads may share the weights.
 class reader {
  public:
   using progress_callback = std::function<void(std::size_t tokens_done)>;
+
+  /// Largest budget, chunk, answer length, context or instruction length a reader takes.
+  static constexpr std::size_t max_reader_size = (std::size_t{1} << 32) - 1;
 
   reader(const model_weights& weights, reader_options options, std::vector<std::int32_t> instruction)
       : w_(weights), options_(options), instruction_(std::move(instruction)) {
     traits_ = traits_of(options_.policy, options_.snapkv_window);
     if (options_.chunk_size == 0) PITH_THROW(argument_error, "reader: chunk_size must be at least 1");
+    // Each size below 2^32, so the sums that size the caches cannot wrap (and no cache that large fits).
+    const auto bound = [](const char* name, std::size_t value) {
+      if (value > max_reader_size)
+        PITH_THROW(argument_error, std::string("reader: ") + name + " " + std::to_string(value) + " is above " +
+                                       std::to_string(max_reader_size));
+    };
+    bound("budget", options_.budget);
+    bound("chunk_size", options_.chunk_size);
+    bound("max_answer_tokens", options_.max_answer_tokens);
+    bound("max_context", options_.max_context);
+    bound("instruction length", instruction_.size());
     if (options_.snapkv_kernel % 2 == 0 || options_.citrus_pool % 2 == 0)
       PITH_THROW(argument_error, "reader: snapkv_kernel and citrus_pool must be odd (a window centred on the slot)");
     if (traits_.evicts && options_.budget == 0)
@@ -93,6 +111,8 @@ class reader {
     }
   }
 
+  reader(const model_weights&& weights, reader_options options, std::vector<std::int32_t> instruction) = delete;
+
   /// Replaces the policy's selection rule by a user-defined one; scores are the chunk's own attention
   /// (mean over its queries and all heads), selection per layer.
   template <eviction_policy P>
@@ -110,6 +130,7 @@ class reader {
   /// Reads `tokens` (appended to what was fed before); whole chunks are processed at once, a
   /// partial chunk waits for more tokens or for answer().
   void feed(std::span<const std::int32_t> tokens, const progress_callback& progress = {}) {
+    const auto in_use = main_->claim("pith::reader");
     for (const std::int32_t token : tokens)
       if (token < 0 || static_cast<std::size_t>(token) >= w_.config.vocab_size)
         PITH_THROW(argument_error, "reader::feed: token " + std::to_string(token) + " is outside the vocabulary");
@@ -135,6 +156,7 @@ class reader {
   /// `steps` tokens (stopping after `stop_token` if it is >= 0). on_token sees each token.
   std::vector<std::int32_t> answer(std::size_t steps, sampler& pick, const std::function<void(std::int32_t)>& on_token = {},
                                    std::int32_t stop_token = -1) {
+    const auto in_use = main_->claim("pith::reader");
     if (answered_) PITH_THROW(argument_error, "reader::answer: already answered");
     finish_document();
     if (stats_.tokens_read == 0) PITH_THROW(argument_error, "reader::answer: the document is empty");
@@ -522,5 +544,7 @@ class reader {
   std::vector<float> pooled_;
   std::vector<std::int64_t> renumbered_;
 };
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith

@@ -12,6 +12,13 @@
 //   registers the ISA has, for sizing register tiles.
 // Separate namespaces keep inline functions compiled for different ISAs from being merged by the
 // linker. PITH_DISABLE_SIMD makes `native` the scalar set whatever the compiler flags.
+//
+// PITH_ISA_NAMESPACE names `native` (isa_scalar, isa_avx2, isa_avx512, isa_neon). Every
+// non-template function that calls `native` (kernels::softmax_importance, gemm_transposed,
+// matmul_transposed, session, reader) sits in an inline namespace of that name, as Highway's
+// HWY_NAMESPACE does: two translation units compiled with different -march flags then get two
+// different symbols instead of one that the linker picks for both (the One Definition Rule).
+// Source code names them without it (pith::kernels::gemm_transposed, pith::session).
 #pragma once
 
 #include "pith/simd/avx2.hpp"
@@ -27,14 +34,19 @@ namespace pith::simd {
 
 #if defined(PITH_DISABLE_SIMD)
 namespace native = scalar;
+#define PITH_ISA_NAMESPACE isa_scalar
 #elif defined(PITH_SIMD_HAS_AVX512)
 namespace native = avx512;
+#define PITH_ISA_NAMESPACE isa_avx512
 #elif defined(PITH_SIMD_HAS_AVX2)
 namespace native = avx2;
+#define PITH_ISA_NAMESPACE isa_avx2
 #elif defined(PITH_SIMD_HAS_NEON)
 namespace native = neon;
+#define PITH_ISA_NAMESPACE isa_neon
 #else
 namespace native = scalar;
+#define PITH_ISA_NAMESPACE isa_scalar
 #endif
 
 /// GCC 12's loop vectoriser turns the scalar set's register-tiled loops (over a dimension read

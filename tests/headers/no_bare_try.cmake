@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: MIT
+# cmake -DPITH_INCLUDE_DIR=... -P no_bare_try.cmake: fails when a public header uses try or catch
+# outside an `#if defined(__cpp_exceptions)` branch. Compiling a header with -fno-exceptions only
+# rejects them in code it instantiates; a function template's try shows up here instead.
+get_filename_component(PITH_INCLUDE_DIR "${PITH_INCLUDE_DIR}" ABSOLUTE)
+file(GLOB_RECURSE headers ${PITH_INCLUDE_DIR}/pith/*.hpp)
+set(found "")
+foreach(header IN LISTS headers)
+  # One list element per line: brackets and semicolons, which CMake lists treat specially, are
+  # replaced first (they matter to nothing checked here).
+  file(READ ${header} text)
+  string(REPLACE "[" "(" text "${text}")
+  string(REPLACE "]" ")" text "${text}")
+  string(REPLACE ";" "," text "${text}")
+  string(REPLACE "\\" "/" text "${text}")
+  string(REPLACE "\n" ";" lines "${text}")
+  set(number 0)
+  set(depth 0)            # #if nesting
+  set(exceptions_depth 0)  # nesting level of the innermost branch that has exceptions, 0: none
+  foreach(line IN LISTS lines)
+    math(EXPR number "${number} + 1")
+    if(line MATCHES "^[ \t]*#[ \t]*if")
+      math(EXPR depth "${depth} + 1")
+      if(exceptions_depth EQUAL 0 AND line MATCHES "__cpp_exceptions|__EXCEPTIONS" AND NOT line MATCHES "!")
+        set(exceptions_depth ${depth})
+      endif()
+      continue()
+    elseif(line MATCHES "^[ \t]*#[ \t]*(else|elif)")
+      if(exceptions_depth EQUAL depth)
+        set(exceptions_depth 0)
+      endif()
+      continue()
+    elseif(line MATCHES "^[ \t]*#[ \t]*endif")
+      if(exceptions_depth EQUAL depth)
+        set(exceptions_depth 0)
+      endif()
+      math(EXPR depth "${depth} - 1")
+      continue()
+    endif()
+    if(NOT exceptions_depth EQUAL 0)
+      continue()
+    endif()
+    string(REGEX REPLACE "\"[^\"]*\"" "\"\"" code "${line}")  # string literals (backslashes are gone)
+    string(REGEX REPLACE "//.*$" "" code "${code}")  # comments
+    if(code MATCHES "(^|[^A-Za-z0-9_])(try|catch)[ \t]*[({]" OR code MATCHES "(^|[^A-Za-z0-9_])try[ \t]*$")
+      file(RELATIVE_PATH name ${PITH_INCLUDE_DIR} ${header})
+      string(APPEND found "  ${name}:${number}: ${line}\n")
+    endif()
+  endforeach()
+endforeach()
+if(found)
+  message(FATAL_ERROR "try/catch outside an exceptions-only branch (use PITH_TRY / PITH_CATCH from "
+                      "pith/core/error.hpp, which compile without exceptions):\n${found}")
+endif()
+list(LENGTH headers count)
+message(STATUS "${count} headers: no try or catch outside an exceptions-only branch")

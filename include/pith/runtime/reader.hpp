@@ -156,6 +156,7 @@ class reader {
     } else {
       logits = last_logits_;
     }
+    answer_logits_ = logits;
     std::vector<std::int32_t> out;
     for (std::size_t i = 0; i < steps; ++i) {
       const std::int32_t next = pick.sample(logits);
@@ -173,6 +174,9 @@ class reader {
     const auto& all = instruction_cache ? instruction_document_positions_ : document_positions_;
     return all[layer * w_.config.num_kv_heads + head];
   }
+
+  /// The logits row answer() sampled the first answer token from (empty before answer()).
+  const std::vector<float>& answer_logits() const noexcept { return answer_logits_; }
 
   std::size_t state_bytes() const noexcept {
     return main_->bytes_allocated() + (instruction_session_ ? instruction_session_->bytes_allocated() : 0);
@@ -503,6 +507,7 @@ class reader {
   std::function<void(const eviction_view&, std::vector<std::uint32_t>&)> custom_;
   std::vector<std::int32_t> pending_;
   std::vector<float> last_logits_;
+  std::vector<float> answer_logits_;
   std::vector<float> scores_;
   std::vector<std::vector<std::int64_t>> document_positions_;              // [layers * kv_heads][slot]
   std::vector<std::vector<std::int64_t>> instruction_document_positions_;  // citrus-separate's C_ins

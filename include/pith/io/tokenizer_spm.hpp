@@ -165,9 +165,10 @@ class spm_tokenizer {
     return out;
   }
 
-  /// Appends the tokens of `text`, one part of a longer text cut where can_cut allows, to `out`:
-  /// steps 2 to 5 above, with the dummy prefix only when `first` (the part that starts the text).
-  /// Encoding the parts in order gives the tokens of the whole text (no BOS here).
+  /// Appends the tokens of `text`, one part of a longer text, to `out`: steps 2 to 5 above, with
+  /// the dummy prefix only when `first` (the part that starts the text). When the text was cut only
+  /// between characters whose pair joined_pairs() does not hold, encoding the parts in order gives
+  /// the tokens of the whole text (no BOS here).
   void encode_part(std::string_view text, bool first, std::vector<std::int32_t>& out) const {
     if (text.empty()) return;
 

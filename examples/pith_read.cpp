@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: MIT
 // pith-read: reads a long document in chunks with a KV-cache eviction policy and a fixed budget,
-// then answers an instruction. Progress, speed, cache size and peak memory go to stderr.
+// then answers an instruction; memory does not grow with the document. Progress, speed, cache size
+// and peak memory go to stderr.
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include <pith/core/memory.hpp>
+#include <pith/io/tokenizer_stream.hpp>
 #include <pith/runtime/reader.hpp>
 
 #include "common.hpp"
@@ -14,28 +21,105 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: pith-read MODEL [--tokenizer FILE] --document FILE --instruction TEXT [--policy NAME] [--budget K]\n"
+    "usage: pith-read MODEL [--tokenizer FILE] --document FILE|- --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
-    "                 [--citrus-pool K]\n"
+    "                 [--citrus-pool K] [--logits-out FILE.json]\n"
+    "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
     "  --citrus-pool  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off)\n"
     "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
-    "             (exit status 0 either way)\n";
+    "             (exit status 0 either way)\n"
+    "  --logits-out F  writes {\"ids\": [answer ids], \"logits\": [[...]]}: the row the first answer token comes from\n";
 
-// Redraws at most every 100 ms (and always at the end): a chunk can take well under a millisecond.
-void progress_bar(std::size_t done, std::size_t total, double seconds) {
+// Bytes read from the document at a time; the tokenizer holds at most its window besides.
+constexpr std::size_t block_bytes = std::size_t{1} << 14;
+
+// The document, read block by block from a file or stdin ("-").
+class document_reader {
+ public:
+  explicit document_reader(const std::string& path) : name_(path == "-" ? "stdin" : path) {
+    if (path == "-") {
+      file_ = stdin;
+      return;
+    }
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (status.type() == std::filesystem::file_type::not_found)
+      throw pith::io_error(path + ": the document does not exist");
+    if (status.type() == std::filesystem::file_type::directory)
+      throw pith::io_error(path + ": the document is a directory, not a file");
+    file_ = std::fopen(path.c_str(), "rb");
+    if (!file_) throw pith::io_error(path + ": cannot open the document: " + std::strerror(errno));
+    owned_ = true;
+    if (status.type() == std::filesystem::file_type::regular) size_ = std::filesystem::file_size(path, ec);
+    if (ec) size_.reset();
+  }
+  document_reader(const document_reader&) = delete;
+  document_reader& operator=(const document_reader&) = delete;
+  ~document_reader() {
+    if (owned_) std::fclose(file_);
+  }
+
+  /// The next block (empty at the end); io_error when reading fails.
+  std::string_view next() {
+    buffer_.resize(block_bytes);
+    const std::size_t got = std::fread(buffer_.data(), 1, buffer_.size(), file_);
+    if (got < buffer_.size() && std::ferror(file_)) throw pith::io_error(name_ + ": reading the document failed");
+    read_ += got;
+    return std::string_view(buffer_.data(), got);
+  }
+  std::size_t bytes_read() const noexcept { return read_; }
+  /// The file's size when it is a regular file (stdin and pipes have none).
+  std::optional<std::uintmax_t> size() const noexcept { return size_; }
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  std::string name_;
+  std::FILE* file_ = nullptr;
+  bool owned_ = false;
+  std::optional<std::uintmax_t> size_;
+  std::string buffer_;
+  std::size_t read_ = 0;
+};
+
+// Redraws at most every 100 ms (and always when `last`): a chunk can take well under a millisecond.
+// `fraction` < 0 means unknown (stdin): then tokens and speed only, no bar and no ETA.
+void progress_bar(std::size_t tokens, double fraction, double seconds, bool last = false) {
   static double last_drawn = -1.0;
-  if (done < total && last_drawn >= 0.0 && seconds - last_drawn < 0.1) return;
+  if (!last && last_drawn >= 0.0 && seconds - last_drawn < 0.1) return;
   last_drawn = seconds;
-  constexpr int width = 30;
-  const double fraction = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
-  const int filled = static_cast<int>(fraction * width);
-  std::fprintf(stderr, "\r[%.*s%*s] %5.1f%% %zu/%zu tokens, %.0f tok/s", filled, "##############################",
-               width - filled, "", 100.0 * fraction, done, total, seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+  const double speed = seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0;
+  if (fraction < 0) {
+    std::fprintf(stderr, "\r%zu tokens, %.0f tok/s   ", tokens, speed);
+  } else {
+    fraction = std::min(fraction, 1.0);
+    constexpr int width = 30;
+    const int filled = static_cast<int>(fraction * width);
+    std::fprintf(stderr, "\r[%.*s%*s] %5.1f%% %zu tokens, %.0f tok/s", filled, "##############################",
+                 width - filled, "", 100.0 * fraction, tokens, speed);
+    if (!last && fraction > 0) std::fprintf(stderr, ", ETA %.0f s   ", seconds * (1.0 - fraction) / fraction);
+    else std::fprintf(stderr, "             ");
+  }
   std::fflush(stderr);
+}
+
+// {"ids": [...], "logits": [[...]]}, the shape pith-generate's --logits-out writes.
+void write_logits(std::ofstream& out, const std::string& path, const std::vector<std::int32_t>& ids,
+                  const std::vector<float>& row) {
+  out << "{\"ids\": [";
+  for (std::size_t i = 0; i < ids.size(); ++i) out << (i ? ", " : "") << ids[i];
+  out << "], \"logits\": [\n[";
+  char number[32];
+  for (std::size_t v = 0; v < row.size(); ++v) {
+    std::snprintf(number, sizeof number, "%.9g", static_cast<double>(row[v]));
+    out << (v ? ", " : "") << number;
+  }
+  out << "]]}\n";
+  out.close();
+  if (out.fail()) throw pith::io_error(path + ": writing the logits failed");
 }
 
 int run(int argc, char** argv) {
@@ -56,6 +140,7 @@ int run(int argc, char** argv) {
   options.max_answer_tokens = steps;
   const auto threads = args.take("--threads");
   const auto expect = args.take("--expect");
+  const auto logits_path = args.take("--logits-out");
   options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
@@ -63,43 +148,115 @@ int run(int argc, char** argv) {
   if (!instruction_text) throw usage_error("--instruction is required");
   if (threads) set_num_threads(parse_number<std::size_t>(*threads, "--threads"));
 
+  document_reader document(*document_path);
+  std::ofstream logits_out;  // opened now: a bad path fails before a long read
+  if (logits_path) {
+    logits_out.open(*logits_path, std::ios::binary);
+    if (!logits_out) throw io_error(*logits_path + ": cannot write the logits file");
+  }
   const std::filesystem::path model_path = rest[0];
   const auto weights = load_model(model_path);
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
   if (!tok) throw usage_error("no tokenizer found beside the model; give --tokenizer");
-  std::ifstream in(*document_path);
-  if (!in) throw io_error(*document_path + ": cannot open the document");
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto document = tok->encode(text.str(), true);
-  if (document.size() <= 1 && text.str().empty()) throw argument_error(*document_path + ": the document is empty");
   const auto instruction = tok->encode(*instruction_text, false);
-  if (options.policy == policy_kind::full) options.max_context = document.size() + instruction.size() + steps + 1;
+  const std::size_t model_context = weights.config.max_position_embeddings;
+
+  // The document is tokenized block by block as it is read (io/tokenizer_stream.hpp), and the
+  // tokens go to the reader as they come: memory does not grow with the document, except under
+  // `full`, which keeps every state and so needs the token count for its cache first.
+  streaming_encoder encoder(*tok, true);
+  std::vector<std::int32_t> tokens;
+  std::int32_t last_token = -1;
+  const auto empty_check = [&] {
+    if (document.bytes_read() == 0) throw argument_error(document.name() + ": the document is empty");
+  };
+  // The fraction read: tokens of the total under `full`; else bytes of the file's size, the block
+  // being fed counted in proportion to its tokens done; -1 for stdin and pipes (no size).
+  std::size_t total_tokens = 0;
+  std::size_t block_start = 0, block_tokens = 0, tokens_before = 0;  // the block being fed
+  const auto fraction = [&](std::size_t done) {
+    if (total_tokens > 0) return static_cast<double>(done) / static_cast<double>(total_tokens);
+    if (!document.size()) return -1.0;
+    if (*document.size() == 0) return 1.0;
+    const double part = block_tokens > 0 ? std::min(1.0, static_cast<double>(done - std::min(done, tokens_before)) /
+                                                             static_cast<double>(block_tokens))
+                                         : 1.0;
+    const double bytes = static_cast<double>(block_start) + part * static_cast<double>(document.bytes_read() - block_start);
+    return bytes / static_cast<double>(*document.size());
+  };
+  if (options.policy == policy_kind::full) {
+    for (std::string_view block; !(block = document.next()).empty();) encoder.push(block, tokens);
+    empty_check();
+    encoder.finish(tokens);
+    total_tokens = tokens.size();
+    options.max_context = tokens.size() + instruction.size() + steps + 1;
+    if (options.max_context - 1 > model_context)
+      std::fprintf(stderr, "pith-read: document + instruction + steps = %zu exceeds the model's context of %zu; "
+                           "policy full reads on at positions the model was not trained on\n",
+                   options.max_context - 1, model_context);
+  }
 
   reader r(weights, options, instruction);
   const auto start = std::chrono::steady_clock::now();
-  r.feed(document, [&](std::size_t done) { progress_bar(done, document.size(), seconds_since(start)); });
+  // Under original positions an evicting policy's positions grow with the document too.
+  bool warned = options.policy == policy_kind::full || options.positions == position_mode::reindexed;
+  const auto progress = [&](std::size_t done) {
+    if (!warned && done + instruction.size() + steps > model_context) {
+      warned = true;
+      std::fprintf(stderr, "\npith-read: document + instruction + steps exceed the model's context of %zu; "
+                           "with --positions original the positions grow past those the model was trained on\n",
+                   model_context);
+    }
+    progress_bar(done, fraction(done), seconds_since(start));
+  };
+  const auto feed = [&] {
+    if (tokens.empty()) return;
+    last_token = tokens.back();
+    tokens_before = r.stats().tokens_read;
+    block_tokens = tokens.size();
+    r.feed(tokens, progress);
+    tokens.clear();
+  };
+  if (options.policy == policy_kind::full) {
+    feed();
+  } else {
+    for (std::string_view block; !(block = document.next()).empty();) {
+      encoder.push(block, tokens);
+      feed();
+      block_start = document.bytes_read();
+    }
+    empty_check();
+    encoder.finish(tokens);
+    feed();
+  }
+  if (encoder.forced_cuts() > 0)
+    std::fprintf(stderr, "\npith-read: the document has runs of more than %zu bytes with no place the tokenizer may "
+                         "cut (no space or line break); they were cut %zu times, and the tokens there may differ "
+                         "from those of the whole text\n",
+                 encoder.window(), encoder.forced_cuts());
+
   sampler greedy;
   std::string answer;
-  std::int32_t previous = instruction.empty() ? document.back() : instruction.back();
-  const auto tokens = r.answer(steps, greedy, [&](std::int32_t token) {
+  std::int32_t previous = instruction.empty() ? last_token : instruction.back();
+  const auto answer_tokens = r.answer(steps, greedy, [&](std::int32_t token) {
     if (token == weights.config.eos_token_id) return;
     const std::string piece = tok->decode(previous, token);
     previous = token;
     answer += piece;
   }, weights.config.eos_token_id);
   const double seconds = seconds_since(start);
-  progress_bar(document.size(), document.size(), r.stats().reading_seconds);
+  const auto& stats = r.stats();
+  progress_bar(stats.tokens_read, 1.0, stats.reading_seconds, true);
   std::fprintf(stderr, "\n");
+  if (logits_path) write_logits(logits_out, *logits_path, answer_tokens, r.answer_logits());
   std::printf("answer:%s%s\n", answer.empty() || answer[0] == ' ' ? "" : " ", answer.c_str());
   if (expect) {
     const auto expected = tok->encode(*expect, false);
-    const bool correct = !expected.empty() && tokens.size() >= expected.size() &&
-                         std::equal(expected.begin(), expected.end(), tokens.begin());
+    const bool correct = !expected.empty() && answer_tokens.size() >= expected.size() &&
+                         std::equal(expected.begin(), expected.end(), answer_tokens.begin());
     std::printf("expected: %s (%s)\n", expect->c_str(), correct ? "correct" : "wrong");
   }
-  std::fflush(stdout);
-  const auto& stats = r.stats();
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) throw io_error("stdout: writing the answer failed");
   std::fprintf(stderr, "read %zu tokens in %zu chunks in %.2f s: %.1f tok/s (eviction %.3f s, instruction passes %.3f s)\n",
                stats.tokens_read, stats.chunks, stats.reading_seconds,
                static_cast<double>(stats.tokens_read) / stats.reading_seconds, stats.eviction_seconds,

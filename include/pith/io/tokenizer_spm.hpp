@@ -2,6 +2,7 @@
 // spm_tokenizer: SentencePiece-style score-greedy BPE for llama2.c tokenizer.bin and GGUF "llama" vocabularies.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -160,11 +161,21 @@ class spm_tokenizer {
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const {
     std::vector<std::int32_t> out;
     if (add_bos) out.push_back(bos_);
-    if (text.empty()) return out;
+    encode_part(text, true, out);
+    return out;
+  }
+
+  /// Appends the tokens of `text`, one part of a longer text, to `out`: steps 2 to 5 above, with
+  /// the dummy prefix only when `first` (the part that starts the text). When the text was cut only
+  /// between characters whose pair joined_pairs() does not hold, encoding the parts in order gives
+  /// the tokens of the whole text (no BOS here).
+  void encode_part(std::string_view text, bool first, std::vector<std::int32_t>& out) const {
+    if (text.empty()) return;
 
     std::string normalized;
     normalized.reserve(text.size() + text.size() / 2 + 3);
-    if (add_space_prefix_) normalized += escape_whitespace_ ? std::string_view(space_mark) : std::string_view(" ");
+    if (add_space_prefix_ && first)
+      normalized += escape_whitespace_ ? std::string_view(space_mark) : std::string_view(" ");
     for (const char c : text) {
       if (c == ' ' && escape_whitespace_)
         normalized += space_mark;
@@ -237,7 +248,37 @@ class spm_tokenizer {
         for (const char c : piece) out.push_back(byte_tokens_[static_cast<unsigned char>(c)]);
       }
     }
-    return out;
+  }
+
+  /// The character pairs that stand side by side inside some mergeable piece, as sorted keys of
+  /// pair_key. A merge only ever builds a mergeable piece, so no merge crosses the boundary between
+  /// two characters whose pair is absent: the text may be cut there and its parts encoded apart
+  /// (encode_part). The keys are 64-bit hashes: a collision only forbids a harmless cut.
+  std::vector<std::uint64_t> joined_pairs() const {
+    std::vector<std::uint64_t> keys;
+    for (const auto& [piece, id] : mergeable_) {
+      (void)id;
+      std::size_t previous = 0, previous_length = 0;
+      for (std::size_t i = 0; i < piece.size();) {
+        const std::size_t length = detail::utf8_sequence_length(std::string_view(piece).substr(i));
+        if (i > 0)
+          keys.push_back(normalized_pair_key(std::string_view(piece).substr(previous, previous_length),
+                                             std::string_view(piece).substr(i, length)));
+        previous = i;
+        previous_length = length;
+        i += length;
+      }
+    }
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    return keys;
+  }
+
+  /// The key of the characters `left` and `right` (each one UTF-8 character of the raw text) as
+  /// they appear after normalisation (a space is "▁" in GGUF vocabularies).
+  std::uint64_t pair_key(std::string_view left, std::string_view right) const noexcept {
+    const auto normal = [&](std::string_view c) { return escape_whitespace_ && c == " " ? space_mark : c; };
+    return normalized_pair_key(normal(left), normal(right));
   }
 
   /// Text of `token` following `prev_token` (see the class comment); argument_error for an id
@@ -328,6 +369,16 @@ class spm_tokenizer {
     if (id < 0 || id >= vocab_size())
       PITH_THROW(argument_error, "spm_tokenizer: token id " + std::to_string(id) + " is outside the vocabulary of " +
                                      std::to_string(vocab_size()));
+  }
+
+  // FNV-1a over left, a separator byte (0xFF, never in well-formed UTF-8) and right.
+  static std::uint64_t normalized_pair_key(std::string_view left, std::string_view right) noexcept {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    const auto mix = [&](unsigned char byte) { hash = (hash ^ byte) * 0x100000001b3ull; };
+    for (const char c : left) mix(static_cast<unsigned char>(c));
+    mix(0xff);
+    for (const char c : right) mix(static_cast<unsigned char>(c));
+    return hash;
   }
 
   std::int32_t find_mergeable(std::string_view text) const {

@@ -116,13 +116,22 @@ class word_tokenizer {
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const {
     std::vector<std::int32_t> out;
     if (add_bos) out.push_back(bos_);
+    encode_part(text, true, out);
+    return out;
+  }
+
+  /// Appends the tokens of `text`, one part of a longer text cut where can_cut allows, to `out`;
+  /// the parts encoded in order give the tokens of the whole text (no BOS here; `first` is unused:
+  /// these vocabularies add nothing at the start of a text).
+  void encode_part(std::string_view text, bool first, std::vector<std::int32_t>& out) const {
+    (void)first;
     if (level_ == level::characters) {
       for (std::size_t i = 0; i < text.size();) {
         const std::size_t length = detail::utf8_sequence_length(text.substr(i));
         out.push_back(lookup(text.substr(i, length)));
         i += length;
       }
-      return out;
+      return;
     }
     std::string word;
     const auto flush = [&] {
@@ -140,7 +149,15 @@ class word_tokenizer {
       }
     }
     flush();
-    return out;
+  }
+
+  /// Whether a text may be cut between the UTF-8 characters `left` and `right` without changing
+  /// its tokens: anywhere in a character vocabulary; next to ASCII whitespace or punctuation in a
+  /// word vocabulary (a word is a run of the other bytes).
+  bool can_cut(std::string_view left, std::string_view right) const noexcept {
+    if (level_ == level::characters) return true;
+    const auto separates = [](std::string_view c) { return c.size() == 1 && (is_space(c[0]) || is_punctuation(c[0])); };
+    return separates(left) || separates(right);
   }
 
   /// Text of `token` following `prev_token` (see the class comment); argument_error for an id

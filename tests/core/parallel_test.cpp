@@ -152,8 +152,10 @@ TEST(thread_pool_bounds_3_7, counts_above_max_threads_are_an_argument_error) {
 // the ones already started and throws pith::error; before, the pool's constructor unwound with
 // joinable std::threads alive and std::terminate aborted the process.
 TEST(thread_pool_start_failure_3_5, stops_started_workers_and_throws_pith_error) {
-#ifdef PITH_TEST_UNDER_SANITIZER
+#if defined(PITH_TEST_UNDER_SANITIZER)
   GTEST_SKIP() << "address-space limits do not work under the sanitizers";
+#elif defined(PITH_TEST_UNDER_EMULATOR)
+  GTEST_SKIP() << "threadsafe death tests re-execute the binary, which qemu-user cannot do";
 #else
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(start_pool_under_address_limit(200), ::testing::ExitedWithCode(0), "could not start thread [0-9]+ of 200");

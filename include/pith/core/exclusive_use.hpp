@@ -3,7 +3,6 @@
 #pragma once
 
 #include <atomic>
-#include <source_location>
 #include <string>
 #include <thread>
 
@@ -32,8 +31,8 @@ class exclusive_use {
 /// from inside another). Elsewhere the scope does nothing.
 class exclusive_use_scope {
  public:
-  exclusive_use_scope(exclusive_use& flag, const char* owner,
-                      std::source_location where = std::source_location::current()) noexcept {
+  // (std::source_location would name the caller, but clang 14 with libstdc++ 12 lacks it.)
+  exclusive_use_scope(exclusive_use& flag, const char* owner) noexcept {
 #if PITH_ASSERTS_ENABLED
     const std::thread::id self = std::this_thread::get_id();
     std::thread::id expected{};
@@ -43,12 +42,10 @@ class exclusive_use_scope {
     }
     if (expected == self) return;
     const std::string message = std::string(owner) + " belongs to one thread at a time; give each thread its own";
-    detail::assert_failed("two threads inside one object", message.c_str(), where.file_name(),
-                          static_cast<int>(where.line()));
+    detail::assert_failed("two threads inside one object", message.c_str(), __FILE__, __LINE__);
 #else
     (void)flag;
     (void)owner;
-    (void)where;
 #endif
   }
   ~exclusive_use_scope() {

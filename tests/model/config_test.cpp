@@ -355,6 +355,15 @@ TEST(loader_bounds, non_finite_and_absurd_hyperparameters_are_rejected_4_1) {
   EXPECT_EQ(gguf_error_of(gguf_base()), "");
 }
 
+// fuzz_model found it: a zero parsed as an unsigned JSON integer skipped the lower bound and
+// num_attention_heads 0 divided by zero when head_dim took its default.
+TEST(loader_bounds, unsigned_zero_is_below_a_lower_bound_of_one_7) {
+  auto json = valid();
+  json["num_attention_heads"] = std::uint64_t{0};
+  json.erase("head_dim");
+  EXPECT_TRUE(contains(config_error_of(json), "num_attention_heads")) << config_error_of(json);
+}
+
 TEST(loader_bounds, integer_keys_are_range_and_type_checked_4_4) {
   for (const char* key : {"eos_token_id", "bos_token_id"}) {
     auto json = valid();

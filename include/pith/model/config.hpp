@@ -208,7 +208,9 @@ inline std::int64_t json_integer(const nlohmann::json& value, std::string_view k
   if (!value.is_number_integer()) fail(json_excerpt(value));
   if (value.is_number_unsigned()) {
     const auto unsigned_value = value.get<std::uint64_t>();
-    if (unsigned_value > static_cast<std::uint64_t>(high)) fail(std::to_string(unsigned_value));
+    if (unsigned_value > static_cast<std::uint64_t>(high) ||
+        (low > 0 && unsigned_value < static_cast<std::uint64_t>(low)))
+      fail(std::to_string(unsigned_value));
     return static_cast<std::int64_t>(unsigned_value);
   }
   const auto signed_value = value.get<std::int64_t>();

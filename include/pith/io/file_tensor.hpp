@@ -14,7 +14,7 @@
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
 #include "pith/io/detail.hpp"
-#include "pith/io/half.hpp"
+#include "pith/core/half.hpp"
 
 namespace pith {
 

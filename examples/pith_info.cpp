@@ -136,16 +136,9 @@ std::vector<stored_tensor> stored_tensors(const std::filesystem::path& path, std
   return out;
 }
 
-// Floats the loaded model holds (pith widens every weight to float32 when it loads it).
-std::size_t loaded_floats(const pith::model_weights& w) {
-  std::size_t floats = w.token_embedding.size() + w.final_norm.size() + w.lm_head_storage.size() + w.output_res_query.size();
-  for (const auto& l : w.layers)
-    for (const auto* buffer : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down,
-                               &l.attn_res_query, &l.mlp_res_query, &l.mixer_gate, &l.mixer_up, &l.mixer_down,
-                               &l.fixed_q, &l.fixed_k})
-      floats += buffer->size();
-  return floats;
-}
+// Bytes the loaded model holds or maps: matrices in their stored type (used in place), the small
+// vectors as float32.
+std::size_t loaded_bytes(const pith::model_weights& w) { return w.parameter_bytes(); }
 
 std::string thousands(std::uint64_t value) {
   std::string digits = std::to_string(value), out;
@@ -213,10 +206,9 @@ int describe(const std::filesystem::path& path, bool list_tensors) {
     types += text;
   }
   std::printf("tensors: %zu in the file: %s\n", tensors.size(), types.c_str());
-  const std::size_t floats = loaded_floats(weights);
-  std::printf("parameters: %s in the file (%.2f MiB), %s used by pith, held as float32: %.2f MiB of memory\n",
-              thousands(file_elements).c_str(), mebibytes(file_bytes), thousands(floats).c_str(),
-              mebibytes(floats * sizeof(float)));
+  std::printf("parameters: %s in the file (%.2f MiB); pith uses the matrices in place in their stored type: "
+              "%.2f MiB of parameters\n",
+              thousands(file_elements).c_str(), mebibytes(file_bytes), mebibytes(loaded_bytes(weights)));
   std::printf("read per decoded token: %.2f MiB of weights\n", mebibytes(weights.bytes_read_per_token()));
   if (list_tensors)
     for (const auto& t : tensors)

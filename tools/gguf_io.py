@@ -15,8 +15,9 @@ Metadata value types written here: uint32 (4), int32 (5), float32 (6), bool (7),
 uint64 (10), float64 (12); the reader also accepts the other scalars and arrays of scalars/strings.
 
 Functions:
-- `write_gguf(path, metadata, tensors)`: metadata is a list of (key, type name, value) in file
-  order; tensors {name: float32 array (row-major)} in file order, all stored as F32.
+- `write_gguf(path, metadata, tensors, storage)`: metadata is a list of (key, type name, value) in
+  file order; tensors {name: float32 array (row-major)} in file order, stored as F32 or as the
+  type `storage` gives the name (F16, BF16).
 - `read_gguf(path)`: returns (metadata {key: (type name, value)}, tensors {name: float32 array
   (row-major shape)}, infos [(name, ne, type, offset)], alignment).
 """
@@ -57,8 +58,26 @@ def _padding(size: int, alignment: int) -> int:
     return (alignment - size % alignment) % alignment
 
 
-def write_gguf(path: Path, metadata: list[tuple[str, str, object]], tensors: dict[str, np.ndarray]) -> None:
-    """Writes a GGUF v3 file: metadata (key, type name, value) in order, then F32 tensors in order."""
+def _stored(array: np.ndarray, storage: str) -> tuple[int, bytes]:
+    """The ggml type number and little-endian bytes of `array` stored as F32, F16 or BF16 (round to
+    nearest even)."""
+    values = np.ascontiguousarray(array, dtype="<f4")
+    if storage == "F32":
+        return GGML_TYPE_F32, values.tobytes()
+    if storage == "F16":
+        return 1, values.astype("<f2").tobytes()
+    if storage == "BF16":
+        bits = values.view("<u4").astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        return 30, rounded.tobytes()
+    raise ValueError(f"unknown storage type {storage}")
+
+
+def write_gguf(path: Path, metadata: list[tuple[str, str, object]], tensors: dict[str, np.ndarray],
+               storage: dict[str, str] | None = None) -> None:
+    """Writes a GGUF v3 file: metadata (key, type name, value) in order, then the tensors in order,
+    each as F32 unless `storage` names another type for it ("F16", "BF16")."""
+    storage = storage or {}
     alignment = DEFAULT_ALIGNMENT
     for key, type_name, value in metadata:
         if key == "general.alignment":
@@ -70,11 +89,10 @@ def write_gguf(path: Path, metadata: list[tuple[str, str, object]], tensors: dic
         header += _string(key) + struct.pack("<I", VALUE_TYPES[type_name][0]) + _value(type_name, value)
     blobs, offset = [], 0
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array, dtype="<f4")
+        ggml_type, blob = _stored(array, storage.get(name, "F32"))
         ne = list(reversed(array.shape))  # fastest-varying first
         header += _string(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
-        header += struct.pack("<IQ", GGML_TYPE_F32, offset)
-        blob = array.tobytes()
+        header += struct.pack("<IQ", ggml_type, offset)
         blobs.append(blob + b"\0" * _padding(len(blob), alignment))
         offset += len(blobs[-1])
     header += b"\0" * _padding(len(header), alignment)

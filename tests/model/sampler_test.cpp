@@ -104,7 +104,13 @@ TEST(sampler_nonfinite_4_2, nan_weight_through_a_session_and_a_reader_is_an_erro
   c.max_position_embeddings = 256;
   c.source = "test config";
   auto weights = pith::random_weights(c, 5);
-  weights.token_embedding[3 * c.hidden_size + 7] = std::numeric_limits<float>::quiet_NaN();
+  {
+    // A NaN in token 3's embedding row: a copy of the table the weights then own.
+    pith::aligned_buffer<float> table(c.vocab_size * c.hidden_size);
+    for (std::size_t r = 0; r < c.vocab_size; ++r) pith::row_to_float(weights.token_embedding, r, table.data() + r * c.hidden_size);
+    table[3 * c.hidden_size + 7] = std::numeric_limits<float>::quiet_NaN();
+    weights.token_embedding = pith::tensor_view::own(std::move(table), pith::dtype::f32, c.vocab_size, c.hidden_size);
+  }
   pith::session s(weights);
   std::vector<float> logits(c.vocab_size);
   const std::vector<std::int32_t> ids{1, 3};

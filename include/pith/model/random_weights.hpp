@@ -10,7 +10,9 @@
 namespace pith {
 
 /// Projections ~ U(-a, a) with a = sqrt(3 / fan_in) (unit variance through each matrix), norm gains 1.
-inline model_weights random_weights(const model_config& config, std::uint64_t seed) {
+/// The matrices are stored as `type` (rounded from the same float32 draws, so a seed gives the same
+/// model in every type up to rounding).
+inline model_weights random_weights(const model_config& config, std::uint64_t seed, dtype type = dtype::f32) {
   config.validate();
   model_weights w;
   w.config = config;
@@ -21,28 +23,34 @@ inline model_weights random_weights(const model_config& config, std::uint64_t se
     std::uniform_real_distribution<float> u(-bound, bound);
     for (float& x : buffer) x = u(rng);
   };
+  auto matrix = [&](tensor_view& view, std::size_t rows, std::size_t columns) {
+    aligned_buffer<float> buffer;
+    fill(buffer, rows, columns);
+    view = tensor_view::own(std::move(buffer), dtype::f32, rows, columns);
+    if (type != dtype::f32) view = convert_tensor(view, type);
+  };
   auto ones = [](aligned_buffer<float>& buffer, std::size_t size) {
     buffer.resize(size);
     for (float& x : buffer) x = 1.0f;
   };
   const std::size_t h = config.hidden_size, f = config.intermediate_size, m = config.mixer_mlp_intermediate_size;
   const bool attention_residuals = config.residual != residual_mode::standard;
-  fill(w.token_embedding, config.vocab_size, h);
+  matrix(w.token_embedding, config.vocab_size, h);
   w.layers.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     auto& l = w.layers[i];
     const mixer_kind mixer = config.mixer(i);
     ones(l.attn_norm, h);
     if (mixer_has_attention_weights(mixer)) {
-      fill(l.wq, config.q_size(), h);
-      fill(l.wk, config.kv_size(), h);
-      fill(l.wv, config.kv_size(), h);
-      fill(l.wo, h, config.q_size());
+      matrix(l.wq, config.q_size(), h);
+      matrix(l.wk, config.kv_size(), h);
+      matrix(l.wv, config.kv_size(), h);
+      matrix(l.wo, h, config.q_size());
     }
     if (mixer == mixer_kind::mlp) {
-      fill(l.mixer_gate, m, h);
-      fill(l.mixer_up, m, h);
-      fill(l.mixer_down, h, m);
+      matrix(l.mixer_gate, m, h);
+      matrix(l.mixer_up, m, h);
+      matrix(l.mixer_down, h, m);
     }
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
       l.fixed_length = config.max_position_embeddings;
@@ -50,9 +58,9 @@ inline model_weights random_weights(const model_config& config, std::uint64_t se
       fill(l.fixed_k, l.fixed_length, config.kv_size());
     }
     ones(l.mlp_norm, h);
-    fill(l.w_gate, f, h);
-    fill(l.w_up, f, h);
-    fill(l.w_down, h, f);
+    matrix(l.w_gate, f, h);
+    matrix(l.w_up, f, h);
+    matrix(l.w_down, h, f);
     if (attention_residuals) {
       fill(l.attn_res_query, 1, h);
       fill(l.mlp_res_query, 1, h);
@@ -60,7 +68,7 @@ inline model_weights random_weights(const model_config& config, std::uint64_t se
   }
   ones(w.final_norm, h);
   if (attention_residuals) fill(w.output_res_query, 1, h);
-  if (!config.tie_word_embeddings) fill(w.lm_head_storage, config.vocab_size, h);
+  if (!config.tie_word_embeddings) matrix(w.lm_head_storage, config.vocab_size, h);
   return w;
 }
 

@@ -16,7 +16,7 @@
 #include "pith/core/exclusive_use.hpp"
 #include "pith/core/parallel.hpp"
 #include "pith/kernels/activations.hpp"
-#include "pith/kernels/matmul.hpp"
+#include "pith/kernels/typed_matmul.hpp"
 #include "pith/kernels/rms_norm.hpp"
 #include "pith/kernels/rope.hpp"
 #include "pith/kernels/softmax_importance.hpp"
@@ -304,7 +304,7 @@ class session {
       const std::size_t hidden = c_.hidden_size, row = chunk.size() - 1;
       kernels::rms_norm(final_rows + row * hidden, hidden, w_.final_norm.data(), 1, hidden, c_.rms_norm_eps,
                         normed_.data(), hidden);
-      kernels::matmul_transposed(normed_.data(), 1, hidden, hidden, w_.lm_head(), c_.vocab_size, logits, c_.vocab_size);
+      kernels::matmul_transposed(normed_.data(), 1, hidden, w_.lm_head(), logits, c_.vocab_size);
     }
   }
 
@@ -351,7 +351,7 @@ class session {
   void forward_chunk(std::span<const std::int32_t> tokens, float* logits, bool all_logits) {
     const std::size_t t = tokens.size(), hidden = c_.hidden_size, half = c_.head_dim / 2;
     for (std::size_t i = 0; i < t; ++i) {
-      std::copy_n(w_.token_embedding.data() + static_cast<std::size_t>(tokens[i]) * hidden, hidden, x_.data() + i * hidden);
+      kernels::embedding_row(w_.token_embedding, static_cast<std::size_t>(tokens[i]), x_.data() + i * hidden);
       // Side tokens (forward_with_side) start again from the chunk's first position.
       const std::size_t offset = i < t - side_ ? i : i - (t - side_);
       kernels::rope_angles(static_cast<double>(position_ + offset), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
@@ -365,7 +365,7 @@ class session {
     const std::size_t first = all_logits ? 0 : t - 1, rows = t - first;
     kernels::rms_norm(final_rows + first * hidden, hidden, w_.final_norm.data(), rows, hidden, c_.rms_norm_eps,
                       normed_.data(), hidden);
-    kernels::matmul_transposed(normed_.data(), rows, hidden, hidden, w_.lm_head(), c_.vocab_size, logits, c_.vocab_size);
+    kernels::matmul_transposed(normed_.data(), rows, hidden, w_.lm_head(), logits, c_.vocab_size);
   }
 
   // One decoder layer: mixer then MLP, each reading its input from the residual stream.
@@ -378,10 +378,10 @@ class session {
     residual_.add_attn(l, delta_.data());
     const float* y = residual_.mlp_input(w_, l);
     kernels::rms_norm(y, hidden, lw.mlp_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_gate.data(), f, gate_.data(), f);
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.w_up.data(), f, up_.data(), f);
+    kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_gate, gate_.data(), f);
+    kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_up, up_.data(), f);
     kernels::silu_mul(gate_.data(), up_.data(), t * f);
-    kernels::matmul_transposed(gate_.data(), t, f, f, lw.w_down.data(), hidden, delta_.data(), hidden);
+    kernels::matmul_transposed(gate_.data(), t, f, lw.w_down, delta_.data(), hidden);
     residual_.add_mlp(l, delta_.data());
   }
 
@@ -393,10 +393,10 @@ class session {
     const mixer_kind mixer = c_.mixer(l);
     if (mixer == mixer_kind::mlp) {
       const std::size_t m = c_.mixer_mlp_intermediate_size;
-      kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.mixer_gate.data(), m, gate_.data(), m);
-      kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.mixer_up.data(), m, mixer_up_.data(), m);
+      kernels::matmul_transposed(normed_.data(), t, hidden, lw.mixer_gate, gate_.data(), m);
+      kernels::matmul_transposed(normed_.data(), t, hidden, lw.mixer_up, mixer_up_.data(), m);
       kernels::silu_mul(gate_.data(), mixer_up_.data(), t * m);
-      kernels::matmul_transposed(gate_.data(), t, m, m, lw.mixer_down.data(), hidden, delta_.data(), hidden);
+      kernels::matmul_transposed(gate_.data(), t, m, lw.mixer_down, delta_.data(), hidden);
       return;
     }
     // Queries and keys: from this layer's input, the raw token embeddings, or the fixed stream.
@@ -410,14 +410,13 @@ class session {
       const float* source = normed_.data();
       if (mixer == mixer_kind::static_emb_qk) {
         for (std::size_t i = 0; i < t; ++i)
-          std::copy_n(w_.token_embedding.data() + static_cast<std::size_t>(tokens[i]) * hidden, hidden,
-                      delta_.data() + i * hidden);
+          kernels::embedding_row(w_.token_embedding, static_cast<std::size_t>(tokens[i]), delta_.data() + i * hidden);
         source = delta_.data();
       }
-      kernels::matmul_transposed(source, t, hidden, hidden, lw.wq.data(), qs, q_.data(), qs);
-      kernels::matmul_transposed(source, t, hidden, hidden, lw.wk.data(), kvs, k_.data(), kvs);
+      kernels::matmul_transposed(source, t, hidden, lw.wq, q_.data(), qs);
+      kernels::matmul_transposed(source, t, hidden, lw.wk, k_.data(), kvs);
     }
-    kernels::matmul_transposed(normed_.data(), t, hidden, hidden, lw.wv.data(), kvs, v_.data(), kvs);
+    kernels::matmul_transposed(normed_.data(), t, hidden, lw.wv, v_.data(), kvs);
 
     if (mixer == mixer_kind::approximate) {
       // Position by position: add the keys and values, then read every query head of the group.
@@ -444,7 +443,7 @@ class session {
         }
       cached_attention(l, t);
     }
-    kernels::matmul_transposed(attn_.data(), t, qs, qs, lw.wo.data(), hidden, delta_.data(), hidden);
+    kernels::matmul_transposed(attn_.data(), t, qs, lw.wo, delta_.data(), hidden);
   }
 
   // Appends the chunk's keys and values to layer l's cache and attends over it: attn_ = softmax(q K^T) V.

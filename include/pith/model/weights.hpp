@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: MIT
-// model_weights: the float32 parameters of a Llama-family model, and their loaders for Hugging Face
+// model_weights: the parameters of a Llama-family model, and their loaders for Hugging Face
 // safetensors directories, GGUF files and llama2.c checkpoints.
+//
+// Weight matrices keep the checkpoint's storage type (F32, F16, BF16) and are used in place: a
+// matrix is a tensor_view into the mapped file, which the views keep alive. Loading a checkpoint
+// therefore reads its header and maps it; pages come in as the first forward pass touches them. The
+// small vectors (norm gains, attention-residual pseudo-queries) and the fixed query/key streams are
+// converted to float32 at load. load_options::convert_to converts every matrix at load instead.
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
@@ -15,6 +22,7 @@
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/tensor.hpp"
 #include "pith/io/gguf.hpp"
 #include "pith/io/llama2c.hpp"
 #include "pith/io/safetensors.hpp"
@@ -24,21 +32,21 @@ namespace pith {
 
 struct layer_weights {
   aligned_buffer<float> attn_norm;  // [hidden]
-  aligned_buffer<float> wq;         // [heads * head_dim, hidden]
-  aligned_buffer<float> wk;         // [kv_heads * head_dim, hidden]
-  aligned_buffer<float> wv;         // [kv_heads * head_dim, hidden]
-  aligned_buffer<float> wo;         // [hidden, heads * head_dim]
+  tensor_view wq;                   // [heads * head_dim, hidden]
+  tensor_view wk;                   // [kv_heads * head_dim, hidden]
+  tensor_view wv;                   // [kv_heads * head_dim, hidden]
+  tensor_view wo;                   // [hidden, heads * head_dim]
   aligned_buffer<float> mlp_norm;   // [hidden]
-  aligned_buffer<float> w_gate;     // [intermediate, hidden]
-  aligned_buffer<float> w_up;       // [intermediate, hidden]
-  aligned_buffer<float> w_down;     // [hidden, intermediate]
+  tensor_view w_gate;               // [intermediate, hidden]
+  tensor_view w_up;                 // [intermediate, hidden]
+  tensor_view w_down;               // [hidden, intermediate]
   // Attention residuals (block and full modes): folded pseudo-queries q_eff = norm_gain ⊙ proj.
   aligned_buffer<float> attn_res_query;  // [hidden]
   aligned_buffer<float> mlp_res_query;   // [hidden]
   // The mlp token mixer (in place of attention).
-  aligned_buffer<float> mixer_gate;  // [mixer_intermediate, hidden]
-  aligned_buffer<float> mixer_up;    // [mixer_intermediate, hidden]
-  aligned_buffer<float> mixer_down;  // [hidden, mixer_intermediate]
+  tensor_view mixer_gate;  // [mixer_intermediate, hidden]
+  tensor_view mixer_up;    // [mixer_intermediate, hidden]
+  tensor_view mixer_down;  // [hidden, mixer_intermediate]
   // rnd_emb_qk / fixed_seq_qk: the fixed stream's queries and keys, row p for position p.
   aligned_buffer<float> fixed_q;  // [fixed_length, heads * head_dim]
   aligned_buffer<float> fixed_k;  // [fixed_length, kv_heads * head_dim]
@@ -48,46 +56,151 @@ struct layer_weights {
 /// Read-only after loading: any number of sessions on any number of threads may share one.
 struct model_weights {
   model_config config;
-  aligned_buffer<float> token_embedding;  // [vocab, hidden]
-  std::vector<layer_weights> layers;      // [num_layers]
-  aligned_buffer<float> final_norm;       // [hidden]
-  aligned_buffer<float> lm_head_storage;  // [vocab, hidden]; empty when tied to token_embedding
+  tensor_view token_embedding;  // [vocab, hidden]; rows are converted to float on lookup
+  std::vector<layer_weights> layers;  // [num_layers]
+  aligned_buffer<float> final_norm;   // [hidden]
+  tensor_view lm_head_storage;        // [vocab, hidden]; empty when tied to token_embedding
   aligned_buffer<float> output_res_query;  // [hidden]; the final attention-residual site (block, full)
 
-  const float* lm_head() const noexcept {
-    return lm_head_storage.empty() ? token_embedding.data() : lm_head_storage.data();
-  }
+  const tensor_view& lm_head() const noexcept { return lm_head_storage.empty() ? token_embedding : lm_head_storage; }
 
-  /// Bytes of parameters one decoded token reads (every matrix once; the embedding row is negligible).
+  /// Bytes of parameters one decoded token reads (every matrix once, in its storage type; the
+  /// embedding row is negligible).
   std::size_t bytes_read_per_token() const noexcept {
-    std::size_t floats = final_norm.size() + config.vocab_size * config.hidden_size;
-    for (const auto& l : layers)
-      floats += l.attn_norm.size() + l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.mlp_norm.size() +
-                l.w_gate.size() + l.w_up.size() + l.w_down.size() + l.attn_res_query.size() + l.mlp_res_query.size() +
-                l.mixer_gate.size() + l.mixer_up.size() + l.mixer_down.size();
-    return floats * sizeof(float);
+    std::size_t bytes = (final_norm.size() + output_res_query.size()) * sizeof(float) + lm_head().bytes();
+    for (const auto& l : layers) {
+      bytes += (l.attn_norm.size() + l.mlp_norm.size() + l.attn_res_query.size() + l.mlp_res_query.size()) * sizeof(float);
+      for (const tensor_view* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.mixer_gate, &l.mixer_up,
+                                   &l.mixer_down})
+        bytes += m->bytes();
+    }
+    return bytes;
+  }
+  /// Bytes of every parameter as stored (the embedding table counted once when tied).
+  std::size_t parameter_bytes() const noexcept {
+    std::size_t bytes = bytes_read_per_token() + (lm_head_storage.empty() ? 0 : token_embedding.bytes());
+    for (const auto& l : layers) bytes += (l.fixed_q.size() + l.fixed_k.size()) * sizeof(float);
+    return bytes;
   }
 };
 
+/// How a loader treats the checkpoint's weight matrices.
+struct load_options {
+  /// Convert every matrix to this type at load (an owned copy, 2x the file for F16 to F32);
+  /// unset: use each matrix in place, in the checkpoint's own type.
+  std::optional<dtype> convert_to;
+};
+
+/// Converts `source` to a packed matrix of type `to`, owned by the result. F32 to F16/BF16 rounds to
+/// nearest even; every other conversion is exact.
+inline tensor_view convert_tensor(const tensor_view& source, dtype to) {
+  const std::size_t rows = source.rows(), cols = source.cols();
+  const std::size_t row_bytes = dtype_row_bytes(to, cols);
+  aligned_buffer<std::byte> out(rows * row_bytes);
+  std::vector<float> row(cols);
+  for (std::size_t r = 0; r < rows; ++r) {
+    row_to_float(source, r, row.data());
+    std::byte* target = out.data() + r * row_bytes;
+    for (std::size_t i = 0; i < cols; ++i) {
+      switch (to) {
+        case dtype::f32: std::memcpy(target + 4 * i, &row[i], 4); break;
+        case dtype::f16: {
+          const std::uint16_t bits = float_to_half(row[i]);
+          std::memcpy(target + 2 * i, &bits, 2);
+          break;
+        }
+        case dtype::bf16: {
+          const std::uint16_t bits = float_to_bfloat16(row[i]);
+          std::memcpy(target + 2 * i, &bits, 2);
+          break;
+        }
+      }
+    }
+  }
+  return tensor_view::own(std::move(out), to, rows, cols);
+}
+
 namespace detail {
 
-/// Copies a tensor into `out` after checking its shape; errors name the file and the tensor.
-inline void take_tensor(const file_tensor& tensor, std::vector<std::int64_t> expected, aligned_buffer<float>& out) {
+/// A checkpoint tensor with what keeps its bytes alive (the reader of the file that holds it).
+struct owned_tensor {
+  file_tensor tensor;
+  std::shared_ptr<const void> owner;
+};
+
+/// Throws shape_error naming the file and the tensor unless `tensor` has the `expected` shape (a
+/// vector may be stored as [n] or [1, n]; matrices must match exactly).
+inline void check_shape(const file_tensor& tensor, std::vector<std::int64_t> expected) {
   auto shape_text = [](const std::vector<std::int64_t>& shape) {
     std::string text = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
     return text + "]";
   };
-  // A vector may be stored as [n] or [1, n]; matrices must match exactly.
   std::vector<std::int64_t> actual = tensor.shape;
   if (expected.size() == 1 && actual.size() == 2 && actual[0] == 1) actual.erase(actual.begin());
   if (actual != expected)
     PITH_THROW(shape_error, std::string(tensor.file) + ": tensor '" + std::string(tensor.name) + "' has shape " +
                                 shape_text(tensor.shape) + ", the configuration requires " + shape_text(expected));
+}
+
+/// Converts a tensor to float32 into `out` after checking its shape.
+inline void take_tensor(const file_tensor& tensor, std::vector<std::int64_t> expected, aligned_buffer<float>& out) {
+  check_shape(tensor, expected);
   std::size_t count = 1;
   for (auto extent : expected) count *= static_cast<std::size_t>(extent);
   out.resize(count);
   to_float(tensor, out.span());
+}
+inline void take_tensor(const owned_tensor& tensor, std::vector<std::int64_t> expected, aligned_buffer<float>& out) {
+  take_tensor(tensor.tensor, std::move(expected), out);
+}
+
+/// A matrix [rows, cols] in its storage type, in place in the file when the bytes can be used as
+/// they are (a little-endian host and rows aligned for their element type); an owned copy otherwise
+/// or when `options` asks for a conversion. Errors name the file and the tensor.
+inline tensor_view take_matrix(const owned_tensor& source, std::int64_t rows, std::int64_t cols,
+                               const load_options& options) {
+  const file_tensor& tensor = source.tensor;
+  check_shape(tensor, {rows, cols});
+  dtype type = dtype::f32;
+  switch (tensor.dtype) {
+    case element_type::f32: type = dtype::f32; break;
+    case element_type::f16: type = dtype::f16; break;
+    case element_type::bf16: type = dtype::bf16; break;
+    case element_type::other:
+      PITH_THROW(format_error, std::string(tensor.file) + ": tensor " + quoted(tensor.name) + " has dtype " +
+                                   std::string(tensor.dtype_name) + ", which pith cannot use (supported: F32, F16, BF16)");
+  }
+  const auto r = static_cast<std::size_t>(rows), c = static_cast<std::size_t>(cols);
+  const bool in_place = std::endian::native == std::endian::little &&
+                        reinterpret_cast<std::uintptr_t>(tensor.bytes.data()) % dtype_block_bytes(type) == 0;
+  tensor_view view;
+  if (in_place) {
+    view = tensor_view(source.owner, tensor.bytes.data(), type, r, c, dtype_row_bytes(type, c));
+  } else {
+    // Little-endian bytes of the element type, copied to an aligned buffer (and byte-swapped on a
+    // big-endian host through to_float).
+    if constexpr (std::endian::native == std::endian::little) {
+      aligned_buffer<std::byte> copy(tensor.bytes.size());
+      std::copy(tensor.bytes.begin(), tensor.bytes.end(), copy.begin());
+      view = tensor_view::own(std::move(copy), type, r, c);
+    } else {
+      aligned_buffer<float> floats;
+      to_float(tensor, floats);
+      view = tensor_view::own(std::move(floats), dtype::f32, r, c);
+    }
+  }
+  const dtype target = options.convert_to.value_or(type);
+  return view.type() == target ? view : convert_tensor(view, target);
+}
+
+/// A float32 matrix [rows, cols] of a llama2.c checkpoint, in place (or copied when misaligned).
+inline tensor_view take_floats(std::span<const float> source, std::size_t rows, std::size_t cols,
+                               const std::shared_ptr<const void>& owner, const load_options& options) {
+  tensor_view view = tensor_view(owner, reinterpret_cast<const std::byte*>(source.data()), dtype::f32, rows, cols,
+                                 cols * sizeof(float));
+  const dtype target = options.convert_to.value_or(dtype::f32);
+  return target == dtype::f32 ? view : convert_tensor(view, target);
 }
 
 inline void take_span(std::span<const float> source, std::size_t count, aligned_buffer<float>& out) {
@@ -97,11 +210,12 @@ inline void take_span(std::span<const float> source, std::size_t count, aligned_
 
 }  // namespace detail
 
-/// Loads weights through `lookup(name) -> file_tensor` (which throws when the tensor is missing)
-/// with Hugging Face or GGUF names; returns the names the configuration accounts for (those it
-/// read, and the q/k projections a fixed-stream layer may keep without using).
+/// Loads weights through `lookup(name) -> detail::owned_tensor` (which throws when the tensor is
+/// missing) with Hugging Face or GGUF names; returns the names the configuration accounts for
+/// (those it read, and the q/k projections a fixed-stream layer may keep without using).
 template <class Lookup, class Contains>
-std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tensor, Contains&& contains, bool gguf_names) {
+std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tensor, Contains&& contains, bool gguf_names,
+                                         const load_options& options) {
   std::set<std::string> used;
   auto lookup = [&](const std::string& tensor_name) {
     used.insert(tensor_name);
@@ -117,7 +231,7 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     if (at != std::string::npos) pattern.replace(at, 2, std::to_string(layer));
     return pattern;
   };
-  detail::take_tensor(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), {v, h}, w.token_embedding);
+  w.token_embedding = detail::take_matrix(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), v, h, options);
   w.layers.resize(c.num_layers);
   // q_eff = norm ⊙ proj, folded once (GGUF stores it folded already).
   auto res_query = [&](const char* hf_norm, const char* hf_proj, const char* gg, std::size_t i, aligned_buffer<float>& out) {
@@ -136,20 +250,20 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     detail::take_tensor(lookup(name("model.layers.{}.input_layernorm.weight", "blk.{}.attn_norm.weight", i)), {h}, l.attn_norm);
     if (mixer_has_attention_weights(mixer)) {
       if (mixer != mixer_kind::rnd_emb_qk && mixer != mixer_kind::fixed_seq_qk) {
-        detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), {q, h}, l.wq);
-        detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), {kv, h}, l.wk);
+        l.wq = detail::take_matrix(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), q, h, options);
+        l.wk = detail::take_matrix(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), kv, h, options);
       }
-      detail::take_tensor(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), {kv, h}, l.wv);
-      detail::take_tensor(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), {h, q}, l.wo);
+      l.wv = detail::take_matrix(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), kv, h, options);
+      l.wo = detail::take_matrix(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), h, q, options);
     }
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
       // The q/k projections that made the fixed stream may stay in the checkpoint, unused.
       used.insert(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i));
       used.insert(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i));
       const auto fq = lookup(name("model.layers.{}.self_attn.fixed_q", "blk.{}.fixed_q", i));
-      const std::int64_t rows = fq.shape.empty() ? 0 : fq.shape.front();
+      const std::int64_t rows = fq.tensor.shape.empty() ? 0 : fq.tensor.shape.front();
       if (rows <= 0)
-        PITH_THROW(shape_error, std::string(fq.file) + ": tensor '" + std::string(fq.name) + "' must be [fixed_length, " +
+        PITH_THROW(shape_error, std::string(fq.tensor.file) + ": tensor '" + std::string(fq.tensor.name) + "' must be [fixed_length, " +
                                     std::to_string(q) + "] with fixed_length > 0");
       detail::take_tensor(fq, {rows, q}, l.fixed_q);
       detail::take_tensor(lookup(name("model.layers.{}.self_attn.fixed_k", "blk.{}.fixed_k", i)), {rows, kv}, l.fixed_k);
@@ -157,15 +271,15 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     }
     if (mixer == mixer_kind::mlp) {
       const auto m = static_cast<std::int64_t>(c.mixer_mlp_intermediate_size);
-      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.gate_proj.weight", "blk.{}.mixer_gate.weight", i)), {m, h}, l.mixer_gate);
-      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), {m, h}, l.mixer_up);
-      detail::take_tensor(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), {h, m}, l.mixer_down);
+      l.mixer_gate = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.gate_proj.weight", "blk.{}.mixer_gate.weight", i)), m, h, options);
+      l.mixer_up = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), m, h, options);
+      l.mixer_down = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), h, m, options);
     }
     detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
                         l.mlp_norm);
-    detail::take_tensor(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), {f, h}, l.w_gate);
-    detail::take_tensor(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), {f, h}, l.w_up);
-    detail::take_tensor(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), {h, f}, l.w_down);
+    l.w_gate = detail::take_matrix(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), f, h, options);
+    l.w_up = detail::take_matrix(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), f, h, options);
+    l.w_down = detail::take_matrix(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), h, f, options);
     if (c.residual != residual_mode::standard) {
       // Layer 0's attention site is never used in block mode (identity) and is the identity in full mode.
       if (i > 0 || (contains(name("model.layers.{}.self_attention_res_norm.weight", "blk.{}.attn_res_score.weight", i))))
@@ -183,7 +297,7 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
   if (!c.tie_word_embeddings || contains(head)) {
     if (!contains(head) && !gguf_names)
       PITH_THROW(format_error, c.source + ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
-    if (contains(head)) detail::take_tensor(lookup(head), {v, h}, w.lm_head_storage);
+    if (contains(head)) w.lm_head_storage = detail::take_matrix(lookup(head), v, h, options);
   }
   return used;
 }
@@ -218,19 +332,20 @@ inline void reject_unused_tensors(const model_config& c, const std::string& sour
 
 }  // namespace detail
 
-/// A Hugging Face model directory: config.json and one or more *.safetensors files.
-inline model_weights load_safetensors_model(const std::filesystem::path& directory) {
+/// A Hugging Face model directory: config.json and one or more *.safetensors files. The matrices
+/// stay in the mapped files (see load_options).
+inline model_weights load_safetensors_model(const std::filesystem::path& directory, const load_options& options = {}) {
   model_weights w;
   w.config = load_config_json(directory / "config.json");
-  std::vector<std::unique_ptr<safetensors_file>> files;
+  std::vector<std::shared_ptr<const safetensors_file>> files;
   if (std::filesystem::exists(directory / "model.safetensors")) {
-    files.push_back(std::make_unique<safetensors_file>(directory / "model.safetensors"));
+    files.push_back(std::make_shared<const safetensors_file>(directory / "model.safetensors"));
   } else {
     std::vector<std::filesystem::path> shards;
     for (const auto& entry : std::filesystem::directory_iterator(directory))
       if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
     std::sort(shards.begin(), shards.end());
-    for (const auto& shard : shards) files.push_back(std::make_unique<safetensors_file>(shard));
+    for (const auto& shard : shards) files.push_back(std::make_shared<const safetensors_file>(shard));
   }
   if (files.empty()) PITH_THROW(io_error, directory.string() + ": no *.safetensors file in the model directory");
   auto contains = [&](const std::string& name) {
@@ -240,10 +355,10 @@ inline model_weights load_safetensors_model(const std::filesystem::path& directo
   };
   auto lookup = [&](const std::string& name) {
     for (const auto& file : files)
-      if (file->contains(name)) return file->tensor(name);
+      if (file->contains(name)) return detail::owned_tensor{file->tensor(name), file};
     PITH_THROW(format_error, directory.string() + ": tensor '" + name + "' is missing from the checkpoint");
   };
-  const auto used = load_named_weights(w, lookup, contains, false);
+  const auto used = load_named_weights(w, lookup, contains, false, options);
   std::vector<std::string> names;
   for (const auto& file : files)
     for (auto& name : file->names()) names.push_back(std::move(name));
@@ -315,20 +430,22 @@ inline model_config config_from_gguf(const gguf_file& file) {
   return c;
 }
 
-inline model_weights load_gguf_model(const std::filesystem::path& path) {
-  gguf_file file(path);
+/// A GGUF file (architecture "llama"); the matrices stay in the mapped file (see load_options).
+inline model_weights load_gguf_model(const std::filesystem::path& path, const load_options& options = {}) {
+  auto file = std::make_shared<const gguf_file>(path);
   model_weights w;
-  w.config = config_from_gguf(file);
-  auto lookup = [&](const std::string& name) { return file.tensor(name); };
-  auto contains = [&](const std::string& name) { return file.contains(name); };
-  const auto used = load_named_weights(w, lookup, contains, true);
-  detail::reject_unused_tensors(w.config, file.path(), file.names(), used);
+  w.config = config_from_gguf(*file);
+  auto lookup = [&](const std::string& name) { return detail::owned_tensor{file->tensor(name), file}; };
+  auto contains = [&](const std::string& name) { return file->contains(name); };
+  const auto used = load_named_weights(w, lookup, contains, true, options);
+  detail::reject_unused_tensors(w.config, file->path(), file->names(), used);
   return w;
 }
 
 /// A llama2.c checkpoint (legacy version 0): RMSNorm eps 1e-5, RoPE theta 10000 on adjacent pairs.
-inline model_weights load_llama2c_model(const std::filesystem::path& path) {
-  llama2c_checkpoint checkpoint(path);
+inline model_weights load_llama2c_model(const std::filesystem::path& path, const load_options& options = {}) {
+  auto file = std::make_shared<const llama2c_checkpoint>(path);
+  const llama2c_checkpoint& checkpoint = *file;
   const auto& h = checkpoint.config();
   model_weights w;
   auto& c = w.config;
@@ -350,33 +467,37 @@ inline model_weights load_llama2c_model(const std::filesystem::path& path) {
   const auto& src = checkpoint.weights();
   const std::size_t hidden = c.hidden_size, q = c.q_size(), kv = c.kv_size(), f = c.intermediate_size;
   const auto layers = static_cast<std::int32_t>(c.num_layers);
-  detail::take_span(src.token_embedding, c.vocab_size * hidden, w.token_embedding);
+  auto matrix = [&](std::span<const float> source, std::size_t rows, std::size_t cols) {
+    return detail::take_floats(source.first(rows * cols), rows, cols, file, options);
+  };
+  w.token_embedding = matrix(src.token_embedding, c.vocab_size, hidden);
   w.layers.resize(c.num_layers);
   for (std::int32_t i = 0; i < layers; ++i) {
     auto& l = w.layers[static_cast<std::size_t>(i)];
     detail::take_span(layer_slice(src.rms_att, layers, i), hidden, l.attn_norm);
-    detail::take_span(layer_slice(src.wq, layers, i), q * hidden, l.wq);
-    detail::take_span(layer_slice(src.wk, layers, i), kv * hidden, l.wk);
-    detail::take_span(layer_slice(src.wv, layers, i), kv * hidden, l.wv);
-    detail::take_span(layer_slice(src.wo, layers, i), hidden * q, l.wo);
+    l.wq = matrix(layer_slice(src.wq, layers, i), q, hidden);
+    l.wk = matrix(layer_slice(src.wk, layers, i), kv, hidden);
+    l.wv = matrix(layer_slice(src.wv, layers, i), kv, hidden);
+    l.wo = matrix(layer_slice(src.wo, layers, i), hidden, q);
     detail::take_span(layer_slice(src.rms_ffn, layers, i), hidden, l.mlp_norm);
-    detail::take_span(layer_slice(src.w1, layers, i), f * hidden, l.w_gate);
-    detail::take_span(layer_slice(src.w3, layers, i), f * hidden, l.w_up);
-    detail::take_span(layer_slice(src.w2, layers, i), hidden * f, l.w_down);
+    l.w_gate = matrix(layer_slice(src.w1, layers, i), f, hidden);
+    l.w_up = matrix(layer_slice(src.w3, layers, i), f, hidden);
+    l.w_down = matrix(layer_slice(src.w2, layers, i), hidden, f);
   }
   detail::take_span(src.rms_final, hidden, w.final_norm);
-  if (!h.shared_classifier) detail::take_span(src.wcls, c.vocab_size * hidden, w.lm_head_storage);
+  if (!h.shared_classifier) w.lm_head_storage = matrix(src.wcls, c.vocab_size, hidden);
   return w;
 }
 
-/// Loads a model from a safetensors directory, a `.gguf` file or a llama2.c `.bin` checkpoint.
-inline model_weights load_model(const std::filesystem::path& path) {
-  if (std::filesystem::is_directory(path)) return load_safetensors_model(path);
+/// Loads a model from a safetensors directory, a `.gguf` file or a llama2.c `.bin` checkpoint,
+/// its matrices in place in their own type unless `options` asks for a conversion.
+inline model_weights load_model(const std::filesystem::path& path, const load_options& options = {}) {
+  if (std::filesystem::is_directory(path)) return load_safetensors_model(path, options);
   if (!std::filesystem::exists(path)) PITH_THROW(io_error, path.string() + ": no such file or directory");
   const auto extension = path.extension().string();
-  if (extension == ".gguf") return load_gguf_model(path);
-  if (extension == ".bin") return load_llama2c_model(path);
-  if (path.filename() == "config.json") return load_safetensors_model(path.parent_path());
+  if (extension == ".gguf") return load_gguf_model(path, options);
+  if (extension == ".bin") return load_llama2c_model(path, options);
+  if (path.filename() == "config.json") return load_safetensors_model(path.parent_path(), options);
   PITH_THROW(argument_error, path.string() + ": unknown model format (expected a directory with config.json, "
                                              "a .gguf file or a llama2.c .bin checkpoint)");
 }

@@ -111,6 +111,17 @@ inline void set_threads_option(const std::string& text) {
 }
 
 /// Comma-separated token ids for --prompt-ids; each must be in [0, vocab_size).
+/// --weights-type f32|f16|bf16: how load_model treats the matrices (absent: in place, in the file's type).
+inline pith::load_options parse_weights_type(const std::optional<std::string>& text) {
+  pith::load_options options;
+  if (!text) return options;
+  if (*text == "f32") options.convert_to = pith::dtype::f32;
+  else if (*text == "f16") options.convert_to = pith::dtype::f16;
+  else if (*text == "bf16") options.convert_to = pith::dtype::bf16;
+  else throw usage_error("--weights-type must be f32, f16 or bf16, not '" + *text + "'");
+  return options;
+}
+
 inline std::vector<std::int32_t> parse_ids(const std::string& text, std::size_t vocab_size) {
   std::vector<std::int32_t> ids;
   std::size_t start = 0;

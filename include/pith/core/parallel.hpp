@@ -38,8 +38,8 @@ class executor {
   /// its work into at most this many parts.
   virtual std::size_t concurrency() const noexcept = 0;
 
-  /// Calls task(context, part) exactly once for every part in [0, parts), on any threads and in any
-  /// order, and returns once every call has finished; whatever the tasks wrote must then be visible
+  /// Calls task(context, part) exactly once for every part in [0, parts), on any threads (the
+  /// calling one included) and in any order, and returns once every call has finished; whatever the tasks wrote must then be visible
   /// to the calling thread (the completion synchronises with the caller, as a mutex or a release /
   /// acquire pair does). `parts` may exceed concurrency(). run may be called from several threads
   /// at once and must then either serialise the calls or run them side by side.
@@ -130,7 +130,8 @@ class thread_pool final : public executor {
 
   /// Thread t of the min(parts, size()) taking part runs parts t, t + that count, ... A task that
   /// throws does not stop the others; the first exception is rethrown once every part has finished.
-  /// Called from inside one of this pool's tasks, every part runs inline on the calling thread.
+  /// Called from inside a task (of any executor's parallel_for), every part runs inline on the
+  /// calling thread.
   void run(std::size_t parts, task_function task, void* context) override {
     if (parts == 0) return;
     const std::size_t threads = std::min(size(), parts);

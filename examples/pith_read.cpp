@@ -8,9 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <pith/core/memory.hpp>
 #include <pith/io/tokenizer_stream.hpp>
@@ -146,7 +148,12 @@ int run(int argc, char** argv) {
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (!document_path) throw usage_error("--document is required");
   if (!instruction_text) throw usage_error("--instruction is required");
-  if (threads) set_num_threads(parse_number<std::size_t>(*threads, "--threads"));
+  if (threads) {
+    // The reader computes on a pool of its own (0: one thread per hardware thread).
+    const auto count = parse_number<std::size_t>(*threads, "--threads", 0, thread_pool::max_threads);
+    const unsigned hardware = std::thread::hardware_concurrency();
+    options.executor = std::make_shared<thread_pool>(count != 0 ? count : std::max(hardware, 1u));
+  }
 
   document_reader document(*document_path);
   std::ofstream logits_out;  // opened now: a bad path fails before a long read

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
-// Tests of thread_pool and parallel_for: coverage of the range, exceptions, nesting, concurrency.
+// Tests of thread_pool, executors and parallel_for: coverage of the range, exceptions, nesting,
+// concurrency, and the routing of pith::parallel_for through executor_scope.
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -170,6 +173,151 @@ TEST(GlobalPool, SetNumThreadsChangesThePool) {
   EXPECT_EQ(sum.load(), 30);
   pith::set_num_threads(0);
   EXPECT_GE(pith::num_threads(), 1u);
+}
+
+// An executor of `threads` parts at once that runs them on a thread_pool and counts its calls.
+class counting_executor final : public pith::executor {
+ public:
+  explicit counting_executor(std::size_t threads) : pool_(threads) {}
+  std::size_t concurrency() const noexcept override { return pool_.size(); }
+  void run(std::size_t parts, task_function task, void* context) override {
+    runs.fetch_add(1);
+    parts_run.fetch_add(parts);
+    pool_.run(parts, task, context);
+  }
+  std::atomic<std::size_t> runs{0}, parts_run{0};
+
+ private:
+  pith::thread_pool pool_;
+};
+
+TEST(ThreadPool, RunCallsEveryPartOnceWhenPartsExceedThreads) {
+  for (std::size_t threads : {1u, 2u, 3u}) {
+    pith::thread_pool pool(threads);
+    for (std::size_t parts : {1u, 2u, 5u, 7u, 16u}) {
+      std::vector<std::atomic<int>> calls(parts);
+      struct context_t {
+        std::vector<std::atomic<int>>* calls;
+      } context{&calls};
+      pool.run(parts, [](void* c, std::size_t part) { (*static_cast<context_t*>(c)->calls)[part].fetch_add(1); },
+               &context);
+      for (std::size_t part = 0; part < parts; ++part)
+        EXPECT_EQ(calls[part].load(), 1) << threads << " threads, part " << part << " of " << parts;
+    }
+  }
+}
+
+TEST(Executor, InlineExecutorRunsEveryRangeOnTheCallingThread) {
+  pith::inline_executor serial;
+  EXPECT_EQ(serial.concurrency(), 1u);
+  const auto caller = std::this_thread::get_id();
+  std::vector<int> seen(100, 0);
+  bool other_thread = false;
+  serial.parallel_for(seen.size(), [&](std::size_t b, std::size_t e) {
+    other_thread |= std::this_thread::get_id() != caller;
+    for (std::size_t i = b; i < e; ++i) ++seen[i];
+  });
+  EXPECT_FALSE(other_thread);
+  for (int count : seen) EXPECT_EQ(count, 1);
+}
+
+TEST(Executor, CustomExecutorSplitsIntoItsConcurrencyAndCoversTheRange) {
+  counting_executor custom(3);
+  std::vector<std::atomic<int>> seen(50);
+  std::atomic<std::size_t> ranges{0};
+  custom.parallel_for(seen.size(), [&](std::size_t b, std::size_t e) {
+    ranges.fetch_add(1);
+    for (std::size_t i = b; i < e; ++i) seen[i].fetch_add(1);
+  });
+  EXPECT_EQ(custom.runs.load(), 1u);
+  EXPECT_EQ(custom.parts_run.load(), 3u);
+  EXPECT_EQ(ranges.load(), 3u);
+  for (const auto& count : seen) EXPECT_EQ(count.load(), 1);
+}
+
+TEST(Executor, ExceptionIsRethrownAfterEveryRangeFinished) {
+  counting_executor custom(4);
+  std::atomic<int> finished{0};
+  EXPECT_THROW(custom.parallel_for(4,
+                                   [&](std::size_t b, std::size_t) {
+                                     if (b == 0) throw std::runtime_error("range 0");
+                                     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                                     finished.fetch_add(1);
+                                   }),
+               std::runtime_error);
+  EXPECT_EQ(finished.load(), 3);
+}
+
+TEST(Executor, NestedParallelForInsideACustomExecutorTaskRunsInline) {
+  counting_executor outer(2);
+  std::atomic<int> count{0};
+  std::atomic<int> on_other_thread{0};
+  {
+    const pith::executor_scope scope(outer);
+    pith::parallel_for(2, [&](std::size_t, std::size_t) {
+      const auto range_thread = std::this_thread::get_id();
+      pith::parallel_for(10, [&](std::size_t b, std::size_t e) {
+        if (std::this_thread::get_id() != range_thread) on_other_thread.fetch_add(1);
+        count.fetch_add(static_cast<int>(e - b));
+      });
+    });
+  }
+  EXPECT_EQ(outer.runs.load(), 1u);  // the nested calls did not reach the executor
+  EXPECT_EQ(count.load(), 20);
+  EXPECT_EQ(on_other_thread.load(), 0);
+}
+
+TEST(ExecutorScope, RoutesParallelForAndNumThreadsAndRestoresThePrevious) {
+  pith::set_num_threads(2);
+  counting_executor outer(3), inner(4);
+  EXPECT_EQ(pith::current_executor(), nullptr);
+  EXPECT_EQ(pith::num_threads(), 2u);
+  {
+    const pith::executor_scope a(outer);
+    EXPECT_EQ(pith::current_executor(), &outer);
+    EXPECT_EQ(pith::num_threads(), 3u);
+    pith::parallel_for(30, [](std::size_t, std::size_t) {});
+    {
+      const pith::executor_scope b(inner);
+      EXPECT_EQ(pith::num_threads(), 4u);
+      pith::parallel_for(30, [](std::size_t, std::size_t) {});
+      {
+        const pith::executor_scope keep(nullptr);  // nullptr leaves the current executor in place
+        EXPECT_EQ(pith::current_executor(), &inner);
+      }
+      EXPECT_EQ(pith::current_executor(), &inner);
+    }
+    EXPECT_EQ(pith::current_executor(), &outer);
+    pith::parallel_for(30, [](std::size_t, std::size_t) {});
+  }
+  EXPECT_EQ(pith::current_executor(), nullptr);
+  EXPECT_EQ(pith::num_threads(), 2u);
+  EXPECT_EQ(outer.runs.load(), 2u);
+  EXPECT_EQ(inner.runs.load(), 1u);
+  pith::set_num_threads(0);
+}
+
+TEST(ExecutorScope, RestoresThePreviousExecutorWhenLeftByAnException) {
+  counting_executor outer(2), inner(2);
+  const pith::executor_scope a(outer);
+  EXPECT_THROW(
+      {
+        const pith::executor_scope b(inner);
+        pith::parallel_for(2, [](std::size_t, std::size_t) { throw std::runtime_error("range"); });
+      },
+      std::runtime_error);
+  EXPECT_EQ(pith::current_executor(), &outer);
+  EXPECT_EQ(inner.runs.load(), 1u);
+}
+
+TEST(ExecutorScope, IsPerThread) {
+  counting_executor mine(2);
+  const pith::executor_scope scope(mine);
+  pith::executor* seen_by_other = &mine;
+  std::thread other([&] { seen_by_other = pith::current_executor(); });
+  other.join();
+  EXPECT_EQ(seen_by_other, nullptr);
+  EXPECT_EQ(pith::current_executor(), &mine);
 }
 
 }  // namespace

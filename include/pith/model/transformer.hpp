@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -47,6 +48,10 @@ struct attention_scoring {
 struct session_options {
   std::size_t max_context = 0;  // KV rows per head; 0: the model's max_position_embeddings
   std::size_t max_chunk = 512;  // most tokens one forward call takes
+  // What the session's kernels run on (its calls enter an executor_scope, core/parallel.hpp), shared
+  // by the session; the attention is split into min(heads, concurrency) parts. nullptr: the calling
+  // thread's current executor (the process-wide pool unless an executor_scope is active).
+  std::shared_ptr<pith::executor> executor = nullptr;
 };
 
 inline namespace PITH_ISA_NAMESPACE {  // calls the kernels of this unit's ISA (simd/simd.hpp)
@@ -72,7 +77,8 @@ class session {
  public:
   /// Keeps a reference to `weights`, which must outlive the session.
   explicit session(const model_weights& weights, session_options options = {})
-      : w_(weights), c_(weights.config), options_(options) {
+      : w_(weights), c_(weights.config), options_(std::move(options)) {
+    const executor_scope on(options_.executor.get());
     if (options_.max_context == 0) options_.max_context = c_.max_position_embeddings;
     if (options_.max_chunk == 0) PITH_THROW(argument_error, "session: max_chunk must be at least 1");
     const std::size_t t = options_.max_chunk;
@@ -192,6 +198,7 @@ class session {
   /// call ([max_context, head_dim] floats, counted by bytes_allocated); other deltas are computed.
   void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) {
     const auto in_use = claim();
+    const executor_scope on(options_.executor.get());
     rerotator_.rerotate(cache_, layer, head, new_positions);
   }
 
@@ -252,6 +259,7 @@ class session {
   /// chunk's last token. chunk.size() + side.size() must fit max_chunk.
   void forward_with_side(std::span<const std::int32_t> chunk, std::span<const std::int32_t> side, float* logits) {
     const auto in_use = claim();
+    const executor_scope on(options_.executor.get());
     if (side.empty()) return forward(chunk, logits);
     if (chunk.empty()) PITH_THROW(argument_error, "session::forward_with_side: no chunk tokens");
     if (!supports_side_queries())
@@ -290,6 +298,7 @@ class session {
   /// argument_error the session is unchanged. An empty input is an error.
   void forward(std::span<const std::int32_t> tokens, float* logits, bool all_logits = false) {
     const auto in_use = claim();
+    const executor_scope on(options_.executor.get());
     check_input(tokens);
     for (std::size_t start = 0; start < tokens.size(); start += options_.max_chunk) {
       const auto chunk = tokens.subspan(start, std::min(options_.max_chunk, tokens.size() - start));

@@ -39,6 +39,9 @@ struct reader_options {
   // policies ignore it (snapkv pools with snapkv_kernel).
   std::size_t citrus_pool = 1;
   std::size_t max_context = 0;  // `full` only: cache rows (0: the model's max_position_embeddings)
+  // What the reader's sessions compute on (session_options::executor); nullptr: the calling
+  // thread's current executor (the process-wide pool unless an executor_scope is active).
+  std::shared_ptr<pith::executor> executor = nullptr;
 };
 
 struct reader_stats {
@@ -87,6 +90,7 @@ class reader {
       if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
         PITH_THROW(argument_error, "reader: instruction token " + std::to_string(token) + " is outside the vocabulary");
     session_options so;
+    so.executor = options_.executor;
     so.max_chunk = options_.chunk_size + instruction_.size();  // the chunk and the instruction in one pass
     if (traits_.evicts)
       // Largest moment: k + L old states plus either the next chunk or the instruction and answer.

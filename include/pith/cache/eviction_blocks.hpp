@@ -11,7 +11,8 @@
 //
 //   // probs (std::span<const float>), probs[h * stride + j]: query head h's softmax probability of
 //   // cached slot j, averaged over the scoring queries (normalised over every key the query saw,
-//   // never over a subset).
+//   // never over a subset): kernels::softmax_importance's `importance` output for that head, with
+//   // importance_end = old_slots, gives exactly this row alongside the attention output.
 //   const pith::head_scores heads{probs, num_heads, old_slots, stride};
 //   std::vector<float> scores(old_slots);
 //   pith::mean_over_heads(heads, scores);       // one score per slot: per-layer policies (CItruS, TOVA)

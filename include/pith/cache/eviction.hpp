@@ -86,9 +86,46 @@ struct eviction_view {
   std::size_t head = 0;                      // the KV head for per-head policies, else 0
   std::size_t old_slots = 0;                 // candidates: slots [0, old_slots)
   std::size_t budget = 0;                    // keep at most this many
-  std::span<const float> scores;             // [old_slots]: mean attention from the chunk's queries and all heads
+  // [old_slots]: mean attention from the chunk's queries, over all query heads (per layer) or the
+  // KV head's group (per head). Empty when the policy did not ask for it (policy_request) and at the
+  // final cut. Pooled when reader_options::citrus_pool > 1.
+  std::span<const float> scores;
+  // [old_slots]: the same mean from the instruction's queries over the same old slots (CItruS's
+  // instruction pass, docs/eviction.md), when the policy asked for it; pooled like `scores`.
+  std::span<const float> instruction_scores;
   std::span<const std::int64_t> document_positions;  // [old_slots]: where each slot came from
+  bool final_cut = false;  // the cut to the budget before the answer (policy_request::final_cut)
 };
+
+/// What a user-defined policy asks the reader for. A policy type declares it as a static member
+/// (`static constexpr pith::policy_request request{.chunk_scores = false, .instruction_scores = true};`)
+/// or passes it to reader::use_policy; without either it gets the defaults: the chunk's scores, per
+/// layer, no final cut (what every custom policy got before requests existed).
+struct policy_request {
+  bool chunk_scores = true;         // eviction_view::scores
+  bool instruction_scores = false;  // eviction_view::instruction_scores: an instruction pass per chunk
+  bool per_head = false;            // one selection per KV head (scores averaged over its group)
+  bool final_cut = false;           // before answering: a cut to the budget with instruction_scores only
+};
+
+/// The traits the reader runs a user-defined policy with.
+inline policy_traits traits_of(const policy_request& request) noexcept {
+  policy_traits t;
+  t.chunk_scores = request.chunk_scores;
+  t.instruction_scores = request.instruction_scores;
+  t.per_head = request.per_head;
+  t.final_cut = request.final_cut;
+  return t;
+}
+
+/// P::request when P declares one (a static member convertible to policy_request), else the defaults.
+template <class P>
+constexpr policy_request request_of() noexcept {
+  if constexpr (requires { { P::request } -> std::convertible_to<policy_request>; })
+    return P::request;
+  else
+    return {};
+}
 
 /// A user-defined policy: `select` fills `keep` with sorted, unique slot indices below
 /// view.old_slots, at most view.budget of them (the newest chunk is kept by the reader).

@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: MIT
-// kv_cache: keys, values and RoPE positions per layer and per KV head, with in-place compaction.
+// kv_cache: keys, values and RoPE positions per layer and per KV head, with in-place compaction
+// (a pith::kv_store, cache/compaction.hpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "pith/cache/compaction.hpp"
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/checked.hpp"
 #include "pith/core/error.hpp"
@@ -73,22 +74,10 @@ class kv_cache {
   }
 
   /// Keeps rows keep[0] < keep[1] < ... of (layer, head), moved to slots 0, 1, ... in order (a stable
-  /// in-place gather: slot i <= keep[i], so no row is overwritten before it is read).
+  /// in-place gather, pith::compact_rows). Throws argument_error on an invalid keep list.
   void compact(std::size_t layer, std::size_t head, std::span<const std::uint32_t> keep) {
-    const std::size_t size = this->size(layer, head);
-    for (std::size_t i = 0; i < keep.size(); ++i)
-      if (keep[i] >= size || (i > 0 && keep[i] <= keep[i - 1]))
-        PITH_THROW(argument_error, "kv_cache::compact: keep indices must be sorted, unique and below the size " +
-                                       std::to_string(size));
-    float* k = keys(layer, head);
-    float* v = values(layer, head);
-    std::int64_t* p = positions(layer, head);
-    for (std::size_t i = 0; i < keep.size(); ++i) {
-      if (keep[i] == i) continue;
-      std::memcpy(k + i * head_dim_, k + keep[i] * head_dim_, head_dim_ * sizeof(float));
-      std::memcpy(v + i * head_dim_, v + keep[i] * head_dim_, head_dim_ * sizeof(float));
-      p[i] = p[keep[i]];
-    }
+    compact_rows(keys(layer, head), values(layer, head), positions(layer, head), size(layer, head), head_dim_, keep,
+                 "kv_cache::compact");
     set_size(layer, head, keep.size());
   }
 
@@ -119,5 +108,7 @@ class kv_cache {
   aligned_buffer<std::int64_t> positions_;  // per layer [kv_heads, capacity(layer)]
   std::vector<std::size_t> sizes_;  // [layers * kv_heads]
 };
+
+static_assert(kv_store<kv_cache>, "kv_cache is a cache the eviction blocks can compact and re-rotate");
 
 }  // namespace pith

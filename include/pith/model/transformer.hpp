@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "pith/cache/compaction.hpp"
 #include "pith/cache/kv_cache.hpp"
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/checked.hpp"
@@ -104,11 +105,10 @@ class session {
     gate_.resize(checked_size("session: activations", {t, std::max(c_.intermediate_size, mixer_mlp)}));
     up_.resize(checked_size("session: activations", {t, c_.intermediate_size}));
     inv_freq_.resize(c_.head_dim / 2);
-    rerotate_cos_.resize(c_.head_dim / 2);
-    rerotate_sin_.resize(c_.head_dim / 2);
     cos_.resize(checked_size("session: rotations", {t, c_.head_dim / 2}));
     sin_.resize(cos_.size());
     kernels::rope_inverse_frequencies(c_.rope_theta, c_.head_dim, inv_freq_.data());
+    rerotator_ = rerotator(c_.head_dim, inv_freq_.span(), c_.rope, options_.max_context);
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
     scratch_size_ = kernels::softmax_importance_scratch_size(t, options_.max_context, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
@@ -186,38 +186,13 @@ class session {
     copy_states(other.self_gated_, self_gated_);
   }
   /// Re-rotates the keys of (layer, kv head) so that slot i holds RoPE position new_positions[i]
-  /// (rotations compose: rotating by new - old equals rotating the unrotated key to new).
-  /// Compaction moves a key to a lower slot and renumbering gives it that slot's position, so
-  /// deltas lie in [-max_context, -1]: their angles come from a table built on the first call
-  /// ([max_context, head_dim] floats, counted by bytes_allocated); other deltas are computed.
+  /// (new_positions has one entry per row the head holds). Rotations compose: rotating by new - old
+  /// equals rotating the unrotated key to new. The session's rerotator (cache/compaction.hpp) keeps a
+  /// table of the deltas compaction and renumbering produce, [-max_context, -1], built on the first
+  /// call ([max_context, head_dim] floats, counted by bytes_allocated); other deltas are computed.
   void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) {
     const auto in_use = claim();
-    float* keys = cache_.keys(layer, head);
-    std::int64_t* positions = cache_.positions(layer, head);
-    const std::size_t d = c_.head_dim, half = d / 2;
-    const auto range = static_cast<std::int64_t>(options_.max_context);
-    if (rotation_table_.empty()) {
-      // Row r holds cos (then sin) of -(r + 1) * inv_freq, the same float angles rope_angles takes.
-      rotation_table_.resize(options_.max_context * d);
-      for (std::int64_t delta = -1; delta >= -range; --delta) {
-        float* row = rotation_table_.data() + static_cast<std::size_t>(-delta - 1) * d;
-        kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, row, row + half);
-      }
-    }
-    for (std::size_t i = 0; i < new_positions.size(); ++i) {
-      const std::int64_t delta = new_positions[i] - positions[i];
-      if (delta != 0) {
-        const float *cos_angle = rerotate_cos_.data(), *sin_angle = rerotate_sin_.data();
-        if (delta >= -range && delta < 0) {
-          cos_angle = rotation_table_.data() + static_cast<std::size_t>(-delta - 1) * d;
-          sin_angle = cos_angle + half;
-        } else {
-          kernels::rope_angles(static_cast<double>(delta), inv_freq_.data(), d, rerotate_cos_.data(), rerotate_sin_.data());
-        }
-        kernels::apply_rope(c_.rope, keys + i * d, 1, d, d, cos_angle, sin_angle);
-      }
-      positions[i] = new_positions[i];
-    }
+    rerotator_.rerotate(cache_, layer, head, new_positions);
   }
 
   const model_config& config() const noexcept { return c_; }
@@ -250,8 +225,7 @@ class session {
   std::size_t bytes_allocated() const noexcept {
     const std::size_t floats = x_.size() + normed_.size() + q_.size() + k_.size() + v_.size() + attn_.size() +
                                gate_.size() + up_.size() + delta_.size() + mixer_up_.size() + inv_freq_.size() +
-                               cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size() +
-                               rotation_table_.size() + rerotate_cos_.size() + rerotate_sin_.size();
+                               cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size();
     const std::size_t lists = combined_.capacity() * sizeof(std::int32_t) + side_mask_.capacity() +
                               scored_queries_.capacity() * sizeof(std::size_t);
     std::size_t states = 0;
@@ -259,7 +233,8 @@ class session {
       for (const auto& a : approximate_[l]) states += a.bytes();
       for (const auto& g : self_gated_[l]) states += g.bytes();
     }
-    return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float) + lists;
+    return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float) + lists +
+           rerotator_.bytes_allocated();
   }
 
   /// Whether forward_with_side can run here: side tokens must leave no trace, so no layer may keep a
@@ -587,9 +562,7 @@ class session {
   aligned_buffer<float> scores_;         // [layers, heads, max_context] once scoring was enabled
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
-  aligned_buffer<float> rotation_table_;  // [max_context, head_dim]: cos | sin of delta -(row + 1), once rerotated
-  aligned_buffer<float> rerotate_cos_;   // [head_dim / 2]
-  aligned_buffer<float> rerotate_sin_;   // [head_dim / 2]
+  rerotator rerotator_;                  // rerotate(): its table [max_context, head_dim] once used
   exclusive_use in_use_;                 // the thread inside a call (checked with PITH_ASSERT)
 };
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pith/cache/eviction.hpp"
+#include "pith/cache/eviction_blocks.hpp"
 #include "pith/core/error.hpp"
 #include "pith/model/sampler.hpp"
 #include "pith/model/transformer.hpp"
@@ -31,9 +32,11 @@ struct reader_options {
   std::size_t sink = 4;                 // protected first slots (streaming, h2o, roco)
   std::size_t snapkv_window = 32;
   std::size_t snapkv_kernel = 7;
-  // CItruS policies only: the scores are averaged over this many (odd) neighbouring slots before the
-  // top-k, as SnapKV does (1: off, the official CItruS). A state the instruction looks at then keeps
-  // its neighbours, which multi-token answers need (docs/eviction.md, "Score pooling").
+  // CItruS and user-defined policies: the scores are averaged over this many (odd) neighbouring slots
+  // before the selection, as SnapKV does (1: off, the official CItruS). A state the instruction looks
+  // at then keeps its neighbours, which multi-token answers need (docs/eviction.md, "Score pooling").
+  // A user-defined policy sees both of its score spans pooled (eviction_view). Other built-in
+  // policies ignore it (snapkv pools with snapkv_kernel).
   std::size_t citrus_pool = 1;
   std::size_t max_context = 0;  // `full` only: cache rows (0: the model's max_position_embeddings)
 };
@@ -104,23 +107,29 @@ class reader {
     const auto& c = weights.config;
     document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.separate_cache) instruction_document_positions_.resize(c.num_layers * c.num_kv_heads);
-    if (traits_.accumulates) {
-      sums_.resize(c.num_layers * c.num_kv_heads);
-      squares_.resize(c.num_layers * c.num_kv_heads);
-      counts_.resize(c.num_layers * c.num_kv_heads);
-    }
+    if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
   }
 
   reader(const model_weights&& weights, reader_options options, std::vector<std::int32_t> instruction) = delete;
 
-  /// Replaces the policy's selection rule by a user-defined one; scores are the chunk's own attention
-  /// (mean over its queries and all heads), selection per layer.
+  /// Replaces the policy's selection rule by a user-defined one. What the policy's views carry is
+  /// P::request if P declares one (policy_request), else the defaults: the chunk's own attention (mean
+  /// over its queries and all heads), selection per layer, no final cut. With
+  /// reader_options::citrus_pool > 1 the policy sees its scores pooled. Call before feeding.
   template <eviction_policy P>
   void use_policy(P policy) {
+    use_policy(std::move(policy), request_of<P>());
+  }
+  /// The same with an explicit request. Throws argument_error when it asks for the instruction's
+  /// scores (or a final cut) and the instruction is empty, or when the reader has read a chunk.
+  template <eviction_policy P>
+  void use_policy(P policy, policy_request request) {
+    if (stats_.chunks != 0) PITH_THROW(argument_error, "reader::use_policy: the reader has already read a chunk");
+    if ((request.instruction_scores || request.final_cut) && instruction_.empty())
+      PITH_THROW(argument_error, "reader::use_policy: the policy asks for the instruction's scores; the instruction is empty");
     custom_ = [policy](const eviction_view& view, std::vector<std::uint32_t>& keep) mutable { policy.select(view, keep); };
     options_.policy = policy_kind::custom;
-    const std::size_t window = options_.snapkv_window;
-    traits_ = traits_of(policy_kind::custom, window);
+    traits_ = traits_of(request);
   }
 
   const reader_options& options() const noexcept { return options_; }
@@ -169,7 +178,10 @@ class reader {
     if (traits_.final_cut && !instruction_.empty()) {
       const auto start = std::chrono::steady_clock::now();
       instruction_scores(s);
-      evict(s, positions, cache_size(s), scores_, false);
+      if (options_.policy == policy_kind::custom)
+        evict(s, positions, cache_size(s), {}, scores_, true);
+      else
+        evict(s, positions, cache_size(s), citrus_cut_scores(options_.policy, citrus_cut::final_cut, {}, scores_), {}, true);
       stats_.instruction_seconds += seconds_since(start);
     }
     std::vector<float> logits(w_.config.vocab_size);
@@ -216,32 +228,44 @@ class reader {
     return 0;
   }
 
-  // scores_[layer][slot] (per layer) or [layer][kv head][slot] (per head) from the session's records.
+  // Rows [first_head, first_head + heads) of the session's per-query-head scores (or squares) of
+  // `layer`, for cache slots [0, slots), as a view over the session's storage.
+  static head_scores recorded(const session& s, std::size_t layer, std::size_t first_head, std::size_t heads,
+                              std::size_t slots, bool squares = false) {
+    const float* first = squares ? s.score_squares(layer, first_head) : s.scores(layer, first_head);
+    if (first == nullptr) PITH_THROW(argument_error, "reader: the session recorded no scores");
+    const std::size_t stride =
+        s.config().num_heads > 1 ? static_cast<std::size_t>(s.scores(layer, 1) - s.scores(layer, 0)) : slots;
+    return {std::span(first, heads == 0 ? 0 : (heads - 1) * stride + slots), heads, slots, stride};
+  }
+
+  // out = [layer][slot] (per layer) or [layer][kv head][slot] (per head): the mean over all query heads
+  // or over each KV head's group of the session's recorded scores.
   void aggregate(const session& s, std::size_t slots, bool per_head, std::vector<float>& out) const {
     const auto& c = w_.config;
-    const std::size_t group = c.num_heads / c.num_kv_heads, units = per_head ? c.num_kv_heads : 1;
+    const std::size_t units = per_head ? c.num_kv_heads : 1;
     out.assign(c.num_layers * units * slots, 0.0f);
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!mixer_uses_kv_cache(c.mixer(l))) continue;
-      for (std::size_t h = 0; h < c.num_heads; ++h) {
-        const std::size_t unit = per_head ? h / group : 0;
-        const float weight = 1.0f / static_cast<float>(per_head ? group : c.num_heads);
-        float* target = out.data() + (l * units + unit) * slots;
-        const float* source = s.scores(l, h);
-        for (std::size_t j = 0; j < slots; ++j) target[j] += source[j] * weight;
-      }
+      const head_scores heads = recorded(s, l, 0, c.num_heads, slots);
+      const std::span<float> target(out.data() + l * units * slots, units * slots);
+      if (per_head)
+        mean_over_groups(heads, c.num_kv_heads, target);
+      else
+        mean_over_heads(heads, target);
     }
   }
 
-  // The instruction's attention over s's cache, mean over heads and instruction queries (scores_).
-  // The pass leaves s exactly as it was: cache rows, position and the recurrent mixers' states.
+  // The instruction's attention over s's cache, mean over heads (per layer or per KV head's group) and
+  // instruction queries (scores_). The pass leaves s exactly as it was: cache rows, position and the
+  // recurrent mixers' states.
   void instruction_scores(session& s) {
     const std::size_t slots = cache_size(s);
     s.mark(scoring_mark_);
     s.set_scoring({true, 0, false});
     s.forward(instruction_, nullptr);  // only the attention is wanted: no logits
     s.set_scoring({});
-    aggregate(s, slots, false, scores_);
+    aggregate(s, slots, traits_.per_head, scores_);
     s.rollback(scoring_mark_);
   }
 
@@ -258,13 +282,15 @@ class reader {
     std::vector<float> instruction_cut;
     std::size_t instruction_old = 0;
     // citrus-shared: the instruction rides along in the chunk's own forward (weights read once).
-    const bool fused = !first && traits_.instruction_scores && !traits_.separate_cache && main_->supports_side_queries();
+    // (A policy that also wants the chunk's own scores needs the chunk's pass to record those instead.)
+    const bool fused = !first && traits_.instruction_scores && !traits_.separate_cache && !traits_.chunk_scores &&
+                       main_->supports_side_queries();
     if (fused) {
       main_->set_scoring({true, 0, false});
       last_logits_.resize(c.vocab_size);
       main_->forward_with_side(chunk, instruction_, last_logits_.data());
       main_->set_scoring({});
-      aggregate(*main_, old_slots, false, instruction_cut);
+      aggregate(*main_, old_slots, traits_.per_head, instruction_cut);
     } else if (!first && traits_.instruction_scores) {
       const auto t0 = std::chrono::steady_clock::now();
       session& scored = traits_.separate_cache ? *instruction_session_ : *main_;
@@ -287,13 +313,20 @@ class reader {
     if (!first && traits_.evicts) {
       std::vector<float> chunk_scores;
       if (chunk_scored) aggregate(*main_, old_slots, traits_.per_head, chunk_scores);
+      const policy_kind policy = options_.policy;
       if (traits_.separate_cache) {
-        evict(*main_, document_positions_, old_slots, chunk_scores, false);
+        evict(*main_, document_positions_, old_slots,
+              citrus_cut_scores(policy, citrus_cut::reading, chunk_scores, instruction_cut), {}, false);
         copy_chunk_to_instruction_cache(chunk.size());
-        evict(*instruction_session_, instruction_document_positions_, instruction_old, instruction_cut, false);
+        evict(*instruction_session_, instruction_document_positions_, instruction_old,
+              citrus_cut_scores(policy, citrus_cut::instruction_cache, chunk_scores, instruction_cut), {}, false);
+      } else if (policy == policy_kind::custom) {
+        evict(*main_, document_positions_, old_slots, chunk_scores, instruction_cut, false);
+      } else if (traits_.instruction_scores || policy == policy_kind::citrus_cse) {
+        evict(*main_, document_positions_, old_slots,
+              citrus_cut_scores(policy, citrus_cut::reading, chunk_scores, instruction_cut), {}, false);
       } else {
-        evict(*main_, document_positions_, old_slots, traits_.instruction_scores ? instruction_cut : chunk_scores,
-              traits_.per_head);
+        evict(*main_, document_positions_, old_slots, chunk_scores, {}, false);
       }
     } else if (traits_.separate_cache) {
       copy_chunk_to_instruction_cache(chunk.size());
@@ -328,23 +361,10 @@ class reader {
     const std::size_t group = c.num_heads / c.num_kv_heads, total = old_slots + chunk;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!mixer_uses_kv_cache(c.mixer(l))) continue;
-      const float m = static_cast<float>(main_->scored_queries(l));
-      for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
-        const std::size_t unit = l * c.num_kv_heads + g;
-        sums_[unit].resize(total, 0.0f);
-        squares_[unit].resize(total, 0.0f);
-        counts_[unit].resize(total, 0.0f);
-        for (std::size_t h = g * group; h < (g + 1) * group; ++h) {
-          const float* p = main_->scores(l, h);
-          const float* p2 = main_->score_squares(l, h);
-          for (std::size_t j = 0; j < total; ++j) {
-            sums_[unit][j] += p[j] * m / static_cast<float>(group);
-            if (traits_.squares) squares_[unit][j] += p2[j] * m / static_cast<float>(group);
-          }
-        }
-        for (std::size_t j = 0; j < total; ++j)
-          counts_[unit][j] += j < old_slots ? m : m - static_cast<float>(j - old_slots);
-      }
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g)
+        running_.add(l * c.num_kv_heads + g, recorded(*main_, l, g * group, group, total),
+                     traits_.squares ? recorded(*main_, l, g * group, group, total, true) : head_scores{},
+                     main_->scored_queries(l), old_slots);
     }
   }
 
@@ -373,11 +393,16 @@ class reader {
 
   // Keeps, per layer (or per KV head), the budget's worth of the `old_slots` oldest slots chosen by
   // the policy plus every newer slot; compacts and, in reindexed mode, renumbers and re-rotates.
+  // scores / instruction: unit-major ([layer][unit][old slot]) or empty; built-in rules read `scores`.
   void evict(session& s, std::vector<std::vector<std::int64_t>>& positions, std::size_t old_slots,
-             const std::vector<float>& scores, bool per_head) {
+             std::span<const float> scores, std::span<const float> instruction, bool final_cut) {
     const auto& c = w_.config;
     const std::size_t k = options_.budget;
+    const bool per_head = traits_.per_head;
     const std::size_t units = per_head ? c.num_kv_heads : 1;
+    const auto unit_scores = [&](std::span<const float> all, std::size_t l, std::size_t unit) {
+      return all.empty() ? all : all.subspan((l * units + unit) * old_slots, old_slots);
+    };
     bool evicted = false;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!mixer_uses_kv_cache(c.mixer(l))) continue;
@@ -390,20 +415,18 @@ class reader {
         view.head = unit;
         view.old_slots = old_slots;
         view.budget = k;
-        if (!scores.empty()) view.scores = std::span(scores).subspan((l * units + unit) * old_slots, old_slots);
+        view.scores = unit_scores(scores, l, unit);
+        view.instruction_scores = unit_scores(instruction, l, unit);
         view.document_positions = std::span(positions[l * c.num_kv_heads + unit]).first(old_slots);
+        view.final_cut = final_cut;
         select(view, keep_);
         check_selection(keep_, view, policy_name(options_.policy));
-        for (std::size_t j = old_slots; j < total; ++j) keep_.push_back(static_cast<std::uint32_t>(j));
+        keep_newest(keep_, old_slots, total);
         const std::size_t first_head = per_head ? unit : 0, last_head = per_head ? unit + 1 : c.num_kv_heads;
         for (std::size_t g = first_head; g < last_head; ++g) {
-          s.cache().compact(l, g, keep_);
-          gather(positions[l * c.num_kv_heads + g], keep_);
-          if (traits_.accumulates && &s == main_.get()) {
-            gather(sums_[l * c.num_kv_heads + g], keep_);
-            gather(squares_[l * c.num_kv_heads + g], keep_);
-            gather(counts_[l * c.num_kv_heads + g], keep_);
-          }
+          compact(s.cache(), l, g, keep_);
+          gather_kept(positions[l * c.num_kv_heads + g], keep_);
+          if (traits_.accumulates && &s == main_.get()) running_.gather(l * c.num_kv_heads + g, keep_);
         }
       }
     }
@@ -422,104 +445,35 @@ class reader {
     }
   }
 
-  template <class T>
-  static void gather(std::vector<T>& values, const std::vector<std::uint32_t>& keep) {
-    for (std::size_t i = 0; i < keep.size(); ++i) values[i] = values[keep[i]];
-    values.resize(keep.size());
-  }
-
+  // The policy's rule (cache/eviction_blocks.hpp) on one view.
   void select(const eviction_view& view, std::vector<std::uint32_t>& keep) {
     const std::size_t n = view.old_slots, k = view.budget;
+    const std::size_t unit = view.layer * w_.config.num_kv_heads + view.head;
     switch (options_.policy) {
-      case policy_kind::custom: custom_(view, keep); return;
-      case policy_kind::streaming: {
-        keep.clear();
-        const std::size_t sink = std::min(options_.sink, k);
-        for (std::size_t j = 0; j < sink; ++j) keep.push_back(static_cast<std::uint32_t>(j));
-        for (std::size_t j = n - (k - sink); j < n; ++j) keep.push_back(static_cast<std::uint32_t>(j));
-        return;
+      case policy_kind::custom: {
+        if (options_.citrus_pool <= 1) return custom_(view, keep);
+        eviction_view pooled = view;
+        if (!view.scores.empty()) {
+          average_pool(view.scores, options_.citrus_pool, pooled_scores_);
+          pooled.scores = pooled_scores_;
+        }
+        if (!view.instruction_scores.empty()) {
+          average_pool(view.instruction_scores, options_.citrus_pool, pooled_instruction_);
+          pooled.instruction_scores = pooled_instruction_;
+        }
+        return custom_(pooled, keep);
       }
-      case policy_kind::snapkv:
-        pool_scores(view.scores, options_.snapkv_kernel);
-        top_k(pooled_, k, keep, order_);
-        return;
+      case policy_kind::streaming: return select_streaming(n, k, options_.sink, keep);
+      case policy_kind::snapkv: return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_);
       case policy_kind::citrus_cse:
       case policy_kind::citrus_shared:
-      case policy_kind::citrus_separate:
-        if (options_.citrus_pool > 1) {
-          pool_scores(view.scores, options_.citrus_pool);
-          top_k(pooled_, k, keep, order_);
-        } else {
-          top_k(view.scores, k, keep, order_);
-        }
-        return;
-      case policy_kind::h2o:
-      case policy_kind::roco: {
-        const std::size_t unit = view.layer * w_.config.num_kv_heads + view.head;
-        const std::size_t sink = std::min(options_.sink, k), recent = std::min(k / 10, k - sink);
-        keep.clear();
-        std::vector<std::uint32_t> protected_slots;
-        for (std::size_t j = 0; j < sink; ++j) protected_slots.push_back(static_cast<std::uint32_t>(j));
-        for (std::size_t j = n - recent; j < n; ++j)
-          if (j >= sink) protected_slots.push_back(static_cast<std::uint32_t>(j));
-        candidates_.clear();
-        for (std::size_t j = sink; j < n - recent; ++j) candidates_.push_back(static_cast<std::uint32_t>(j));
-        const std::size_t room = k - protected_slots.size();
-        if (options_.policy == policy_kind::h2o) {
-          pooled_.resize(candidates_.size());
-          for (std::size_t i = 0; i < candidates_.size(); ++i) pooled_[i] = sums_[unit][candidates_[i]];
-          top_k(pooled_, room, keep, order_);
-        } else {
-          roco_keep(unit, room, keep);
-        }
-        for (auto& index : keep) index = candidates_[index];
-        keep.insert(keep.end(), protected_slots.begin(), protected_slots.end());
-        std::sort(keep.begin(), keep.end());
-        return;
-      }
-      default: top_k(view.scores, k, keep, order_); return;
+      case policy_kind::citrus_separate: return select_citrus(view.scores, k, options_.citrus_pool, keep, scratch_);
+      case policy_kind::h2o: return select_h2o(running_.sums(unit).first(n), k, options_.sink, keep, scratch_);
+      case policy_kind::roco:
+        return select_roco(running_.sums(unit).first(n), running_.squares(unit).first(n), running_.counts(unit).first(n),
+                           k, options_.sink, keep, scratch_);
+      default: return select_top_k(view.scores, k, keep, scratch_);  // tova
     }
-  }
-
-  // pooled_ = scores averaged over `kernel` neighbouring slots (zero padding, divided by the kernel size).
-  void pool_scores(std::span<const float> scores, std::size_t kernel) {
-    const std::size_t n = scores.size(), half = kernel / 2;
-    pooled_.assign(n, 0.0f);
-    for (std::size_t j = 0; j < n; ++j) {
-      float total = 0.0f;
-      for (std::size_t t = j >= half ? j - half : 0; t <= std::min(n - 1, j + half); ++t) total += scores[t];
-      pooled_[j] = total / static_cast<float>(kernel);
-    }
-  }
-
-  // RoCo (EasyKV's rule, docs/eviction.md), generalised to evicting e slots at once: the candidates are
-  // the max(room, e) unprotected slots with the lowest std (room = budget - sink - recent; EasyKV's
-  // stride is e), ties to the lower slot; the e lowest means among them go.
-  void roco_keep(std::size_t unit, std::size_t room, std::vector<std::uint32_t>& keep) {
-    const std::size_t count = candidates_.size(), evict_count = count - std::min(room, count);
-    std::vector<float> mean(count), deviation(count);
-    for (std::size_t i = 0; i < count; ++i) {
-      const std::uint32_t j = candidates_[i];
-      const float c = std::max(counts_[unit][j], 1.0f);
-      mean[i] = sums_[unit][j] / c;
-      deviation[i] = std::sqrt(std::max(squares_[unit][j] / c - mean[i] * mean[i], 0.0f));
-    }
-    std::vector<std::uint32_t> eligible(count);
-    std::iota(eligible.begin(), eligible.end(), 0u);
-    const std::size_t eligible_count = std::min(count, std::max(room, evict_count));
-    std::partial_sort(eligible.begin(), eligible.begin() + static_cast<std::ptrdiff_t>(eligible_count), eligible.end(),
-                      [&](std::uint32_t a, std::uint32_t b) {
-                        return deviation[a] < deviation[b] || (deviation[a] == deviation[b] && a < b);
-                      });
-    eligible.resize(eligible_count);
-    std::sort(eligible.begin(), eligible.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return mean[a] < mean[b] || (mean[a] == mean[b] && a > b);  // ties: the newer slot goes first
-    });
-    std::vector<bool> gone(count, false);
-    for (std::size_t i = 0; i < evict_count; ++i) gone[eligible[i]] = true;
-    keep.clear();
-    for (std::size_t i = 0; i < count; ++i)
-      if (!gone[i]) keep.push_back(static_cast<std::uint32_t>(i));
   }
 
   const model_weights& w_;
@@ -536,12 +490,13 @@ class reader {
   session_mark scoring_mark_;  // what an instruction-scoring pass returns its session to
   std::vector<std::vector<std::int64_t>> document_positions_;              // [layers * kv_heads][slot]
   std::vector<std::vector<std::int64_t>> instruction_document_positions_;  // citrus-separate's C_ins
-  std::vector<std::vector<float>> sums_, squares_, counts_;                // [layers * kv_heads][slot]
+  running_scores running_;  // h2o, roco: [layers * kv_heads] units
   std::size_t document_read_ = 0;
   bool answered_ = false;
   reader_stats stats_;
-  std::vector<std::uint32_t> keep_, order_, candidates_;
-  std::vector<float> pooled_;
+  std::vector<std::uint32_t> keep_;
+  selection_scratch scratch_;
+  std::vector<float> pooled_scores_, pooled_instruction_;  // a custom policy's pooled view
   std::vector<std::int64_t> renumbered_;
 };
 

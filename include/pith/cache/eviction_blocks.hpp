@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: MIT
+// Eviction as building blocks over the caller's own scores and KV cache: head aggregation, running
+// statistics, score pooling, every built-in selection rule, compaction and RoPE re-rotation
+// (docs/eviction.md, "Building blocks"). pith::reader is a composition of these; an engine with its
+// own attention and cache can use them without a pith session or pith weights.
+//
+// Usage, one chunked eviction step of one layer (the caller has just appended a chunk of new rows
+// after `old_slots` cached ones, and kept its attention probabilities):
+//
+//   #include <pith/cache/eviction_blocks.hpp>
+//
+//   // probs[h * stride + j]: query head h's softmax probability of cached slot j, averaged over the
+//   // scoring queries (normalised over every key the query saw, never over a subset).
+//   const pith::head_scores heads{probs, num_heads, old_slots, stride};
+//   std::vector<float> scores(old_slots);
+//   pith::mean_over_heads(heads, scores);       // one score per slot: per-layer policies (CItruS, TOVA)
+//   // pith::mean_over_groups(heads, num_kv_heads, per_kv_head) for per-KV-head policies (SnapKV, H2O)
+//
+//   std::vector<std::uint32_t> keep;            // old slots to keep, in slot order
+//   pith::selection_scratch scratch;            // reused across calls: no allocation once warm
+//   if (old_slots > budget) {
+//     pith::select_citrus(scores, budget, /*pool*/ 1, keep, scratch);  // or select_streaming, _h2o, ...
+//     pith::keep_newest(keep, old_slots, cache.size(layer, 0));        // the new chunk always stays
+//     for (std::size_t g = 0; g < num_kv_heads; ++g) {
+//       pith::compact(cache, layer, g, keep);   // `cache`: any type modelling pith::kv_store
+//       rotate.renumber(cache, layer, g);       // positions 0..n-1, keys re-rotated to them
+//     }
+//   }
+//
+// with `pith::rerotator rotate(head_dim, rope_theta, pith::kernels::rope_layout::half, max_context);`
+// made once per model. For CItruS (notes/citrus_and_kv_eviction.md §A.1, §A.2) the scores come from
+// the chunk's queries (citrus-cse) or from a separate pass of the instruction's queries over the same
+// old slots (citrus-shared); citrus_cut_scores says which cut uses which. H2O and RoCo keep per-slot
+// statistics across chunks in a running_scores, gathered with the same keep list.
+//
+// Every function checks its sizes and throws pith::shape_error or pith::argument_error naming what is
+// wrong; none needs exceptions to be enabled (PITH_THROW aborts with the message without them).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pith/cache/compaction.hpp"
+#include "pith/cache/eviction.hpp"
+#include "pith/core/error.hpp"
+
+namespace pith {
+
+// ---------------------------------------------------------------------------------------------------
+// Scores per query head, and their means over heads
+
+/// One layer's per-query-head scores, in the caller's storage: row h (h < heads) starts at
+/// data[h * stride] and holds `slots` floats (stride 0 means `slots`, rows packed).
+struct head_scores {
+  std::span<const float> data;
+  std::size_t heads = 0;
+  std::size_t slots = 0;
+  std::size_t stride = 0;
+
+  std::size_t row_stride() const noexcept { return stride == 0 ? slots : stride; }
+  /// Throws shape_error when the rows do not fit in `data` or overlap.
+  void check(const char* who) const {
+    const std::size_t step = row_stride();
+    if (step < slots)
+      PITH_THROW(shape_error, std::string(who) + ": row stride " + std::to_string(step) + " is below the " +
+                                  std::to_string(slots) + " slots of a row");
+    bool fits = true;
+    if (heads > 0 && data.size() < slots) fits = false;
+    if (heads > 0 && fits && step > 0 && heads - 1 > (data.size() - slots) / step) fits = false;
+    if (!fits)
+      PITH_THROW(shape_error, std::string(who) + ": " + std::to_string(heads) + " rows of " + std::to_string(slots) +
+                                  " slots " + std::to_string(step) + " apart do not fit in " +
+                                  std::to_string(data.size()) + " floats");
+  }
+  const float* row(std::size_t head) const noexcept { return data.data() + head * row_stride(); }
+};
+
+/// out[j] = mean over all query heads of scores.row(h)[j] (accumulated in head order, each row
+/// multiplied by 1/heads). out [slots]; throws shape_error on mismatched sizes or zero heads.
+inline void mean_over_heads(const head_scores& scores, std::span<float> out) {
+  scores.check("pith::mean_over_heads");
+  if (scores.heads == 0 || out.size() != scores.slots)
+    PITH_THROW(shape_error, "pith::mean_over_heads: " + std::to_string(scores.heads) + " heads of " +
+                                std::to_string(scores.slots) + " slots into " + std::to_string(out.size()) +
+                                " outputs (at least one head, one output per slot)");
+  std::fill(out.begin(), out.end(), 0.0f);
+  const float weight = 1.0f / static_cast<float>(scores.heads);
+  for (std::size_t h = 0; h < scores.heads; ++h) {
+    const float* source = scores.row(h);
+    for (std::size_t j = 0; j < scores.slots; ++j) out[j] += source[j] * weight;
+  }
+}
+
+/// Grouped-query attention: KV head g serves query heads [g * G, (g + 1) * G), G = heads / kv_heads.
+/// out[g * slots + j] = mean over those G query heads of scores.row(h)[j]. out [kv_heads, slots];
+/// throws shape_error when heads is not a positive multiple of kv_heads or out has the wrong size.
+inline void mean_over_groups(const head_scores& scores, std::size_t kv_heads, std::span<float> out) {
+  scores.check("pith::mean_over_groups");
+  if (kv_heads == 0 || scores.heads == 0 || scores.heads % kv_heads != 0)
+    PITH_THROW(shape_error, "pith::mean_over_groups: " + std::to_string(scores.heads) +
+                                " query heads do not split into groups of " + std::to_string(kv_heads) + " KV heads");
+  if (out.size() != kv_heads * scores.slots)
+    PITH_THROW(shape_error, "pith::mean_over_groups: " + std::to_string(out.size()) + " outputs for " +
+                                std::to_string(kv_heads) + " KV heads of " + std::to_string(scores.slots) + " slots");
+  const std::size_t group = scores.heads / kv_heads;
+  std::fill(out.begin(), out.end(), 0.0f);
+  const float weight = 1.0f / static_cast<float>(group);
+  for (std::size_t h = 0; h < scores.heads; ++h) {
+    float* target = out.data() + (h / group) * scores.slots;
+    const float* source = scores.row(h);
+    for (std::size_t j = 0; j < scores.slots; ++j) target[j] += source[j] * weight;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Running statistics across chunks (H2O, RoCo)
+
+/// Per (unit, slot) running sums of the attention a slot received from every query that saw it:
+/// S += mean over the group's heads of Σ_q p, Q += the same of Σ_q p² (when squares are kept), and the
+/// count c of those queries (docs/eviction.md, h2o and roco). A unit is whatever owns a selection,
+/// usually (layer, KV head). Slots follow the cache: gather() with the keep list of every compaction.
+class running_scores {
+ public:
+  running_scores() = default;
+  running_scores(std::size_t units, bool squares) : squares_on_(squares), sums_(units), squares_(units), counts_(units) {}
+
+  std::size_t units() const noexcept { return sums_.size(); }
+  bool keeps_squares() const noexcept { return squares_on_; }
+  /// Slots the unit holds statistics for.
+  std::size_t size(std::size_t unit) const { return sums_[check(unit, "size")].size(); }
+
+  /// Adds one chunk pass. means: the unit's query heads (the KV head's group), row h = mean over the
+  /// pass's `queries` queries of each slot's probability, for slots [0, means.slots): the `old_slots`
+  /// the unit held before the chunk, then the chunk's own slots (slot old_slots + r was seen by
+  /// queries - r of them, causally). mean_squares: the same for squared probabilities, required when
+  /// squares are kept (ignored otherwise). Throws on a unit out of range or sizes that disagree.
+  void add(std::size_t unit, const head_scores& means, const head_scores& mean_squares, std::size_t queries,
+           std::size_t old_slots) {
+    check(unit, "add");
+    means.check("pith::running_scores::add");
+    if (means.heads == 0 || old_slots != sums_[unit].size() || means.slots < old_slots)
+      PITH_THROW(shape_error, "pith::running_scores::add: unit " + std::to_string(unit) + " holds " +
+                                  std::to_string(sums_[unit].size()) + " slots, the pass names " +
+                                  std::to_string(old_slots) + " old slots of " + std::to_string(means.slots) + " over " +
+                                  std::to_string(means.heads) + " heads");
+    if (squares_on_) {
+      mean_squares.check("pith::running_scores::add");
+      if (mean_squares.heads != means.heads || mean_squares.slots != means.slots)
+        PITH_THROW(shape_error, "pith::running_scores::add: squares of " + std::to_string(mean_squares.heads) +
+                                    " heads x " + std::to_string(mean_squares.slots) + " slots for means of " +
+                                    std::to_string(means.heads) + " x " + std::to_string(means.slots));
+    }
+    const std::size_t total = means.slots;
+    const float m = static_cast<float>(queries), group = static_cast<float>(means.heads);
+    auto& sums = sums_[unit];
+    auto& squares = squares_[unit];
+    auto& counts = counts_[unit];
+    sums.resize(total, 0.0f);
+    squares.resize(total, 0.0f);
+    counts.resize(total, 0.0f);
+    for (std::size_t h = 0; h < means.heads; ++h) {
+      const float* p = means.row(h);
+      for (std::size_t j = 0; j < total; ++j) sums[j] += p[j] * m / group;
+      if (squares_on_) {
+        const float* p2 = mean_squares.row(h);
+        for (std::size_t j = 0; j < total; ++j) squares[j] += p2[j] * m / group;
+      }
+    }
+    for (std::size_t j = 0; j < total; ++j) counts[j] += j < old_slots ? m : m - static_cast<float>(j - old_slots);
+  }
+
+  std::span<const float> sums(std::size_t unit) const { return sums_[check(unit, "sums")]; }
+  std::span<const float> squares(std::size_t unit) const { return squares_[check(unit, "squares")]; }
+  std::span<const float> counts(std::size_t unit) const { return counts_[check(unit, "counts")]; }
+
+  /// Keeps the statistics of slots keep[0] < keep[1] < ..., moved to 0, 1, ... (as pith::compact).
+  void gather(std::size_t unit, std::span<const std::uint32_t> keep) {
+    check(unit, "gather");
+    gather_kept(sums_[unit], keep);
+    gather_kept(squares_[unit], keep);
+    gather_kept(counts_[unit], keep);
+  }
+
+  void clear() noexcept {
+    for (auto* list : {&sums_, &squares_, &counts_})
+      for (auto& unit : *list) unit.clear();
+  }
+
+ private:
+  std::size_t check(std::size_t unit, const char* what) const {
+    if (unit >= sums_.size())
+      PITH_THROW(argument_error, std::string("pith::running_scores::") + what + ": unit " + std::to_string(unit) +
+                                     " of " + std::to_string(sums_.size()));
+    return unit;
+  }
+
+  bool squares_on_ = false;
+  std::vector<std::vector<float>> sums_, squares_, counts_;  // [units][slots]
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Pooling
+
+/// out[j] = (scores[j - kernel/2] + ... + scores[j + kernel/2]) / kernel with zeros beyond both ends
+/// (SnapKV's average pooling; pith's citrus_pool). Sums run left to right. kernel must be odd (a
+/// window centred on the slot); out must have scores.size() elements and must not alias scores.
+inline void average_pool(std::span<const float> scores, std::size_t kernel, std::span<float> out) {
+  if (kernel % 2 == 0)
+    PITH_THROW(argument_error, "pith::average_pool: kernel " + std::to_string(kernel) +
+                                   " must be odd (a window centred on the slot)");
+  if (out.size() != scores.size())
+    PITH_THROW(shape_error, "pith::average_pool: " + std::to_string(out.size()) + " outputs for " +
+                                std::to_string(scores.size()) + " scores");
+  const std::size_t n = scores.size(), half = kernel / 2;
+  for (std::size_t j = 0; j < n; ++j) {
+    float total = 0.0f;
+    for (std::size_t t = j >= half ? j - half : 0; t <= std::min(n - 1, j + half); ++t) total += scores[t];
+    out[j] = total / static_cast<float>(kernel);
+  }
+}
+
+/// The same into a vector resized to scores.size().
+inline void average_pool(std::span<const float> scores, std::size_t kernel, std::vector<float>& out) {
+  out.resize(scores.size());
+  average_pool(scores, kernel, std::span<float>(out));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Selection rules: each fills `keep` with the old slots [0, old_slots) to keep, sorted, at most
+// `budget` of them; with old_slots <= budget every slot is kept. The newest chunk is not a candidate
+// (keep_newest appends it). Ties: the higher score first, equal scores by the lower slot.
+
+/// Scratch the rules reuse, so that a warm selection allocates nothing.
+struct selection_scratch {
+  std::vector<std::uint32_t> order, candidates, eligible, guarded;
+  std::vector<float> values, mean, deviation;
+  std::vector<std::uint8_t> gone;
+};
+
+namespace detail {
+inline bool keep_all(std::size_t old_slots, std::size_t budget, std::vector<std::uint32_t>& keep) {
+  if (old_slots > budget) return false;
+  keep.resize(old_slots);
+  std::iota(keep.begin(), keep.end(), 0u);
+  return true;
+}
+inline void check_slots(std::size_t old_slots, const char* who) {
+  if (old_slots > std::size_t{0xFFFFFFFFu})
+    PITH_THROW(argument_error, std::string(who) + ": " + std::to_string(old_slots) + " slots exceed 32-bit slot indices");
+}
+}  // namespace detail
+
+/// Appends the slots [old_slots, total) (the chunk just appended) to a selection of old slots.
+inline void keep_newest(std::vector<std::uint32_t>& keep, std::size_t old_slots, std::size_t total) {
+  if (total < old_slots)
+    PITH_THROW(argument_error, "pith::keep_newest: " + std::to_string(total) + " slots in all, fewer than the " +
+                                   std::to_string(old_slots) + " old ones");
+  detail::check_slots(total, "pith::keep_newest");
+  for (std::size_t j = old_slots; j < total; ++j) keep.push_back(static_cast<std::uint32_t>(j));
+}
+
+/// The k highest scores (pith::top_k). TOVA: the chunk's last query, mean over all heads, per layer.
+inline void select_top_k(std::span<const float> scores, std::size_t budget, std::vector<std::uint32_t>& keep,
+                         selection_scratch& scratch) {
+  detail::check_slots(scores.size(), "pith::select_top_k");
+  top_k(scores, budget, keep, scratch.order);
+}
+
+/// The k highest scores after average_pool(scores, kernel). SnapKV: the last w queries of the chunk,
+/// mean over the KV head's group, kernel 7 in pith (5 in SnapKV's code and kvpress).
+inline void select_pooled_top_k(std::span<const float> scores, std::size_t budget, std::size_t kernel,
+                                std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  detail::check_slots(scores.size(), "pith::select_pooled_top_k");
+  average_pool(scores, kernel, scratch.values);
+  top_k(scratch.values, budget, keep, scratch.order);
+}
+
+/// SnapKV's rule (select_pooled_top_k with the SnapKV kernel).
+inline void select_snapkv(std::span<const float> scores, std::size_t budget, std::size_t kernel,
+                          std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  select_pooled_top_k(scores, budget, kernel, keep, scratch);
+}
+
+/// CItruS's cut (CN §A.1 step 4, §A.2): the top `budget` of the scores, optionally pooled over `pool`
+/// (odd) neighbouring slots first (pith's citrus_pool; 1 is the official selection). The scores are
+/// the chunk's or the instruction's attention as citrus_cut_scores says.
+inline void select_citrus(std::span<const float> scores, std::size_t budget, std::size_t pool,
+                          std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  if (pool > 1)
+    select_pooled_top_k(scores, budget, pool, keep, scratch);
+  else if (pool == 1)
+    select_top_k(scores, budget, keep, scratch);
+  else
+    PITH_THROW(argument_error, "pith::select_citrus: pool 0 (1 is no pooling; pools are odd)");
+}
+
+/// Which of a CItruS variant's caches a cut is made on, and when.
+enum class citrus_cut {
+  reading,            // while reading, the cache the chunks are encoded with (C_lm for citrus-separate)
+  instruction_cache,  // while reading, citrus-separate's instruction-aware cache C_ins
+  final_cut,          // the last cut to the budget before the answer (C_ins for citrus-separate)
+};
+
+/// The scores a CItruS cut ranks by (CN §A.1, §A.2): citrus-cse reads by the chunk's attention,
+/// citrus-shared by the instruction's; citrus-separate's C_lm by the chunk's and its C_ins by the
+/// instruction's; every variant's final cut by the instruction's. Throws argument_error for a policy
+/// that is not a CItruS variant or a cut it does not make.
+inline std::span<const float> citrus_cut_scores(policy_kind variant, citrus_cut cut, std::span<const float> chunk_scores,
+                                                std::span<const float> instruction_scores) {
+  const bool citrus = variant == policy_kind::citrus_cse || variant == policy_kind::citrus_shared ||
+                      variant == policy_kind::citrus_separate;
+  if (!citrus || (cut == citrus_cut::instruction_cache && variant != policy_kind::citrus_separate))
+    PITH_THROW(argument_error, std::string("pith::citrus_cut_scores: ") + policy_name(variant) +
+                                   " makes no such CItruS cut");
+  if (cut == citrus_cut::final_cut || cut == citrus_cut::instruction_cache) return instruction_scores;
+  return variant == policy_kind::citrus_shared ? instruction_scores : chunk_scores;
+}
+
+/// StreamingLLM: the first min(sink, budget) old slots and the last budget - that many.
+inline void select_streaming(std::size_t old_slots, std::size_t budget, std::size_t sink, std::vector<std::uint32_t>& keep) {
+  detail::check_slots(old_slots, "pith::select_streaming");
+  if (detail::keep_all(old_slots, budget, keep)) return;
+  keep.clear();
+  sink = std::min(sink, budget);
+  for (std::size_t j = 0; j < sink; ++j) keep.push_back(static_cast<std::uint32_t>(j));
+  for (std::size_t j = old_slots - (budget - sink); j < old_slots; ++j) keep.push_back(static_cast<std::uint32_t>(j));
+}
+
+/// The slots H2O and RoCo never evict: the first `sink` and the last `recent` old slots.
+struct protected_slots {
+  std::size_t sink = 0;
+  std::size_t recent = 0;
+};
+
+/// EasyKV's protection for a budget: sink = min(sink, budget), recent = min(budget / 10, budget - sink).
+inline protected_slots h2o_protection(std::size_t budget, std::size_t sink) noexcept {
+  protected_slots p;
+  p.sink = std::min(sink, budget);
+  p.recent = std::min(budget / 10, budget - p.sink);
+  return p;
+}
+
+namespace detail {
+// The protected slots of n > budget old slots, and the unprotected candidates [sink, n - recent)
+// in scratch.candidates; returns the room the candidates share (budget - protected).
+inline std::size_t protect(std::size_t n, std::size_t budget, std::size_t sink, std::vector<std::uint32_t>& protected_list,
+                           selection_scratch& scratch) {
+  const protected_slots p = h2o_protection(budget, sink);
+  protected_list.clear();
+  for (std::size_t j = 0; j < p.sink; ++j) protected_list.push_back(static_cast<std::uint32_t>(j));
+  for (std::size_t j = n - p.recent; j < n; ++j)
+    if (j >= p.sink) protected_list.push_back(static_cast<std::uint32_t>(j));
+  scratch.candidates.clear();
+  for (std::size_t j = p.sink; j < n - p.recent; ++j) scratch.candidates.push_back(static_cast<std::uint32_t>(j));
+  return budget - protected_list.size();
+}
+// keep holds indices into scratch.candidates: map them to slots, add the protected slots, sort.
+inline void finish_protected(std::vector<std::uint32_t>& keep, const std::vector<std::uint32_t>& protected_list,
+                             const selection_scratch& scratch) {
+  for (auto& index : keep) index = scratch.candidates[index];
+  keep.insert(keep.end(), protected_list.begin(), protected_list.end());
+  std::sort(keep.begin(), keep.end());
+}
+}  // namespace detail
+
+/// H2O: the protected slots (h2o_protection) plus the highest accumulated attention among the rest.
+/// sums [old_slots]: running_scores::sums of the old slots.
+inline void select_h2o(std::span<const float> sums, std::size_t budget, std::size_t sink, std::vector<std::uint32_t>& keep,
+                       selection_scratch& scratch) {
+  const std::size_t n = sums.size();
+  detail::check_slots(n, "pith::select_h2o");
+  if (detail::keep_all(n, budget, keep)) return;
+  std::vector<std::uint32_t>& protected_list = scratch.guarded;
+  const std::size_t room = detail::protect(n, budget, sink, protected_list, scratch);
+  scratch.values.resize(scratch.candidates.size());
+  for (std::size_t i = 0; i < scratch.candidates.size(); ++i) scratch.values[i] = sums[scratch.candidates[i]];
+  top_k(scratch.values, room, keep, scratch.order);
+  detail::finish_protected(keep, protected_list, scratch);
+}
+
+/// RoCo (EasyKV's rule, docs/eviction.md), generalised to evicting e = old_slots - budget slots at
+/// once: with mean = S / c and std = sqrt(max(Q / c - mean², 0)) per slot (c at least 1), the
+/// candidates are the max(room, e) unprotected slots with the lowest std (room = budget - sink -
+/// recent; equal stds: the lower slot first); the e lowest means among them are evicted (equal means:
+/// the higher slot first). sums, squares, counts [old_slots] (running_scores of the old slots).
+inline void select_roco(std::span<const float> sums, std::span<const float> squares, std::span<const float> counts,
+                        std::size_t budget, std::size_t sink, std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  const std::size_t n = sums.size();
+  if (squares.size() != n || counts.size() != n)
+    PITH_THROW(shape_error, "pith::select_roco: " + std::to_string(n) + " sums, " + std::to_string(squares.size()) +
+                                " squares and " + std::to_string(counts.size()) + " counts (one of each per slot)");
+  detail::check_slots(n, "pith::select_roco");
+  if (detail::keep_all(n, budget, keep)) return;
+  std::vector<std::uint32_t>& protected_list = scratch.guarded;
+  const std::size_t room = detail::protect(n, budget, sink, protected_list, scratch);
+  const std::size_t count = scratch.candidates.size(), evict_count = count - std::min(room, count);
+  auto& mean = scratch.mean;
+  auto& deviation = scratch.deviation;
+  mean.resize(count);
+  deviation.resize(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::uint32_t j = scratch.candidates[i];
+    const float c = std::max(counts[j], 1.0f);
+    mean[i] = sums[j] / c;
+    deviation[i] = std::sqrt(std::max(squares[j] / c - mean[i] * mean[i], 0.0f));
+  }
+  auto& eligible = scratch.eligible;
+  eligible.resize(count);
+  std::iota(eligible.begin(), eligible.end(), 0u);
+  const std::size_t eligible_count = std::min(count, std::max(room, evict_count));
+  std::partial_sort(eligible.begin(), eligible.begin() + static_cast<std::ptrdiff_t>(eligible_count), eligible.end(),
+                    [&](std::uint32_t a, std::uint32_t b) {
+                      return deviation[a] < deviation[b] || (deviation[a] == deviation[b] && a < b);
+                    });
+  eligible.resize(eligible_count);
+  std::sort(eligible.begin(), eligible.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return mean[a] < mean[b] || (mean[a] == mean[b] && a > b);  // ties: the newer slot goes first
+  });
+  scratch.gone.assign(count, 0);
+  for (std::size_t i = 0; i < evict_count; ++i) scratch.gone[eligible[i]] = 1;
+  keep.clear();
+  for (std::size_t i = 0; i < count; ++i)
+    if (!scratch.gone[i]) keep.push_back(static_cast<std::uint32_t>(i));
+  detail::finish_protected(keep, protected_list, scratch);
+}
+
+}  // namespace pith

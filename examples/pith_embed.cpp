@@ -60,7 +60,7 @@ int main(int argc, char** argv) try {
   const embed::citrus_options options{64, 64, 7};
   embed::engine e(w, embed::citrus_capacity(options, doc.instruction.size(), doc.answer.size()),
                   options.chunk + doc.instruction.size());
-  embed::citrus_reader reader(e, c.layers, options, doc.instruction);
+  embed::citrus_reader reader(e, c, options, doc.instruction);
   reader.read(doc.ids);
   const auto answer = reader.answer(doc.answer.size(), c.vocab);
   std::printf("document: %zu tokens read in chunks of %zu, %zu states kept per layer\n", doc.ids.size(), options.chunk,

@@ -11,7 +11,8 @@
 #include <span>
 #include <vector>
 
-#include <pith/cache/eviction.hpp>
+#include <pith/cache/compaction.hpp>       // compact, gather_kept, rerotator
+#include <pith/cache/eviction_blocks.hpp>  // select_citrus, keep_newest
 
 #include "engine.hpp"
 
@@ -31,8 +32,9 @@ inline std::size_t citrus_capacity(const citrus_options& o, std::size_t instruct
 class citrus_reader {
  public:
   /// `e` must have room for citrus_capacity(...) slots and passes of chunk + instruction tokens.
-  citrus_reader(engine& e, std::size_t layers, citrus_options options, std::vector<std::int32_t> instruction)
-      : e_(e), options_(options), instruction_(std::move(instruction)), positions_(layers) {
+  citrus_reader(engine& e, const config& c, citrus_options options, std::vector<std::int32_t> instruction)
+      : e_(e), options_(options), instruction_(std::move(instruction)), positions_(c.layers),
+        rotate_(c.head_dim, c.rope_theta, pith::kernels::rope_layout::half, e.cache().capacity()) {
     if (options_.budget == 0 || options_.chunk == 0 || options_.pool % 2 == 0 || instruction_.empty())
       throw pith::argument_error("citrus_reader: budget and chunk must be positive, pool odd, the instruction non-empty");
   }
@@ -46,7 +48,7 @@ class citrus_reader {
   /// The final cut, then the instruction and `steps` greedy tokens; `first_logits` (if not null)
   /// gets the row the first answer token comes from.
   std::vector<std::int32_t> answer(std::size_t steps, std::size_t vocab, std::vector<float>* first_logits = nullptr) {
-    const std::size_t slots = e_.cache().size[0];
+    const std::size_t slots = e_.cache().size(0, 0);
     scores_.resize(positions_.size() * slots);
     e_.score(instruction_, scores_.data());
     evict(slots);
@@ -66,7 +68,7 @@ class citrus_reader {
 
  private:
   void read_chunk(std::span<const std::int32_t> chunk) {
-    const std::size_t old = e_.cache().size[0];
+    const std::size_t old = e_.cache().size(0, 0);
     const bool first = read_ == 0;
     if (first) {
       e_.forward(chunk, nullptr);
@@ -81,33 +83,19 @@ class citrus_reader {
   }
 
   // Keeps, per layer, the `budget` best of the `old` oldest slots (scores_ [layers, old]) and every
-  // newer slot, compacts, then renumbers the cache.
+  // newer slot, compacts every KV head, then renumbers the slots 0..n-1 with their keys re-rotated.
   void evict(std::size_t old) {
     if (old <= options_.budget) return;
+    kv_cache& cache = e_.cache();
     for (std::size_t l = 0; l < positions_.size(); ++l) {
-      std::span<const float> scores(scores_.data() + l * old, old);
-      if (options_.pool > 1) {
-        pool(scores);
-        scores = pooled_;
-      }
-      pith::top_k(scores, options_.budget, keep_, order_);
-      for (std::size_t j = old; j < e_.cache().size[l]; ++j) keep_.push_back(static_cast<std::uint32_t>(j));
-      e_.cache().compact(l, keep_);
-      for (std::size_t i = 0; i < keep_.size(); ++i) positions_[l][i] = positions_[l][keep_[i]];
-      positions_[l].resize(keep_.size());
+      pith::select_citrus(std::span(scores_.data() + l * old, old), options_.budget, options_.pool, keep_, scratch_);
+      pith::keep_newest(keep_, old, cache.size(l, 0));
+      for (std::size_t g = 0; g < cache.kv_heads(); ++g) pith::compact(cache, l, g, keep_);
+      pith::gather_kept(positions_[l], keep_);
     }
-    e_.reindex();
-  }
-
-  // pooled_[j] = the mean of scores over the `pool` slots centred on j (zero padding).
-  void pool(std::span<const float> scores) {
-    const std::size_t n = scores.size(), half = options_.pool / 2;
-    pooled_.assign(n, 0.0f);
-    for (std::size_t j = 0; j < n; ++j) {
-      float total = 0.0f;
-      for (std::size_t i = j >= half ? j - half : 0; i <= std::min(n - 1, j + half); ++i) total += scores[i];
-      pooled_[j] = total / static_cast<float>(options_.pool);
-    }
+    for (std::size_t l = 0; l < cache.layers(); ++l)
+      for (std::size_t g = 0; g < cache.kv_heads(); ++g) rotate_.renumber(cache, l, g);
+    e_.set_position(cache.size(0, 0));  // the next token follows the last kept slot
   }
 
   engine& e_;
@@ -115,8 +103,10 @@ class citrus_reader {
   std::vector<std::int32_t> instruction_;
   std::vector<std::vector<std::int64_t>> positions_;  // [layers][slot]: where each kept slot came from
   std::size_t read_ = 0;
-  std::vector<float> scores_, pooled_;
-  std::vector<std::uint32_t> keep_, order_;
+  pith::rerotator rotate_;  // RoPE re-rotation of kept keys to their new positions
+  std::vector<float> scores_;
+  std::vector<std::uint32_t> keep_;
+  pith::selection_scratch scratch_;
 };
 
 }  // namespace embed

@@ -14,7 +14,8 @@
 #include <span>
 #include <vector>
 
-#include <pith/cache/eviction.hpp>  // top_k
+#include <pith/cache/compaction.hpp>       // kv_store
+#include <pith/cache/eviction_blocks.hpp>  // mean_over_heads
 #include <pith/core/aligned_buffer.hpp>
 #include <pith/core/error.hpp>
 #include <pith/core/tensor.hpp>
@@ -57,38 +58,34 @@ struct weights {
 
 /// The engine's KV cache: per layer and KV head, `capacity` rows of keys and values ([capacity,
 /// head_dim], one matrix per head, what the attention kernel reads) and each slot's RoPE position.
-/// All heads of a layer hold the same slots (CItruS selects per layer).
-struct kv_cache {
-  std::size_t kv_heads = 0, head_dim = 0, capacity = 0;
-  std::vector<buffer> keys, values;                  // [layers][kv_heads * capacity * head_dim]
-  std::vector<std::vector<std::int64_t>> positions;  // [layers][kv_heads * capacity]
-  std::vector<std::size_t> size;                     // [layers] slots in use
-
-  kv_cache(std::size_t layers, std::size_t kv_heads_, std::size_t head_dim_, std::size_t capacity_)
-      : kv_heads(kv_heads_), head_dim(head_dim_), capacity(capacity_), keys(layers), values(layers),
-        positions(layers, std::vector<std::int64_t>(kv_heads_ * capacity_)), size(layers, 0) {
+/// It models pith::kv_store (cache/compaction.hpp), so pith's compaction and re-rotation work on it.
+class kv_cache {
+ public:
+  kv_cache(std::size_t layers, std::size_t kv_heads, std::size_t head_dim, std::size_t capacity)
+      : kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), keys_(layers), values_(layers),
+        positions_(layers, std::vector<std::int64_t>(kv_heads * capacity)), sizes_(layers * kv_heads, 0) {
     for (std::size_t l = 0; l < layers; ++l) {
-      keys[l].resize(kv_heads * capacity * head_dim);
-      values[l].resize(keys[l].size());
+      keys_[l].resize(kv_heads * capacity * head_dim);
+      values_[l].resize(keys_[l].size());
     }
   }
-  float* key(std::size_t l, std::size_t h, std::size_t slot) { return keys[l].data() + (h * capacity + slot) * head_dim; }
-  float* value(std::size_t l, std::size_t h, std::size_t slot) {
-    return values[l].data() + (h * capacity + slot) * head_dim;
-  }
-  std::int64_t& position(std::size_t l, std::size_t h, std::size_t slot) { return positions[l][h * capacity + slot]; }
+  std::size_t layers() const { return keys_.size(); }
+  std::size_t kv_heads() const { return kv_heads_; }
+  std::size_t head_dim() const { return head_dim_; }
+  std::size_t capacity() const { return capacity_; }
+  std::size_t size(std::size_t l, std::size_t h) const { return sizes_[l * kv_heads_ + h]; }
+  void set_size(std::size_t l, std::size_t h, std::size_t rows) { sizes_[l * kv_heads_ + h] = rows; }
+  float* keys(std::size_t l, std::size_t h) { return keys_[l].data() + h * capacity_ * head_dim_; }
+  float* values(std::size_t l, std::size_t h) { return values_[l].data() + h * capacity_ * head_dim_; }
+  std::int64_t* positions(std::size_t l, std::size_t h) { return positions_[l].data() + h * capacity_; }
 
-  /// Keeps slots keep[0] < keep[1] < ... of layer l in every head, moved down in order.
-  void compact(std::size_t l, std::span<const std::uint32_t> keep) {
-    for (std::size_t h = 0; h < kv_heads; ++h)
-      for (std::size_t i = 0; i < keep.size(); ++i) {
-        std::copy_n(key(l, h, keep[i]), head_dim, key(l, h, i));
-        std::copy_n(value(l, h, keep[i]), head_dim, value(l, h, i));
-        position(l, h, i) = position(l, h, keep[i]);
-      }
-    size[l] = keep.size();
-  }
+ private:
+  std::size_t kv_heads_, head_dim_, capacity_;
+  std::vector<buffer> keys_, values_;                 // [layers][kv_heads * capacity * head_dim]
+  std::vector<std::vector<std::int64_t>> positions_;  // [layers][kv_heads * capacity]
+  std::vector<std::size_t> sizes_;                    // [layers * kv_heads] rows in use
 };
+static_assert(pith::kv_store<kv_cache>);
 
 /// y [rows, out] = x [rows, in] · w^T for the engine's float array w [out, in], through pith's
 /// typed matrix product on a borrowed view (the view owns nothing; w outlives the call).
@@ -133,37 +130,20 @@ class engine {
     all_.assign(tokens.begin(), tokens.end());
     all_.insert(all_.end(), side.begin(), side.end());
     run(all_, side.size(), scores != nullptr ? scoring::side_queries : scoring::none, scores);
-    for (std::size_t l = 0; l < c_.layers; ++l) cache_.size[l] -= side.size();  // the side rows go
+    for (std::size_t l = 0; l < c_.layers; ++l)  // the side rows go
+      for (std::size_t g = 0; g < c_.kv_heads; ++g) cache_.set_size(l, g, cache_.size(l, g) - side.size());
     position_ -= side.size();
     if (logits != nullptr) final_logits(tokens.size() - 1, logits);
-  }
-
-  /// Renumbers every layer's slots 0, 1, ... after a compaction: each key is re-rotated by the
-  /// difference between its new and its old position (rotations compose), and the next token takes
-  /// the position after the last slot. This lets a model read past its trained context.
-  void reindex() {
-    const std::size_t hd = c_.head_dim, half = hd / 2;
-    std::vector<float> cos_angle(half), sin_angle(half);
-    for (std::size_t l = 0; l < c_.layers; ++l)
-      for (std::size_t g = 0; g < c_.kv_heads; ++g)
-        for (std::size_t i = 0; i < cache_.size[l]; ++i) {
-          const std::int64_t delta = static_cast<std::int64_t>(i) - cache_.position(l, g, i);
-          if (delta == 0) continue;
-          k::rope_angles(static_cast<double>(delta), inv_freq_.data(), hd, cos_angle.data(), sin_angle.data());
-          k::apply_rope_half(cache_.key(l, g, i), 1, hd, hd, cos_angle.data(), sin_angle.data());
-          cache_.position(l, g, i) = static_cast<std::int64_t>(i);
-        }
-    position_ = cache_.size[c_.layers - 1];
   }
 
   /// The attention of `tokens` (every query, every head) over the current slots into `scores`
   /// ([layers, slots]), leaving the cache and the position as they were: an instruction's scores.
   void score(std::span<const std::int32_t> tokens, float* scores) {
-    const std::vector<std::size_t> sizes = cache_.size;
-    const std::size_t position = position_;
+    const std::size_t rows = cache_.size(0, 0), position = position_;
     all_.assign(tokens.begin(), tokens.end());
     run(all_, 0, scoring::all_queries, scores);
-    cache_.size = sizes;
+    for (std::size_t l = 0; l < c_.layers; ++l)
+      for (std::size_t g = 0; g < c_.kv_heads; ++g) cache_.set_size(l, g, rows);
     position_ = position;
   }
 
@@ -173,7 +153,7 @@ class engine {
     const std::size_t t = all.size(), d = c_.hidden, half = c_.head_dim / 2;
     if (t == 0 || t > max_chunk_) throw pith::argument_error("engine: a pass takes 1 to max_chunk tokens");
     for (std::size_t l = 0; l < c_.layers; ++l)
-      if (cache_.size[l] + t > cache_.capacity) throw pith::argument_error("engine: the KV cache is full");
+      if (cache_.size(l, 0) + t > cache_.capacity()) throw pith::argument_error("engine: the KV cache is full");
     const pith::tensor_view embedding = pith::tensor_view::borrow(w_.embedding.data(), c_.vocab, d);
     for (std::size_t i = 0; i < t; ++i) {
       if (all[i] < 0 || static_cast<std::size_t>(all[i]) >= c_.vocab) throw pith::argument_error("engine: token id outside the vocabulary");
@@ -218,14 +198,15 @@ class engine {
       k::apply_rope_half(k_.data() + i * kvs, c_.kv_heads, hd, hd, cos_.data() + i * half, sin_.data() + i * half);
     }
     // Append: cache rows [before, before + t_all) of every KV head (side rows last).
-    const std::size_t before = cache_.size[l];
-    for (std::size_t g = 0; g < c_.kv_heads; ++g)
+    const std::size_t before = cache_.size(l, 0);
+    for (std::size_t g = 0; g < c_.kv_heads; ++g) {
       for (std::size_t i = 0; i < t_all; ++i) {
-        std::copy_n(k_.data() + i * kvs + g * hd, hd, cache_.key(l, g, before + i));
-        std::copy_n(v_.data() + i * kvs + g * hd, hd, cache_.value(l, g, before + i));
-        cache_.position(l, g, before + i) = static_cast<std::int64_t>(position_ + (i < t ? i : i - t));
+        std::copy_n(k_.data() + i * kvs + g * hd, hd, cache_.keys(l, g) + (before + i) * hd);
+        std::copy_n(v_.data() + i * kvs + g * hd, hd, cache_.values(l, g) + (before + i) * hd);
+        cache_.positions(l, g)[before + i] = static_cast<std::int64_t>(position_ + (i < t ? i : i - t));
       }
-    cache_.size[l] = before + t_all;
+      cache_.set_size(l, g, before + t_all);
+    }
     // Side queries see the old slots and the side keys, not the chunk's.
     side_mask_.assign(before + t_all, 1);
     std::fill_n(side_mask_.begin() + static_cast<std::ptrdiff_t>(before), t, std::uint8_t{0});
@@ -233,9 +214,9 @@ class engine {
       k::softmax_importance_args a;
       a.queries = q_.data() + h * hd;
       a.query_stride = qs;
-      a.keys = cache_.key(l, h / group, 0);
+      a.keys = cache_.keys(l, h / group);
       a.key_stride = hd;
-      a.values = cache_.value(l, h / group, 0);
+      a.values = cache_.values(l, h / group);
       a.value_stride = hd;
       a.m = t;
       a.n = before + t;
@@ -245,7 +226,7 @@ class engine {
       a.causal_offset = before;
       a.output = attn_.data() + h * hd;
       a.output_stride = qs;
-      if (mode == scoring::all_queries) a.importance = importance_.data() + h * cache_.capacity;
+      if (mode == scoring::all_queries) a.importance = importance_.data() + h * cache_.capacity();
       if (side > 0) {
         k::softmax_importance_args s = a;
         s.queries = q_.data() + t * qs + h * hd;
@@ -255,7 +236,7 @@ class engine {
         s.key_mask = side_mask_.data();
         s.output = attn_.data() + t * qs + h * hd;
         if (mode == scoring::side_queries) {
-          s.importance = importance_.data() + h * cache_.capacity;
+          s.importance = importance_.data() + h * cache_.capacity();
           s.importance_end = before;  // only the old slots are candidates
         }
         k::softmax_importance(s, scratch_.data());
@@ -263,12 +244,10 @@ class engine {
       k::softmax_importance(a, scratch_.data());
     }
     if (mode != scoring::none) {
-      // Mean over query heads of each old slot's importance (CItruS scores a layer with all heads).
-      float* target = scores + l * before;
-      std::fill_n(target, before, 0.0f);
-      for (std::size_t h = 0; h < c_.heads; ++h)
-        for (std::size_t j = 0; j < before; ++j)
-          target[j] += importance_[h * cache_.capacity + j] * (1.0f / static_cast<float>(c_.heads));
+      // One score per old slot: the mean over query heads (CItruS selects per layer, all heads).
+      const pith::head_scores heads{std::span<const float>(importance_.data(), importance_.size()), c_.heads, before,
+                                    cache_.capacity()};
+      pith::mean_over_heads(heads, std::span(scores + l * before, before));
     }
     linear(attn_.data(), t_all, qs, lw.wo, d, delta_.data());
   }

@@ -84,7 +84,7 @@ TEST(EmbedExample, CitrusKeepsTheReadersDocumentPositions) {
     const embed::citrus_options options{o.budget, o.chunk_size, pool};
     embed::engine e(own, embed::citrus_capacity(options, doc.instruction.size(), doc.answer.size()),
                     options.chunk + doc.instruction.size());
-    embed::citrus_reader reader(e, own.c.layers, options, doc.instruction);
+    embed::citrus_reader reader(e, own.c, options, doc.instruction);
     reader.read(doc.ids);
     std::vector<float> first_logits;
     const auto answer = reader.answer(doc.answer.size(), own.c.vocab, &first_logits);

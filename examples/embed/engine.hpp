@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <pith/cache/compaction.hpp>       // kv_store
@@ -102,19 +104,25 @@ class engine {
   engine(const weights& w, std::size_t capacity, std::size_t max_chunk)
       : w_(w), c_(w.c), cache_(c_.layers, c_.kv_heads, c_.head_dim, capacity), max_chunk_(max_chunk) {
     const std::size_t d = c_.hidden, t = max_chunk, half = c_.head_dim / 2;
-    x_.resize(t * d), normed_.resize(t * d), delta_.resize(t * d), mixed_.resize(t * d), prefix_.resize(t * d);
-    q_.resize(t * c_.heads * c_.head_dim), attn_.resize(q_.size());
-    k_.resize(t * c_.kv_heads * c_.head_dim), v_.resize(k_.size());
-    gate_.resize(t * c_.intermediate), up_.resize(gate_.size());
-    cos_.resize(t * half), sin_.resize(t * half), inv_freq_.resize(half);
+    const auto size = [](std::initializer_list<buffer*> buffers, std::size_t floats) {
+      for (buffer* b : buffers) b->resize(floats);
+    };
+    size({&x_, &normed_, &delta_, &mixed_, &prefix_}, t * d);
+    size({&q_, &attn_}, t * c_.heads * c_.head_dim);
+    size({&k_, &v_}, t * c_.kv_heads * c_.head_dim);
+    size({&gate_, &up_}, t * c_.intermediate);
+    size({&cos_, &sin_}, t * half);
+    size({&inv_freq_}, half);
     k::rope_inverse_frequencies(c_.rope_theta, c_.head_dim, inv_freq_.data());
-    scratch_.resize(k::softmax_importance_scratch_size(t, capacity, c_.head_dim));
-    importance_.resize(c_.heads * capacity);
+    size({&scratch_}, k::softmax_importance_scratch_size(t, capacity, c_.head_dim));
+    size({&importance_}, c_.heads * capacity);
     // Block attention residuals: a snapshot per block, and the phase-one state of a block's sites.
     const std::size_t blocks = (c_.layers + c_.block_size - 1) / c_.block_size;
     const std::size_t sites = 2 * std::min(c_.block_size, c_.layers) + 1;
-    blocks_.resize(blocks * t * d), block_rstd_.resize(blocks * t);
-    site_out_.resize(sites * t * d), site_max_.resize(sites * t), site_sum_.resize(sites * t);
+    size({&blocks_}, blocks * t * d);
+    size({&block_rstd_}, blocks * t);
+    size({&site_out_}, sites * t * d);
+    size({&site_max_, &site_sum_}, sites * t);
   }
 
   kv_cache& cache() { return cache_; }
@@ -156,9 +164,11 @@ class engine {
       if (cache_.size(l, 0) + t > cache_.capacity()) throw pith::argument_error("engine: the KV cache is full");
     const pith::tensor_view embedding = pith::tensor_view::borrow(w_.embedding.data(), c_.vocab, d);
     for (std::size_t i = 0; i < t; ++i) {
-      if (all[i] < 0 || static_cast<std::size_t>(all[i]) >= c_.vocab) throw pith::argument_error("engine: token id outside the vocabulary");
+      if (all[i] < 0 || static_cast<std::size_t>(all[i]) >= c_.vocab)
+        throw pith::argument_error("engine: token id " + std::to_string(all[i]) + " is outside the vocabulary");
       k::embedding_row(embedding, static_cast<std::size_t>(all[i]), x_.data() + i * d);
-      const std::size_t offset = i < t - side ? i : i - (t - side);  // side tokens restart at the chunk's first position
+      // Side tokens restart at the chunk's first position.
+      const std::size_t offset = i < t - side ? i : i - (t - side);
       k::rope_angles(static_cast<double>(position_ + offset), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
                      sin_.data() + i * half);
     }
@@ -284,7 +294,7 @@ class engine {
   }
 
   const float* site_query(std::size_t s) const {
-    const std::size_t first = (block_start()), layer = first + s / 2;
+    const std::size_t layer = block_start() + s / 2;
     if (layer == c_.layers) return w_.output_query.data();
     return s % 2 == 0 ? w_.layers[layer].attn_query.data() : w_.layers[layer].mlp_query.data();
   }

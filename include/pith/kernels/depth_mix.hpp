@@ -122,7 +122,10 @@ struct depth_mix_impl {
       simd::keep_scalar_loop<W>(i);
       Ops::store(o + i, Ops::fmadd(pv, Ops::load(v + i), Ops::load(o + i)));
     }
-    if (i < d) Ops::store_partial(o + i, Ops::fmadd(pv, Ops::load_partial(v + i, d - i), Ops::load_partial(o + i, d - i)), d - i);
+    if (i < d) {
+      const vec tail = Ops::fmadd(pv, Ops::load_partial(v + i, d - i), Ops::load_partial(o + i, d - i));
+      Ops::store_partial(o + i, tail, d - i);
+    }
   }
 
   // out[i] = o[i] · s (out may be o).

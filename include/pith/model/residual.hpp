@@ -177,8 +177,8 @@ class residual_stream {
                                      " attention residuals need the pseudo-query of " + site);
     };
     if (queries_.attn.size() != c_->num_layers || queries_.mlp.size() != c_->num_layers)
-      PITH_THROW(argument_error, c_->source + ": residual_stream: " + std::to_string(queries_.attn.size()) + " attention and " +
-                                     std::to_string(queries_.mlp.size()) + " MLP pseudo-queries for " +
+      PITH_THROW(argument_error, c_->source + ": residual_stream: " + std::to_string(queries_.attn.size()) +
+                                     " attention and " + std::to_string(queries_.mlp.size()) + " MLP pseudo-queries for " +
                                      std::to_string(c_->num_layers) + " layers");
     for (std::size_t l = 0; l < c_->num_layers; ++l) {
       if (l > 0 && queries_.attn[l] == nullptr) missing("layer " + std::to_string(l) + "'s attention site");

@@ -233,8 +233,9 @@ inline void average_pool(std::span<const float> scores, std::size_t kernel, std:
 
 // ---------------------------------------------------------------------------------------------------
 // Selection rules: each fills `keep` with the old slots [0, old_slots) to keep, sorted, at most
-// `budget` of them; with old_slots <= budget every slot is kept. The newest chunk is not a candidate
-// (keep_newest appends it). Ties: the higher score first, equal scores by the lower slot.
+// `budget` of them; with old_slots <= budget every slot is kept, with budget 0 none. The newest chunk
+// is not a candidate (keep_newest appends it). Ties: the higher score first, equal scores by the
+// lower slot.
 
 /// Scratch the rules reuse, so that a warm selection allocates nothing.
 struct selection_scratch {
@@ -270,6 +271,12 @@ inline void select_top_k(std::span<const float> scores, std::size_t budget, std:
                          selection_scratch& scratch) {
   detail::check_slots(scores.size(), "pith::select_top_k");
   top_k(scores, budget, keep, scratch.order);
+}
+
+/// TOVA's rule (select_top_k over the last query's attention, mean over all query heads, per layer).
+inline void select_tova(std::span<const float> scores, std::size_t budget, std::vector<std::uint32_t>& keep,
+                        selection_scratch& scratch) {
+  select_top_k(scores, budget, keep, scratch);
 }
 
 /// The k highest scores after average_pool(scores, kernel). SnapKV: the last w queries of the chunk,

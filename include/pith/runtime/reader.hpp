@@ -472,8 +472,10 @@ class reader {
       case policy_kind::roco:
         return select_roco(running_.sums(unit).first(n), running_.squares(unit).first(n), running_.counts(unit).first(n),
                            k, options_.sink, keep, scratch_);
-      default: return select_top_k(view.scores, k, keep, scratch_);  // tova
+      case policy_kind::tova: return select_tova(view.scores, k, keep, scratch_);
+      case policy_kind::full: break;  // never evicts
     }
+    PITH_THROW(argument_error, std::string("reader: policy ") + policy_name(options_.policy) + " has no selection rule");
   }
 
   const model_weights& w_;

@@ -65,8 +65,9 @@ int main(int argc, char** argv) try {
   const auto answer = reader.answer(doc.answer.size(), c.vocab);
   std::printf("document: %zu tokens read in chunks of %zu, %zu states kept per layer\n", doc.ids.size(), options.chunk,
               reader.document_positions(0).size());
-  std::printf("question: %s\nanswer: %s\nexpected: %s\n", pith::toy_text(doc.instruction).c_str(),
-              pith::toy_text(answer).c_str(), pith::toy_text(doc.answer).c_str());
+  std::printf("question: %s\nanswer: %s (%s)\nexpected: %s\n", pith::toy_text(doc.instruction).c_str(),
+              pith::toy_text(answer).c_str(), answer == doc.answer ? "correct" : "wrong",
+              pith::toy_text(doc.answer).c_str());
   return 0;
 } catch (const std::exception& error) {
   std::fprintf(stderr, "pith-embed: %s\n", error.what());

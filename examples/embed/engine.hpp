@@ -274,7 +274,12 @@ class engine {
     ++banked_;
     has_prefix_ = false;
     // Phase one: every site of this block against the completed blocks, once.
-    const k::depth_sources sources{blocks_.data(), banked_, max_chunk_ * d, d, block_rstd_.data(), max_chunk_};
+    const k::depth_sources sources{.values = blocks_.data(),  // [blocks, max_chunk, hidden]
+                                   .count = banked_,
+                                   .source_stride = max_chunk_ * d,
+                                   .row_stride = d,
+                                   .rstd = block_rstd_.data(),  // [blocks, max_chunk]
+                                   .rstd_stride = max_chunk_};
     const std::size_t last = std::min(l + bs, c_.layers);
     for (std::size_t layer = l; layer < last; ++layer) {
       if (layer > 0) k::depth_mix_partial(sources, w_.layers[layer].attn_query.data(), t_, d, c_.eps, site(2 * (layer - l)));

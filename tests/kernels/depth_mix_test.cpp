@@ -224,6 +224,35 @@ TEST(DepthMix, TwoPhaseEqualsOnePhase) {
   }
 }
 
+TEST(DepthMix, SourcesInSeparateBuffersEqualOneBuffer) {
+  // The same sources described by row pointers (one buffer per source, rstd per source) and by
+  // strides: the same rows, the same arithmetic, the same bits.
+  for (const auto& isa : isas()) {
+    if (!isa.supported) continue;
+    site s(4, 3, 21, false, 0, 77);
+    s.bank_rstd();
+    std::vector<const float*> rows, rstd;
+    for (std::size_t j = 0; j < s.n; ++j) {
+      rows.push_back(s.sources.row(j, 0));
+      rstd.push_back(s.rstd.data() + j * s.t);
+    }
+    k::depth_sources separate;
+    separate.count = s.n;
+    separate.row_stride = s.d;
+    separate.source_rows = rows.data();
+    separate.source_rstd = rstd.data();
+    const std::size_t t = s.t, d = s.d;
+    pith::aligned_buffer<float> a(t * d), b(t * d), scratch(k::depth_mix_scratch_size(s.n));
+    isa.mix(s.sources, s.partial, d, s.query, t, d, eps, a.data(), d, scratch.data());
+    isa.mix(separate, s.partial, d, s.query, t, d, eps, b.data(), d, scratch.data());
+    for (std::size_t i = 0; i < t * d; ++i) ASSERT_EQ(a[i], b[i]) << isa.name << " element " << i;
+    pith::aligned_buffer<float> o(t * d), max(t), sum(t);
+    isa.partial(separate, s.query, t, d, eps, {o.data(), d, max.data(), sum.data()});
+    isa.merge({o.data(), d, max.data(), sum.data()}, s.partial, d, s.query, t, d, eps, b.data(), d);
+    for (std::size_t i = 0; i < t * d; ++i) ASSERT_NEAR(a[i], b[i], two_phase_tolerance) << isa.name << " element " << i;
+  }
+}
+
 TEST(DepthMix, LargeScoresDoNotOverflow) {
   // Queries of magnitude 1e4 give scores of ~1e5: exp without the max subtracted is inf.
   for (const auto& isa : isas()) {
@@ -266,7 +295,12 @@ TEST(DepthMix, ValidationNamesTheProblem) {
   EXPECT_STREQ(k::validate_depth_mix(narrow, s.query, 3, 8, true), "depth_mix: sources.row_stride < d");
   k::depth_sources null_values = s.sources;
   null_values.values = nullptr;
-  EXPECT_STREQ(k::validate_depth_mix(null_values, s.query, 3, 8, true), "depth_mix: sources.values is null");
+  EXPECT_STREQ(k::validate_depth_mix(null_values, s.query, 3, 8, true),
+               "depth_mix: sources.values and sources.source_rows are null");
+  const float* rows[2] = {s.sources.row(0, 0), nullptr};
+  k::depth_sources null_row = s.sources;
+  null_row.source_rows = rows;
+  EXPECT_STREQ(k::validate_depth_mix(null_row, s.query, 3, 8, true), "depth_mix: a pointer of sources.source_rows is null");
 }
 
 }  // namespace

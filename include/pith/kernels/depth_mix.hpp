@@ -16,7 +16,8 @@
 // Layouts. Sources are rows of d floats: source j, token i at values + j·source_stride +
 // i·row_stride, so [sources, t, d] (source_stride = t_capacity·d, row_stride = d), llama.cpp's
 // [t, sources, d] (source_stride = d, row_stride = sources·d) and one [t, d] matrix (count 1) are
-// all described without copying. rstd of source j, token i at rstd[j·rstd_stride + i]; compute
+// all described without copying; sources in separate buffers are an array of row pointers
+// (source_rows). rstd of source j, token i at rstd[j·rstd_stride + i] (or source_rstd[j][i]); compute
 // it once per source with depth_rstd_rows when the source is banked (§4.2) or leave rstd null to
 // have it computed at every call (the same value bit for bit).
 //
@@ -44,7 +45,9 @@
 
 namespace pith::kernels {
 
-/// Where the sources of a site lie (see the file comment for the layouts).
+/// Where the sources of a site lie (see the file comment for the layouts). Sources in one buffer
+/// are described by `values` and the strides; sources in separate buffers (one [t, d] matrix per
+/// earlier sub-layer, say) by `source_rows`, an array of `count` pointers, which takes precedence.
 struct depth_sources {
   const float* values = nullptr;  // source j, token i: values + j * source_stride + i * row_stride, d floats
   std::size_t count = 0;          // n: sources
@@ -52,9 +55,12 @@ struct depth_sources {
   std::size_t row_stride = 0;     // floats between tokens of a source (>= d)
   const float* rstd = nullptr;    // rstd[j * rstd_stride + i] = rstd of source j, token i; nullptr: computed
   std::size_t rstd_stride = 0;    // floats between sources' rstd rows
+  const float* const* source_rows = nullptr;  // [count]: source j, token i at source_rows[j] + i * row_stride
+  const float* const* source_rstd = nullptr;  // [count]: rstd of source j, token i at source_rstd[j][i]
 
   const float* row(std::size_t source, std::size_t token) const noexcept {
-    return values + source * source_stride + token * row_stride;
+    return source_rows != nullptr ? source_rows[source] + token * row_stride
+                                  : values + source * source_stride + token * row_stride;
   }
 };
 
@@ -91,9 +97,13 @@ inline const char* validate_depth_mix(const depth_sources& s, const float* query
   if (t == 0 || d == 0) return nullptr;
   if (query == nullptr) return "depth_mix: the pseudo-query is null";
   if (needs_source && s.count == 0) return "depth_mix: no source to mix (and no partial sum)";
-  if (s.count > 0 && s.values == nullptr) return "depth_mix: sources.values is null";
+  if (s.count > 0 && s.values == nullptr && s.source_rows == nullptr)
+    return "depth_mix: sources.values and sources.source_rows are null";
   if (s.count > 0 && s.row_stride < d && t > 1) return "depth_mix: sources.row_stride < d";
-  if (s.count > 1 && s.source_stride == 0) return "depth_mix: sources.source_stride is 0 with several sources";
+  if (s.count > 1 && s.source_rows == nullptr && s.source_stride == 0)
+    return "depth_mix: sources.source_stride is 0 with several sources";
+  for (std::size_t j = 0; s.source_rows != nullptr && j < s.count; ++j)
+    if (s.source_rows[j] == nullptr) return "depth_mix: a pointer of sources.source_rows is null";
   return nullptr;
 }
 
@@ -154,6 +164,7 @@ struct depth_mix_impl {
   }
 
   static float rstd_of(const depth_sources& s, std::size_t j, std::size_t token, std::size_t d, float eps) noexcept {
+    if (s.source_rstd != nullptr) return s.source_rstd[j][token];
     return s.rstd != nullptr ? s.rstd[j * s.rstd_stride + token] : depth_rstd(s.row(j, token), d, eps);
   }
 };

@@ -191,7 +191,12 @@ class residual_stream {
 
   // The banked snapshots (blocks or sources) as the kernels' source set.
   kernels::depth_sources banked() const noexcept {
-    return {snapshots_.data(), sources_, max_tokens_ * d_, d_, snapshot_rstd_.data(), max_tokens_};
+    return {.values = snapshots_.data(),
+            .count = sources_,
+            .source_stride = max_tokens_ * d_,
+            .row_stride = d_,
+            .rstd = snapshot_rstd_.data(),
+            .rstd_stride = max_tokens_};
   }
 
   void push_source(const float* rows) noexcept {

@@ -22,7 +22,7 @@
 // have it computed at every call (the same value bit for bit).
 //
 // Numerics: all float32. Dot products and sums of squares accumulate in index order with one
-// accumulator (what PyTorch's float32 reference and the model's loaders see); exp is std::exp.
+// accumulator, so they do not depend on the vector width; exp is std::exp.
 // The element-wise weighting, rescaling and merging run on the primitive set `Ops` (lane-wise, so
 // every ISA gives the same bits wherever the compiler contracts a·b + c to a fused multiply-add,
 // as GCC and clang do for the scalar set on targets with FMA).

@@ -149,8 +149,14 @@ struct depth_mix_impl {
     if (i < d) Ops::store_partial(out + i, Ops::mul(Ops::load_partial(o + i, d - i), sv), d - i);
   }
 
-  // out[i] = (a · o[i] + b · p[i]) · s (out may be o).
+  // out[i] = (a · o[i] + b · p[i]) · s (out may be o). Vector sets fuse a · o[i] into the add, as
+  // compilers contract the expression below; the scalar set is that expression, so that a compiler
+  // contracting it picks the same product on every target.
   static void merge(const float* o, float a, const float* p, float b, float s, float* out, std::size_t d) noexcept {
+    if constexpr (W == 1) {
+      for (std::size_t i = 0; i < d; ++i) out[i] = (a * o[i] + b * p[i]) * s;
+      return;
+    }
     const vec av = Ops::set1(a), bv = Ops::set1(b), sv = Ops::set1(s);
     std::size_t i = 0;
     for (; i + W <= d; i += W) {

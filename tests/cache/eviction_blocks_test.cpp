@@ -312,6 +312,44 @@ INSTANTIATE_TEST_SUITE_P(Layouts, CompactionTest,
                            return info.param == pith::kernels::rope_layout::half ? "half" : "interleaved";
                          });
 
+// The usage comment at the top of eviction_blocks.hpp, as written there, on an engine's own cache:
+// 6 old slots and a chunk of 2 just appended, 4 query heads over 2 KV heads, budget 3.
+TEST(EvictionBlocks, TheHeadersUsageStepRunsOnAnEnginesCache) {
+  const std::size_t num_heads = 4, num_kv_heads = 2, old_slots = 6, budget = 3, layer = 0, stride = 8;
+  engine_cache cache(1, num_kv_heads, head_dim, old_slots + 2);
+  for (std::size_t g = 0; g < num_kv_heads; ++g)
+    for (std::size_t r = 0; r < old_slots + 2; ++r) cache.positions(layer, g)[r] = static_cast<std::int64_t>(r);
+  // Slot 4 is the most attended, then 1, then 5.
+  std::vector<float> storage(num_heads * stride, 0.0f);
+  for (std::size_t h = 0; h < num_heads; ++h) {
+    storage[h * stride + 4] = 0.5f;
+    storage[h * stride + 1] = 0.25f;
+    storage[h * stride + 5] = 0.125f;
+  }
+  const std::span<const float> probs(storage);
+  pith::rerotator rotate(head_dim, theta, pith::kernels::rope_layout::half, 64);
+
+  const pith::head_scores heads{probs, num_heads, old_slots, stride};
+  std::vector<float> scores(old_slots);
+  pith::mean_over_heads(heads, scores);
+  std::vector<std::uint32_t> keep;
+  pith::selection_scratch scratch;
+  if (old_slots > budget) {
+    pith::select_citrus(scores, budget, /*pool*/ 1, keep, scratch);
+    pith::keep_newest(keep, old_slots, cache.size(layer, 0));
+    for (std::size_t g = 0; g < num_kv_heads; ++g) {
+      pith::compact(cache, layer, g, keep);
+      rotate.renumber(cache, layer, g);
+    }
+  }
+
+  EXPECT_EQ(keep, (slots{1, 4, 5, 6, 7}));
+  for (std::size_t g = 0; g < num_kv_heads; ++g) {
+    ASSERT_EQ(cache.size(layer, g), 5u);
+    for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(cache.positions(layer, g)[i], static_cast<std::int64_t>(i));
+  }
+}
+
 TEST(EvictionBlocks, KvCacheCompactsThroughTheSameBlock) {
   pith::kv_cache cache(1, 1, 2, 4);
   cache.set_size(0, 0, 4);

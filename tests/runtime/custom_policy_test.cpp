@@ -177,7 +177,7 @@ TEST(CustomPolicy, PoolingAppliesToEveryScoreTheCustomPolicyGets) {
   EXPECT_EQ(kept(plain, w->config), kept(with_pool, w->config));
 }
 
-// A policy that asks for nothing gets what custom policies always got: the chunk's scores per layer,
+// A policy that asks for nothing gets the defaults: the chunk's scores per layer,
 // no instruction pass, no final cut. Choosing by those scores it keeps what citrus-cse keeps while
 // reading (citrus-cse alone makes the final cut).
 struct chunk_top_k {
@@ -191,7 +191,7 @@ struct chunk_top_k {
   }
 };
 
-TEST(CustomPolicy, ADefaultPolicyBehavesAsBefore) {
+TEST(CustomPolicy, APolicyWithoutARequestGetsTheChunksScoresOnly) {
   const auto* w = toy_standard();
   if (w == nullptr) GTEST_SKIP() << "examples/models/toy-standard is absent";
   auto o = options();

@@ -100,7 +100,7 @@ struct eviction_view {
 /// What a user-defined policy asks the reader for. A policy type declares it as a static member
 /// (`static constexpr pith::policy_request request{.chunk_scores = false, .instruction_scores = true};`)
 /// or passes it to reader::use_policy; without either it gets the defaults: the chunk's scores, per
-/// layer, no final cut (what every custom policy got before requests existed).
+/// layer, no final cut.
 struct policy_request {
   bool chunk_scores = true;         // eviction_view::scores
   bool instruction_scores = false;  // eviction_view::instruction_scores: an instruction pass per chunk

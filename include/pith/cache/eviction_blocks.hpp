@@ -9,8 +9,10 @@
 //
 //   #include <pith/cache/eviction_blocks.hpp>
 //
-//   // probs[h * stride + j]: query head h's softmax probability of cached slot j, averaged over the
-//   // scoring queries (normalised over every key the query saw, never over a subset).
+//   // probs (std::span<const float>), probs[h * stride + j]: query head h's softmax probability of
+//   // cached slot j, averaged over the scoring queries (normalised over every key the query saw,
+//   // never over a subset): kernels::softmax_importance's `importance` output for that head, with
+//   // importance_end = old_slots, gives exactly this row alongside the attention output.
 //   const pith::head_scores heads{probs, num_heads, old_slots, stride};
 //   std::vector<float> scores(old_slots);
 //   pith::mean_over_heads(heads, scores);       // one score per slot: per-layer policies (CItruS, TOVA)
@@ -28,10 +30,14 @@
 //   }
 //
 // with `pith::rerotator rotate(head_dim, rope_theta, pith::kernels::rope_layout::half, max_context);`
-// made once per model. For CItruS (notes/citrus_and_kv_eviction.md §A.1, §A.2) the scores come from
-// the chunk's queries (citrus-cse) or from a separate pass of the instruction's queries over the same
-// old slots (citrus-shared); citrus_cut_scores says which cut uses which. H2O and RoCo keep per-slot
-// statistics across chunks in a running_scores, gathered with the same keep list.
+// made once per model (table_rows = max_context covers every delta renumbering produces). The next
+// tokens then take positions from cache.size(layer, 0) on. A cache that keeps keys before RoPE (as
+// CItruS's official code does) needs no rerotator: compact, then rewrite the positions.
+//
+// For CItruS (notes/citrus_and_kv_eviction.md §A.1, §A.2) the scores come from the chunk's queries
+// (citrus-cse) or from a separate pass of the instruction's queries over the same old slots
+// (citrus-shared); citrus_cut_scores says which cut uses which. H2O and RoCo keep per-slot statistics
+// across chunks in a running_scores, gathered with the same keep list.
 //
 // Every function checks its sizes and throws pith::shape_error or pith::argument_error naming what is
 // wrong; none needs exceptions to be enabled (PITH_THROW aborts with the message without them).

@@ -10,6 +10,7 @@
 #include "pith/core/parallel.hpp"
 #include "pith/simd/simd.hpp"
 #include "pith/kernels/activations.hpp"
+#include "pith/kernels/depth_mix.hpp"
 #include "pith/kernels/matmul.hpp"
 #include "pith/kernels/rms_norm.hpp"
 #include "pith/kernels/rope.hpp"

@@ -73,6 +73,36 @@ TEST(AttentionResiduals, TwoPhaseEqualsTheDirectFormula) {
   }
 }
 
+TEST(AttentionResiduals, AMissingPseudoQueryIsNamed) {
+  auto c = small_config();
+  c.residual = pith::residual_mode::block;
+  c.attn_res_block_size = 2;
+  const auto w = pith::random_weights(c, 4);
+  auto queries = pith::residual_queries_of(w);
+  EXPECT_NO_THROW(pith::residual_stream(c, 4, queries));
+  const auto message_of = [&](const pith::residual_queries& q) {
+    try {
+      pith::residual_stream stream(c, 4, q);
+    } catch (const pith::argument_error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  auto missing_mlp = queries;
+  missing_mlp.mlp[2] = nullptr;
+  EXPECT_NE(message_of(missing_mlp).find("layer 2's MLP site"), std::string::npos) << message_of(missing_mlp);
+  auto missing_output = queries;
+  missing_output.output = nullptr;
+  EXPECT_NE(message_of(missing_output).find("the output site"), std::string::npos) << message_of(missing_output);
+  auto short_list = queries;
+  short_list.attn.pop_back();
+  EXPECT_NE(message_of(short_list).find("4 attention and 5 MLP pseudo-queries for 5 layers"), std::string::npos)
+      << message_of(short_list);
+  auto layer0 = queries;
+  layer0.attn[0] = nullptr;  // layer 0's attention site is never mixed
+  EXPECT_NO_THROW(pith::residual_stream(c, 4, layer0));
+}
+
 TEST(AttentionResiduals, ModesDiffer) {
   auto c = small_config();
   const auto standard = pith::random_weights(c, 3);

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// rms_norm: y = x / sqrt(mean(x^2) + eps) * gain, row by row.
+// rms_norm: y = x / sqrt(mean(x^2) + eps) * gain, row by row, over the caller's rows (a public
+// building block: no model, file or JSON header; docs/embedding.md). A plain loop: the compiler
+// vectorises the scaling; the sum of squares stays in index order, so there is no _with<Ops> form.
 #pragma once
 
 #include <cmath>
@@ -8,7 +10,9 @@
 namespace pith::kernels {
 
 /// rows x width: out[r] = x[r] * gain / sqrt(mean(x[r]^2) + eps). The sum of squares is taken in
-/// float, in index order, as llama2.c and PyTorch's float32 reference do. `out` may alias `x`.
+/// float, in index order, as llama2.c and PyTorch's float32 reference do. Rows of x are x_stride
+/// floats apart (>= width), rows of out out_stride apart; gain has `width` floats. `out` may alias
+/// `x` (same stride). Does not allocate or throw.
 inline void rms_norm(const float* x, std::size_t x_stride, const float* gain, std::size_t rows, std::size_t width,
                      float eps, float* out, std::size_t out_stride) noexcept {
   for (std::size_t r = 0; r < rows; ++r) {

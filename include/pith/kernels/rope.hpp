@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Rotary position embeddings in both layouts: half rotation (Hugging Face) and adjacent pairs (llama2.c, GGUF).
+// Public building blocks over the caller's vectors (no model, file or JSON header; docs/embedding.md):
+// compute inv_freq once per model, the angles once per position, then rotate any number of heads
+// in place. Plain loops (no _with<Ops> form); float arithmetic as llama2.c.
 #pragma once
 
 #include <cmath>
@@ -17,7 +20,9 @@ inline void rope_inverse_frequencies(float theta, std::size_t head_dim, float* i
     inv_freq[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
 }
 
-/// cos and sin of position * inv_freq[i] for i < head_dim / 2.
+/// cos and sin of position * inv_freq[i] for i < head_dim / 2 (the angle is formed in float). A
+/// negative position gives the inverse rotation: re-rotating a key from position p to q applies the
+/// angles of q - p.
 inline void rope_angles(double position, const float* inv_freq, std::size_t head_dim, float* cos_out,
                         float* sin_out) noexcept {
   const float p = static_cast<float>(position);
@@ -28,8 +33,8 @@ inline void rope_angles(double position, const float* inv_freq, std::size_t head
   }
 }
 
-/// Rotates `heads` vectors of head_dim floats (heads `head_stride` apart) by the angles given.
-/// Pairs (i, i + head_dim/2).
+/// Rotates `heads` vectors of head_dim floats (heads `head_stride` apart, head_dim even) in place by
+/// the angles given (cos_angle, sin_angle: head_dim / 2 floats from rope_angles). Pairs (i, i + head_dim/2).
 inline void apply_rope_half(float* x, std::size_t heads, std::size_t head_stride, std::size_t head_dim,
                             const float* cos_angle, const float* sin_angle) noexcept {
   const std::size_t half = head_dim / 2;
@@ -56,6 +61,7 @@ inline void apply_rope_interleaved(float* x, std::size_t heads, std::size_t head
   }
 }
 
+/// apply_rope_half or apply_rope_interleaved as `layout` says.
 inline void apply_rope(rope_layout layout, float* x, std::size_t heads, std::size_t head_stride, std::size_t head_dim,
                        const float* cos_angle, const float* sin_angle) noexcept {
   if (layout == rope_layout::half)

@@ -1,34 +1,47 @@
 // SPDX-License-Identifier: MIT
 // residual_stream: how sub-layer outputs reach later layers. Standard residual sum, block attention
 // residuals (Kimi K3 convention) and full attention residuals (paper convention), per token, float32.
+// The state machine (notes/attention_residuals.md §3.1) lives here; the mixing is kernels/depth_mix.hpp.
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
-#include <limits>
+#include <string>
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/checked.hpp"
+#include "pith/core/error.hpp"
+#include "pith/kernels/depth_mix.hpp"
 #include "pith/model/config.hpp"
-#include "pith/model/weights.hpp"
 
 namespace pith {
 
-namespace detail {
-/// 1 / sqrt(mean(v^2) + eps): the RMS normalisation of a depth source, computed once per source.
-inline float source_rstd(const float* v, std::size_t d, float eps) noexcept {
-  float squares = 0.0f;
-  for (std::size_t i = 0; i < d; ++i) squares += v[i] * v[i];
-  return 1.0f / std::sqrt(squares / static_cast<float>(d) + eps);
+/// The folded pseudo-queries q_eff ([hidden] floats each, notes §1) of every attention-residual
+/// site, as pointers into storage the caller keeps alive for the stream's life (a session points
+/// them at model_weights' attn_res_query / mlp_res_query / output_res_query). Standard residuals
+/// need none; layer 0's attention site is never mixed, so attn[0] may be null.
+struct residual_queries {
+  std::vector<const float*> attn;  // [layers]: before each layer's token mixer
+  std::vector<const float*> mlp;   // [layers]: before each layer's MLP
+  const float* output = nullptr;   // before the final norm
+};
+
+/// The pseudo-queries of a model's weights, by field name: layers[l].attn_res_query and
+/// layers[l].mlp_res_query, and output_res_query ([hidden] float buffers; empty ones give null).
+/// The weights must outlive the stream that uses them.
+template <class Weights>
+residual_queries residual_queries_of(const Weights& weights) {
+  residual_queries q;
+  for (const auto& layer : weights.layers) {
+    q.attn.push_back(layer.attn_res_query.empty() ? nullptr : layer.attn_res_query.data());
+    q.mlp.push_back(layer.mlp_res_query.empty() ? nullptr : layer.mlp_res_query.data());
+  }
+  q.output = weights.output_res_query.empty() ? nullptr : weights.output_res_query.data();
+  return q;
 }
-inline float dot(const float* a, const float* b, std::size_t d) noexcept {
-  float total = 0.0f;
-  for (std::size_t i = 0; i < d; ++i) total += a[i] * b[i];
-  return total;
-}
-}  // namespace detail
+
+inline namespace PITH_ISA_NAMESPACE {  // calls the depth-mix kernels of this unit's ISA (simd/simd.hpp)
 
 /// The residual stream of a chunk of up to max_tokens tokens through the layers of one forward pass.
 /// Call begin, then per layer attn_input / add_attn / mlp_input / add_mlp, then output. Each
@@ -37,8 +50,11 @@ inline float dot(const float* a, const float* b, std::size_t d) noexcept {
 class residual_stream {
  public:
   residual_stream() = default;
-  /// Throws argument_error when a buffer size does not fit in std::size_t.
-  residual_stream(const model_config& c, std::size_t max_tokens) : c_(&c), d_(c.hidden_size), max_tokens_(max_tokens) {
+  /// Throws argument_error when a buffer size does not fit in std::size_t, or when block or full
+  /// mode lacks a pseudo-query of a site it mixes (checked when `queries` is given; a stream built
+  /// without queries, for sizing only, must not run those modes).
+  residual_stream(const model_config& c, std::size_t max_tokens, residual_queries queries = {})
+      : c_(&c), d_(c.hidden_size), max_tokens_(max_tokens), queries_(std::move(queries)) {
     const std::size_t rows = checked_size("residual_stream: rows", {max_tokens, d_});
     current_.resize(rows);
     mixed_.resize(rows);
@@ -53,17 +69,21 @@ class residual_stream {
         site_out_.resize(checked_size("residual_stream: block sites", {sites, max_tokens, d_}));
         site_max_.resize(checked_size("residual_stream: block sites", {sites, max_tokens}));
         site_sum_.resize(site_max_.size());
+        site_queries_.reserve(sites);
       }
+      scores_.resize(kernels::depth_mix_scratch_size(blocks));
     } else if (c.residual == residual_mode::full) {
       const std::size_t sources = checked_size("residual_stream: sources", {2, c.num_layers}) + 1;
       snapshots_.resize(checked_size("residual_stream: sources", {sources, max_tokens, d_}));
       snapshot_rstd_.resize(checked_size("residual_stream: sources", {sources, max_tokens}));
+      scores_.resize(kernels::depth_mix_scratch_size(sources));
     }
+    if (c.residual != residual_mode::standard && !queries_.attn.empty()) check_queries();
   }
 
   std::size_t bytes_allocated() const noexcept {
     return (current_.size() + mixed_.size() + snapshots_.size() + snapshot_rstd_.size() + site_out_.size() +
-            site_max_.size() + site_sum_.size()) *
+            site_max_.size() + site_sum_.size() + scores_.size()) *
            sizeof(float);
   }
 
@@ -76,12 +96,12 @@ class residual_stream {
     if (c_->residual == residual_mode::full) push_source(embeddings);
   }
 
-  const float* attn_input(const model_weights& w, std::size_t layer) noexcept {
+  const float* attn_input(std::size_t layer) noexcept {
     switch (c_->residual) {
       case residual_mode::standard: return current_.data();
       case residual_mode::full:
         if (sources_ == 1) return snapshot(0);  // only the embedding: the softmax over one source
-        mix_sources(w.layers[layer].attn_res_query.data(), mixed_.data());
+        mix(queries_.attn[layer], false, mixed_.data());
         return mixed_.data();
       case residual_mode::block: break;
     }
@@ -89,10 +109,10 @@ class residual_stream {
     const bool boundary = layer % bs == 0;
     const float* input = current_.data();
     if (sources_ > 0 && !boundary) {
-      block_site_input(w.layers[layer].attn_res_query.data(), 2 * (layer % bs), mixed_.data());
+      block_site_input(queries_.attn[layer], 2 * (layer % bs), mixed_.data());
       input = mixed_.data();
     } else if (sources_ > 0 && boundary && !c_->attn_res_two_phase) {
-      mix_blocks_with_prefix(w.layers[layer].attn_res_query.data(), mixed_.data());
+      mix(queries_.attn[layer], has_prefix_, mixed_.data());
       input = mixed_.data();
     }
     if (boundary) {
@@ -100,7 +120,7 @@ class residual_stream {
       push_source(current_.data());
       has_prefix_ = false;
       if (c_->attn_res_two_phase) {
-        phase_one(w, layer);
+        phase_one(layer);
         if (layer > 0) {
           // The boundary layer's attention site sees exactly the completed blocks: o / l.
           finish_site(0, nullptr, mixed_.data());
@@ -120,46 +140,68 @@ class residual_stream {
     add_to_prefix(out);
   }
 
-  const float* mlp_input(const model_weights& w, std::size_t layer) noexcept {
+  const float* mlp_input(std::size_t layer) noexcept {
     switch (c_->residual) {
       case residual_mode::standard: return current_.data();
       case residual_mode::full:
-        mix_sources(w.layers[layer].mlp_res_query.data(), mixed_.data());
+        mix(queries_.mlp[layer], false, mixed_.data());
         return mixed_.data();
       case residual_mode::block: break;
     }
-    block_site_input(w.layers[layer].mlp_res_query.data(), 2 * (layer % c_->attn_res_block_size) + 1, mixed_.data());
+    block_site_input(queries_.mlp[layer], 2 * (layer % c_->attn_res_block_size) + 1, mixed_.data());
     return mixed_.data();
   }
 
   void add_mlp(std::size_t layer, const float* out) noexcept { add_attn(layer, out); }
 
   /// The final site's rows [t, d] (before the final norm).
-  const float* output(const model_weights& w) noexcept {
+  const float* output() noexcept {
     switch (c_->residual) {
       case residual_mode::standard: return current_.data();
       case residual_mode::full:
-        mix_sources(w.output_res_query.data(), mixed_.data());
+        mix(queries_.output, false, mixed_.data());
         return mixed_.data();
       case residual_mode::block: break;
     }
     const std::size_t last_layer = c_->num_layers - 1, bs = c_->attn_res_block_size;
     const std::size_t layers_in_block = last_layer % bs + 1;
-    block_site_input(w.output_res_query.data(), 2 * layers_in_block, mixed_.data());
+    block_site_input(queries_.output, 2 * layers_in_block, mixed_.data());
     return mixed_.data();
   }
 
  private:
+  void check_queries() const {
+    const auto missing = [&](const std::string& site) {
+      PITH_THROW(argument_error, c_->source + ": residual_stream: " +
+                                     (c_->residual == residual_mode::block ? "block" : "full") +
+                                     " attention residuals need the pseudo-query of " + site);
+    };
+    if (queries_.attn.size() != c_->num_layers || queries_.mlp.size() != c_->num_layers)
+      PITH_THROW(argument_error, c_->source + ": residual_stream: " + std::to_string(queries_.attn.size()) +
+                                     " attention and " + std::to_string(queries_.mlp.size()) + " MLP pseudo-queries for " +
+                                     std::to_string(c_->num_layers) + " layers");
+    for (std::size_t l = 0; l < c_->num_layers; ++l) {
+      if (l > 0 && queries_.attn[l] == nullptr) missing("layer " + std::to_string(l) + "'s attention site");
+      if (queries_.mlp[l] == nullptr) missing("layer " + std::to_string(l) + "'s MLP site");
+    }
+    if (queries_.output == nullptr) missing("the output site");
+  }
+
   float* snapshot(std::size_t i) noexcept { return snapshots_.data() + i * max_tokens_ * d_; }
-  float* snapshot_rstd(std::size_t i) noexcept { return snapshot_rstd_.data() + i * max_tokens_; }
+
+  // The banked snapshots (blocks or sources) as the kernels' source set.
+  kernels::depth_sources banked() const noexcept {
+    return {.values = snapshots_.data(),
+            .count = sources_,
+            .source_stride = max_tokens_ * d_,
+            .row_stride = d_,
+            .rstd = snapshot_rstd_.data(),
+            .rstd_stride = max_tokens_};
+  }
 
   void push_source(const float* rows) noexcept {
-    float* target = snapshot(sources_);
-    float* rstd = snapshot_rstd(sources_);
-    for (std::size_t t = 0; t < t_; ++t) {
-      std::copy_n(rows + t * d_, d_, target + t * d_);
-      rstd[t] = detail::source_rstd(rows + t * d_, d_, c_->rms_norm_eps);
-    }
+    std::copy_n(rows, t_ * d_, snapshot(sources_));
+    kernels::depth_rstd_rows(rows, t_, d_, d_, c_->rms_norm_eps, snapshot_rstd_.data() + sources_ * max_tokens_);
     ++sources_;
   }
 
@@ -173,36 +215,10 @@ class residual_stream {
     }
   }
 
-  // Direct formula: softmax over all banked sources (full mode), per token.
-  void mix_sources(const float* query, float* out) noexcept { mix(query, sources_, false, out); }
-  // Direct formula: softmax over the banked blocks and the running prefix (block mode).
-  void mix_blocks_with_prefix(const float* query, float* out) noexcept { mix(query, sources_, has_prefix_, out); }
-
-  void mix(const float* query, std::size_t banked, bool with_prefix, float* out) noexcept {
-    std::vector<float>& scores = scores_;
-    scores.resize(banked + 1);
-    for (std::size_t t = 0; t < t_; ++t) {
-      const float* prefix = current_.data() + t * d_;
-      float best = -std::numeric_limits<float>::infinity();
-      for (std::size_t j = 0; j < banked; ++j) {
-        scores[j] = detail::dot(snapshot(j) + t * d_, query, d_) * snapshot_rstd(j)[t];
-        best = std::max(best, scores[j]);
-      }
-      if (with_prefix) {
-        scores[banked] = detail::dot(prefix, query, d_) * detail::source_rstd(prefix, d_, c_->rms_norm_eps);
-        best = std::max(best, scores[banked]);
-      }
-      const std::size_t count = banked + (with_prefix ? 1 : 0);
-      float total = 0.0f;
-      for (std::size_t j = 0; j < count; ++j) total += scores[j] = std::exp(scores[j] - best);
-      float* o = out + t * d_;
-      std::fill_n(o, d_, 0.0f);
-      for (std::size_t j = 0; j < count; ++j) {
-        const float p = scores[j] / total;
-        const float* v = j < banked ? snapshot(j) + t * d_ : prefix;
-        for (std::size_t i = 0; i < d_; ++i) o[i] += p * v[i];
-      }
-    }
+  // Direct formula: softmax over the banked sources (full mode) and, in block mode, the running prefix.
+  void mix(const float* query, bool with_prefix, float* out) noexcept {
+    kernels::depth_mix(banked(), with_prefix ? current_.data() : nullptr, d_, query, t_, d_, c_->rms_norm_eps, out, d_,
+                       scores_.data());
   }
 
   // Block mode input of `site` (0-based within the current block) for pseudo-query `query`.
@@ -210,74 +226,39 @@ class residual_stream {
     if (c_->attn_res_two_phase)
       finish_site(site, has_prefix_ ? current_.data() : nullptr, out);
     else
-      mix_blocks_with_prefix(query, out);
+      mix(query, has_prefix_, out);
   }
 
-  // Phase 1 (notes §4.2): every site of the block that starts at `layer` against the completed
-  // blocks, in one sweep per token: running max, sum and unnormalised output.
-  void phase_one(const model_weights& w, std::size_t layer) noexcept {
+  kernels::depth_partial site_state(std::size_t site) noexcept {
+    return {site_out_.data() + site * max_tokens_ * d_, d_, site_max_.data() + site * max_tokens_,
+            site_sum_.data() + site * max_tokens_};
+  }
+
+  // Phase 1 (notes §4.2): every site of the block that starts at `layer` against the completed blocks.
+  void phase_one(std::size_t layer) noexcept {
     const std::size_t bs = c_->attn_res_block_size;
     const std::size_t end = layer + std::min(bs, c_->num_layers - layer);  // no overflow for any bs
-    queries_.clear();
+    site_queries_.clear();
     for (std::size_t l = layer; l < end; ++l) {
-      queries_.push_back(l > 0 ? w.layers[l].attn_res_query.data() : nullptr);
-      queries_.push_back(w.layers[l].mlp_res_query.data());
+      site_queries_.push_back(l > 0 ? queries_.attn[l] : nullptr);
+      site_queries_.push_back(queries_.mlp[l]);
     }
-    if (end == c_->num_layers) queries_.push_back(w.output_res_query.data());
-    for (std::size_t site = 0; site < queries_.size(); ++site) {
-      const float* query = queries_[site];
-      if (query == nullptr) continue;
-      float* site_out = site_out_.data() + site * max_tokens_ * d_;
-      for (std::size_t t = 0; t < t_; ++t) {
-        float best = -std::numeric_limits<float>::infinity(), total = 0.0f;
-        float* o = site_out + t * d_;
-        std::fill_n(o, d_, 0.0f);
-        for (std::size_t j = 0; j < sources_; ++j) {
-          const float* v = snapshot(j) + t * d_;
-          const float score = detail::dot(v, query, d_) * snapshot_rstd(j)[t];
-          if (score > best) {
-            // Online rescaling keeps the sweep single-pass over the blocks.
-            const float rescale = std::exp(best - score);
-            total *= rescale;
-            for (std::size_t i = 0; i < d_; ++i) o[i] *= rescale;
-            best = score;
-          }
-          const float e = std::exp(score - best);
-          total += e;
-          for (std::size_t i = 0; i < d_; ++i) o[i] += e * v[i];
-        }
-        site_max_[site * max_tokens_ + t] = best;
-        site_sum_[site * max_tokens_ + t] = total;
-      }
-    }
+    if (end == c_->num_layers) site_queries_.push_back(queries_.output);
+    for (std::size_t site = 0; site < site_queries_.size(); ++site)
+      if (site_queries_[site] != nullptr)
+        kernels::depth_mix_partial(banked(), site_queries_[site], t_, d_, c_->rms_norm_eps, site_state(site));
   }
 
   // Phase 2: merges a site's phase-one result with the running partial sum (exact online softmax).
   void finish_site(std::size_t site, const float* prefix, float* out) noexcept {
-    const float* query = queries_[site];
-    const float* site_out = site_out_.data() + site * max_tokens_ * d_;
-    for (std::size_t t = 0; t < t_; ++t) {
-      const float block_max = site_max_[site * max_tokens_ + t], block_sum = site_sum_[site * max_tokens_ + t];
-      const float* o = site_out + t * d_;
-      float* x = out + t * d_;
-      if (prefix == nullptr) {
-        const float inv = 1.0f / block_sum;
-        for (std::size_t i = 0; i < d_; ++i) x[i] = o[i] * inv;
-        continue;
-      }
-      const float* p = prefix + t * d_;
-      const float score = detail::dot(p, query, d_) * detail::source_rstd(p, d_, c_->rms_norm_eps);
-      const float top = std::max(block_max, score);
-      const float block_weight = std::exp(block_max - top), prefix_weight = std::exp(score - top);
-      const float inv = 1.0f / (block_weight * block_sum + prefix_weight);
-      for (std::size_t i = 0; i < d_; ++i) x[i] = (block_weight * o[i] + prefix_weight * p[i]) * inv;
-    }
+    kernels::depth_mix_merge(site_state(site), prefix, d_, site_queries_[site], t_, d_, c_->rms_norm_eps, out, d_);
   }
 
   const model_config* c_ = nullptr;
   std::size_t d_ = 0, max_tokens_ = 0, t_ = 0;
   std::size_t sources_ = 0;  // banked blocks (block mode) or sources (full mode)
   bool has_prefix_ = true;
+  residual_queries queries_;
   aligned_buffer<float> current_;        // [max_tokens, d]: h (standard) or the running prefix (block)
   aligned_buffer<float> mixed_;          // [max_tokens, d]: the last site's input
   aligned_buffer<float> snapshots_;      // [blocks or sources, max_tokens, d]
@@ -285,8 +266,10 @@ class residual_stream {
   aligned_buffer<float> site_out_;       // [2 * block_size + 1, max_tokens, d]: phase-one outputs
   aligned_buffer<float> site_max_;       // [2 * block_size + 1, max_tokens]
   aligned_buffer<float> site_sum_;       // [2 * block_size + 1, max_tokens]
-  std::vector<const float*> queries_;    // pseudo-queries of the current block's sites
-  std::vector<float> scores_;
+  aligned_buffer<float> scores_;         // [depth_mix_scratch_size(blocks or sources)]
+  std::vector<const float*> site_queries_;  // pseudo-queries of the current block's sites
 };
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith

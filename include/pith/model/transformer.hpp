@@ -95,7 +95,7 @@ class session {
         for (std::size_t h = 0; h < c_.num_heads; ++h) self_gated_[l].emplace_back(c_.head_dim);
     }
     cache_ = kv_cache(c_.num_kv_heads, c_.head_dim, std::move(capacities));
-    residual_ = residual_stream(c_, t);
+    residual_ = residual_stream(c_, t, residual_queries_of(w_));
     clear_states();
     // Every size below is a product of validated dimensions and the caller's max_chunk/max_context:
     // checked_size throws rather than wrap. The mlp mixer's buffers exist only if a layer uses it.
@@ -283,7 +283,7 @@ class session {
         if (mixer_uses_kv_cache(c_.mixer(l))) cache_.set_size(l, h, cache_.size(l, h) - side.size());
     position_ -= side.size();
     if (logits != nullptr) {
-      const float* final_rows = residual_.output(w_);
+      const float* final_rows = residual_.output();
       const std::size_t hidden = c_.hidden_size, row = chunk.size() - 1;
       kernels::rms_norm(final_rows + row * hidden, hidden, w_.final_norm.data(), 1, hidden, c_.rms_norm_eps,
                         normed_.data(), hidden);
@@ -345,7 +345,7 @@ class session {
     for (std::size_t l = 0; l < c_.num_layers; ++l) layer(l, tokens);
     position_ += t;
     if (logits == nullptr) return;
-    const float* final_rows = residual_.output(w_);
+    const float* final_rows = residual_.output();
     const std::size_t first = all_logits ? 0 : t - 1, rows = t - first;
     kernels::rms_norm(final_rows + first * hidden, hidden, w_.final_norm.data(), rows, hidden, c_.rms_norm_eps,
                       normed_.data(), hidden);
@@ -356,11 +356,11 @@ class session {
   void layer(std::size_t l, std::span<const std::int32_t> tokens) {
     const layer_weights& lw = w_.layers[l];
     const std::size_t t = tokens.size(), hidden = c_.hidden_size, f = c_.intermediate_size;
-    const float* x = residual_.attn_input(w_, l);
+    const float* x = residual_.attn_input(l);
     kernels::rms_norm(x, hidden, lw.attn_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
     token_mixer(l, tokens);
     residual_.add_attn(l, delta_.data());
-    const float* y = residual_.mlp_input(w_, l);
+    const float* y = residual_.mlp_input(l);
     kernels::rms_norm(y, hidden, lw.mlp_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
     kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_gate, gate_.data(), f);
     kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_up, up_.data(), f);

@@ -33,11 +33,19 @@ namespace pith::kernels {
 /// shift_fma).
 enum class bf16_decode { shift_fma, dot_pairs };
 
-/// The BF16 decode kernel matmul_transposed uses with the primitive set Ops.
-/// pith_bench_kernels on AMD EPYC (Zen 4), one core, [out x 512] BF16 with W out of cache
-/// (out 32000) and in L2 (out 1376): see BM_matvec_bf16 and BM_matvec_bf16_dot.
+/// The BF16 decode kernel matmul_transposed uses with the primitive set Ops: dot_pairs where the
+/// target has AVX512_BF16. pith_bench_kernels (BM_matvec_bf16 against BM_matvec_bf16_dot), one
+/// core of an AMD EPYC (Zen 4) shared with other work, one row of X:
+///   W [1376 x 512], in L2:   shift_fma 53 GFLOP/s, dot_pairs 75 GFLOP/s (1.4x);
+///   W [32000 x 512], 33 MB:  shift_fma 9.5 GB/s,   dot_pairs 11.2 GB/s of W (1.2x).
+/// Each 32 weights take one load and two vdpbf16ps instead of two loads, two widenings, two
+/// shifts and two FMAs; the split of x is paid once per call.
 template <class Ops>
 inline constexpr bf16_decode default_bf16_decode = bf16_decode::shift_fma;
+#if defined(PITH_SIMD_HAS_AVX512_BF16_DOT)
+template <>
+inline constexpr bf16_decode default_bf16_decode<simd::avx512::ops> = bf16_decode::dot_pairs;
+#endif
 
 namespace detail {
 /// This thread's bfloat16 scratch for matvec_bf16_dot's split of x (grown on demand: allocates,

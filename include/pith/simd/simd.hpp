@@ -78,4 +78,13 @@ inline bool cpu_supports() noexcept {
   return true;
 }
 
+/// Whether the running CPU has AVX512_BF16 (vdpbf16ps); false off x86.
+inline bool cpu_supports_bf16_dot() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 }  // namespace pith::simd

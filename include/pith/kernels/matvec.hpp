@@ -8,11 +8,14 @@
 // gives zeros (or leaves y unchanged). y must not alias x or W; no alignment is needed. The kernels
 // do not allocate and do not throw.
 //
-// Algorithm. `group` rows of W at a time (4: enough independent streams for the hardware
-// prefetchers, and 8 accumulators to cover the FMA latency with W in cache), each with two
-// accumulators over alternate vectors of k; x's vectors are loaded once per group and reused for
-// its rows. The last group is narrower (rows one at a time) and the last vector of k partial. Each
-// accumulator is reduced horizontally once per row. The rows two groups ahead are prefetched.
+// Algorithm. W's rows one after the other, each with two accumulators over alternate vectors of
+// k, the last vector partial; the two are added and reduced horizontally once per row. W is read
+// as one sequential stream, which the hardware prefetchers follow at full speed. Interleaving
+// several rows (x's vectors reused across them) halves the rate out of cache: on AMD Zen 4,
+// W [64000 x 512] F16 streams at 17-18 GB/s one row at a time and at 8-11 GB/s four or two rows
+// at a time (with or without software prefetch); with W in L2 one row at a time is as fast, the
+// conversion (vcvtph2ps, 16 weights per two cycles) being the limit there. The kernels are
+// written for `group` rows at once so that an ISA where interleaving pays can set it.
 //
 // Error bound: each y[o] is a float sum of the `in` exact products of x and converted W (plus the
 // old y), rounded once per FMA and addition: |error| <= (in + 1) u (sum_k |W[o, k] x[k]| + |y_old|)
@@ -36,20 +39,18 @@ namespace pith::kernels {
 
 namespace detail {
 
-/// The kernels prefetch the rows this many groups ahead, at the offsets they are reading: rows are
-/// short (1 KiB for 512 F16 inputs), too short for the hardware prefetchers to ramp up on each.
-inline constexpr std::size_t matvec_prefetch_groups = 2;
+/// Rows of W per pass over x (see the file comment).
+inline constexpr std::size_t matvec_group_rows = 1;
 
 template <class Ops, std::size_t Group, class Rows>
-inline void matvec_group(const float* x, std::size_t in, const Rows& w, std::size_t o, std::size_t ahead, float* y,
+inline void matvec_group(const float* x, std::size_t in, const Rows& w, std::size_t o, float* y,
                          bool accumulate) noexcept {
   using vec = typename Ops::vec;
   constexpr std::size_t W = Ops::width;
-  typename Rows::pointer row[Group], next[Group];
+  typename Rows::pointer row[Group];
   vec even[Group], odd[Group];
   for (std::size_t r = 0; r < Group; ++r) {
     row[r] = w.row(o + r);
-    next[r] = w.row(ahead + r);
     even[r] = Ops::zero();
     odd[r] = Ops::zero();
   }
@@ -58,7 +59,6 @@ inline void matvec_group(const float* x, std::size_t in, const Rows& w, std::siz
     simd::keep_scalar_loop<W>(k);
     const vec x0 = Ops::load(x + k), x1 = Ops::load(x + k + W);
     for (std::size_t r = 0; r < Group; ++r) {
-      if constexpr (W > 1) __builtin_prefetch(Rows::address(next[r], k));
       even[r] = Ops::fmadd(Rows::load(row[r], k), x0, even[r]);
       odd[r] = Ops::fmadd(Rows::load(row[r], k + W), x1, odd[r]);
     }
@@ -86,13 +86,10 @@ inline void matvec_group(const float* x, std::size_t in, const Rows& w, std::siz
 template <class Ops, class Rows>
 inline void matvec_transposed_with(const float* x, std::size_t in, const Rows& w, std::size_t begin, std::size_t end,
                                    float* y, bool accumulate) noexcept {
-  constexpr std::size_t group = 4;
+  constexpr std::size_t group = detail::matvec_group_rows;
   std::size_t o = begin;
-  for (; o + group <= end; o += group) {
-    const std::size_t ahead = std::min(o + detail::matvec_prefetch_groups * group, end - group);
-    detail::matvec_group<Ops, group>(x, in, w, o, ahead, y, accumulate);
-  }
-  for (; o < end; ++o) detail::matvec_group<Ops, 1>(x, in, w, o, o, y, accumulate);
+  for (; o + group <= end; o += group) detail::matvec_group<Ops, group>(x, in, w, o, y, accumulate);
+  for (; o < end; ++o) detail::matvec_group<Ops, 1>(x, in, w, o, y, accumulate);
 }
 
 #if defined(PITH_SIMD_HAS_AVX512_BF16_DOT)
@@ -104,43 +101,43 @@ inline constexpr std::size_t matvec_bf16_dot_scratch_size(std::size_t in) noexce
 
 namespace detail {
 
+// Four accumulators per row (x_hi and x_lo products of alternate 32-element steps) cover the
+// latency of vdpbf16ps with W in cache.
 template <std::size_t Group>
 inline void matvec_bf16_dot_group(const std::uint16_t* x_hi, const std::uint16_t* x_lo, std::size_t in,
-                                  const std::byte* w, std::size_t row_bytes, std::size_t o, std::size_t ahead,
-                                  float* y, bool accumulate) noexcept {
+                                  const std::byte* w, std::size_t row_bytes, std::size_t o, float* y,
+                                  bool accumulate) noexcept {
   using dot = simd::avx512::bf16_dot;
   using ops = simd::avx512::ops;
   constexpr std::size_t E = dot::elements;
   const std::uint16_t* row[Group];
-  const std::byte* next[Group];
-  ops::vec hi[Group], lo[Group];
+  ops::vec hi[Group][2], lo[Group][2];
   for (std::size_t r = 0; r < Group; ++r) {
     row[r] = reinterpret_cast<const std::uint16_t*>(w + (o + r) * row_bytes);
-    next[r] = w + (ahead + r) * row_bytes;
-    hi[r] = ops::zero();
-    lo[r] = ops::zero();
+    hi[r][0] = hi[r][1] = lo[r][0] = lo[r][1] = ops::zero();
   }
   std::size_t k = 0;
-  for (; k + E <= in; k += E) {
-    const dot::pairs xh = dot::load(x_hi + k), xl = dot::load(x_lo + k);
-    for (std::size_t r = 0; r < Group; ++r) {
-      __builtin_prefetch(next[r] + 2 * k);
-      const dot::pairs wv = dot::load(row[r] + k);
-      hi[r] = dot::dot(hi[r], wv, xh);
-      lo[r] = dot::dot(lo[r], wv, xl);
+  for (; k + 2 * E <= in; k += 2 * E) {
+    for (std::size_t u = 0; u < 2; ++u) {
+      const dot::pairs xh = dot::load(x_hi + k + u * E), xl = dot::load(x_lo + k + u * E);
+      for (std::size_t r = 0; r < Group; ++r) {
+        const dot::pairs wv = dot::load(row[r] + k + u * E);
+        hi[r][u] = dot::dot(hi[r][u], wv, xh);
+        lo[r][u] = dot::dot(lo[r][u], wv, xl);
+      }
     }
   }
-  if (k < in) {
-    // x_hi and x_lo are zero past `in`; W's lanes past its row are not read.
+  for (; k < in; k += E) {
+    // x_hi and x_lo are zero past `in`; W's elements past its row are not read.
     const dot::pairs xh = dot::load(x_hi + k), xl = dot::load(x_lo + k);
     for (std::size_t r = 0; r < Group; ++r) {
-      const dot::pairs wv = dot::load_partial(row[r] + k, in - k);
-      hi[r] = dot::dot(hi[r], wv, xh);
-      lo[r] = dot::dot(lo[r], wv, xl);
+      const dot::pairs wv = in - k >= E ? dot::load(row[r] + k) : dot::load_partial(row[r] + k, in - k);
+      hi[r][0] = dot::dot(hi[r][0], wv, xh);
+      lo[r][0] = dot::dot(lo[r][0], wv, xl);
     }
   }
   for (std::size_t r = 0; r < Group; ++r) {
-    const float sum = ops::reduce_add(ops::add(hi[r], lo[r]));
+    const float sum = ops::reduce_add(ops::add(ops::add(hi[r][0], hi[r][1]), ops::add(lo[r][0], lo[r][1])));
     y[o + r] = accumulate ? y[o + r] + sum : sum;
   }
 }
@@ -171,13 +168,10 @@ inline void matvec_bf16_dot(const float* x, std::size_t in, const std::byte* w, 
     dot::store(x_hi + k, h);
     dot::store(x_lo + k, dot::round(ops::sub(low, h_low), ops::sub(high, h_high)));
   }
-  constexpr std::size_t group = 4;
+  constexpr std::size_t group = detail::matvec_group_rows;
   std::size_t o = begin;
-  for (; o + group <= end; o += group) {
-    const std::size_t ahead = std::min(o + detail::matvec_prefetch_groups * group, end - group);
-    detail::matvec_bf16_dot_group<group>(x_hi, x_lo, in, w, row_bytes, o, ahead, y, accumulate);
-  }
-  for (; o < end; ++o) detail::matvec_bf16_dot_group<1>(x_hi, x_lo, in, w, row_bytes, o, o, y, accumulate);
+  for (; o + group <= end; o += group) detail::matvec_bf16_dot_group<group>(x_hi, x_lo, in, w, row_bytes, o, y, accumulate);
+  for (; o < end; ++o) detail::matvec_bf16_dot_group<1>(x_hi, x_lo, in, w, row_bytes, o, y, accumulate);
 }
 
 #endif

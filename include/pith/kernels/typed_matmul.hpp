@@ -5,8 +5,8 @@
 // Packed, 4-byte aligned float32 weights go to matmul.hpp's kernels unchanged (same results bit
 // for bit). Other weights are read in their storage type and converted in registers:
 //   - below gemm_min_rows rows of X (decode), matvec.hpp's matrix-vector kernel streams W once per
-//     row of X; BF16 on AVX512_BF16 targets takes matvec_bf16_dot (vdpbf16ps, x split in two
-//     bfloat16 parts) or the shift-and-FMA kernel, whichever default_bf16_decode names;
+//     row of X; BF16 on AVX512_BF16 targets can take matvec_bf16_dot instead (vdpbf16ps, x split
+//     in two bfloat16 parts; see default_bf16_decode for why it is not the default);
 //   - from gemm_min_rows rows (prefill), gemm.hpp's GEMM packs W's blocks converted to float, so
 //     its register-tiled product runs unchanged and each block is converted once for all rows.
 // Error bounds: those of gemm.hpp and matvec.hpp over the converted (exact) weights.
@@ -33,19 +33,15 @@ namespace pith::kernels {
 /// shift_fma).
 enum class bf16_decode { shift_fma, dot_pairs };
 
-/// The BF16 decode kernel matmul_transposed uses with the primitive set Ops: dot_pairs where the
-/// target has AVX512_BF16. pith_bench_kernels (BM_matvec_bf16 against BM_matvec_bf16_dot), one
-/// core of an AMD EPYC (Zen 4) shared with other work, one row of X:
-///   W [1376 x 512], in L2:   shift_fma 53 GFLOP/s, dot_pairs 75 GFLOP/s (1.4x);
-///   W [32000 x 512], 33 MB:  shift_fma 9.5 GB/s,   dot_pairs 11.2 GB/s of W (1.2x).
-/// Each 32 weights take one load and two vdpbf16ps instead of two loads, two widenings, two
-/// shifts and two FMAs; the split of x is paid once per call.
+/// The BF16 decode kernel matmul_transposed uses with the primitive set Ops: shift_fma on every
+/// ISA. One core of an AMD EPYC (Zen 4), one row of X, 512 inputs, best of repeated runs (and
+/// pith_bench_kernels, BM_matvec_bf16 against BM_matvec_bf16_dot):
+///   W [1376 x 512] in L2:          shift_fma 57 GB/s of W, dot_pairs 68 GB/s (1.2x);
+///   W [32000 x 512], [64000 x 512]: shift_fma 22-25 GB/s,  dot_pairs 15-18 GB/s (0.7x).
+/// Decoding streams weights far larger than the caches, where shift_fma is ahead; dot_pairs is
+/// also less accurate (the split of x, see matvec.hpp).
 template <class Ops>
 inline constexpr bf16_decode default_bf16_decode = bf16_decode::shift_fma;
-#if defined(PITH_SIMD_HAS_AVX512_BF16_DOT)
-template <>
-inline constexpr bf16_decode default_bf16_decode<simd::avx512::ops> = bf16_decode::dot_pairs;
-#endif
 
 namespace detail {
 /// This thread's bfloat16 scratch for matvec_bf16_dot's split of x (grown on demand: allocates,

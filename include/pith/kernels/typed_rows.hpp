@@ -2,9 +2,9 @@
 // Row sources over a tensor_view's rows in their storage type: the rows of W as float vectors of a
 // primitive set, converted in registers, for the matrix-vector kernel and the GEMM's packing.
 //
-// A row source has `pointer` (where a row starts), row(o), address(row, k) (where element k's
-// block lies, for prefetching), and load(row, k) / load_partial(row, k, count): elements
-// [k, k + width) of the row as one float vector (the first `count` < width of them, other lanes 0). A source converts one block of a row at a time; for F32, F16 and BF16 a
+// A row source has `pointer` (where a row starts), row(o), and load(row, k) / load_partial(row, k,
+// count): elements [k, k + width) of the row as one float vector (the first `count` < width of
+// them, other lanes 0). A source converts one block of a row at a time; for F32, F16 and BF16 a
 // block is one element, so any k is a block boundary. A block type (GGUF's Q8_0, 32 elements with
 // a scale) gets a source of the same shape whose load converts the block holding k; the kernels
 // then step k by whole blocks.
@@ -31,7 +31,6 @@ struct typed_rows<Ops, dtype::f32> {
   std::size_t row_bytes;
 
   pointer row(std::size_t o) const noexcept { return data + o * row_bytes; }
-  static const void* address(pointer row, std::size_t k) noexcept { return row + 4 * k; }
   static typename Ops::vec load(pointer row, std::size_t k) noexcept { return Ops::load_unaligned(row + 4 * k); }
   static typename Ops::vec load_partial(pointer row, std::size_t k, std::size_t count) noexcept {
     return Ops::load_unaligned_partial(row + 4 * k, count);
@@ -46,7 +45,6 @@ struct typed_rows<Ops, dtype::f16> {
   std::size_t row_bytes;
 
   pointer row(std::size_t o) const noexcept { return reinterpret_cast<pointer>(data + o * row_bytes); }
-  static const void* address(pointer row, std::size_t k) noexcept { return row + k; }
   static typename Ops::vec load(pointer row, std::size_t k) noexcept { return Ops::load_f16(row + k); }
   static typename Ops::vec load_partial(pointer row, std::size_t k, std::size_t count) noexcept {
     return Ops::load_f16_partial(row + k, count);
@@ -61,7 +59,6 @@ struct typed_rows<Ops, dtype::bf16> {
   std::size_t row_bytes;
 
   pointer row(std::size_t o) const noexcept { return reinterpret_cast<pointer>(data + o * row_bytes); }
-  static const void* address(pointer row, std::size_t k) noexcept { return row + k; }
   static typename Ops::vec load(pointer row, std::size_t k) noexcept { return Ops::load_bf16(row + k); }
   static typename Ops::vec load_partial(pointer row, std::size_t k, std::size_t count) noexcept {
     return Ops::load_bf16_partial(row + k, count);

@@ -190,7 +190,7 @@ BENCHMARK(BM_matmul<matmul_variant::gemm>)->Name("BM_matmul_gemm")->Apply(matmul
 // Y = X W^T on one thread with W [out, in] in F32, F16 or BF16 through the typed entry point
 // (matmul_transposed_range over a tensor_view): F32 takes matmul.hpp's float kernels (Eigen's
 // matrix-vector product for one row, the GEMM from gemm_min_rows), F16 and BF16 the kernels that
-// convert W in registers. GBps counts W's bytes: one row of X reads W once.
+// convert W in registers (the matrix-vector kernel below typed_gemm_min_rows, the GEMM from there). GBps counts W's bytes: one row of X reads W once.
 enum class typed_variant { f32, f16, bf16, bf16_dot };
 
 template <typed_variant Variant>
@@ -309,9 +309,10 @@ class ratio_reporter : public benchmark::ConsoleReporter {
         const std::string base = std::string("BM_") + op + "_";
         const double f16 = lookup(base + "f16/" + shape), bf16 = lookup(base + "bf16/" + shape),
                      dot = lookup(base + "bf16_dot/" + shape);
+        // Only a single row of X reads each weight once per product: the bound for matvec alone.
         const auto fraction = [&](const std::string& variant) {
           const auto it = bandwidths_.find(base + variant + "/" + shape);
-          return it == bandwidths_.end() || read <= 0 ? 0.0 : it->second / read;
+          return it == bandwidths_.end() || read <= 0 || std::string(op) != "matvec" ? 0.0 : it->second / read;
         };
         std::printf("%-6s %-18s %9.1f %9.1f %9.1f %9.1f %8.2f %8.2f %8.2f %9.2f %9.2f %9.2f\n", op, shape.c_str(), rate,
                     f16, bf16, dot, f16 / rate, bf16 / rate, dot / rate, fraction("f16"), fraction("bf16"),

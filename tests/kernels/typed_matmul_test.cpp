@@ -164,7 +164,7 @@ void check_every_isa(const shape& s) {
     if (!isa.supported) continue;
     for (bf16_decode decode : {bf16_decode::shift_fma, bf16_decode::dot_pairs}) {
       const bool split_x = decode == bf16_decode::dot_pairs && isa.bf16_dot && s.type == dtype::bf16 &&
-                           s.rows < pith::kernels::gemm_min_rows;
+                           s.rows < pith::kernels::typed_gemm_min_rows;
       SCOPED_TRACE(isa.name + (split_x ? " (vdpbf16ps)" : ""));
       std::vector<float> y = c.y;
       isa.typed_matmul(c.x.data(), s.rows, s.x_stride(), w, 0, s.out, y.data(), s.y_stride(), s.accumulate, decode);
@@ -239,19 +239,19 @@ TEST(TypedMatmulTest, EveryHalfAndBfloat16ConvertsExactly) {
   }
 }
 
-// Through the products: W [65536, 1] holds every F16 pattern, x = 1, so Y is the converted weight
-// itself (exact: one product and a zero) on the matrix-vector kernel and the GEMM; subnormals and
+// Through the products: W [65536, 1] holds every F16 (or BF16) pattern, x = 1, so Y is the converted
+// weight itself (exact: one product and a zero) on the matrix-vector kernel and the GEMM; subnormals and
 // the largest finite values included. NaN gives NaN, ±inf itself.
 TEST(TypedMatmulTest, SubnormalAndSpecialHalvesReachTheOutputExactly) {
   for (dtype type : {dtype::f16, dtype::bf16}) {
     std::vector<std::uint16_t> w(65536);
     for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<std::uint16_t>(i);
     const auto view = pith::tensor_view::borrow(w.data(), type, w.size(), 1);
-    const std::vector<float> x(2, 1.0f);
     for (const auto& isa : pith::testing::compiled_isas()) {
       if (!isa.supported) continue;
-      for (std::size_t rows : {std::size_t{1}, pith::kernels::gemm_min_rows}) {
+      for (std::size_t rows : {std::size_t{1}, pith::kernels::typed_gemm_min_rows}) {
         SCOPED_TRACE(isa.name + " " + std::string(pith::dtype_name(type)) + " rows=" + std::to_string(rows));
+        const std::vector<float> x(rows, 1.0f);
         std::vector<float> y(rows * w.size());
         // shift_fma: vdpbf16ps treats subnormals as zero (see matvec.hpp).
         isa.typed_matmul(x.data(), rows, 1, view, 0, w.size(), y.data(), w.size(), false, bf16_decode::shift_fma);
@@ -326,14 +326,14 @@ TEST(TypedMatmulTest, EntryPointMatchesTheReferenceOnThreads) {
   for (std::size_t threads : {1, 2}) {
     pith::set_num_threads(threads);
     for (dtype type : {dtype::f16, dtype::bf16})
-      for (std::size_t rows : {std::size_t{1}, pith::kernels::gemm_min_rows, std::size_t{64}})
+      for (std::size_t rows : {std::size_t{1}, pith::kernels::typed_gemm_min_rows - 1, pith::kernels::typed_gemm_min_rows, std::size_t{64}})
         for (bool accumulate : {false, true}) {
           const shape s{type, rows, 100, 300, accumulate, layout::misaligned};
           SCOPED_TRACE(s.describe() + " threads=" + std::to_string(threads));
           const case_data c = make_case(s);
           std::vector<float> y = c.y;
           pith::kernels::matmul_transposed(c.x.data(), rows, s.x_stride(), c.view(s), y.data(), s.y_stride(), accumulate);
-          const bool split_x = type == dtype::bf16 && rows < pith::kernels::gemm_min_rows &&
+          const bool split_x = type == dtype::bf16 && rows < pith::kernels::typed_gemm_min_rows &&
                                pith::kernels::default_bf16_decode<pith::simd::native::ops> == bf16_decode::dot_pairs;
           expect_matches(s, c, y, split_x);
         }

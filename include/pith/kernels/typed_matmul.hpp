@@ -4,10 +4,10 @@
 //
 // Packed, 4-byte aligned float32 weights go to matmul.hpp's kernels unchanged (same results bit
 // for bit). Other weights are read in their storage type and converted in registers:
-//   - below gemm_min_rows rows of X (decode), matvec.hpp's matrix-vector kernel streams W once per
-//     row of X; BF16 on AVX512_BF16 targets can take matvec_bf16_dot instead (vdpbf16ps, x split
+//   - below typed_gemm_min_rows rows of X (decode, short chunks), matvec.hpp's matrix-vector
+//     kernel streams W once per row of X; BF16 on AVX512_BF16 targets can take matvec_bf16_dot instead (vdpbf16ps, x split
 //     in two bfloat16 parts; see default_bf16_decode for why it is not the default);
-//   - from gemm_min_rows rows (prefill), gemm.hpp's GEMM packs W's blocks converted to float, so
+//   - from typed_gemm_min_rows rows (prefill), gemm.hpp's GEMM packs W's blocks converted to float, so
 //     its register-tiled product runs unchanged and each block is converted once for all rows.
 // Error bounds: those of gemm.hpp and matvec.hpp over the converted (exact) weights.
 #pragma once
@@ -27,6 +27,14 @@
 #include "pith/kernels/typed_rows.hpp"
 
 namespace pith::kernels {
+
+/// From this many rows of X, F16 and BF16 weights (and F32 ones not packed and 4-byte aligned) go
+/// through the GEMM; below, the matrix-vector kernel runs once per row. The GEMM's packing reads
+/// W in blocks of rows, slower than the kernel's single stream, and converts it in the same pass:
+/// with F16 [1376 x 512] and [32000 x 512] on one Zen 4 core, rows one at a time take 0.53-0.46
+/// of the GEMM's time at 2 rows, 0.77-0.69 at 4, 1.1-1.4 at 8 (matvec_transposed_with once per
+/// row against gemm_transposed_rows_with). The float32 path keeps matmul.hpp's gemm_min_rows.
+inline constexpr std::size_t typed_gemm_min_rows = 6;
 
 /// The matrix-vector kernel for BF16 weights: shift each bfloat16 into a float and FMA (every
 /// ISA), or vdpbf16ps on x split into two bfloat16 parts (AVX512_BF16 only; elsewhere the same as
@@ -55,14 +63,14 @@ inline std::uint16_t* bf16_split_thread_scratch(std::size_t elements) {
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T on the calling thread with the primitive set Ops, W read
 /// in its storage type at any stride (F32 rows at any address, F16 and BF16 rows at even ones):
-/// the matrix-vector kernel for each row of X below gemm_min_rows, the GEMM from there (with this
-/// thread's scratch). Allocates only this thread's scratch, on its first call.
+/// the matrix-vector kernel for each row of X below typed_gemm_min_rows, the GEMM from there (with
+/// this thread's scratch). Allocates only this thread's scratch, on its first call.
 template <class Ops>
 inline void matmul_transposed_range_with(const float* x, std::size_t rows, std::size_t x_stride, const tensor_view& w,
                                          std::size_t begin, std::size_t end, float* y, std::size_t y_stride,
                                          bool accumulate, bf16_decode bf16 = default_bf16_decode<Ops>) {
   const std::size_t in = w.cols();
-  if (rows >= gemm_min_rows) {
+  if (rows >= typed_gemm_min_rows) {
     float* scratch = detail::gemm_thread_scratch();
     visit_typed_rows<Ops>(w, [&](const auto& source) {
       gemm_transposed_rows_with<Ops>(x, rows, in, x_stride, source, begin, end, y, y_stride, accumulate, scratch);

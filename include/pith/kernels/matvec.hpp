@@ -14,8 +14,8 @@
 // several rows (x's vectors reused across them) halves the rate out of cache: on AMD Zen 4,
 // W [64000 x 512] F16 streams at 17-18 GB/s one row at a time and at 8-11 GB/s four or two rows
 // at a time (with or without software prefetch); with W in L2 one row at a time is as fast, the
-// conversion (vcvtph2ps, 16 weights per two cycles) being the limit there. The kernels are
-// written for `group` rows at once so that an ISA where interleaving pays can set it.
+// conversion (vcvtph2ps, 16 weights per two cycles) being the limit there. The kernels take
+// detail::matvec_group_rows rows per pass over x, for a target where interleaving pays.
 //
 // Error bound: each y[o] is a float sum of the `in` exact products of x and converted W (plus the
 // old y), rounded once per FMA and addition: |error| <= (in + 1) u (sum_k |W[o, k] x[k]| + |y_old|)

@@ -44,8 +44,8 @@ enum class bf16_decode { shift_fma, dot_pairs };
 /// The BF16 decode kernel matmul_transposed uses with the primitive set Ops: shift_fma on every
 /// ISA. One core of an AMD EPYC (Zen 4), one row of X, 512 inputs, best of repeated runs (and
 /// pith_bench_kernels, BM_matvec_bf16 against BM_matvec_bf16_dot):
-///   W [1376 x 512] in L2:          shift_fma 57 GB/s of W, dot_pairs 68 GB/s (1.2x);
-///   W [32000 x 512], [64000 x 512]: shift_fma 22-25 GB/s,  dot_pairs 15-18 GB/s (0.7x).
+///   W [1376 x 512] in L2:          shift_fma 52-57 GB/s of W, dot_pairs 59-68 GB/s (1.1-1.2x);
+///   W [32000 x 512], [64000 x 512]: shift_fma 22-25 GB/s,     dot_pairs 15-20 GB/s (0.65-0.85x).
 /// Decoding streams weights far larger than the caches, where shift_fma is ahead; dot_pairs is
 /// also less accurate (the split of x, see matvec.hpp).
 template <class Ops>

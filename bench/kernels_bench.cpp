@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // pith_bench_kernels: the fused softmax-importance kernel and the matmul against the scalar path, the
-// plain Eigen formulation and this core's FMA peak, all measured in one run; prints ratio tables at the end.
+// plain Eigen formulation and this core's FMA peak, and the matmul over F16/BF16 weights against
+// float32 and the read bandwidth, all measured in one run; prints ratio tables at the end.
 // pith first: its x86 intrinsics header silences GCC 12's false warnings in <immintrin.h>.
 #include <pith/core/aligned_buffer.hpp>
 #include <pith/kernels/matmul.hpp>
 #include <pith/kernels/softmax_importance.hpp>
+#include <pith/kernels/typed_matmul.hpp>
 
 #include "bench_common.hpp"
 #include "machine_limits.hpp"
@@ -16,6 +18,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -26,7 +29,9 @@ namespace {
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 using pith::bench::BM_fma_peak;
+using pith::bench::BM_read_bandwidth;
 BENCHMARK(BM_fma_peak);
+BENCHMARK(BM_read_bandwidth)->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------ problems
 struct problem {
@@ -181,6 +186,73 @@ BENCHMARK(BM_matmul<matmul_variant::gemm>)->Name("BM_matmul_gemm")->Apply(matmul
 BENCHMARK(BM_matmul<matmul_variant::eigen>)->Name("BM_matmul_eigen")->Apply(matmul_row_sweep);
 BENCHMARK(BM_matmul<matmul_variant::gemm>)->Name("BM_matmul_gemm")->Apply(matmul_row_sweep);
 
+// ------------------------------------------------------------------ typed weights
+// Y = X W^T on one thread with W [out, in] in F32, F16 or BF16 through the typed entry point
+// (matmul_transposed_range over a tensor_view): F32 takes matmul.hpp's float kernels (Eigen's
+// matrix-vector product for one row, the GEMM from gemm_min_rows), F16 and BF16 the kernels that
+// convert W in registers (the matrix-vector kernel below typed_gemm_min_rows, the GEMM from there). GBps counts W's bytes: one row of X reads W once.
+enum class typed_variant { f32, f16, bf16, bf16_dot };
+
+template <typed_variant Variant>
+void BM_typed(benchmark::State& state) {
+  constexpr pith::dtype type = Variant == typed_variant::f32   ? pith::dtype::f32
+                               : Variant == typed_variant::f16 ? pith::dtype::f16
+                                                               : pith::dtype::bf16;
+  const auto rows = static_cast<std::size_t>(state.range(0)), in = static_cast<std::size_t>(state.range(1)),
+             out = static_cast<std::size_t>(state.range(2));
+  pith::aligned_buffer<float> x(rows * in), y(rows * out);
+  pith::aligned_buffer<std::uint32_t> storage((out * pith::dtype_row_bytes(type, in) + 3) / 4);
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& value : x) value = u(rng);
+  auto* bytes = reinterpret_cast<unsigned char*>(storage.data());
+  for (std::size_t i = 0; i < out * in; ++i) {
+    const float value = u(rng);
+    if constexpr (type == pith::dtype::f32) {
+      std::memcpy(bytes + 4 * i, &value, 4);
+    } else {
+      const std::uint16_t bits = type == pith::dtype::f16 ? pith::float_to_half(value) : pith::float_to_bfloat16(value);
+      std::memcpy(bytes + 2 * i, &bits, 2);
+    }
+  }
+  const auto w = pith::tensor_view::borrow(storage.data(), type, out, in);
+  for (auto _ : state) {
+    if constexpr (Variant == typed_variant::bf16_dot)
+      pith::kernels::matmul_transposed_range_with<native_ops>(x.data(), rows, in, w, 0, out, y.data(), out, false,
+                                                              pith::kernels::bf16_decode::dot_pairs);
+    else if constexpr (Variant == typed_variant::bf16)
+      pith::kernels::matmul_transposed_range_with<native_ops>(x.data(), rows, in, w, 0, out, y.data(), out, false,
+                                                              pith::kernels::bf16_decode::shift_fma);
+    else
+      pith::kernels::matmul_transposed_range(x.data(), rows, in, w, 0, out, y.data(), out, false);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, 2.0 * static_cast<double>(rows * in * out));
+  state.counters["GBps"] = benchmark::Counter(static_cast<double>(w.bytes()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The benchmark model's products (hidden 512, intermediate 1376, vocab 32000): decode (one row)
+// with W in L2 (1376 x 512) and far beyond the caches (32000 x 512), prefill chunks of 64 to 512 rows.
+void typed_decode_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  for (auto [in, out] : std::vector<std::array<long, 2>>{{512, 1376}, {1376, 512}, {512, 32000}}) b->Args({1, in, out});
+}
+void typed_prefill_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  for (long rows : {64, 512})
+    for (auto [in, out] : std::vector<std::array<long, 2>>{{512, 512}, {512, 1376}, {1376, 512}}) b->Args({rows, in, out});
+}
+
+BENCHMARK(BM_typed<typed_variant::f32>)->Name("BM_matvec_f32")->Apply(typed_decode_shapes);
+BENCHMARK(BM_typed<typed_variant::f16>)->Name("BM_matvec_f16")->Apply(typed_decode_shapes);
+BENCHMARK(BM_typed<typed_variant::bf16>)->Name("BM_matvec_bf16")->Apply(typed_decode_shapes);
+BENCHMARK(BM_typed<typed_variant::bf16_dot>)->Name("BM_matvec_bf16_dot")->Apply(typed_decode_shapes);
+BENCHMARK(BM_typed<typed_variant::f32>)->Name("BM_gemm_f32")->Apply(typed_prefill_shapes);
+BENCHMARK(BM_typed<typed_variant::f16>)->Name("BM_gemm_f16")->Apply(typed_prefill_shapes);
+BENCHMARK(BM_typed<typed_variant::bf16>)->Name("BM_gemm_bf16")->Apply(typed_prefill_shapes);
+
 // ------------------------------------------------------------------ ratio table
 // Console output as usual, then one table: GFLOP/s, fraction of BM_fma_peak, ratios to Eigen and scalar.
 class ratio_reporter : public benchmark::ConsoleReporter {
@@ -190,6 +262,8 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
       const auto it = run.counters.find("GFLOPs");
       if (it != run.counters.end()) rates_[run.benchmark_name()] = it->second.value;
+      const auto bytes = run.counters.find("GBps");
+      if (bytes != run.counters.end()) bandwidths_[run.benchmark_name()] = bytes->second.value;
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -221,6 +295,30 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       std::printf("%-22s %10.1f %10.1f %10.1f %8.2f %10.2f\n", shape.c_str(), pith_rate, rate, gemm,
                   peak > 0 ? best / peak : 0.0, rate > 0 ? best / rate : 0.0);
     }
+    // Typed weights: speed of each storage type relative to F32 on the same shape (time F32 /
+    // time type), and the rate W streams at as a fraction of BM_read_bandwidth.
+    const double read = bandwidths_.count("BM_read_bandwidth") ? bandwidths_["BM_read_bandwidth"] : 0.0;
+    std::printf("\nRead bandwidth: %.1f GB/s (one core)\n", read);
+    std::printf("%-6s %-18s %9s %9s %9s %9s %8s %8s %8s %9s %9s %9s\n", "op", "rows/in/out", "f32 GF/s", "f16 GF/s",
+                "bf16 GF/s", "dot GF/s", "f16/f32", "bf16/f32", "dot/f32", "f16 of bw", "bf16 ofbw", "dot of bw");
+    for (const char* op : {"matvec", "gemm"}) {
+      for (const auto& [name, rate] : rates_) {
+        const std::string prefix = std::string("BM_") + op + "_f32/";
+        if (name.rfind(prefix, 0) != 0) continue;
+        const std::string shape = name.substr(prefix.size());
+        const std::string base = std::string("BM_") + op + "_";
+        const double f16 = lookup(base + "f16/" + shape), bf16 = lookup(base + "bf16/" + shape),
+                     dot = lookup(base + "bf16_dot/" + shape);
+        // Only a single row of X reads each weight once per product: the bound for matvec alone.
+        const auto fraction = [&](const std::string& variant) {
+          const auto it = bandwidths_.find(base + variant + "/" + shape);
+          return it == bandwidths_.end() || read <= 0 || std::string(op) != "matvec" ? 0.0 : it->second / read;
+        };
+        std::printf("%-6s %-18s %9.1f %9.1f %9.1f %9.1f %8.2f %8.2f %8.2f %9.2f %9.2f %9.2f\n", op, shape.c_str(), rate,
+                    f16, bf16, dot, f16 / rate, bf16 / rate, dot / rate, fraction("f16"), fraction("bf16"),
+                    fraction("bf16_dot"));
+      }
+    }
   }
 
  private:
@@ -229,6 +327,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     return it == rates_.end() ? 0.0 : it->second;
   }
   std::map<std::string, double> rates_;
+  std::map<std::string, double> bandwidths_;
 };
 
 }  // namespace

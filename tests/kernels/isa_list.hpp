@@ -2,11 +2,14 @@
 // The primitive sets compiled into a test binary, for running one test on every ISA the CPU has.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <pith/kernels/gemm.hpp>
 #include <pith/kernels/softmax_importance.hpp>
+#include <pith/kernels/typed_matmul.hpp>
 
 namespace pith::testing {
 
@@ -17,12 +20,38 @@ struct compiled_isa {
   void (*softmax_importance)(const kernels::softmax_importance_args&, float*);
   void (*gemm_transposed)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
                           float*, std::size_t, bool, float*);
+  void (*typed_matmul)(const float*, std::size_t, std::size_t, const tensor_view&, std::size_t, std::size_t, float*,
+                       std::size_t, bool, kernels::bf16_decode);
+  bool bf16_dot;  // bf16_decode::dot_pairs takes vdpbf16ps (AVX512_BF16 compiled in)
+  void (*load_f16)(const std::uint16_t*, std::size_t count, float* lanes);   // count <= width: partial below
+  void (*load_bf16)(const std::uint16_t*, std::size_t count, float* lanes);
 };
+
+/// Ops::load_f16 (count == width) or load_f16_partial, stored to `lanes` (width floats).
+template <class Ops>
+void load_f16_lanes(const std::uint16_t* p, std::size_t count, float* lanes) {
+  Ops::store(lanes, count == Ops::width ? Ops::load_f16(p) : Ops::load_f16_partial(p, count));
+}
+template <class Ops>
+void load_bf16_lanes(const std::uint16_t* p, std::size_t count, float* lanes) {
+  Ops::store(lanes, count == Ops::width ? Ops::load_bf16(p) : Ops::load_bf16_partial(p, count));
+}
 
 template <class Ops>
 compiled_isa make_isa() {
-  return {Ops::name, Ops::width, simd::cpu_supports<Ops>(), &kernels::softmax_importance_with<Ops>,
-          &kernels::gemm_transposed_with<Ops>};
+  bool bf16_dot = false;
+#if defined(PITH_SIMD_HAS_AVX512_BF16_DOT)
+  bf16_dot = std::is_same_v<Ops, simd::avx512::ops>;
+#endif
+  return {Ops::name,
+          Ops::width,
+          simd::cpu_supports<Ops>() && (!bf16_dot || simd::cpu_supports_bf16_dot()),
+          &kernels::softmax_importance_with<Ops>,
+          &kernels::gemm_transposed_with<Ops>,
+          &kernels::matmul_transposed_range_with<Ops>,
+          bf16_dot,
+          &load_f16_lanes<Ops>,
+          &load_bf16_lanes<Ops>};
 }
 
 inline std::vector<compiled_isa> compiled_isas() {

@@ -31,6 +31,13 @@
 // block. Tiles: 6 rows x 4 vectors (24 accumulators) on ISAs with 32 vector registers (AVX-512,
 // NEON), 6 x 2 on those with 16 (AVX2, scalar). X is not packed: W's panel is the operand reused
 // across all rows, and the rows of X are read once per panel.
+//
+// W in another storage type. The packing reads W through a row source (`Rows`): row(o) gives
+// where row o starts and load(row, k) / load_partial(row, k, count) the float vector of its
+// elements [k, k + W) (or the first `count` of them). float_rows reads float32 rows `in` apart;
+// typed_rows.hpp's sources convert F16 and BF16 rows while packing, so the register-tiled product
+// runs unchanged on float panels and the conversion is paid once per packed block, not per row
+// of X.
 #pragma once
 
 #include <algorithm>
@@ -51,6 +58,20 @@ inline constexpr std::size_t gemm_transposed_scratch_size() noexcept { return de
 
 namespace detail {
 
+/// Float32 rows of W, `in` floats apart: the packing's row source for gemm_transposed.
+template <class Ops>
+struct float_rows {
+  using pointer = const float*;
+  const float* w;
+  std::size_t in;
+
+  pointer row(std::size_t o) const noexcept { return w + o * in; }
+  static typename Ops::vec load(pointer row, std::size_t k) noexcept { return Ops::load(row + k); }
+  static typename Ops::vec load_partial(pointer row, std::size_t k, std::size_t count) noexcept {
+    return Ops::load_partial(row + k, count);
+  }
+};
+
 template <class Ops>
 struct gemm_impl {
   using vec = typename Ops::vec;
@@ -64,16 +85,18 @@ struct gemm_impl {
   // Packs W[o0 + j, k0 + k] at panel[k * stride + j] for j < count, zero for count <= j < stride
   // (stride is a multiple of W and count > stride - W): W x W blocks of W's rows, loaded as vectors
   // (zero past count rows and past k_count inputs) and transposed in registers.
-  static void pack(const float* w, std::size_t in, std::size_t o0, std::size_t count, std::size_t k0,
-                   std::size_t k_count, std::size_t stride, float* panel) noexcept {
+  template <class Rows>
+  static void pack(const Rows& w, std::size_t o0, std::size_t count, std::size_t k0, std::size_t k_count,
+                   std::size_t stride, float* panel) noexcept {
     for (std::size_t j = 0; j < stride; j += W) {
       const std::size_t block_rows = std::min(W, count - j);
-      const float* src = w + (o0 + j) * in + k0;
+      typename Rows::pointer src[W];
+      for (std::size_t t = 0; t < W; ++t) src[t] = w.row(o0 + j + (t < block_rows ? t : 0));
       std::size_t k = 0;
       for (; k + W <= k_count; k += W) {
         simd::keep_scalar_loop<W>(k);
         vec block[W];
-        for (std::size_t t = 0; t < W; ++t) block[t] = t < block_rows ? Ops::load(src + t * in + k) : Ops::zero();
+        for (std::size_t t = 0; t < W; ++t) block[t] = t < block_rows ? Rows::load(src[t], k0 + k) : Ops::zero();
         Ops::transpose(block);
         for (std::size_t u = 0; u < W; ++u) Ops::store(panel + (k + u) * stride + j, block[u]);
       }
@@ -81,7 +104,7 @@ struct gemm_impl {
         const std::size_t rest = k_count - k;
         vec block[W];
         for (std::size_t t = 0; t < W; ++t)
-          block[t] = t < block_rows ? Ops::load_partial(src + t * in + k, rest) : Ops::zero();
+          block[t] = t < block_rows ? Rows::load_partial(src[t], k0 + k, rest) : Ops::zero();
         Ops::transpose(block);
         for (std::size_t u = 0; u < rest; ++u) Ops::store(panel + (k + u) * stride + j, block[u]);
       }
@@ -127,8 +150,8 @@ struct gemm_impl {
   }
 
   // One panel of `count` output features starting at o0, V = ceil(count / W) vectors wide.
-  template <std::size_t V, bool Partial>
-  static void panel_product(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
+  template <std::size_t V, bool Partial, class Rows>
+  static void panel_product(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const Rows& w,
                             std::size_t o0, std::size_t count, float* y, std::size_t y_stride, bool accumulate,
                             float* panel) noexcept {
     constexpr std::size_t stride = V * W;
@@ -136,7 +159,7 @@ struct gemm_impl {
     float* y0 = y + o0;
     for (std::size_t k0 = 0; k0 < in; k0 += depth) {
       const std::size_t k_count = std::min(depth, in - k0);
-      pack(w, in, o0, count, k0, k_count, stride, panel);
+      pack(w, o0, count, k0, k_count, stride, panel);
       const bool load_y = accumulate || k0 > 0;
       const float* xk = x + k0;
       std::size_t i = 0;
@@ -155,8 +178,8 @@ struct gemm_impl {
     }
   }
 
-  template <std::size_t V>
-  static void panel_dispatch(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
+  template <std::size_t V, class Rows>
+  static void panel_dispatch(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const Rows& w,
                              std::size_t o0, std::size_t count, float* y, std::size_t y_stride, bool accumulate,
                              float* panel) noexcept {
     if (count % W != 0)
@@ -165,7 +188,8 @@ struct gemm_impl {
       panel_product<V, false>(x, rows, in, x_stride, w, o0, count, y, y_stride, accumulate, panel);
   }
 
-  static void run(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
+  template <class Rows>
+  static void run(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const Rows& w,
                   std::size_t out_begin, std::size_t out_end, float* y, std::size_t y_stride, bool accumulate,
                   float* scratch) noexcept {
     if (rows == 0 || out_begin >= out_end) return;
@@ -203,6 +227,20 @@ template <class Ops>
 inline void gemm_transposed_with(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
                                  std::size_t out_begin, std::size_t out_end, float* y, std::size_t y_stride,
                                  bool accumulate, float* scratch) noexcept {
+  PITH_ASSERT(rows == 0 || x_stride >= in, "gemm_transposed: x_stride < in");
+  PITH_ASSERT(rows <= 1 || y_stride >= out_end, "gemm_transposed: y_stride < out_end");
+  PITH_ASSERT(reinterpret_cast<std::uintptr_t>(scratch) % 64 == 0, "gemm_transposed: scratch must be 64-byte aligned");
+  detail::gemm_impl<Ops>::run(x, rows, in, x_stride, detail::float_rows<Ops>{w, in}, out_begin, out_end, y, y_stride,
+                              accumulate, scratch);
+}
+
+/// gemm_transposed_with for W read through a row source `Rows` (detail::float_rows, or a storage
+/// type's source from typed_rows.hpp): W's rows [out_begin, out_end) of `in` elements each. Same
+/// contract otherwise; the products are those of the float values the source converts W to.
+template <class Ops, class Rows>
+inline void gemm_transposed_rows_with(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
+                                      const Rows& w, std::size_t out_begin, std::size_t out_end, float* y,
+                                      std::size_t y_stride, bool accumulate, float* scratch) noexcept {
   PITH_ASSERT(rows == 0 || x_stride >= in, "gemm_transposed: x_stride < in");
   PITH_ASSERT(rows <= 1 || y_stride >= out_end, "gemm_transposed: y_stride < out_end");
   PITH_ASSERT(reinterpret_cast<std::uintptr_t>(scratch) % 64 == 0, "gemm_transposed: scratch must be 64-byte aligned");

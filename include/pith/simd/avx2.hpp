@@ -9,6 +9,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#if !defined(__F16C__)
+#include "pith/core/half.hpp"
+#endif
 
 namespace pith::simd::avx2 {
 
@@ -31,6 +36,25 @@ struct ops {
   }
   static void store_partial(float* p, vec v, std::size_t count) noexcept {
     _mm256_maskstore_ps(p, tail_mask(count), v);
+  }
+  // Storage types. F16 through F16C's vcvtph2ps (exact; a portable conversion where the compiler
+  // does not target F16C); BF16 zero-extended to 32 bits and shifted into the upper half (exact).
+  // Partial loads copy `count` elements into zeroed lanes: AVX2 has no 16-bit masked load.
+  static vec load_f16(const std::uint16_t* p) noexcept {
+    return f16_to_float(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static vec load_f16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return f16_to_float(load16_partial(p, count));
+  }
+  static vec load_bf16(const std::uint16_t* p) noexcept {
+    return bf16_to_float(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return bf16_to_float(load16_partial(p, count));
+  }
+  static vec load_unaligned(const void* p) noexcept { return _mm256_loadu_ps(static_cast<const float*>(p)); }
+  static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
+    return _mm256_maskload_ps(static_cast<const float*>(p), tail_mask(count));
   }
   static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
   static vec sub(vec a, vec b) noexcept { return _mm256_sub_ps(a, b); }
@@ -84,6 +108,27 @@ struct ops {
     }
   }
   static vec lane_index() noexcept { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
+
+ private:
+  static __m128i load16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    std::uint16_t lanes[8] = {};
+    std::memcpy(lanes, p, (count < 8 ? count : 8) * sizeof(std::uint16_t));
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(lanes));
+  }
+  static vec f16_to_float(__m128i halves) noexcept {
+#if defined(__F16C__)
+    return _mm256_cvtph_ps(halves);
+#else
+    alignas(16) std::uint16_t bits[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(bits), halves);
+    alignas(32) float lanes[8];
+    for (int i = 0; i < 8; ++i) lanes[i] = half_to_float(bits[i]);
+    return _mm256_load_ps(lanes);
+#endif
+  }
+  static vec bf16_to_float(__m128i halves) noexcept {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+  }
 };
 
 }  // namespace pith::simd::avx2

@@ -7,8 +7,10 @@
 
 #include "pith/simd/x86_intrinsics.hpp"
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace pith::simd::avx512 {
 
@@ -30,6 +32,24 @@ struct ops {
   }
   static void store_partial(float* p, vec v, std::size_t count) noexcept {
     _mm512_mask_storeu_ps(p, tail_mask(count), v);
+  }
+  // Storage types: F16 through vcvtph2ps, BF16 zero-extended to 32 bits and shifted into the upper
+  // half; both exact. Partial loads are masked (AVX512BW) or copy `count` elements into zeroed lanes.
+  static vec load_f16(const std::uint16_t* p) noexcept {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static vec load_f16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return _mm512_cvtph_ps(load16_partial(p, count));
+  }
+  static vec load_bf16(const std::uint16_t* p) noexcept {
+    return bf16_to_float(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return bf16_to_float(load16_partial(p, count));
+  }
+  static vec load_unaligned(const void* p) noexcept { return _mm512_loadu_ps(p); }
+  static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
+    return _mm512_maskz_loadu_ps(tail_mask(count), p);
   }
   static vec add(vec a, vec b) noexcept { return _mm512_add_ps(a, b); }
   static vec sub(vec a, vec b) noexcept { return _mm512_sub_ps(a, b); }
@@ -96,7 +116,52 @@ struct ops {
   static vec lane_index() noexcept {
     return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   }
+
+ private:
+  static __m256i load16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_maskz_loadu_epi16(tail_mask(count), p);
+#else
+    std::uint16_t lanes[16] = {};
+    std::memcpy(lanes, p, (count < 16 ? count : 16) * sizeof(std::uint16_t));
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes));
+#endif
+  }
+  static vec bf16_to_float(__m256i halves) noexcept {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  }
 };
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define PITH_SIMD_HAS_AVX512_BF16_DOT 1
+/// AVX512_BF16's dot product of bfloat16 pairs (vdpbf16ps): 32 products per instruction, summed
+/// in pairs into 16 float lanes. Products of two bfloat16 are exact in float; the instruction
+/// treats subnormal inputs and outputs as zero and rounds to nearest even whatever MXCSR says.
+struct bf16_dot {
+  using pairs = __m512bh;  // 32 bfloat16, lanes 2i and 2i + 1 feed float lane i
+  static constexpr std::size_t elements = 32;
+
+  static pairs load(const std::uint16_t* p) noexcept { return to_pairs(_mm512_loadu_si512(p)); }
+  /// The first `count` (< 32) elements, zero beyond.
+  static pairs load_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return to_pairs(_mm512_maskz_loadu_epi16(static_cast<__mmask32>((std::uint64_t{1} << count) - 1u), p));
+  }
+  /// Rounds (low, high) to 32 bfloat16, to nearest even: low gives elements 0-15, high 16-31.
+  static pairs round(ops::vec low, ops::vec high) noexcept { return _mm512_cvtne2ps_pbh(high, low); }
+  /// The 32 bfloat16 as two float vectors (exact): elements 0-15 and 16-31.
+  static void widen(pairs p, ops::vec& low, ops::vec& high) noexcept {
+    const __m512i bits = std::bit_cast<__m512i>(p);
+    low = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits)), 16));
+    high = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1)), 16));
+  }
+  static void store(std::uint16_t* p, pairs v) noexcept { _mm512_storeu_si512(p, std::bit_cast<__m512i>(v)); }
+  /// acc[i] + a[2i] b[2i] + a[2i + 1] b[2i + 1].
+  static ops::vec dot(ops::vec acc, pairs a, pairs b) noexcept { return _mm512_dpbf16_ps(acc, a, b); }
+
+ private:
+  static pairs to_pairs(__m512i bits) noexcept { return std::bit_cast<pairs>(bits); }
+};
+#endif
 
 }  // namespace pith::simd::avx512
 

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace pith::simd::neon {
 
@@ -32,6 +33,24 @@ struct ops {
     float lanes[4];
     vst1q_f32(lanes, v);
     for (std::size_t i = 0; i < count && i < 4; ++i) p[i] = lanes[i];
+  }
+  // Storage types: F16 through fcvtl (vcvt_f32_f16), BF16 widened with a shift into the upper half
+  // (shll #16); both exact. AArch64 vector loads need no alignment beyond the element's.
+  static vec load_f16(const std::uint16_t* p) noexcept { return f16_to_float(vld1_u16(p)); }
+  static vec load_f16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return f16_to_float(load16_partial(p, count));
+  }
+  static vec load_bf16(const std::uint16_t* p) noexcept { return bf16_to_float(vld1_u16(p)); }
+  static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return bf16_to_float(load16_partial(p, count));
+  }
+  static vec load_unaligned(const void* p) noexcept {
+    return vreinterpretq_f32_u8(vld1q_u8(static_cast<const std::uint8_t*>(p)));
+  }
+  static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    std::memcpy(lanes, p, (count < 4 ? count : 4) * sizeof(float));
+    return vld1q_f32(lanes);
   }
   static vec add(vec a, vec b) noexcept { return vaddq_f32(a, b); }
   static vec sub(vec a, vec b) noexcept { return vsubq_f32(a, b); }
@@ -68,6 +87,15 @@ struct ops {
     const float lanes[4] = {0.0f, 1.0f, 2.0f, 3.0f};
     return vld1q_f32(lanes);
   }
+
+ private:
+  static uint16x4_t load16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    std::uint16_t lanes[4] = {0, 0, 0, 0};
+    std::memcpy(lanes, p, (count < 4 ? count : 4) * sizeof(std::uint16_t));
+    return vld1_u16(lanes);
+  }
+  static vec f16_to_float(uint16x4_t halves) noexcept { return vcvt_f32_f16(vreinterpret_f16_u16(halves)); }
+  static vec bf16_to_float(uint16x4_t halves) noexcept { return vreinterpretq_f32_u32(vshll_n_u16(halves, 16)); }
 };
 
 }  // namespace pith::simd::neon

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#include "pith/core/half.hpp"
 
 namespace pith::simd::scalar {
 
@@ -23,6 +26,23 @@ struct ops {
   static vec load_partial(const float* p, std::size_t count) noexcept { return count > 0 ? *p : 0.0f; }
   static void store_partial(float* p, vec v, std::size_t count) noexcept {
     if (count > 0) *p = v;
+  }
+  // Storage types: bytes read with memcpy, so any address is fine.
+  static vec load_f16(const std::uint16_t* p) noexcept { return half_to_float(bits16(p)); }
+  static vec load_f16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return count > 0 ? load_f16(p) : 0.0f;
+  }
+  static vec load_bf16(const std::uint16_t* p) noexcept { return bfloat16_to_float(bits16(p)); }
+  static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
+    return count > 0 ? load_bf16(p) : 0.0f;
+  }
+  static vec load_unaligned(const void* p) noexcept {
+    float value;
+    std::memcpy(&value, p, sizeof value);
+    return value;
+  }
+  static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
+    return count > 0 ? load_unaligned(p) : 0.0f;
   }
   static vec add(vec a, vec b) noexcept { return a + b; }
   static vec sub(vec a, vec b) noexcept { return a - b; }
@@ -49,6 +69,13 @@ struct ops {
   static void transpose(vec (&rows)[1]) noexcept { (void)rows; }
   /// Lane i holds float(i).
   static vec lane_index() noexcept { return 0.0f; }
+
+ private:
+  static std::uint16_t bits16(const std::uint16_t* p) noexcept {
+    std::uint16_t bits;
+    std::memcpy(&bits, p, sizeof bits);
+    return bits;
+  }
 };
 
 }  // namespace pith::simd::scalar

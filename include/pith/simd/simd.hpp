@@ -10,6 +10,10 @@
 //   lane_index() = (0, 1, ..., width-1); transpose(vec (&rows)[width]): the width x width block
 //   transposed in place (lane j of rows[i] becomes lane i of rows[j]); registers: how many vector
 //   registers the ISA has, for sizing register tiles.
+//   Storage types, converted exactly to float lanes: load_f16 / load_bf16 (width IEEE binary16 or
+//   bfloat16 values from a const std::uint16_t*), load_unaligned (width floats at any byte
+//   address), each with a _partial(p, count) variant reading only the first `count` < width
+//   elements (other lanes 0).
 // Separate namespaces keep inline functions compiled for different ISAs from being merged by the
 // linker. PITH_DISABLE_SIMD makes `native` the scalar set whatever the compiler flags.
 //
@@ -72,6 +76,15 @@ inline bool cpu_supports() noexcept {
   if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
   return true;
+}
+
+/// Whether the running CPU has AVX512_BF16 (vdpbf16ps); false off x86.
+inline bool cpu_supports_bf16_dot() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
 }
 
 }  // namespace pith::simd

@@ -9,6 +9,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <time.h>
+
 #include <array>
 #include <cstdio>
 #include <map>
@@ -49,39 +51,52 @@ void read_document(const std::vector<std::int32_t>& document, std::shared_ptr<pi
   benchmark::DoNotOptimize(r.answer(answer_tokens, greedy));
 }
 
-void set_rate(benchmark::State& state) {
+// CPU seconds of every thread of the process so far.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// tok_per_s: both documents' tokens per second of wall time; cores: the process's CPU time over
+// the wall time, the cores the variant obtained (below 2 when other processes share the machine).
+void set_rate(benchmark::State& state, double cpu_start) {
   state.counters["tok_per_s"] =
       benchmark::Counter(static_cast<double>(documents.size() * document_tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["cores"] = benchmark::Counter(process_cpu_seconds() - cpu_start, benchmark::Counter::kIsRate);
 }
 
 // Both documents in turn on the calling thread alone.
 void BM_read_one_thread(benchmark::State& state) {
   bench_weights();
+  const double cpu_start = process_cpu_seconds();
   const auto serial = std::make_shared<pith::inline_executor>();
   for (auto _ : state)
     for (const auto& document : documents) read_document(document, serial);
-  set_rate(state);
+  set_rate(state, cpu_start);
 }
 
 // Each document on its own thread with its own 1-thread executor, both at once.
 void BM_read_two_threads_own_executors(benchmark::State& state) {
   bench_weights();
+  const double cpu_start = process_cpu_seconds();
   for (auto _ : state) {
     std::vector<std::thread> threads;
     for (const auto& document : documents)
       threads.emplace_back([&document] { read_document(document, std::make_shared<pith::thread_pool>(1)); });
     for (auto& thread : threads) thread.join();
   }
-  set_rate(state);
+  set_rate(state, cpu_start);
 }
 
 // Both documents in turn, each reader splitting its kernels over the process-wide 2-thread pool.
 void BM_read_one_thread_on_pool(benchmark::State& state) {
   bench_weights();
+  const double cpu_start = process_cpu_seconds();
   pith::set_num_threads(2);
   for (auto _ : state)
     for (const auto& document : documents) read_document(document, nullptr);
-  set_rate(state);
+  set_rate(state, cpu_start);
   pith::set_num_threads(0);
 }
 
@@ -102,13 +117,15 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     ConsoleReporter::Finalize();
     const double one = get("BM_read_one_thread:tok_per_s"), two = get("BM_read_two_threads_own_executors:tok_per_s"),
                  pool = get("BM_read_one_thread_on_pool:tok_per_s");
+    const double one_cores = get("BM_read_one_thread:cores"), two_cores = get("BM_read_two_threads_own_executors:cores"),
+                 pool_cores = get("BM_read_one_thread_on_pool:cores");
     std::printf("\n2 documents x %zu tokens, citrus-shared, chunk %zu, budget %zu, %u hardware threads\n",
                 document_tokens, chunk, budget, std::thread::hardware_concurrency());
-    std::printf("one reader at a time, 1 thread:               %8.1f tok/s\n", one);
-    std::printf("two readers on 2 threads, own 1-thread pools: %8.1f tok/s = %.2f x 1 thread\n", two,
-                one > 0 ? two / one : 0.0);
-    std::printf("one reader at a time, process-wide 2-thread pool: %4.1f tok/s = %.2f x 1 thread\n", pool,
-                one > 0 ? pool / one : 0.0);
+    std::printf("one reader at a time, 1 thread:                    %8.1f tok/s on %.2f cores\n", one, one_cores);
+    std::printf("two readers on 2 threads, own 1-thread executors:  %8.1f tok/s on %.2f cores = %.2f x 1 thread\n", two,
+                two_cores, one > 0 ? two / one : 0.0);
+    std::printf("one reader at a time, process-wide 2-thread pool:  %8.1f tok/s on %.2f cores = %.2f x 1 thread\n", pool,
+                pool_cores, one > 0 ? pool / one : 0.0);
   }
 
  private:

@@ -5,6 +5,9 @@
 
 #include <pith/model/random_weights.hpp>
 
+#include <cstdint>
+#include <vector>
+
 #include <benchmark/benchmark.h>
 
 namespace pith::bench {
@@ -24,6 +27,19 @@ inline model_config config_30m() {
   c.mixer_mlp_intermediate_size = 4 * 512 / 3;
   c.source = "random 30M configuration";
   return c;
+}
+
+/// The float32 model of config_30m() drawn with seed 7, built once.
+inline const model_weights& bench_weights() {
+  static const model_weights weights = random_weights(config_30m(), 7);
+  return weights;
+}
+
+/// n token ids below 32000, a fixed sequence for each salt (documents, instructions).
+inline std::vector<std::int32_t> tokens(std::size_t n, std::size_t salt) {
+  std::vector<std::int32_t> ids(n);
+  for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>((i * 7919 + salt * 104729 + 13) % 32000);
+  return ids;
 }
 
 /// Runs the registered benchmarks with `Reporter` (a ConsoleReporter that adds a table).

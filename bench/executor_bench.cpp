@@ -23,16 +23,8 @@ namespace {
 
 constexpr std::size_t chunk = 256, budget = 768, document_tokens = 8 * chunk, answer_tokens = 4;
 
-const pith::model_weights& bench_weights() {
-  static const pith::model_weights weights = pith::random_weights(pith::bench::config_30m(), 7);
-  return weights;
-}
-
-std::vector<std::int32_t> tokens(std::size_t n, std::size_t salt) {
-  std::vector<std::int32_t> ids(n);
-  for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>((i * 7919 + salt * 104729 + 13) % 32000);
-  return ids;
-}
+using pith::bench::bench_weights;
+using pith::bench::tokens;
 
 const std::vector<std::int32_t> instruction = tokens(16, 99);
 const std::array<std::vector<std::int32_t>, 2> documents = {tokens(document_tokens, 1), tokens(document_tokens, 2)};

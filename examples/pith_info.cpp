@@ -136,10 +136,6 @@ std::vector<stored_tensor> stored_tensors(const std::filesystem::path& path, std
   return out;
 }
 
-// Bytes the loaded model holds or maps: matrices in their stored type (used in place), the small
-// vectors as float32.
-std::size_t loaded_bytes(const pith::model_weights& w) { return w.parameter_bytes(); }
-
 std::string thousands(std::uint64_t value) {
   std::string digits = std::to_string(value), out;
   for (std::size_t i = 0; i < digits.size(); ++i) {
@@ -208,7 +204,7 @@ int describe(const std::filesystem::path& path, bool list_tensors) {
   std::printf("tensors: %zu in the file: %s\n", tensors.size(), types.c_str());
   std::printf("parameters: %s in the file (%.2f MiB); pith uses the matrices in place in their stored type: "
               "%.2f MiB of parameters\n",
-              thousands(file_elements).c_str(), mebibytes(file_bytes), mebibytes(loaded_bytes(weights)));
+              thousands(file_elements).c_str(), mebibytes(file_bytes), mebibytes(weights.parameter_bytes()));
   std::printf("read per decoded token: %.2f MiB of weights\n", mebibytes(weights.bytes_read_per_token()));
   if (list_tensors)
     for (const auto& t : tensors)

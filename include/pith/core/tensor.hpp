@@ -25,54 +25,14 @@
 #include <string_view>
 
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/core/dtype.hpp"
 #include "pith/core/error.hpp"
 #include "pith/core/half.hpp"
+#include "pith/core/quant.hpp"
 
 namespace pith {
 
-/// Storage types of weights. Little-endian, as in safetensors and GGUF files.
-enum class dtype : std::uint8_t {
-  f32,   // IEEE binary32
-  f16,   // IEEE binary16
-  bf16,  // bfloat16: the upper half of a binary32
-};
-
-/// Elements per block of `t` (1 for the element types).
-constexpr std::size_t dtype_block_elements(dtype t) noexcept {
-  switch (t) {
-    case dtype::f32:
-    case dtype::f16:
-    case dtype::bf16: return 1;
-  }
-  return 1;
-}
-
-/// Bytes per block of `t`.
-constexpr std::size_t dtype_block_bytes(dtype t) noexcept {
-  switch (t) {
-    case dtype::f32: return 4;
-    case dtype::f16:
-    case dtype::bf16: return 2;
-  }
-  return 4;
-}
-
-/// The name safetensors and GGUF give the type: "F32", "F16", "BF16".
-constexpr std::string_view dtype_name(dtype t) noexcept {
-  switch (t) {
-    case dtype::f32: return "F32";
-    case dtype::f16: return "F16";
-    case dtype::bf16: return "BF16";
-  }
-  return "?";
-}
-
-/// Bytes of one row of `cols` elements (cols a multiple of the block size).
-constexpr std::size_t dtype_row_bytes(dtype t, std::size_t cols) noexcept {
-  return cols / dtype_block_elements(t) * dtype_block_bytes(t);
-}
-
-/// Element i of a row of an element type (F32, F16, BF16), as float. Exact.
+/// Element i of a row of an element type (F32, F16, BF16), as float. Exact. 0 for a block type.
 inline float dtype_element(dtype t, const std::byte* row, std::size_t i) noexcept {
   switch (t) {
     case dtype::f32: {
@@ -90,6 +50,7 @@ inline float dtype_element(dtype t, const std::byte* row, std::size_t i) noexcep
       std::memcpy(&bits, row + 2 * i, 2);
       return bfloat16_to_float(bits);
     }
+    default: break;  // block types: see row_to_float
   }
   return 0.0f;
 }
@@ -181,6 +142,10 @@ inline void row_to_float(const tensor_view& t, std::size_t r, float* out) noexce
   const std::byte* row = t.row(r);
   if (t.type() == dtype::f32) {
     std::memcpy(out, row, t.cols() * sizeof(float));
+    return;
+  }
+  if (dtype_is_quantized(t.type())) {
+    quant::dequantize_row(t.type(), row, t.cols(), out);
     return;
   }
   for (std::size_t i = 0; i < t.cols(); ++i) out[i] = dtype_element(t.type(), row, i);

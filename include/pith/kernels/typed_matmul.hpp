@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
@@ -70,6 +71,20 @@ inline void matmul_transposed_range_with(const float* x, std::size_t rows, std::
                                          std::size_t begin, std::size_t end, float* y, std::size_t y_stride,
                                          bool accumulate, bf16_decode bf16 = default_bf16_decode<Ops>) {
   const std::size_t in = w.cols();
+  if (dtype_is_quantized(w.type())) {
+    // Reference path: each row of W dequantized, then a float dot product.
+    thread_local std::vector<float> row;
+    row.resize(in);
+    for (std::size_t o = begin; o < end; ++o) {
+      row_to_float(w, o, row.data());
+      for (std::size_t i = 0; i < rows; ++i) {
+        float sum = 0.0f;
+        for (std::size_t k = 0; k < in; ++k) sum += x[i * x_stride + k] * row[k];
+        y[i * y_stride + o] = accumulate ? y[i * y_stride + o] + sum : sum;
+      }
+    }
+    return;
+  }
   if (rows >= typed_gemm_min_rows) {
     float* scratch = detail::gemm_thread_scratch();
     visit_typed_rows<Ops>(w, [&](const auto& source) {

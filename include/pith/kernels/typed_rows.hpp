@@ -72,7 +72,7 @@ inline decltype(auto) visit_typed_rows(const tensor_view& w, F&& f) {
   switch (w.type()) {
     case dtype::f16: return f(typed_rows<Ops, dtype::f16>{w.data(), w.row_bytes()});
     case dtype::bf16: return f(typed_rows<Ops, dtype::bf16>{w.data(), w.row_bytes()});
-    case dtype::f32: break;
+    default: break;  // F32 (block types go to quant kernels, never here)
   }
   return f(typed_rows<Ops, dtype::f32>{w.data(), w.row_bytes()});
 }

@@ -114,6 +114,7 @@ inline tensor_view convert_tensor(const tensor_view& source, dtype to) {
           std::memcpy(target + 2 * i, &bits, 2);
           break;
         }
+        default: PITH_THROW(argument_error, "convert_tensor: no conversion to " + std::string(dtype_name(to)));
       }
     }
   }

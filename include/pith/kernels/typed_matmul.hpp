@@ -10,6 +10,8 @@
 //   - from typed_gemm_min_rows rows (prefill), gemm.hpp's GEMM packs W's blocks converted to float, so
 //     its register-tiled product runs unchanged and each block is converted once for all rows.
 // Error bounds: those of gemm.hpp and matvec.hpp over the converted (exact) weights.
+// Block-quantized weights (Q4_0 ... IQ4_XS) take quant_matmul.hpp's integer dot products with X
+// quantized to 8 bits per row (its error is that of the activation quantization, note §3.3).
 #pragma once
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "pith/kernels/gemm.hpp"
 #include "pith/kernels/matmul.hpp"
 #include "pith/kernels/matvec.hpp"
+#include "pith/kernels/quant_matmul.hpp"
 #include "pith/kernels/typed_rows.hpp"
 
 namespace pith::kernels {
@@ -60,6 +63,12 @@ inline std::uint16_t* bf16_split_thread_scratch(std::size_t elements) {
   if (scratch.size() < elements) scratch.resize(elements);
   return scratch.data();
 }
+
+/// This thread's buffer of quantized activations (grown on demand, never shrunk).
+inline aligned_buffer<std::byte>& quant_thread_scratch() {
+  thread_local aligned_buffer<std::byte> scratch;
+  return scratch;
+}
 }  // namespace detail
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T on the calling thread with the primitive set Ops, W read
@@ -72,17 +81,10 @@ inline void matmul_transposed_range_with(const float* x, std::size_t rows, std::
                                          bool accumulate, bf16_decode bf16 = default_bf16_decode<Ops>) {
   const std::size_t in = w.cols();
   if (dtype_is_quantized(w.type())) {
-    // Reference path: each row of W dequantized, then a float dot product.
-    thread_local std::vector<float> row;
-    row.resize(in);
-    for (std::size_t o = begin; o < end; ++o) {
-      row_to_float(w, o, row.data());
-      for (std::size_t i = 0; i < rows; ++i) {
-        float sum = 0.0f;
-        for (std::size_t k = 0; k < in; ++k) sum += x[i * x_stride + k] * row[k];
-        y[i * y_stride + o] = accumulate ? y[i * y_stride + o] + sum : sum;
-      }
-    }
+    // Quantized W: X quantized to W's activation format into this thread's scratch, then integer
+    // dot products (quant_matmul.hpp). matmul_transposed quantizes once for all threads instead.
+    const quantized_rows xq = quantize_activations(x, rows, x_stride, in, w.type(), detail::quant_thread_scratch());
+    quant_matmul_range_with<Ops>(xq, w, begin, end, y, y_stride, accumulate);
     return;
   }
   if (rows >= typed_gemm_min_rows) {
@@ -129,6 +131,18 @@ inline void matmul_transposed(const float* x, std::size_t rows, std::size_t x_st
                               std::size_t y_stride, bool accumulate = false) {
   const std::size_t in = w.cols(), out = w.rows();
   constexpr std::size_t grain = 64;
+  if (dtype_is_quantized(w.type())) {
+    // X quantized once on the calling thread; the pool's threads share it.
+    const quantized_rows xq = quantize_activations(x, rows, x_stride, in, w.type(), detail::quant_thread_scratch());
+    parallel_for(
+        (out + grain - 1) / grain,
+        [&](std::size_t first, std::size_t last) {
+          quant_matmul_range_with<simd::native::ops>(xq, w, first * grain, std::min(out, last * grain), y, y_stride,
+                                                     accumulate);
+        },
+        grain_for_work(rows * in * grain));
+    return;
+  }
   parallel_for(
       (out + grain - 1) / grain,
       [&](std::size_t first, std::size_t last) {

@@ -1,0 +1,481 @@
+// SPDX-License-Identifier: MIT
+// Integer dot products of GGUF block-quantized weight rows with 8-bit quantized activations.
+//
+// Activations (../shared/notes/quantization.md §3.2, §3.3): before a product with weights of type
+// T, each activation row is quantized once to the 8-bit format T pairs with,
+// activation_type(T): Q8_0 for Q4_0, Q5_0, Q8_0, IQ4_NL; Q8_1 for Q4_1, Q5_1; Q8_K for the
+// K-quants and IQ4_XS. The values are those of §3.3, with one rounding for every ISA:
+//   Q8_0 / Q8_1, per 32 values: amax = max |x|, d = amax / 127 (kept as its f16 value, as the
+//     block stores it), q = nint(x · 127 / amax) (0 when amax is 0), so |q| <= 127. Q8_1 adds
+//     s = f16(d · Σ q) with the unrounded d.
+//   Q8_K, per 256 values: max = the value of largest |x| (first one), iscale = −127 / max,
+//     q = min(127, nint(iscale · x)), d = 1 / iscale (f32), bsums = sums of 16 consecutive q.
+//   nint rounds to nearest, ties to even (llama.cpp's AVX2 and NEON Q8_0 quantizers do the same;
+//   its scalar fallback rounds ties away from zero: the bytes can differ on exact ties).
+// The row is stored as a structure of arrays (activation_row): the quants contiguous (whole
+// vectors load without skipping block headers), then the per-block scales, Q8_1's s, and integer
+// sums of the quants (Σ q per 32-block for Q8_0 / Q8_1, the 16-element bsums for Q8_K), with which
+// the kernels remove the offset of unsigned weight codes in the integer domain.
+//
+// Dot products (§3.4): per weight block, an integer sum of code × activation quant, then one float
+// multiply-add with the block's scales; K-quant sub-block scales are applied in the integer domain
+// and their mins through bsums. vec_dot_reference<T> is the scalar reference for every type; the
+// x86 kernels (AVX2 maddubs/madd, or vpdpbusd with AVX512-VNNI for the avx512 set) cover Q8_0,
+// Q4_0, Q4_K, Q5_K, Q6_K; every other (type, ISA) pair runs the reference. Results differ from the
+// reference only by float accumulation order (the integer sums are exact).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "pith/core/dtype.hpp"
+#include "pith/core/half.hpp"
+#include "pith/core/quant.hpp"
+#include "pith/simd/simd.hpp"
+
+namespace pith::kernels {
+
+/// The 8-bit activation format weights of type `w` are multiplied with (note §3.2).
+constexpr dtype activation_type(dtype w) noexcept {
+  switch (w) {
+    case dtype::q4_1:
+    case dtype::q5_1: return dtype::q8_1;
+    case dtype::q2_k:
+    case dtype::q3_k:
+    case dtype::q4_k:
+    case dtype::q5_k:
+    case dtype::q6_k:
+    case dtype::iq4_xs: return dtype::q8_k;
+    default: return dtype::q8_0;
+  }
+}
+
+/// One quantized activation row (views into an activation buffer; see the file comment).
+struct activation_row {
+  const std::int8_t* q;        // cols quants
+  const float* d;              // one scale per block (32 for Q8_0 / Q8_1, 256 for Q8_K)
+  const float* s;              // Q8_1: f16(d · Σ q) per block, as float
+  const std::int16_t* sums;    // Q8_0 / Q8_1: Σ q per block; Q8_K: Σ q per 16 elements (bsums)
+};
+
+namespace detail {
+constexpr std::size_t round_up_64(std::size_t n) noexcept { return (n + 63) / 64 * 64; }
+constexpr std::size_t activation_block(dtype act) noexcept { return act == dtype::q8_k ? quant::qk_k : quant::qk; }
+constexpr std::size_t activation_sums(dtype act, std::size_t cols) noexcept {
+  return act == dtype::q8_k ? cols / 16 : cols / quant::qk;
+}
+constexpr std::size_t activation_scales_offset(std::size_t cols) noexcept { return round_up_64(cols); }
+constexpr std::size_t activation_s_offset(dtype act, std::size_t cols) noexcept {
+  return activation_scales_offset(cols) + round_up_64(cols / activation_block(act) * sizeof(float));
+}
+constexpr std::size_t activation_sums_offset(dtype act, std::size_t cols) noexcept {
+  return activation_s_offset(act, cols) + round_up_64(cols / activation_block(act) * sizeof(float));
+}
+}  // namespace detail
+
+/// Bytes of one quantized activation row of `cols` values (a multiple of 64: rows stay aligned).
+constexpr std::size_t activation_row_bytes(dtype act, std::size_t cols) noexcept {
+  return detail::activation_sums_offset(act, cols) +
+         detail::round_up_64(detail::activation_sums(act, cols) * sizeof(std::int16_t));
+}
+
+/// The activation row stored at `p` (4-byte aligned; activation_row_bytes(act, cols) bytes).
+inline activation_row activation_view(dtype act, const std::byte* p, std::size_t cols) noexcept {
+  return {reinterpret_cast<const std::int8_t*>(p),
+          reinterpret_cast<const float*>(p + detail::activation_scales_offset(cols)),
+          reinterpret_cast<const float*>(p + detail::activation_s_offset(act, cols)),
+          reinterpret_cast<const std::int16_t*>(p + detail::activation_sums_offset(act, cols))};
+}
+
+/// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
+/// (Q8_0, Q8_1 or Q8_K) at `dst` (4-byte aligned, activation_row_bytes(act, cols) bytes); note §3.3.
+inline void quantize_activation_row(dtype act, const float* x, std::size_t cols, std::byte* dst) noexcept {
+  auto* q = reinterpret_cast<std::int8_t*>(dst);
+  auto* d = reinterpret_cast<float*>(dst + detail::activation_scales_offset(cols));
+  auto* s = reinterpret_cast<float*>(dst + detail::activation_s_offset(act, cols));
+  auto* sums = reinterpret_cast<std::int16_t*>(dst + detail::activation_sums_offset(act, cols));
+  if (act == dtype::q8_k) {
+    for (std::size_t b = 0; b < cols / quant::qk_k; ++b) {
+      const float* xb = x + b * quant::qk_k;
+      std::int8_t* qb = q + b * quant::qk_k;
+      float amax = 0.0f, max = 0.0f;
+      for (std::size_t j = 0; j < quant::qk_k; ++j) {
+        const float a = std::fabs(xb[j]);
+        if (a > amax) {
+          amax = a;
+          max = xb[j];
+        }
+      }
+      if (amax == 0.0f) {
+        d[b] = 0.0f;
+        std::memset(qb, 0, quant::qk_k);
+        std::memset(sums + b * 16, 0, 16 * sizeof(std::int16_t));
+        continue;
+      }
+      const float iscale = -127.0f / max;
+      for (std::size_t j = 0; j < quant::qk_k; ++j)
+        qb[j] = static_cast<std::int8_t>(std::min(127.0f, std::nearbyint(iscale * xb[j])));
+      for (std::size_t g = 0; g < 16; ++g) {
+        int sum = 0;
+        for (std::size_t i = 0; i < 16; ++i) sum += qb[16 * g + i];
+        sums[b * 16 + g] = static_cast<std::int16_t>(sum);
+      }
+      d[b] = 1.0f / iscale;
+    }
+    return;
+  }
+  for (std::size_t b = 0; b < cols / quant::qk; ++b) {
+    const float* xb = x + b * quant::qk;
+    std::int8_t* qb = q + b * quant::qk;
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < quant::qk; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float scale = amax / 127.0f;
+    const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (std::size_t j = 0; j < quant::qk; ++j) {
+      qb[j] = static_cast<std::int8_t>(std::nearbyint(xb[j] * inverse));
+      sum += qb[j];
+    }
+    d[b] = half_to_float(float_to_half(scale));
+    s[b] = act == dtype::q8_1 ? half_to_float(float_to_half(scale * static_cast<float>(sum))) : 0.0f;
+    sums[b] = static_cast<std::int16_t>(sum);
+  }
+}
+
+namespace detail {
+
+inline std::uint16_t load_u16(const std::byte* p) noexcept {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes, with the
+/// word-parallel unpacking of note §1.2.
+inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
+  std::uint32_t w[3];
+  std::memcpy(w, bytes, 12);
+  const std::uint32_t s0 = w[0] & 0x3f3f3f3fu, m0 = w[1] & 0x3f3f3f3fu;
+  const std::uint32_t s1 = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
+  const std::uint32_t m1 = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
+  std::memcpy(scales, &s0, 4);
+  std::memcpy(scales + 4, &s1, 4);
+  std::memcpy(mins, &m0, 4);
+  std::memcpy(mins + 4, &m1, 4);
+}
+
+}  // namespace detail
+
+/// The scalar reference: W row (cols elements of T at `w`, any alignment) · the activation row
+/// quantized to activation_type(T), by the formulas of note §3.4 with integer inner sums.
+template <dtype T>
+inline float vec_dot_reference(const std::byte* w, const activation_row& a, std::size_t cols) noexcept {
+  constexpr std::size_t n = dtype_block_elements(T);
+  const std::size_t blocks = cols / n;
+  float sum = 0.0f;
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const quant::block_t<T> x = quant::load_block<T>(w, b);
+    const std::int8_t* y = a.q + b * n;
+    if constexpr (T == dtype::q4_0 || T == dtype::q4_1 || T == dtype::iq4_nl || T == dtype::q5_0 ||
+                  T == dtype::q5_1) {
+      std::uint32_t qh = 0;
+      if constexpr (T == dtype::q5_0 || T == dtype::q5_1) std::memcpy(&qh, x.qh, 4);
+      int isum = 0;
+      for (std::size_t j = 0; j < 16; ++j) {
+        int lo = x.qs[j] & 0xF, hi = x.qs[j] >> 4;
+        if constexpr (T == dtype::q5_0 || T == dtype::q5_1) {
+          lo |= static_cast<int>((qh >> j) & 1u) << 4;
+          hi |= static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+        }
+        if constexpr (T == dtype::q4_0) {
+          lo -= 8;
+          hi -= 8;
+        } else if constexpr (T == dtype::q5_0) {
+          lo -= 16;
+          hi -= 16;
+        } else if constexpr (T == dtype::iq4_nl) {
+          lo = quant::iq4nl_values[lo];
+          hi = quant::iq4nl_values[hi];
+        }
+        isum += lo * y[j] + hi * y[j + 16];
+      }
+      // §3.4: Q4_0 / Q5_0 / IQ4_NL: d·dY·Σ; Q4_1 / Q5_1: d·dY·Σ + m·sY.
+      sum += half_to_float(x.d) * a.d[b] * static_cast<float>(isum);
+      if constexpr (T == dtype::q4_1 || T == dtype::q5_1) sum += half_to_float(x.m) * a.s[b];
+    } else if constexpr (T == dtype::q8_0) {
+      int isum = 0;
+      for (std::size_t j = 0; j < quant::qk; ++j) isum += x.qs[j] * y[j];
+      sum += half_to_float(x.d) * a.d[b] * static_cast<float>(isum);
+    } else {
+      // Super-blocks against Q8_K (§3.4): sub-block integer sums times their integer scales.
+      const std::int16_t* bsums = a.sums + b * 16;
+      const float dy = a.d[b];
+      if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
+        std::uint8_t sc[8], mn[8];
+        detail::unpack_scales_k4(x.scales, sc, mn);
+        int isum = 0, msum = 0;
+        for (std::size_t e = 0; e < quant::qk_k; ++e) {
+          const std::size_t c = e >> 6, l = e & 63;
+          const std::uint8_t byte = x.qs[32 * c + (l & 31)];
+          int q = l < 32 ? (byte & 0xF) : (byte >> 4);
+          if constexpr (T == dtype::q5_k) q += 16 * ((x.qh[e & 31] >> (e >> 5)) & 1);
+          isum += sc[e >> 5] * q * y[e];
+        }
+        for (std::size_t j = 0; j < 8; ++j) msum += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+        sum += dy * half_to_float(x.d) * static_cast<float>(isum) -
+               dy * half_to_float(x.dmin) * static_cast<float>(msum);
+      } else if constexpr (T == dtype::q2_k) {
+        int isum = 0, msum = 0;
+        for (std::size_t e = 0; e < quant::qk_k; ++e) {
+          const std::size_t n2 = e >> 7, k = (e >> 5) & 3, l = e & 31;
+          isum += (x.scales[e >> 4] & 0xF) * ((x.qs[32 * n2 + l] >> (2 * k)) & 3) * y[e];
+        }
+        for (std::size_t s = 0; s < 16; ++s) msum += (x.scales[s] >> 4) * bsums[s];
+        sum += dy * half_to_float(x.d) * static_cast<float>(isum) -
+               dy * half_to_float(x.dmin) * static_cast<float>(msum);
+      } else if constexpr (T == dtype::q3_k) {
+        int isum = 0;
+        for (std::size_t e = 0; e < quant::qk_k; ++e) {
+          const std::size_t n2 = e >> 7, k = (e >> 5) & 3, l = e & 31;
+          const int hbit = (x.hmask[l] >> (e >> 5)) & 1;
+          const int q = ((x.qs[32 * n2 + l] >> (2 * k)) & 3) - (hbit ? 0 : 4);
+          isum += quant::q3_k_scale(x.scales, e >> 4) * q * y[e];
+        }
+        sum += dy * half_to_float(x.d) * static_cast<float>(isum);
+      } else if constexpr (T == dtype::q6_k) {
+        int isum = 0;
+        for (std::size_t e = 0; e < quant::qk_k; ++e) {
+          const std::size_t n2 = e >> 7, g = (e >> 5) & 3, l = e & 31;
+          const std::uint8_t byte = x.ql[64 * n2 + 32 * (g & 1) + l];
+          const int low4 = g < 2 ? (byte & 0xF) : (byte >> 4);
+          const int q = (low4 | (((x.qh[32 * n2 + l] >> (2 * g)) & 3) << 4)) - 32;
+          isum += x.scales[e >> 4] * q * y[e];
+        }
+        sum += dy * half_to_float(x.d) * static_cast<float>(isum);
+      } else if constexpr (T == dtype::iq4_xs) {
+        int isum = 0;
+        for (std::size_t ib = 0; ib < 8; ++ib) {
+          const int ls = ((x.scales_l[ib >> 1] >> (4 * (ib & 1))) & 15) | (((x.scales_h >> (2 * ib)) & 3) << 4);
+          int sub = 0;
+          for (std::size_t j = 0; j < 16; ++j) {
+            const std::uint8_t byte = x.qs[16 * ib + j];
+            sub += quant::iq4nl_values[byte & 0xF] * y[32 * ib + j] + quant::iq4nl_values[byte >> 4] * y[32 * ib + j + 16];
+          }
+          isum += (ls - 32) * sub;
+        }
+        sum += half_to_float(x.d) * dy * static_cast<float>(isum);
+      } else {
+        static_assert(T == dtype::q4_k, "no dot product for this dtype");
+      }
+    }
+  }
+  return sum;
+}
+
+#if defined(PITH_SIMD_HAS_AVX2)
+namespace detail::x86 {
+
+/// acc + Σ of four u8 × s8 products per int32 lane: vpdpbusd with AVX512-VNNI (exact), else
+/// vpmaddubsw + vpmaddwd (exact while each pair sum stays within int16, true for every caller:
+/// |activation| <= 127 and weight codes <= 63, or the sign trick's |w| <= 128).
+template <bool Vnni>
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) noexcept {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if constexpr (Vnni) return _mm256_dpbusd_epi32(acc, u, s);
+#endif
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+/// Σ of u8 × s8 pairs scaled by int16 `scale` per pair-sum lane: int32 lanes.
+inline __m256i dot_scaled(__m256i u, __m256i s, __m256i scale16) noexcept {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16);
+}
+
+inline float hsum(__m256 v) noexcept {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+/// `v` with `value` subtracted from lane 0: an integer correction folded in exactly.
+inline __m256i sub_lane0(__m256i v, int value) noexcept {
+  return _mm256_sub_epi32(v, _mm256_castsi128_si256(_mm_cvtsi32_si128(value)));
+}
+
+inline __m256i load256(const void* p) noexcept { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+/// 16 packed bytes of 4-bit codes as 32 bytes 0 … 15: low nibbles (elements 0-15), then high.
+inline __m256i nibbles_32(const void* p) noexcept {
+  const __m128i bytes = _mm_loadu_si128(static_cast<const __m128i*>(p));
+  const __m256i both = _mm256_setr_m128i(bytes, _mm_srli_epi16(bytes, 4));
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/// out[r] = W row · activation row r for NX rows, W read once (every block decoded once for all).
+template <dtype T, bool Vnni, std::size_t NX>
+inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t cols, float* out) noexcept {
+  __m256 acc[NX];
+  float minus[NX];
+  for (std::size_t r = 0; r < NX; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    minus[r] = 0.0f;
+  }
+  if constexpr (T == dtype::q8_0 || T == dtype::q4_0) {
+    constexpr std::size_t bytes = dtype_block_bytes(T);
+    for (std::size_t b = 0; b < cols / quant::qk; ++b) {
+      const std::byte* block = w + b * bytes;
+      const float dw = half_to_float(load_u16(block));
+      if constexpr (T == dtype::q8_0) {
+        // Signed × signed through the sign trick: |w| · (y with w's sign) (§3.5).
+        const __m256i wq = load256(block + 2);
+        const __m256i magnitude = _mm256_sign_epi8(wq, wq);
+        for (std::size_t r = 0; r < NX; ++r) {
+          const __m256i y = load256(a[r].q + b * quant::qk);
+          const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), acc[r]);
+        }
+      } else {
+        // Codes 0 … 15 as unsigned bytes; the −8 offset as −8 Σ y, in lane 0 (§3.4).
+        const __m256i codes = nibbles_32(block + 2);
+        for (std::size_t r = 0; r < NX; ++r) {
+          const __m256i y = load256(a[r].q + b * quant::qk);
+          const __m256i p = sub_lane0(dot_u8s8<Vnni>(_mm256_setzero_si256(), codes, y), 8 * a[r].sums[b]);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), acc[r]);
+        }
+      }
+    }
+  } else if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
+    using block = quant::block_t<T>;
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
+      const std::byte* base = w + sb * sizeof(block);
+      std::uint8_t sc[8], mn[8];
+      unpack_scales_k4(reinterpret_cast<const std::uint8_t*>(base + offsetof(block, scales)), sc, mn);
+      const std::byte* qs = base + offsetof(block, qs);
+      __m256i high_bits = _mm256_setzero_si256();
+      if constexpr (T == dtype::q5_k) high_bits = load256(base + offsetof(block, qh));
+      __m256i sumi[NX];
+      for (std::size_t r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+      for (std::size_t c = 0; c < 4; ++c) {
+        // Chunk c: low nibbles are sub-block 2c, high nibbles 2c + 1 (§1.2).
+        const __m256i bytes = load256(qs + 32 * c);
+        __m256i lo = _mm256_and_si256(bytes, low);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+        if constexpr (T == dtype::q5_k) {
+          const __m256i one = _mm256_set1_epi8(1);
+          // Bit 2c (2c + 1) of qh[l] is the 16s bit of the low (high) nibble's element.
+          lo = _mm256_or_si256(
+              lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, static_cast<int>(2 * c)), one), 4));
+          hi = _mm256_or_si256(
+              hi,
+              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, static_cast<int>(2 * c + 1)), one), 4));
+        }
+        const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]), s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+        for (std::size_t r = 0; r < NX; ++r) {
+          const std::int8_t* y = a[r].q + sb * quant::qk_k + 64 * c;
+          sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(lo, load256(y), s_lo));
+          sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(hi, load256(y + 32), s_hi));
+        }
+      }
+      const float d = half_to_float(load_u16(base)), dmin = half_to_float(load_u16(base + 2));
+      for (std::size_t r = 0; r < NX; ++r) {
+        const std::int16_t* bsums = a[r].sums + sb * 16;
+        int msum = 0;
+        for (std::size_t j = 0; j < 8; ++j) msum += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+        const float dy = a[r].d[sb];
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dy * d), acc[r]);
+        minus[r] += dy * dmin * static_cast<float>(msum);
+      }
+    }
+  } else if constexpr (T == dtype::q6_k) {
+    using block = quant::block_q6_k;
+    const __m256i low = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
+    for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
+      const std::byte* base = w + sb * sizeof(block);
+      std::int8_t sc[16];
+      std::memcpy(sc, base + offsetof(block, scales), 16);
+      __m256i sumi[NX];
+      for (std::size_t r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+      for (std::size_t n = 0; n < 2; ++n) {
+        const __m256i ql0 = load256(base + offsetof(block, ql) + 64 * n);
+        const __m256i ql1 = load256(base + offsetof(block, ql) + 64 * n + 32);
+        const __m256i qh = load256(base + offsetof(block, qh) + 32 * n);
+        // Unsigned codes 0 … 63 of elements 128n + 32g + l (§1.2); the −32 offset through bsums.
+        __m256i codes[4];
+        codes[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4));
+        codes[1] = _mm256_or_si256(_mm256_and_si256(ql1, low),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4));
+        codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4));
+        codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4));
+        for (std::size_t g = 0; g < 4; ++g) {
+          const std::size_t s = 8 * n + 2 * g;  // sub-blocks of 16: lanes 0-15 scale s, 16-31 scale s + 1
+          const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[s]), _mm_set1_epi16(sc[s + 1]));
+          for (std::size_t r = 0; r < NX; ++r) {
+            const std::int8_t* y = a[r].q + sb * quant::qk_k + 128 * n + 32 * g;
+            sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(codes[g], load256(y), scale16));
+          }
+        }
+      }
+      const float d = half_to_float(load_u16(base + offsetof(block, d)));
+      for (std::size_t r = 0; r < NX; ++r) {
+        const std::int16_t* bsums = a[r].sums + sb * 16;
+        int offset = 0;
+        for (std::size_t s = 0; s < 16; ++s) offset += sc[s] * bsums[s];
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sub_lane0(sumi[r], 32 * offset)),
+                                 _mm256_set1_ps(a[r].d[sb] * d), acc[r]);
+      }
+    }
+  }
+  for (std::size_t r = 0; r < NX; ++r) out[r] = hsum(acc[r]) - minus[r];
+}
+
+template <dtype T>
+inline constexpr bool has_kernel =
+    T == dtype::q8_0 || T == dtype::q4_0 || T == dtype::q4_k || T == dtype::q5_k || T == dtype::q6_k;
+
+}  // namespace detail::x86
+#endif
+
+/// Whether the primitive set Ops has an integer SIMD kernel for weights of type T (else the
+/// scalar reference runs).
+template <class Ops, dtype T>
+constexpr bool has_quant_kernel() noexcept {
+#if defined(PITH_SIMD_HAS_AVX2)
+  if constexpr (std::is_same_v<Ops, simd::avx2::ops>) return detail::x86::has_kernel<T>;
+#endif
+#if defined(PITH_SIMD_HAS_AVX512)
+  if constexpr (std::is_same_v<Ops, simd::avx512::ops>) return detail::x86::has_kernel<T>;
+#endif
+  return false;
+}
+
+/// Whether the avx512 set's kernels use vpdpbusd (AVX512-VNNI compiled in).
+inline constexpr bool quant_dot_vnni =
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    true;
+#else
+    false;
+#endif
+
+/// out[r] = W row (cols elements of T at `w`, any alignment) · a[r] for r < NX, with Ops's kernel
+/// (W's blocks decoded once for the NX rows) or the scalar reference.
+template <class Ops, dtype T, std::size_t NX>
+inline void quant_dot_rows(const std::byte* w, const activation_row* a, std::size_t cols, float* out) noexcept {
+  if constexpr (has_quant_kernel<Ops, T>()) {
+#if defined(PITH_SIMD_HAS_AVX2)
+    constexpr bool vnni = quant_dot_vnni && !std::is_same_v<Ops, simd::avx2::ops>;
+    detail::x86::dot_rows<T, vnni, NX>(w, a, cols, out);
+#endif
+  } else {
+    for (std::size_t r = 0; r < NX; ++r) out[r] = vec_dot_reference<T>(w, a[r], cols);
+  }
+}
+
+}  // namespace pith::kernels

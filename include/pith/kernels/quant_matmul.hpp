@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+// Y (+)= X W^T for block-quantized W: X quantized once per call to W's activation format
+// (quant_dot.hpp), then integer dot products per (W row, X row).
+//
+// Decode (one row of X): W's rows one after the other, each streamed once (the hardware
+// prefetchers follow the single stream). Prefill (several rows): W's rows in tiles of
+// quant_tile_rows that stay in L2 while groups of quant_group_rows rows of X pass over them; every
+// W block is decoded once per group (quant_dot_rows<NX>).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "pith/core/aligned_buffer.hpp"
+#include "pith/core/quant.hpp"
+#include "pith/core/tensor.hpp"
+#include "pith/kernels/quant_dot.hpp"
+
+namespace pith::kernels {
+
+/// Rows of X whose products share one decoding of each W block.
+inline constexpr std::size_t quant_group_rows = 4;
+/// W rows per tile in the prefill loop: 64 rows of 2048-5632 Q4_K-Q8_0 values are 74-380 KB, in L2.
+inline constexpr std::size_t quant_tile_rows = 64;
+
+/// The rows of X quantized to one activation format (rows `stride` bytes apart).
+struct quantized_rows {
+  dtype type = dtype::q8_0;  // Q8_0, Q8_1 or Q8_K
+  std::size_t rows = 0, cols = 0, stride = 0;
+  const std::byte* data = nullptr;
+
+  activation_row row(std::size_t i) const noexcept { return activation_view(type, data + i * stride, cols); }
+};
+
+/// Quantizes X [rows, cols] (rows x_stride apart) for weights of type `w` into `buffer` (grown on
+/// demand: allocates only when larger than before).
+inline quantized_rows quantize_activations(const float* x, std::size_t rows, std::size_t x_stride, std::size_t cols,
+                                           dtype w, aligned_buffer<std::byte>& buffer) {
+  const dtype act = activation_type(w);
+  const std::size_t stride = activation_row_bytes(act, cols);
+  if (buffer.size() < rows * stride) buffer.resize(rows * stride);
+  for (std::size_t i = 0; i < rows; ++i) quantize_activation_row(act, x + i * x_stride, cols, buffer.data() + i * stride);
+  return {act, rows, cols, stride, buffer.data()};
+}
+
+namespace detail {
+
+template <class Ops, dtype T, std::size_t NX>
+inline void quant_group(const quantized_rows& xq, std::size_t first, const tensor_view& w, std::size_t begin,
+                        std::size_t end, float* y, std::size_t y_stride, bool accumulate) noexcept {
+  activation_row a[NX];
+  for (std::size_t r = 0; r < NX; ++r) a[r] = xq.row(first + r);
+  for (std::size_t o = begin; o < end; ++o) {
+    float out[NX];
+    quant_dot_rows<Ops, T, NX>(w.row(o), a, xq.cols, out);
+    for (std::size_t r = 0; r < NX; ++r) {
+      float& target = y[(first + r) * y_stride + o];
+      target = accumulate ? target + out[r] : out[r];
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Y[:, begin:end] (+)= X W[begin:end, :]^T for quantized W, X already quantized to
+/// activation_type(w.type()) (quantize_activations). Does not allocate.
+template <class Ops>
+inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view& w, std::size_t begin, std::size_t end,
+                                    float* y, std::size_t y_stride, bool accumulate) noexcept {
+  quant::visit_quantized(w.type(), [&](auto type) {
+    constexpr dtype T = decltype(type)::value;
+    if constexpr (dtype_is_activation_only(T)) {
+      return;  // not a weight type (tensor views of weights never hold one)
+    } else {
+      if (xq.rows == 1) {
+        detail::quant_group<Ops, T, 1>(xq, 0, w, begin, end, y, y_stride, accumulate);
+        return;
+      }
+      for (std::size_t tile = begin; tile < end; tile += quant_tile_rows) {
+        const std::size_t tile_end = std::min(end, tile + quant_tile_rows);
+        std::size_t i = 0;
+        for (; i + quant_group_rows <= xq.rows; i += quant_group_rows)
+          detail::quant_group<Ops, T, quant_group_rows>(xq, i, w, tile, tile_end, y, y_stride, accumulate);
+        switch (xq.rows - i) {
+          case 3: detail::quant_group<Ops, T, 3>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          case 2: detail::quant_group<Ops, T, 2>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          case 1: detail::quant_group<Ops, T, 1>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          default: break;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace pith::kernels

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 // pith_bench_kernels: the fused softmax-importance kernel and the matmul against the scalar path, the
 // plain Eigen formulation and this core's FMA peak, and the matmul over F16/BF16 weights against
-// float32 and the read bandwidth, all measured in one run; prints ratio tables at the end.
+// float32 and the read bandwidth, and the integer dot products over block-quantized weights
+// against the read bandwidth (decode) and the int8 peak (prefill), all measured in one run;
+// prints ratio tables at the end.
 // pith first: its x86 intrinsics header silences GCC 12's false warnings in <immintrin.h>.
 #include <pith/core/aligned_buffer.hpp>
 #include <pith/kernels/matmul.hpp>
 #include <pith/kernels/softmax_importance.hpp>
+#include <pith/core/quant.hpp>
 #include <pith/kernels/typed_matmul.hpp>
 
 #include "bench_common.hpp"
@@ -29,8 +32,10 @@ namespace {
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 using pith::bench::BM_fma_peak;
+using pith::bench::BM_int8_peak;
 using pith::bench::BM_read_bandwidth;
 BENCHMARK(BM_fma_peak);
+BENCHMARK(BM_int8_peak);
 BENCHMARK(BM_read_bandwidth)->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------ problems
@@ -253,6 +258,66 @@ BENCHMARK(BM_typed<typed_variant::f32>)->Name("BM_gemm_f32")->Apply(typed_prefil
 BENCHMARK(BM_typed<typed_variant::f16>)->Name("BM_gemm_f16")->Apply(typed_prefill_shapes);
 BENCHMARK(BM_typed<typed_variant::bf16>)->Name("BM_gemm_bf16")->Apply(typed_prefill_shapes);
 
+// ------------------------------------------------------------------ quantized weights
+// Y = X W^T on one thread with W [out, in] block-quantized (random valid blocks: random bytes,
+// finite f16 scales), through matmul_transposed_range: X quantized to 8 bits, integer dot
+// products. GBps counts W's bytes (one row of X reads W once); GOPs counts 2 rows·in·out.
+template <pith::dtype T>
+void BM_quant(benchmark::State& state) {
+  const auto rows = static_cast<std::size_t>(state.range(0)), in = static_cast<std::size_t>(state.range(1)),
+             out = static_cast<std::size_t>(state.range(2));
+  pith::aligned_buffer<float> x(rows * in), y(rows * out);
+  const std::size_t row_bytes = pith::dtype_row_bytes(T, in);
+  pith::aligned_buffer<std::byte> storage(out * row_bytes);
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& value : x) value = u(rng);
+  using block = pith::quant::block_t<T>;
+  for (std::size_t b = 0; b < out * row_bytes / sizeof(block); ++b) {
+    block blk;
+    auto* bytes = reinterpret_cast<unsigned char*>(&blk);
+    for (std::size_t i = 0; i < sizeof(blk); ++i) bytes[i] = static_cast<unsigned char>(rng());
+    blk.d = pith::float_to_half(0.01f * u(rng));
+    if constexpr (requires { blk.dmin; }) blk.dmin = pith::float_to_half(0.01f * u(rng));
+    if constexpr (requires { blk.m; }) blk.m = pith::float_to_half(0.01f * u(rng));
+    std::memcpy(storage.data() + b * sizeof(block), &blk, sizeof(blk));
+  }
+  const auto w = pith::tensor_view::borrow(storage.data(), T, out, in);
+  for (auto _ : state) {
+    pith::kernels::matmul_transposed_range(x.data(), rows, in, w, 0, out, y.data(), out, false);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOPs"] =
+      benchmark::Counter(2.0 * static_cast<double>(rows * in * out) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = benchmark::Counter(static_cast<double>(w.bytes()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// TinyLlama-1.1B's products (hidden 2048, intermediate 5632, vocab 32000): decode with W of
+// 6-24 MB (beyond L2, partly in L3) and the LM head (36-70 MB, beyond every cache); prefill of
+// 512 rows.
+void quant_decode_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  for (auto [in, out] : std::vector<std::array<long, 2>>{{2048, 5632}, {5632, 2048}, {2048, 32000}}) b->Args({1, in, out});
+}
+void quant_prefill_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out"});
+  b->Args({512, 2048, 2048});
+  b->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK(BM_quant<pith::dtype::q8_0>)->Name("BM_qmatvec_q8_0")->Apply(quant_decode_shapes);
+BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qmatvec_q4_0")->Apply(quant_decode_shapes);
+BENCHMARK(BM_quant<pith::dtype::q4_k>)->Name("BM_qmatvec_q4_k")->Apply(quant_decode_shapes);
+BENCHMARK(BM_quant<pith::dtype::q5_k>)->Name("BM_qmatvec_q5_k")->Apply(quant_decode_shapes);
+BENCHMARK(BM_quant<pith::dtype::q6_k>)->Name("BM_qmatvec_q6_k")->Apply(quant_decode_shapes);
+BENCHMARK(BM_quant<pith::dtype::q8_0>)->Name("BM_qgemm_q8_0")->Apply(quant_prefill_shapes);
+BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qgemm_q4_0")->Apply(quant_prefill_shapes);
+BENCHMARK(BM_quant<pith::dtype::q4_k>)->Name("BM_qgemm_q4_k")->Apply(quant_prefill_shapes);
+BENCHMARK(BM_quant<pith::dtype::q5_k>)->Name("BM_qgemm_q5_k")->Apply(quant_prefill_shapes);
+BENCHMARK(BM_quant<pith::dtype::q6_k>)->Name("BM_qgemm_q6_k")->Apply(quant_prefill_shapes);
+
 // ------------------------------------------------------------------ ratio table
 // Console output as usual, then one table: GFLOP/s, fraction of BM_fma_peak, ratios to Eigen and scalar.
 class ratio_reporter : public benchmark::ConsoleReporter {
@@ -264,6 +329,8 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       if (it != run.counters.end()) rates_[run.benchmark_name()] = it->second.value;
       const auto bytes = run.counters.find("GBps");
       if (bytes != run.counters.end()) bandwidths_[run.benchmark_name()] = bytes->second.value;
+      const auto ops = run.counters.find("GOPs");
+      if (ops != run.counters.end()) integer_rates_[run.benchmark_name()] = ops->second.value;
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -319,6 +386,17 @@ class ratio_reporter : public benchmark::ConsoleReporter {
                     fraction("bf16_dot"));
       }
     }
+    // Quantized weights: decode as a fraction of the read bandwidth, prefill of the int8 and FMA peaks.
+    const double int8_peak = integer_rates_.count("BM_int8_peak") ? integer_rates_["BM_int8_peak"] : 0.0;
+    std::printf("\nint8 dot peak: %.1f GOP/s, FMA peak %.1f GFLOP/s (one core)\n", int8_peak, peak);
+    std::printf("%-34s %9s %9s %9s %9s %9s\n", "quantized rows/in/out", "GB/s", "of bw", "GOP/s", "of int8", "of fma");
+    for (const auto& [name, rate] : integer_rates_) {
+      if (name.rfind("BM_qmatvec_", 0) != 0 && name.rfind("BM_qgemm_", 0) != 0) continue;
+      const double gbps = bandwidths_.count(name) ? bandwidths_.at(name) : 0.0;
+      const bool decode = name.rfind("BM_qmatvec_", 0) == 0;
+      std::printf("%-34s %9.1f %9.2f %9.1f %9.2f %9.2f\n", name.c_str(), gbps, decode && read > 0 ? gbps / read : 0.0,
+                  rate, int8_peak > 0 ? rate / int8_peak : 0.0, peak > 0 ? rate / peak : 0.0);
+    }
   }
 
  private:
@@ -328,6 +406,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
   }
   std::map<std::string, double> rates_;
   std::map<std::string, double> bandwidths_;
+  std::map<std::string, double> integer_rates_;
 };
 
 }  // namespace

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
 // The machine's limits, measured by the benchmark binaries beside what they compare with them:
-// BM_fma_peak (independent FMA chains on one core) and BM_read_bandwidth (streaming read from DRAM).
+// BM_fma_peak (independent FMA chains on one core), BM_int8_peak (independent chains of 8-bit
+// integer dot products: vpdpbusd with AVX512-VNNI, else vpmaddubsw + vpmaddwd on AVX2) and
+// BM_read_bandwidth (streaming read from DRAM).
 #pragma once
 
 #include <pith/core/aligned_buffer.hpp>
 #include <pith/simd/simd.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include <cstring>
 
 namespace pith::bench {
 
@@ -31,6 +35,51 @@ inline void BM_fma_peak(benchmark::State& state) {
   }
   const double flops = 2.0 * ops::width * chains * iterations;
   state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Independent chains of u8 x s8 dot products into int32 lanes, the instruction quantized
+// prefill is built on; GOPs counts a multiply and an add per byte pair (as GFLOPs counts an FMA
+// as two). With AVX512-VNNI, 512-bit vpdpbusd; on AVX2 vpmaddubsw + vpmaddwd (+ vpaddd) per 32
+// pairs; elsewhere not measured (no counter).
+inline void BM_int8_peak(benchmark::State& state) {
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+  using vec = __m512i;
+  constexpr int pairs = 64;
+  const auto step = [](vec acc, vec a, vec b) { return _mm512_dpbusd_epi32(acc, a, b); };
+  const auto splat = [](int v) { return _mm512_set1_epi32(v); };
+#elif defined(__AVX2__)
+  using vec = __m256i;
+  constexpr int pairs = 32;
+  const auto step = [](vec acc, vec a, vec b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+  };
+  const auto splat = [](int v) { return _mm256_set1_epi32(v); };
+#endif
+#if defined(__AVX2__)
+  constexpr int chains = 12;
+  constexpr int iterations = 4096;
+  int seed = 0x01020304;
+  benchmark::DoNotOptimize(seed);
+  for (auto _ : state) {
+    vec acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = splat(c);
+    const vec a = splat(seed), b = splat(seed ^ 0x7f7f);
+    for (int i = 0; i < iterations; ++i)
+      for (int c = 0; c < chains; ++c) acc[c] = step(acc[c], a, b);
+    alignas(64) int lanes[sizeof(vec) / sizeof(int)];
+    int sink = 0;
+    for (int c = 0; c < chains; ++c) {
+      std::memcpy(lanes, &acc[c], sizeof(vec));
+      sink += lanes[0];
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  const double ops = 2.0 * pairs * chains * iterations;
+  state.counters["GOPs"] = benchmark::Counter(ops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+#else
+  for (auto _ : state) {
+  }
+#endif
 }
 
 // Sums a 512 MiB buffer (far beyond the caches) with vector loads: the rate at which one core

@@ -316,20 +316,34 @@ inline __m256i nibbles_32(const void* p) noexcept {
   return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+/// An f16 scale as float: vcvtph2ps with F16C, else the portable conversion.
+inline float f16(const std::byte* p) noexcept {
+#if defined(__F16C__)
+  return _cvtsh_ss(load_u16(p));
+#else
+  return half_to_float(load_u16(p));
+#endif
+}
+
+/// 16-bit lanes all equal to word `j` of a 128-bit vector of 8 words (in both 128-bit halves).
+inline __m256i broadcast_word(__m256i words_in_both_halves, int j) noexcept {
+  const int lo = 2 * j, hi = 2 * j + 1;
+  const __m256i mask = _mm256_set1_epi16(static_cast<short>(lo | (hi << 8)));
+  return _mm256_shuffle_epi8(words_in_both_halves, mask);
+}
+
 /// out[r] = W row · activation row r for NX rows, W read once (every block decoded once for all).
+/// Legacy blocks go two at a time into two sets of accumulators (the FMA latency would otherwise
+/// bound decode at one block per 4 cycles).
 template <dtype T, bool Vnni, std::size_t NX>
 inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t cols, float* out) noexcept {
-  __m256 acc[NX];
-  float minus[NX];
-  for (std::size_t r = 0; r < NX; ++r) {
-    acc[r] = _mm256_setzero_ps();
-    minus[r] = 0.0f;
-  }
+  __m256 acc[2][NX];
+  for (std::size_t r = 0; r < NX; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
   if constexpr (T == dtype::q8_0 || T == dtype::q4_0) {
     constexpr std::size_t bytes = dtype_block_bytes(T);
-    for (std::size_t b = 0; b < cols / quant::qk; ++b) {
+    const auto block_step = [&](std::size_t b, __m256* accumulators) {
       const std::byte* block = w + b * bytes;
-      const float dw = half_to_float(load_u16(block));
+      const float dw = f16(block);
       if constexpr (T == dtype::q8_0) {
         // Signed × signed through the sign trick: |w| · (y with w's sign) (§3.5).
         const __m256i wq = load256(block + 2);
@@ -337,7 +351,7 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
         for (std::size_t r = 0; r < NX; ++r) {
           const __m256i y = load256(a[r].q + b * quant::qk);
           const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), acc[r]);
+          accumulators[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), accumulators[r]);
         }
       } else {
         // Codes 0 … 15 as unsigned bytes; the −8 offset as −8 Σ y, in lane 0 (§3.4).
@@ -345,17 +359,29 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
         for (std::size_t r = 0; r < NX; ++r) {
           const __m256i y = load256(a[r].q + b * quant::qk);
           const __m256i p = sub_lane0(dot_u8s8<Vnni>(_mm256_setzero_si256(), codes, y), 8 * a[r].sums[b]);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), acc[r]);
+          accumulators[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), accumulators[r]);
         }
       }
+    };
+    const std::size_t blocks = cols / quant::qk;
+    std::size_t b = 0;
+    for (; b + 2 <= blocks; b += 2) {
+      block_step(b, acc[0]);
+      block_step(b + 1, acc[1]);
     }
+    if (b < blocks) block_step(b, acc[0]);
   } else if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
     using block = quant::block_t<T>;
     const __m256i low = _mm256_set1_epi8(0x0F);
+    // Bytes 0 0 1 1 … 7 7: each min twice, against the two bsums of its 32 elements.
+    const __m128i pairs = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
       const std::byte* base = w + sb * sizeof(block);
       std::uint8_t sc[8], mn[8];
       unpack_scales_k4(reinterpret_cast<const std::uint8_t*>(base + offsetof(block, scales)), sc, mn);
+      const __m256i scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
+      const __m256i mins16 =
+          _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)), pairs));
       const std::byte* qs = base + offsetof(block, qs);
       __m256i high_bits = _mm256_setzero_si256();
       if constexpr (T == dtype::q5_k) high_bits = load256(base + offsetof(block, qh));
@@ -375,21 +401,21 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
               hi,
               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, static_cast<int>(2 * c + 1)), one), 4));
         }
-        const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]), s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+        const __m256i s_lo = broadcast_word(scales16, static_cast<int>(2 * c));
+        const __m256i s_hi = broadcast_word(scales16, static_cast<int>(2 * c + 1));
         for (std::size_t r = 0; r < NX; ++r) {
           const std::int8_t* y = a[r].q + sb * quant::qk_k + 64 * c;
           sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(lo, load256(y), s_lo));
           sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(hi, load256(y + 32), s_hi));
         }
       }
-      const float d = half_to_float(load_u16(base)), dmin = half_to_float(load_u16(base + 2));
+      const float d = f16(base), dmin = f16(base + 2);
       for (std::size_t r = 0; r < NX; ++r) {
-        const std::int16_t* bsums = a[r].sums + sb * 16;
-        int msum = 0;
-        for (std::size_t j = 0; j < 8; ++j) msum += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+        // §3.4: dY·d·Σ sc·(q·y) − dY·dmin·Σ m·(bsums pair); the mins through bsums, lane-wise.
+        const __m256i msum = _mm256_madd_epi16(load256(a[r].sums + sb * 16), mins16);
         const float dy = a[r].d[sb];
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dy * d), acc[r]);
-        minus[r] += dy * dmin * static_cast<float>(msum);
+        acc[0][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dy * d), acc[0][r]);
+        acc[1][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(-dy * dmin), acc[1][r]);
       }
     }
   } else if constexpr (T == dtype::q6_k) {
@@ -397,8 +423,8 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
     const __m256i low = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
     for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
       const std::byte* base = w + sb * sizeof(block);
-      std::int8_t sc[16];
-      std::memcpy(sc, base + offsetof(block, scales), 16);
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + offsetof(block, scales)));
+      const __m256i scales16 = _mm256_cvtepi8_epi16(sc8);  // lane s = scale of sub-block s
       __m256i sumi[NX];
       for (std::size_t r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
       for (std::size_t n = 0; n < 2; ++n) {
@@ -414,26 +440,31 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4));
         codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4));
+        // Scales of half n in both 128-bit halves, words 0-7 = sub-blocks 8n … 8n + 7.
+        const __m256i half_scales = n == 0 ? _mm256_permute2x128_si256(scales16, scales16, 0x00)
+                                           : _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (std::size_t g = 0; g < 4; ++g) {
-          const std::size_t s = 8 * n + 2 * g;  // sub-blocks of 16: lanes 0-15 scale s, 16-31 scale s + 1
-          const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[s]), _mm_set1_epi16(sc[s + 1]));
+          // Lanes 0-15 take sub-block 8n + 2g's scale, lanes 16-31 sub-block 8n + 2g + 1's.
+          const int lo_word = static_cast<int>(2 * g), hi_word = lo_word + 1;
+          const __m256i mask = _mm256_setr_m128i(_mm_set1_epi16(static_cast<short>(2 * lo_word | ((2 * lo_word + 1) << 8))),
+                                                 _mm_set1_epi16(static_cast<short>(2 * hi_word | ((2 * hi_word + 1) << 8))));
+          const __m256i scale16 = _mm256_shuffle_epi8(half_scales, mask);
           for (std::size_t r = 0; r < NX; ++r) {
             const std::int8_t* y = a[r].q + sb * quant::qk_k + 128 * n + 32 * g;
             sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(codes[g], load256(y), scale16));
           }
         }
       }
-      const float d = half_to_float(load_u16(base + offsetof(block, d)));
+      const float d = f16(base + offsetof(block, d));
       for (std::size_t r = 0; r < NX; ++r) {
-        const std::int16_t* bsums = a[r].sums + sb * 16;
-        int offset = 0;
-        for (std::size_t s = 0; s < 16; ++s) offset += sc[s] * bsums[s];
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sub_lane0(sumi[r], 32 * offset)),
-                                 _mm256_set1_ps(a[r].d[sb] * d), acc[r]);
+        // −32 Σ_s scale_s · bsums_s (§3.4), lane-wise.
+        const __m256i offset = _mm256_madd_epi16(load256(a[r].sums + sb * 16), scales16);
+        const __m256i total = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(offset, 5));
+        acc[sb & 1][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(a[r].d[sb] * d), acc[sb & 1][r]);
       }
     }
   }
-  for (std::size_t r = 0; r < NX; ++r) out[r] = hsum(acc[r]) - minus[r];
+  for (std::size_t r = 0; r < NX; ++r) out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r]));
 }
 
 template <dtype T>

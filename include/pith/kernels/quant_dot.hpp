@@ -354,11 +354,12 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
           accumulators[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), accumulators[r]);
         }
       } else {
-        // Codes 0 … 15 as unsigned bytes; the −8 offset as −8 Σ y, in lane 0 (§3.4).
-        const __m256i codes = nibbles_32(block + 2);
+        // Codes − 8 (−8 … 7, §3.4) through the sign trick, as Q8_0.
+        const __m256i wq = _mm256_sub_epi8(nibbles_32(block + 2), _mm256_set1_epi8(8));
+        const __m256i magnitude = _mm256_sign_epi8(wq, wq);
         for (std::size_t r = 0; r < NX; ++r) {
           const __m256i y = load256(a[r].q + b * quant::qk);
-          const __m256i p = sub_lane0(dot_u8s8<Vnni>(_mm256_setzero_si256(), codes, y), 8 * a[r].sums[b]);
+          const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
           accumulators[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), accumulators[r]);
         }
       }

@@ -20,8 +20,8 @@
 // Dot products (§3.4): per weight block, an integer sum of code × activation quant, then one float
 // multiply-add with the block's scales; K-quant sub-block scales are applied in the integer domain
 // and their mins through bsums. vec_dot_reference<T> is the scalar reference for every type; the
-// x86 kernels (AVX2 maddubs/madd, or vpdpbusd with AVX512-VNNI for the avx512 set) cover Q8_0,
-// Q4_0, Q4_K, Q5_K, Q6_K; every other (type, ISA) pair runs the reference. Results differ from the
+// x86 kernels (AVX2 maddubs/madd, or vpdpbusd with AVX512-VNNI for the avx512 set) cover all
+// twelve weight types; every other ISA (scalar, NEON) runs the reference. Results differ from the
 // reference only by float accumulation order (the integer sums are exact).
 #pragma once
 
@@ -325,6 +325,25 @@ inline float f16(const std::byte* p) noexcept {
 #endif
 }
 
+/// The shuffle taking 16-bit word j to lanes 0-15 and word j + 1 to lanes 16-31 (two sub-blocks
+/// of 16 elements in one vector of 32).
+inline __m256i pair_mask(int j) noexcept {
+  return _mm256_setr_m128i(_mm_set1_epi16(static_cast<short>(2 * j | ((2 * j + 1) << 8))),
+                           _mm_set1_epi16(static_cast<short>((2 * j + 2) | ((2 * j + 3) << 8))));
+}
+
+/// Bit e of the little-endian 32-bit word at p as byte e: 0xFF where set, 0 where clear.
+inline __m256i bits_32(const void* p) noexcept {
+  std::uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  // Byte e keeps every bit but bit e mod 8 set, so it is all ones exactly when that bit is set.
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  return _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1));
+}
+
 /// 16-bit lanes all equal to word `j` of a 128-bit vector of 8 words (in both 128-bit halves).
 inline __m256i broadcast_word(__m256i words_in_both_halves, int j) noexcept {
   const int lo = 2 * j, hi = 2 * j + 1;
@@ -339,23 +358,40 @@ template <dtype T, bool Vnni, std::size_t NX>
 inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t cols, float* out) noexcept {
   __m256 acc[2][NX];
   for (std::size_t r = 0; r < NX; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-  if constexpr (T == dtype::q8_0 || T == dtype::q4_0) {
-    constexpr std::size_t bytes = dtype_block_bytes(T);
+  float extra[NX] = {};  // Q4_1 / Q5_1: Σ m · s_Y
+  if constexpr (dtype_block_elements(T) == quant::qk) {
+    using block = quant::block_t<T>;
     const auto block_step = [&](std::size_t b, __m256* accumulators) {
-      const std::byte* block = w + b * bytes;
-      const float dw = f16(block);
-      if constexpr (T == dtype::q8_0) {
-        // Signed × signed through the sign trick: |w| · (y with w's sign) (§3.5).
-        const __m256i wq = load256(block + 2);
-        const __m256i magnitude = _mm256_sign_epi8(wq, wq);
+      const std::byte* base = w + b * sizeof(block);
+      const float dw = f16(base);
+      if constexpr (T == dtype::q4_1 || T == dtype::q5_1) {
+        // Unsigned codes times signed activations directly; the min through Q8_1's s (§3.4).
+        __m256i codes = nibbles_32(base + offsetof(block, qs));
+        if constexpr (T == dtype::q5_1)
+          codes = _mm256_or_si256(codes, _mm256_and_si256(bits_32(base + offsetof(block, qh)), _mm256_set1_epi8(0x10)));
+        const float m = f16(base + offsetof(block, m));
         for (std::size_t r = 0; r < NX; ++r) {
-          const __m256i y = load256(a[r].q + b * quant::qk);
-          const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
+          const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), codes, load256(a[r].q + b * quant::qk));
           accumulators[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r].d[b]), accumulators[r]);
+          extra[r] += m * a[r].s[b];
         }
       } else {
-        // Codes − 8 (−8 … 7, §3.4) through the sign trick, as Q8_0.
-        const __m256i wq = _mm256_sub_epi8(nibbles_32(block + 2), _mm256_set1_epi8(8));
+        // Signed weights (Q8_0's bytes, Q4_0's codes − 8, Q5_0's codes − 16, IQ4_NL's table
+        // values; §3.4) through the sign trick: |w| · (y with w's sign) (§3.5).
+        __m256i wq;
+        if constexpr (T == dtype::q8_0) {
+          wq = load256(base + 2);
+        } else if constexpr (T == dtype::q4_0) {
+          wq = _mm256_sub_epi8(nibbles_32(base + 2), _mm256_set1_epi8(8));
+        } else if constexpr (T == dtype::q5_0) {
+          // Q5_0 (§3.5): OR 0xF0 into the codes whose 5th bit is clear: lo − 16 in two's complement.
+          const __m256i clear = _mm256_andnot_si256(bits_32(base + offsetof(block, qh)), _mm256_set1_epi8(-16));
+          wq = _mm256_or_si256(nibbles_32(base + offsetof(block, qs)), clear);
+        } else {
+          const __m256i table = _mm256_broadcastsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::iq4nl_values)));
+          wq = _mm256_shuffle_epi8(table, nibbles_32(base + 2));
+        }
         const __m256i magnitude = _mm256_sign_epi8(wq, wq);
         for (std::size_t r = 0; r < NX; ++r) {
           const __m256i y = load256(a[r].q + b * quant::qk);
@@ -371,6 +407,87 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
       block_step(b + 1, acc[1]);
     }
     if (b < blocks) block_step(b, acc[0]);
+  } else if constexpr (T == dtype::iq4_xs) {
+    using block = quant::block_iq4_xs;
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::iq4nl_values)));
+    for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
+      const std::byte* base = w + sb * sizeof(block);
+      const quant::block_iq4_xs x = quant::load_block<dtype::iq4_xs>(base, 0);
+      __m256i sumi[NX];
+      for (std::size_t r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+      for (std::size_t ib = 0; ib < 8; ++ib) {
+        // Sub-block ib: table values of its 32 codes (Q4_0 nibble order), scale ls − 32 (§1.2).
+        const int ls = ((x.scales_l[ib >> 1] >> (4 * (ib & 1))) & 15) | (((x.scales_h >> (2 * ib)) & 3) << 4);
+        const __m256i scale16 = _mm256_set1_epi16(static_cast<short>(ls - 32));
+        const __m256i wq = _mm256_shuffle_epi8(table, nibbles_32(base + offsetof(block, qs) + 16 * ib));
+        const __m256i magnitude = _mm256_sign_epi8(wq, wq);
+        for (std::size_t r = 0; r < NX; ++r) {
+          const __m256i y = load256(a[r].q + sb * quant::qk_k + 32 * ib);
+          sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(magnitude, _mm256_sign_epi8(y, wq), scale16));
+        }
+      }
+      const float d = f16(base);
+      for (std::size_t r = 0; r < NX; ++r)
+        acc[sb & 1][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(a[r].d[sb] * d), acc[sb & 1][r]);
+    }
+  } else if constexpr (T == dtype::q2_k || T == dtype::q3_k) {
+    using block = quant::block_t<T>;
+    const __m256i three = _mm256_set1_epi8(3);
+    for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
+      const std::byte* base = w + sb * sizeof(block);
+      // Sub-block scales (lane s = sub-block s) and, for Q2_K, mins.
+      __m256i scales16, mins16 = _mm256_setzero_si256();
+      if constexpr (T == dtype::q2_k) {
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + offsetof(block, scales)));
+        scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
+      } else {
+        std::uint8_t packed[12];
+        std::memcpy(packed, base + offsetof(block, scales), 12);
+        alignas(16) std::int8_t sc[16];
+        for (std::size_t s = 0; s < 16; ++s) sc[s] = static_cast<std::int8_t>(quant::q3_k_scale(packed, s));
+        scales16 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(sc)));
+      }
+      __m256i high_bits = _mm256_setzero_si256();
+      if constexpr (T == dtype::q3_k) high_bits = load256(base + offsetof(block, hmask));
+      __m256i sumi[NX];
+      for (std::size_t r = 0; r < NX; ++r) sumi[r] = _mm256_setzero_si256();
+      for (std::size_t n = 0; n < 2; ++n) {
+        const __m256i q = load256(base + offsetof(block, qs) + 32 * n);
+        const __m256i half_scales = n == 0 ? _mm256_permute2x128_si256(scales16, scales16, 0x00)
+                                           : _mm256_permute2x128_si256(scales16, scales16, 0x11);
+        for (std::size_t k = 0; k < 4; ++k) {
+          // Elements 128n + 32k + l: bits 2k, 2k + 1 of qs[32n + l] (§1.2); Q3_K adds its high bit
+          // (bit 4n + k of hmask[l]) as 4: codes u = q + 4 in 0 … 7, the −4 through bsums.
+          __m256i codes = _mm256_and_si256(_mm256_srli_epi16(q, static_cast<int>(2 * k)), three);
+          if constexpr (T == dtype::q3_k)
+            codes = _mm256_or_si256(
+                codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, static_cast<int>(4 * n + k)),
+                                                          _mm256_set1_epi8(1)),
+                                         2));
+          const __m256i scale16 = _mm256_shuffle_epi8(half_scales, pair_mask(static_cast<int>(2 * k)));
+          for (std::size_t r = 0; r < NX; ++r) {
+            const std::int8_t* y = a[r].q + sb * quant::qk_k + 128 * n + 32 * k;
+            sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(codes, load256(y), scale16));
+          }
+        }
+      }
+      const float d = f16(base + offsetof(block, d));
+      for (std::size_t r = 0; r < NX; ++r) {
+        const __m256i bsums = load256(a[r].sums + sb * 16);
+        const float dy = a[r].d[sb];
+        __m256i total = sumi[r];
+        if constexpr (T == dtype::q3_k) {
+          total = _mm256_sub_epi32(total, _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 2));
+        } else {
+          const float dmin = f16(base + offsetof(block, dmin));
+          acc[1][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins16)), _mm256_set1_ps(-dy * dmin),
+                                      acc[1][r]);
+        }
+        acc[0][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(dy * d), acc[0][r]);
+      }
+    }
   } else if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
     using block = quant::block_t<T>;
     const __m256i low = _mm256_set1_epi8(0x0F);
@@ -446,10 +563,7 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
                                            : _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (std::size_t g = 0; g < 4; ++g) {
           // Lanes 0-15 take sub-block 8n + 2g's scale, lanes 16-31 sub-block 8n + 2g + 1's.
-          const int lo_word = static_cast<int>(2 * g), hi_word = lo_word + 1;
-          const __m256i mask = _mm256_setr_m128i(_mm_set1_epi16(static_cast<short>(2 * lo_word | ((2 * lo_word + 1) << 8))),
-                                                 _mm_set1_epi16(static_cast<short>(2 * hi_word | ((2 * hi_word + 1) << 8))));
-          const __m256i scale16 = _mm256_shuffle_epi8(half_scales, mask);
+          const __m256i scale16 = _mm256_shuffle_epi8(half_scales, pair_mask(static_cast<int>(2 * g)));
           for (std::size_t r = 0; r < NX; ++r) {
             const std::int8_t* y = a[r].q + sb * quant::qk_k + 128 * n + 32 * g;
             sumi[r] = _mm256_add_epi32(sumi[r], dot_scaled(codes[g], load256(y), scale16));
@@ -465,12 +579,11 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
       }
     }
   }
-  for (std::size_t r = 0; r < NX; ++r) out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r]));
+  for (std::size_t r = 0; r < NX; ++r) out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + extra[r];
 }
 
 template <dtype T>
-inline constexpr bool has_kernel =
-    T == dtype::q8_0 || T == dtype::q4_0 || T == dtype::q4_k || T == dtype::q5_k || T == dtype::q6_k;
+inline constexpr bool has_kernel = !dtype_is_activation_only(T);
 
 }  // namespace detail::x86
 #endif

@@ -250,29 +250,36 @@ struct reference_dot {
   double value, magnitude;
 };
 
-reference_dot reference(dtype t, const std::byte* row, const std::vector<double>& offsets, dtype act,
-                        const activation_row& a, std::size_t cols) {
-  std::vector<float> w(cols);
-  quant::dequantize_row(t, row, cols, w.data());
+// W's row dequantized (exactly as quant.hpp does) with its per-element offsets and, for Q4_1 /
+// Q5_1, its block mins.
+struct dequantized_row {
+  std::vector<float> w;
+  std::vector<double> offsets, mins;
+};
+
+dequantized_row dequantize(dtype t, const std::byte* row, std::size_t cols) {
+  dequantized_row d{std::vector<float>(cols), element_offsets(t, row, cols), {}};
+  quant::dequantize_row(t, row, cols, d.w.data());
+  quant::visit_quantized(t, [&](auto type) {
+    constexpr dtype T = decltype(type)::value;
+    if constexpr (T == dtype::q4_1 || T == dtype::q5_1)
+      for (std::size_t b = 0; b < cols / quant::qk; ++b) d.mins.push_back(pith::half_to_float(quant::load_block<T>(row, b).m));
+  });
+  return d;
+}
+
+reference_dot reference(const dequantized_row& w, dtype act, const activation_row& a, std::size_t cols) {
   reference_dot r{0.0, 0.0};
   for (std::size_t k = 0; k < cols; ++k) {
     const double y = activation_value(act, a, k);
-    r.value += static_cast<double>(w[k]) * y;
-    r.magnitude += (std::fabs(w[k]) + 2.0 * offsets[k]) * std::fabs(y);
+    r.value += static_cast<double>(w.w[k]) * y;
+    r.magnitude += (std::fabs(w.w[k]) + 2.0 * w.offsets[k]) * std::fabs(y);
   }
-  if (act == dtype::q8_1) {
-    // Q4_1 / Q5_1 (note §3.4): the min m multiplies the block's stored s = f16(d · Σ q), not the
-    // sum of the dequantized activations d_f16 · Σ q: the format's own approximation, modelled.
-    quant::visit_quantized(t, [&](auto type) {
-      constexpr dtype T = decltype(type)::value;
-      if constexpr (T == dtype::q4_1 || T == dtype::q5_1) {
-        for (std::size_t b = 0; b < cols / quant::qk; ++b) {
-          const double m = pith::half_to_float(quant::load_block<T>(row, b).m);
-          r.value += m * (static_cast<double>(a.s[b]) - static_cast<double>(a.d[b]) * a.sums[b]);
-          r.magnitude += std::fabs(m * a.s[b]);
-        }
-      }
-    });
+  // Q4_1 / Q5_1 (note §3.4): the min m multiplies the block's stored s = f16(d · Σ q), not the
+  // sum of the dequantized activations d_f16 · Σ q: the format's own approximation, modelled.
+  for (std::size_t b = 0; b < w.mins.size(); ++b) {
+    r.value += w.mins[b] * (static_cast<double>(a.s[b]) - static_cast<double>(a.d[b]) * a.sums[b]);
+    r.magnitude += std::fabs(w.mins[b] * a.s[b]);
   }
   return r;
 }
@@ -287,7 +294,7 @@ TEST(QuantDot, EveryTypeAndIsaAgainstDoubleReference) {
       const std::size_t row_bytes = pith::dtype_row_bytes(t, cols);
       std::vector<std::byte> row(row_bytes);
       randomize_row(t, row.data(), cols, rng);
-      const auto offsets = element_offsets(t, row.data(), cols);
+      const dequantized_row deq = dequantize(t, row.data(), cols);
       std::vector<quantized_activations> xs;
       std::vector<activation_row> views;
       for (int r = 0; r < 4; ++r) {
@@ -302,7 +309,7 @@ TEST(QuantDot, EveryTypeAndIsaAgainstDoubleReference) {
           float out[4];
           isa.dot(t, row.data(), views.data(), nx, cols, out);
           for (std::size_t r = 0; r < nx; ++r) {
-            const reference_dot ref = reference(t, row.data(), offsets, act, views[r], cols);
+            const reference_dot ref = reference(deq, act, views[r], cols);
             EXPECT_NEAR(out[r], ref.value, dot_tolerance(cols / n, ref.magnitude)) << "rows " << nx << " row " << r;
           }
         }
@@ -311,11 +318,18 @@ TEST(QuantDot, EveryTypeAndIsaAgainstDoubleReference) {
   }
 }
 
-// The sweep above tests the SIMD kernels only where they exist: x86 has one for every type.
-TEST(QuantDot, X86HasAKernelForEveryType) {
+// The sweep above tests the SIMD kernels only where they exist: x86 has one for every type, NEON
+// for the types of the common files (Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K).
+TEST(QuantDot, SimdSetsHaveTheirKernels) {
   for (const auto& isa : quant_isas()) {
-    if (isa.name != "avx2" && isa.name != "avx512") continue;
-    for (const dtype t : weight_types) EXPECT_TRUE(isa.has_kernel(t)) << isa.name << " " << pith::dtype_name(t);
+    if (isa.name == "avx2" || isa.name == "avx512") {
+      for (const dtype t : weight_types) EXPECT_TRUE(isa.has_kernel(t)) << isa.name << " " << pith::dtype_name(t);
+    } else if (isa.name == "neon") {
+      for (const dtype t : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q5_k, dtype::q6_k})
+        EXPECT_TRUE(isa.has_kernel(t)) << pith::dtype_name(t);
+    } else {
+      for (const dtype t : weight_types) EXPECT_FALSE(isa.has_kernel(t)) << isa.name << " " << pith::dtype_name(t);
+    }
   }
 }
 
@@ -339,16 +353,16 @@ weights random_weights(dtype t, std::size_t out, std::size_t cols, std::size_t p
 
 // Checks Y = X W^T (+ Y0 when accumulating) against the double reference over the dequantized
 // weights and the quantized activations.
-void expect_matmul(const weights& w, const std::vector<float>& x, std::size_t rows, std::size_t x_stride,
-                   const std::vector<float>& y, const std::vector<float>& y0, std::size_t y_stride, bool accumulate) {
+void expect_matmul(const weights& w, const std::vector<dequantized_row>& rows_of_w, const std::vector<float>& x,
+                   std::size_t rows, std::size_t x_stride, const std::vector<float>& y, const std::vector<float>& y0,
+                   std::size_t y_stride, bool accumulate) {
   const dtype t = w.view.type(), act = activation_type(t);
   const std::size_t cols = w.view.cols(), n = pith::dtype_block_elements(t);
   for (std::size_t i = 0; i < rows; ++i) {
     const auto q = quantize(act, x.data() + i * x_stride, cols);
     const activation_row a = q.view();
     for (std::size_t o = 0; o < w.view.rows(); ++o) {
-      const auto offsets = element_offsets(t, w.view.row(o), cols);
-      reference_dot ref = reference(t, w.view.row(o), offsets, act, a, cols);
+      reference_dot ref = reference(rows_of_w[o], act, a, cols);
       if (accumulate) {
         ref.value += y0[i * y_stride + o];
         ref.magnitude += std::fabs(y0[i * y_stride + o]);
@@ -367,6 +381,8 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
     const std::size_t cols = 2 * pith::dtype_block_elements(t) + (pith::dtype_block_elements(t) == 32 ? 256 : 256);
     const std::size_t out = 37;
     const weights w = random_weights(t, out, cols, 6, rng);
+    std::vector<dequantized_row> rows_of_w;
+    for (std::size_t o = 0; o < out; ++o) rows_of_w.push_back(dequantize(t, w.view.row(o), cols));
     for (const std::size_t rows : row_counts) {
       SCOPED_TRACE("rows " + std::to_string(rows));
       const std::size_t x_stride = cols + 3, y_stride = out + 5;
@@ -376,7 +392,7 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
       for (const bool accumulate : {false, true}) {
         std::vector<float> y = y0;
         pith::kernels::matmul_transposed(x.data(), rows, x_stride, w.view, y.data(), y_stride, accumulate);
-        expect_matmul(w, x, rows, x_stride, y, y0, y_stride, accumulate);
+        expect_matmul(w, rows_of_w, x, rows, x_stride, y, y0, y_stride, accumulate);
         if (rows > 13 && !accumulate) continue;  // the per-ISA sweep below covers the small shapes
         for (const auto& isa : pith::testing::compiled_isas()) {
           if (!isa.supported) continue;
@@ -387,7 +403,7 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
                            pith::kernels::bf16_decode::shift_fma);
           isa.typed_matmul(x.data(), rows, x_stride, w.view, 20, out, yi.data(), y_stride, accumulate,
                            pith::kernels::bf16_decode::shift_fma);
-          expect_matmul(w, x, rows, x_stride, yi, y0, y_stride, accumulate);
+          expect_matmul(w, rows_of_w, x, rows, x_stride, yi, y0, y_stride, accumulate);
         }
       }
     }

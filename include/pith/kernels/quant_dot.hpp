@@ -310,11 +310,12 @@ inline __m256i sub_lane0(__m256i v, int value) noexcept {
 
 inline __m256i load256(const void* p) noexcept { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-/// 16 packed bytes of 4-bit codes as 32 bytes 0 … 15: low nibbles (elements 0-15), then high.
+/// 16 packed bytes of 4-bit codes as 32 bytes 0 … 15: low nibbles (elements 0-15), then high
+/// (the bytes loaded into both halves, the upper half shifted right by 4).
 inline __m256i nibbles_32(const void* p) noexcept {
-  const __m128i bytes = _mm_loadu_si128(static_cast<const __m128i*>(p));
-  const __m256i both = _mm256_setr_m128i(bytes, _mm_srli_epi16(bytes, 4));
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+  const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+  const __m256i shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
 }
 
 /// An f16 scale as float: vcvtph2ps with F16C, else the portable conversion.
@@ -539,7 +540,7 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
     }
   } else if constexpr (T == dtype::q6_k) {
     using block = quant::block_q6_k;
-    const __m256i low = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
+    const __m256i low = _mm256_set1_epi8(0x0F);
     for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
       const std::byte* base = w + sb * sizeof(block);
       const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + offsetof(block, scales)));
@@ -551,14 +552,14 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
         const __m256i ql1 = load256(base + offsetof(block, ql) + 64 * n + 32);
         const __m256i qh = load256(base + offsetof(block, qh) + 32 * n);
         // Unsigned codes 0 … 63 of elements 128n + 32g + l (§1.2); the −32 offset through bsums.
+        // Bits 2g, 2g + 1 of qh moved to bits 4, 5 (shifts within 16-bit words, then masked).
+        const __m256i top = _mm256_set1_epi8(0x30);
         __m256i codes[4];
-        codes[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4));
-        codes[1] = _mm256_or_si256(_mm256_and_si256(ql1, low),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4));
-        codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4));
+        codes[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top));
+        codes[1] = _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top));
+        codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, top));
         codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4));
+                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), top));
         // Scales of half n in both 128-bit halves, words 0-7 = sub-blocks 8n … 8n + 7.
         const __m256i half_scales = n == 0 ? _mm256_permute2x128_si256(scales16, scales16, 0x00)
                                            : _mm256_permute2x128_si256(scales16, scales16, 0x11);

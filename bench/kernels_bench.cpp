@@ -294,6 +294,34 @@ void BM_quant(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The same through matmul_transposed on `threads` threads of the pool (activations quantized once
+// on the calling thread, output rows split across the threads); real time.
+template <pith::dtype T>
+void BM_quant_pool(benchmark::State& state) {
+  const auto rows = static_cast<std::size_t>(state.range(0)), in = static_cast<std::size_t>(state.range(1)),
+             out = static_cast<std::size_t>(state.range(2));
+  pith::set_num_threads(static_cast<std::size_t>(state.range(3)));
+  pith::aligned_buffer<float> x(rows * in), y(rows * out);
+  const std::size_t row_bytes = pith::dtype_row_bytes(T, in);
+  pith::aligned_buffer<std::byte> storage(out * row_bytes);
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& value : x) value = u(rng);
+  auto* raw = reinterpret_cast<unsigned char*>(storage.data());
+  for (std::size_t i = 0; i < out * row_bytes; ++i) raw[i] = static_cast<unsigned char>(rng() & 0x3B);  // finite f16 scales
+  const auto w = pith::tensor_view::borrow(storage.data(), T, out, in);
+  for (auto _ : state) {
+    pith::kernels::matmul_transposed(x.data(), rows, in, w, y.data(), out);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  pith::set_num_threads(0);
+  state.counters["GOPs"] =
+      benchmark::Counter(2.0 * static_cast<double>(rows * in * out) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = benchmark::Counter(static_cast<double>(w.bytes()) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // TinyLlama-1.1B's products (hidden 2048, intermediate 5632, vocab 32000): decode with W of
 // 6-24 MB (beyond L2, partly in L3) and the LM head (36-70 MB, beyond every cache); prefill of
 // 512 rows.
@@ -312,6 +340,14 @@ BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qmatvec_q4_0")->Apply(quant_dec
 BENCHMARK(BM_quant<pith::dtype::q4_k>)->Name("BM_qmatvec_q4_k")->Apply(quant_decode_shapes);
 BENCHMARK(BM_quant<pith::dtype::q5_k>)->Name("BM_qmatvec_q5_k")->Apply(quant_decode_shapes);
 BENCHMARK(BM_quant<pith::dtype::q6_k>)->Name("BM_qmatvec_q6_k")->Apply(quant_decode_shapes);
+void quant_pool_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out", "threads"});
+  for (long threads : {1, 2}) b->Args({1, 2048, 32000, threads});
+  b->UseRealTime();
+}
+BENCHMARK(BM_quant_pool<pith::dtype::q8_0>)->Name("BM_qmatvec_pool_q8_0")->Apply(quant_pool_shapes);
+BENCHMARK(BM_quant_pool<pith::dtype::q4_k>)->Name("BM_qmatvec_pool_q4_k")->Apply(quant_pool_shapes);
+BENCHMARK(BM_quant_pool<pith::dtype::q6_k>)->Name("BM_qmatvec_pool_q6_k")->Apply(quant_pool_shapes);
 BENCHMARK(BM_quant<pith::dtype::q8_0>)->Name("BM_qgemm_q8_0")->Apply(quant_prefill_shapes);
 BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qgemm_q4_0")->Apply(quant_prefill_shapes);
 BENCHMARK(BM_quant<pith::dtype::q4_k>)->Name("BM_qgemm_q4_k")->Apply(quant_prefill_shapes);
@@ -391,7 +427,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     std::printf("\nint8 dot peak: %.1f GOP/s, FMA peak %.1f GFLOP/s (one core)\n", int8_peak, peak);
     std::printf("%-34s %9s %9s %9s %9s %9s\n", "quantized rows/in/out", "GB/s", "of bw", "GOP/s", "of int8", "of fma");
     for (const auto& [name, rate] : integer_rates_) {
-      if (name.rfind("BM_qmatvec_", 0) != 0 && name.rfind("BM_qgemm_", 0) != 0) continue;
+      if (name.rfind("BM_qmatvec", 0) != 0 && name.rfind("BM_qgemm_", 0) != 0) continue;
       const double gbps = bandwidths_.count(name) ? bandwidths_.at(name) : 0.0;
       const bool decode = name.rfind("BM_qmatvec_", 0) == 0;
       std::printf("%-34s %9.1f %9.2f %9.1f %9.2f %9.2f\n", name.c_str(), gbps, decode && read > 0 ? gbps / read : 0.0,

@@ -39,6 +39,9 @@
 #include "pith/simd/simd.hpp"
 
 namespace pith::kernels {
+// Every function here is compiled for the including unit's ISA (even the scalar ones, which the
+// compiler vectorizes): the ISA's inline namespace keeps units built for different ISAs apart.
+inline namespace PITH_ISA_NAMESPACE {
 
 /// The 8-bit activation format weights of type `w` are multiplied with (note §3.2).
 constexpr dtype activation_type(dtype w) noexcept {
@@ -63,7 +66,7 @@ struct activation_row {
   const std::int16_t* sums;    // Q8_0 / Q8_1: Σ q per block; Q8_K: Σ q per 16 elements (bsums)
 };
 
-namespace detail {
+namespace quant_detail {
 constexpr std::size_t round_up_64(std::size_t n) noexcept { return (n + 63) / 64 * 64; }
 constexpr std::size_t activation_block(dtype act) noexcept { return act == dtype::q8_k ? quant::qk_k : quant::qk; }
 constexpr std::size_t activation_sums(dtype act, std::size_t cols) noexcept {
@@ -76,29 +79,29 @@ constexpr std::size_t activation_s_offset(dtype act, std::size_t cols) noexcept 
 constexpr std::size_t activation_sums_offset(dtype act, std::size_t cols) noexcept {
   return activation_s_offset(act, cols) + round_up_64(cols / activation_block(act) * sizeof(float));
 }
-}  // namespace detail
+}  // namespace quant_detail
 
 /// Bytes of one quantized activation row of `cols` values (a multiple of 64: rows stay aligned).
 constexpr std::size_t activation_row_bytes(dtype act, std::size_t cols) noexcept {
-  return detail::activation_sums_offset(act, cols) +
-         detail::round_up_64(detail::activation_sums(act, cols) * sizeof(std::int16_t));
+  return quant_detail::activation_sums_offset(act, cols) +
+         quant_detail::round_up_64(quant_detail::activation_sums(act, cols) * sizeof(std::int16_t));
 }
 
 /// The activation row stored at `p` (4-byte aligned; activation_row_bytes(act, cols) bytes).
 inline activation_row activation_view(dtype act, const std::byte* p, std::size_t cols) noexcept {
   return {reinterpret_cast<const std::int8_t*>(p),
-          reinterpret_cast<const float*>(p + detail::activation_scales_offset(cols)),
-          reinterpret_cast<const float*>(p + detail::activation_s_offset(act, cols)),
-          reinterpret_cast<const std::int16_t*>(p + detail::activation_sums_offset(act, cols))};
+          reinterpret_cast<const float*>(p + quant_detail::activation_scales_offset(cols)),
+          reinterpret_cast<const float*>(p + quant_detail::activation_s_offset(act, cols)),
+          reinterpret_cast<const std::int16_t*>(p + quant_detail::activation_sums_offset(act, cols))};
 }
 
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
 /// (Q8_0, Q8_1 or Q8_K) at `dst` (4-byte aligned, activation_row_bytes(act, cols) bytes); note §3.3.
 inline void quantize_activation_row(dtype act, const float* x, std::size_t cols, std::byte* dst) noexcept {
   auto* q = reinterpret_cast<std::int8_t*>(dst);
-  auto* d = reinterpret_cast<float*>(dst + detail::activation_scales_offset(cols));
-  auto* s = reinterpret_cast<float*>(dst + detail::activation_s_offset(act, cols));
-  auto* sums = reinterpret_cast<std::int16_t*>(dst + detail::activation_sums_offset(act, cols));
+  auto* d = reinterpret_cast<float*>(dst + quant_detail::activation_scales_offset(cols));
+  auto* s = reinterpret_cast<float*>(dst + quant_detail::activation_s_offset(act, cols));
+  auto* sums = reinterpret_cast<std::int16_t*>(dst + quant_detail::activation_sums_offset(act, cols));
   if (act == dtype::q8_k) {
     for (std::size_t b = 0; b < cols / quant::qk_k; ++b) {
       const float* xb = x + b * quant::qk_k;
@@ -147,7 +150,7 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
   }
 }
 
-namespace detail {
+namespace quant_detail {
 
 inline std::uint16_t load_u16(const std::byte* p) noexcept {
   std::uint16_t v;
@@ -169,7 +172,7 @@ inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, st
   std::memcpy(mins + 4, &m1, 4);
 }
 
-}  // namespace detail
+}  // namespace quant_detail
 
 /// The scalar reference: W row (cols elements of T at `w`, any alignment) · the activation row
 /// quantized to activation_type(T), by the formulas of note §3.4 with integer inner sums.
@@ -217,7 +220,7 @@ inline float vec_dot_reference(const std::byte* w, const activation_row& a, std:
       const float dy = a.d[b];
       if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
         std::uint8_t sc[8], mn[8];
-        detail::unpack_scales_k4(x.scales, sc, mn);
+        quant_detail::unpack_scales_k4(x.scales, sc, mn);
         int isum = 0, msum = 0;
         for (std::size_t e = 0; e < quant::qk_k; ++e) {
           const std::size_t c = e >> 6, l = e & 63;
@@ -278,7 +281,7 @@ inline float vec_dot_reference(const std::byte* w, const activation_row& a, std:
 }
 
 #if defined(PITH_SIMD_HAS_AVX2)
-namespace detail::x86 {
+namespace quant_detail::x86 {
 
 /// acc + Σ of four u8 × s8 products per int32 lane: vpdpbusd with AVX512-VNNI (exact), else
 /// vpmaddubsw + vpmaddwd (exact while each pair sum stays within int16, true for every caller:
@@ -587,11 +590,11 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
 template <dtype T>
 inline constexpr bool has_kernel = !dtype_is_activation_only(T);
 
-}  // namespace detail::x86
+}  // namespace quant_detail::x86
 #endif
 
 #if defined(PITH_SIMD_HAS_NEON)
-namespace detail::arm {
+namespace quant_detail::arm {
 
 /// acc + Σ of four s8 × s8 products per int32 lane: SDOT with the dot-product extension, else
 /// widening multiplies and pairwise adds (other lanes, same total; exact either way).
@@ -730,7 +733,7 @@ template <dtype T>
 inline constexpr bool has_kernel =
     T == dtype::q8_0 || T == dtype::q4_0 || T == dtype::q4_k || T == dtype::q5_k || T == dtype::q6_k;
 
-}  // namespace detail::arm
+}  // namespace quant_detail::arm
 #endif
 
 /// Whether the primitive set Ops has an integer SIMD kernel for weights of type T (else the
@@ -738,13 +741,13 @@ inline constexpr bool has_kernel =
 template <class Ops, dtype T>
 constexpr bool has_quant_kernel() noexcept {
 #if defined(PITH_SIMD_HAS_AVX2)
-  if constexpr (std::is_same_v<Ops, simd::avx2::ops>) return detail::x86::has_kernel<T>;
+  if constexpr (std::is_same_v<Ops, simd::avx2::ops>) return quant_detail::x86::has_kernel<T>;
 #endif
 #if defined(PITH_SIMD_HAS_AVX512)
-  if constexpr (std::is_same_v<Ops, simd::avx512::ops>) return detail::x86::has_kernel<T>;
+  if constexpr (std::is_same_v<Ops, simd::avx512::ops>) return quant_detail::x86::has_kernel<T>;
 #endif
 #if defined(PITH_SIMD_HAS_NEON)
-  if constexpr (std::is_same_v<Ops, simd::neon::ops>) return detail::arm::has_kernel<T>;
+  if constexpr (std::is_same_v<Ops, simd::neon::ops>) return quant_detail::arm::has_kernel<T>;
 #endif
   return false;
 }
@@ -764,13 +767,14 @@ inline void quant_dot_rows(const std::byte* w, const activation_row* a, std::siz
   if constexpr (has_quant_kernel<Ops, T>()) {
 #if defined(PITH_SIMD_HAS_AVX2)
     constexpr bool vnni = quant_dot_vnni && !std::is_same_v<Ops, simd::avx2::ops>;
-    detail::x86::dot_rows<T, vnni, NX>(w, a, cols, out);
+    quant_detail::x86::dot_rows<T, vnni, NX>(w, a, cols, out);
 #elif defined(PITH_SIMD_HAS_NEON)
-    detail::arm::dot_rows<T, NX>(w, a, cols, out);
+    quant_detail::arm::dot_rows<T, NX>(w, a, cols, out);
 #endif
   } else {
     for (std::size_t r = 0; r < NX; ++r) out[r] = vec_dot_reference<T>(w, a[r], cols);
   }
 }
 
+}  // namespace PITH_ISA_NAMESPACE
 }  // namespace pith::kernels

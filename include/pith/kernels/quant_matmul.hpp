@@ -17,11 +17,19 @@
 #include "pith/kernels/quant_dot.hpp"
 
 namespace pith::kernels {
+// Every function here is compiled for the including unit's ISA (even the scalar ones, which the
+// compiler vectorizes): the ISA's inline namespace keeps units built for different ISAs apart.
+inline namespace PITH_ISA_NAMESPACE {
 
 /// Rows of X whose products share one decoding of each W block.
 inline constexpr std::size_t quant_group_rows = 4;
 /// W rows per tile in the prefill loop: 64 rows of 2048-5632 Q4_K-Q8_0 values are 74-380 KB, in L2.
 inline constexpr std::size_t quant_tile_rows = 64;
+
+/// Decode prefetches the W row this many bytes ahead (rounded up to whole rows) while it
+/// multiplies the current one: the integer kernels leave too few loads in flight for the hardware
+/// prefetcher alone to keep DRAM busy.
+inline constexpr std::size_t quant_prefetch_bytes = 4096;
 
 /// The rows of X quantized to one activation format (rows `stride` bytes apart).
 struct quantized_rows {
@@ -43,14 +51,22 @@ inline quantized_rows quantize_activations(const float* x, std::size_t rows, std
   return {act, rows, cols, stride, buffer.data()};
 }
 
-namespace detail {
+namespace quant_detail {
 
 template <class Ops, dtype T, std::size_t NX>
 inline void quant_group(const quantized_rows& xq, std::size_t first, const tensor_view& w, std::size_t begin,
                         std::size_t end, float* y, std::size_t y_stride, bool accumulate) noexcept {
   activation_row a[NX];
   for (std::size_t r = 0; r < NX; ++r) a[r] = xq.row(first + r);
+  const std::size_t row_bytes = dtype_row_bytes(T, w.cols());
+  const std::size_t ahead = std::max<std::size_t>(1, (quant_prefetch_bytes + row_bytes - 1) / row_bytes);
   for (std::size_t o = begin; o < end; ++o) {
+#if defined(__GNUC__)
+    if (NX == 1 && o + ahead < w.rows()) {
+      const std::byte* next = w.row(o + ahead);
+      for (std::size_t offset = 0; offset < row_bytes; offset += 64) __builtin_prefetch(next + offset);
+    }
+#endif
     float out[NX];
     quant_dot_rows<Ops, T, NX>(w.row(o), a, xq.cols, out);
     for (std::size_t r = 0; r < NX; ++r) {
@@ -60,7 +76,7 @@ inline void quant_group(const quantized_rows& xq, std::size_t first, const tenso
   }
 }
 
-}  // namespace detail
+}  // namespace quant_detail
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T for quantized W, X already quantized to
 /// activation_type(w.type()) (quantize_activations). Does not allocate.
@@ -73,18 +89,18 @@ inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view&
       return;  // not a weight type (tensor views of weights never hold one)
     } else {
       if (xq.rows == 1) {
-        detail::quant_group<Ops, T, 1>(xq, 0, w, begin, end, y, y_stride, accumulate);
+        quant_detail::quant_group<Ops, T, 1>(xq, 0, w, begin, end, y, y_stride, accumulate);
         return;
       }
       for (std::size_t tile = begin; tile < end; tile += quant_tile_rows) {
         const std::size_t tile_end = std::min(end, tile + quant_tile_rows);
         std::size_t i = 0;
         for (; i + quant_group_rows <= xq.rows; i += quant_group_rows)
-          detail::quant_group<Ops, T, quant_group_rows>(xq, i, w, tile, tile_end, y, y_stride, accumulate);
+          quant_detail::quant_group<Ops, T, quant_group_rows>(xq, i, w, tile, tile_end, y, y_stride, accumulate);
         switch (xq.rows - i) {
-          case 3: detail::quant_group<Ops, T, 3>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
-          case 2: detail::quant_group<Ops, T, 2>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
-          case 1: detail::quant_group<Ops, T, 1>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          case 3: quant_detail::quant_group<Ops, T, 3>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          case 2: quant_detail::quant_group<Ops, T, 2>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
+          case 1: quant_detail::quant_group<Ops, T, 1>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
           default: break;
         }
       }
@@ -92,4 +108,5 @@ inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view&
   });
 }
 
+}  // namespace PITH_ISA_NAMESPACE
 }  // namespace pith::kernels

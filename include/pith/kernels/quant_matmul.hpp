@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/core/parallel.hpp"
 #include "pith/core/quant.hpp"
 #include "pith/core/tensor.hpp"
 #include "pith/kernels/quant_dot.hpp"
@@ -41,14 +42,23 @@ struct quantized_rows {
 };
 
 /// Quantizes X [rows, cols] (rows x_stride apart) for weights of type `w` into `buffer` (grown on
-/// demand: allocates only when larger than before).
+/// demand: allocates only when larger than before). `parallel` spreads the rows over the pool
+/// (parallel_for; a prefill of 512 rows of 2048 is about a tenth of the product's time on one
+/// thread, worth sharing).
 inline quantized_rows quantize_activations(const float* x, std::size_t rows, std::size_t x_stride, std::size_t cols,
-                                           dtype w, aligned_buffer<std::byte>& buffer) {
+                                           dtype w, aligned_buffer<std::byte>& buffer, bool parallel = false) {
   const dtype act = activation_type(w);
   const std::size_t stride = activation_row_bytes(act, cols);
   if (buffer.size() < rows * stride) buffer.resize(rows * stride);
-  for (std::size_t i = 0; i < rows; ++i) quantize_activation_row(act, x + i * x_stride, cols, buffer.data() + i * stride);
-  return {act, rows, cols, stride, buffer.data()};
+  std::byte* data = buffer.data();
+  const auto quantize_rows = [&](std::size_t first, std::size_t last) {
+    for (std::size_t i = first; i < last; ++i) quantize_activation_row(act, x + i * x_stride, cols, data + i * stride);
+  };
+  if (parallel && rows > 1)
+    parallel_for(rows, quantize_rows, grain_for_work(cols * 4));
+  else
+    quantize_rows(0, rows);
+  return {act, rows, cols, stride, data};
 }
 
 namespace quant_detail {

@@ -132,8 +132,10 @@ inline void matmul_transposed(const float* x, std::size_t rows, std::size_t x_st
   const std::size_t in = w.cols(), out = w.rows();
   constexpr std::size_t grain = 64;
   if (dtype_is_quantized(w.type())) {
-    // X quantized once on the calling thread; the pool's threads share it.
-    const quantized_rows xq = quantize_activations(x, rows, x_stride, in, w.type(), detail::quant_thread_scratch());
+    // X quantized once (its rows spread over the pool) into the calling thread's scratch; the
+    // pool's threads then share it.
+    const quantized_rows xq =
+        quantize_activations(x, rows, x_stride, in, w.type(), detail::quant_thread_scratch(), true);
     parallel_for(
         (out + grain - 1) / grain,
         [&](std::size_t first, std::size_t last) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <utility>
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/parallel.hpp"
@@ -22,8 +23,10 @@ namespace pith::kernels {
 // compiler vectorizes): the ISA's inline namespace keeps units built for different ISAs apart.
 inline namespace PITH_ISA_NAMESPACE {
 
-/// Rows of X whose products share one decoding of each W block.
-inline constexpr std::size_t quant_group_rows = 4;
+/// Rows of X whose products share one decoding of each W block: 8 where the ISA has 32 vector
+/// registers (their accumulators stay in registers), else 4.
+template <class Ops>
+inline constexpr std::size_t quant_group_rows = Ops::registers >= 32 ? 8 : 4;
 /// W rows per tile in the prefill loop: 64 rows of 2048-5632 Q4_K-Q8_0 values are 74-380 KB, in L2.
 inline constexpr std::size_t quant_tile_rows = 64;
 
@@ -86,6 +89,14 @@ inline void quant_group(const quantized_rows& xq, std::size_t first, const tenso
   }
 }
 
+/// The last `count` (< sizeof...(N) + 1) rows from `first`, in one group of that many.
+template <class Ops, dtype T, std::size_t... N>
+inline void quant_group_tail(std::size_t count, const quantized_rows& xq, std::size_t first, const tensor_view& w,
+                             std::size_t begin, std::size_t end, float* y, std::size_t y_stride, bool accumulate,
+                             std::index_sequence<N...>) noexcept {
+  ((count == N + 1 ? quant_group<Ops, T, N + 1>(xq, first, w, begin, end, y, y_stride, accumulate) : void()), ...);
+}
+
 }  // namespace quant_detail
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T for quantized W, X already quantized to
@@ -104,15 +115,12 @@ inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view&
       }
       for (std::size_t tile = begin; tile < end; tile += quant_tile_rows) {
         const std::size_t tile_end = std::min(end, tile + quant_tile_rows);
+        constexpr std::size_t group = quant_group_rows<Ops>;
         std::size_t i = 0;
-        for (; i + quant_group_rows <= xq.rows; i += quant_group_rows)
-          quant_detail::quant_group<Ops, T, quant_group_rows>(xq, i, w, tile, tile_end, y, y_stride, accumulate);
-        switch (xq.rows - i) {
-          case 3: quant_detail::quant_group<Ops, T, 3>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
-          case 2: quant_detail::quant_group<Ops, T, 2>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
-          case 1: quant_detail::quant_group<Ops, T, 1>(xq, i, w, tile, tile_end, y, y_stride, accumulate); break;
-          default: break;
-        }
+        for (; i + group <= xq.rows; i += group)
+          quant_detail::quant_group<Ops, T, group>(xq, i, w, tile, tile_end, y, y_stride, accumulate);
+        quant_detail::quant_group_tail<Ops, T>(xq.rows - i, xq, i, w, tile, tile_end, y, y_stride, accumulate,
+                                               std::make_index_sequence<group - 1>{});
       }
     }
   });

@@ -208,6 +208,9 @@ TEST(QuantActivations, WithinHalfAStepAndConsistent) {
       for (std::size_t j = 0; j < block; ++j) {
         const std::size_t k = b * block + j;
         ASSERT_LE(std::abs(static_cast<int>(a.q[k])), 127);
+        if (act == dtype::q8_0) {
+          ASSERT_EQ(static_cast<int>(a.biased[k]), a.q[k] + 128);
+        }
         largest = std::max(largest, std::abs(static_cast<int>(a.q[k])));
         EXPECT_LE(std::fabs(activation_value(act, a, k) - x[k]), bound) << "element " << k;
         sum += a.q[k];

@@ -64,6 +64,7 @@ struct activation_row {
   const float* d;              // one scale per block (32 for Q8_0 / Q8_1, 256 for Q8_K)
   const float* s;              // Q8_1: f16(d · Σ q) per block, as float
   const std::int16_t* sums;    // Q8_0 / Q8_1: Σ q per block; Q8_K: Σ q per 16 elements (bsums)
+  const std::uint8_t* biased;  // Q8_0: q + 128 as unsigned bytes (vpdpbusd's unsigned operand)
 };
 
 namespace quant_detail {
@@ -79,12 +80,14 @@ constexpr std::size_t activation_s_offset(dtype act, std::size_t cols) noexcept 
 constexpr std::size_t activation_sums_offset(dtype act, std::size_t cols) noexcept {
   return activation_s_offset(act, cols) + round_up_64(cols / activation_block(act) * sizeof(float));
 }
+constexpr std::size_t activation_biased_offset(dtype act, std::size_t cols) noexcept {
+  return activation_sums_offset(act, cols) + round_up_64(activation_sums(act, cols) * sizeof(std::int16_t));
+}
 }  // namespace quant_detail
 
 /// Bytes of one quantized activation row of `cols` values (a multiple of 64: rows stay aligned).
 constexpr std::size_t activation_row_bytes(dtype act, std::size_t cols) noexcept {
-  return quant_detail::activation_sums_offset(act, cols) +
-         quant_detail::round_up_64(quant_detail::activation_sums(act, cols) * sizeof(std::int16_t));
+  return quant_detail::activation_biased_offset(act, cols) + (act == dtype::q8_0 ? quant_detail::round_up_64(cols) : 0);
 }
 
 /// The activation row stored at `p` (4-byte aligned; activation_row_bytes(act, cols) bytes).
@@ -92,7 +95,8 @@ inline activation_row activation_view(dtype act, const std::byte* p, std::size_t
   return {reinterpret_cast<const std::int8_t*>(p),
           reinterpret_cast<const float*>(p + quant_detail::activation_scales_offset(cols)),
           reinterpret_cast<const float*>(p + quant_detail::activation_s_offset(act, cols)),
-          reinterpret_cast<const std::int16_t*>(p + quant_detail::activation_sums_offset(act, cols))};
+          reinterpret_cast<const std::int16_t*>(p + quant_detail::activation_sums_offset(act, cols)),
+          reinterpret_cast<const std::uint8_t*>(p + quant_detail::activation_biased_offset(act, cols))};
 }
 
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
@@ -143,6 +147,10 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     for (std::size_t j = 0; j < quant::qk; ++j) {
       qb[j] = static_cast<std::int8_t>(std::nearbyint(xb[j] * inverse));
       sum += qb[j];
+    }
+    if (act == dtype::q8_0) {
+      auto* biased = reinterpret_cast<std::uint8_t*>(dst + quant_detail::activation_biased_offset(act, cols)) + b * quant::qk;
+      for (std::size_t j = 0; j < quant::qk; ++j) biased[j] = static_cast<std::uint8_t>(qb[j] + 128);
     }
     d[b] = half_to_float(float_to_half(scale));
     s[b] = act == dtype::q8_1 ? half_to_float(float_to_half(scale * static_cast<float>(sum))) : 0.0f;
@@ -400,12 +408,24 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::iq4nl_values)));
           wq = _mm256_shuffle_epi8(table, nibbles_32(base + 2));
         }
-        const __m256i magnitude = _mm256_sign_epi8(wq, wq);
-        for (std::size_t r = 0; r < NX; ++r) {
-          const __m256i y = load256(a[r].q + b * quant::qk);
-          const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
-          accumulators[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dwv), _mm256_set1_ps(a[r].d[b]),
-                                            accumulators[r]);
+        if constexpr (Vnni && NX > 1) {
+          // vpdpbusd on the biased activations: Σ (y + 128) w − 128 Σ w = Σ y w, the second sum
+          // once per block for all rows (lane by lane), instead of the sign trick per row.
+          const __m256i bias = _mm256_sub_epi32(
+              _mm256_setzero_si256(), dot_u8s8<Vnni>(_mm256_setzero_si256(), _mm256_set1_epi8(-128), wq));
+          for (std::size_t r = 0; r < NX; ++r) {
+            const __m256i p = dot_u8s8<Vnni>(bias, load256(a[r].biased + b * quant::qk), wq);
+            accumulators[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dwv), _mm256_set1_ps(a[r].d[b]),
+                                              accumulators[r]);
+          }
+        } else {
+          const __m256i magnitude = _mm256_sign_epi8(wq, wq);
+          for (std::size_t r = 0; r < NX; ++r) {
+            const __m256i y = load256(a[r].q + b * quant::qk);
+            const __m256i p = dot_u8s8<Vnni>(_mm256_setzero_si256(), magnitude, _mm256_sign_epi8(y, wq));
+            accumulators[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dwv), _mm256_set1_ps(a[r].d[b]),
+                                              accumulators[r]);
+          }
         }
       }
     };

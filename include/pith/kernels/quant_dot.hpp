@@ -13,13 +13,18 @@
 //   nint rounds to nearest, ties to even (llama.cpp's AVX2 and NEON Q8_0 quantizers do the same;
 //   its scalar fallback rounds ties away from zero: the bytes can differ on exact ties).
 // The row is stored as a structure of arrays (activation_row): the quants contiguous (whole
-// vectors load without skipping block headers), then the per-block scales, Q8_1's s, and integer
-// sums of the quants (Σ q per 32-block for Q8_0 / Q8_1, the 16-element bsums for Q8_K), with which
-// the kernels remove the offset of unsigned weight codes in the integer domain.
+// vectors load without skipping block headers), then the per-block scales, Q8_1's s, integer
+// sums of the quants (Σ q per 32-block for Q8_0 / Q8_1, the 16-element bsums for Q8_K, with which
+// the kernels remove the offset of unsigned weight codes in the integer domain) and, for Q8_0, the
+// quants plus 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes).
 //
 // Dot products (§3.4): per weight block, an integer sum of code × activation quant, then one float
 // multiply-add with the block's scales; K-quant sub-block scales are applied in the integer domain
-// and their mins through bsums. vec_dot_reference<T> is the scalar reference for every type; the
+// (vpmaddubsw pair sums times the scale with vpmaddwd) and their mins through bsums. Signed weights
+// (Q8_0, Q4_0 − 8, Q5_0 − 16, IQ4 table values) go through the sign trick of §3.5, or, with VNNI
+// and several activation rows, vpdpbusd of the biased activations less 128 Σ w (once per block).
+// Every integer sum is exact: |activation| <= 127, and vpmaddubsw's int16 pair sums stay below
+// 2 · 128 · 127 (Q8_0 magnitudes) or 2 · 63 · 127 (K-quant codes). vec_dot_reference<T> is the scalar reference for every type; the
 // x86 kernels (AVX2 maddubs/madd, or vpdpbusd with AVX512-VNNI for the avx512 set) cover all
 // twelve weight types; NEON (SDOT with the dot-product extension, widening multiplies without)
 // covers Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; every other (type, ISA) pair runs the reference. Results differ from the

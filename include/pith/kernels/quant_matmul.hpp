@@ -2,10 +2,25 @@
 // Y (+)= X W^T for block-quantized W: X quantized once per call to W's activation format
 // (quant_dot.hpp), then integer dot products per (W row, X row).
 //
-// Decode (one row of X): W's rows one after the other, each streamed once (the hardware
-// prefetchers follow the single stream). Prefill (several rows): W's rows in tiles of
+// Decode (one row of X): W's rows one after the other, each streamed once, the row
+// quant_prefetch_bytes ahead prefetched. Prefill (several rows): W's rows in tiles of
 // quant_tile_rows that stay in L2 while groups of quant_group_rows rows of X pass over them; every
 // W block is decoded once per group (quant_dot_rows<NX>).
+//
+// Error: that of X's 8-bit quantization (each x within half a step of its block, note §3.3),
+// plus float roundings of the per-block scale products and their sum (quant_dot.hpp).
+//
+// Measured on one core of an AMD EPYC (Zen 4, AVX512-VNNI, 32 MB L3) shared with other jobs
+// (pith_bench_kernels, BM_qmatvec_* / BM_qgemm_*; single-core read bandwidth measured 16-24 GB/s
+// from run to run under that load, 22.3 GB/s idle):
+//   decode, LM head [32000 x 2048] (37-70 MB, beyond L3), GB/s of W: Q8_0 17-22, Q6_K 16-18,
+//     Q5_K 15-16, Q4_K 12-17, Q4_0 12-15; with W in L3 ([5632 x 2048], [2048 x 5632]): Q8_0
+//     24-33, Q6_K 22-28, Q4_K 19-24, Q5_K 18-21, Q4_0 13-17 (Q4_0 is bound by its instructions,
+//     about 16 per block of 18 bytes). The 4 KB prefetch took Q4_K's LM head from 13.4 to 16.9.
+//   prefill, 512 x 2048 x 2048, GOP/s (2 per multiply-add): Q6_K 127, Q4_K 124, Q8_0 116, Q5_K
+//     112, Q4_0 109, against pith's F16 GEMM at 98 GFLOP/s in the same run, an FMA peak of 115
+//     GFLOP/s and a vpdpbusd peak of 460-470 GOP/s (BM_int8_peak): 0.23-0.27 of the int8 peak.
+//     Groups of 8 rows (4 on 16-register ISAs) took Q4_K from 96 to 122.
 #pragma once
 
 #include <algorithm>

@@ -171,18 +171,25 @@ inline std::uint16_t load_u16(const std::byte* p) noexcept {
   return v;
 }
 
-/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes, with the
-/// word-parallel unpacking of note §1.2.
-inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
+/// The scales and mins of a Q4_K / Q5_K super-block as four little-endian words of four bytes:
+/// scales 0-3, scales 4-7, mins 0-3, mins 4-7 (the word-parallel unpacking of note §1.2).
+struct k4_scale_words {
+  std::uint32_t scales_low, scales_high, mins_low, mins_high;
+};
+inline k4_scale_words unpack_scale_words_k4(const std::uint8_t* bytes) noexcept {
   std::uint32_t w[3];
   std::memcpy(w, bytes, 12);
-  const std::uint32_t s0 = w[0] & 0x3f3f3f3fu, m0 = w[1] & 0x3f3f3f3fu;
-  const std::uint32_t s1 = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
-  const std::uint32_t m1 = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
-  std::memcpy(scales, &s0, 4);
-  std::memcpy(scales + 4, &s1, 4);
-  std::memcpy(mins, &m0, 4);
-  std::memcpy(mins + 4, &m1, 4);
+  return {w[0] & 0x3f3f3f3fu, (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4), w[1] & 0x3f3f3f3fu,
+          ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4)};
+}
+
+/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes.
+inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
+  const k4_scale_words w = unpack_scale_words_k4(bytes);
+  std::memcpy(scales, &w.scales_low, 4);
+  std::memcpy(scales + 4, &w.scales_high, 4);
+  std::memcpy(mins, &w.mins_low, 4);
+  std::memcpy(mins + 4, &w.mins_high, 4);
 }
 
 }  // namespace quant_detail
@@ -525,15 +532,19 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
   } else if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
     using block = quant::block_t<T>;
     const __m256i low = _mm256_set1_epi8(0x0F);
-    // Bytes 0 0 1 1 … 7 7: each min twice, against the two bsums of its 32 elements.
-    const __m128i pairs = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    // Bytes 8 8 9 9 … 15 15: each min twice, against the two bsums of its 32 elements.
+    const __m128i pairs = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (std::size_t sb = 0; sb < cols / quant::qk_k; ++sb) {
       const std::byte* base = w + sb * sizeof(block);
-      std::uint8_t sc[8], mn[8];
-      unpack_scales_k4(reinterpret_cast<const std::uint8_t*>(base + offsetof(block, scales)), sc, mn);
-      const __m256i scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
-      const __m256i mins16 =
-          _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)), pairs));
+      // Scales in bytes 0-7, mins in 8-15, built in registers (a vector load of bytes just stored
+      // as two words would wait for a failed store-to-load forwarding).
+      const k4_scale_words words =
+          unpack_scale_words_k4(reinterpret_cast<const std::uint8_t*>(base + offsetof(block, scales)));
+      const __m128i packed =
+          _mm_setr_epi32(static_cast<int>(words.scales_low), static_cast<int>(words.scales_high),
+                         static_cast<int>(words.mins_low), static_cast<int>(words.mins_high));
+      const __m256i scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
+      const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(packed, pairs));
       const std::byte* qs = base + offsetof(block, qs);
       __m256i high_bits = _mm256_setzero_si256();
       if constexpr (T == dtype::q5_k) high_bits = load256(base + offsetof(block, qh));

@@ -210,6 +210,9 @@ TEST(QuantActivations, WithinHalfAStepAndConsistent) {
         ASSERT_LE(std::abs(static_cast<int>(a.q[k])), 127);
         if (act == dtype::q8_0) {
           ASSERT_EQ(static_cast<int>(a.biased[k]), a.q[k] + 128);
+          if (k % 4 == 0) {
+            ASSERT_EQ(a.minus8[k / 4], -8 * (a.q[k] + a.q[k + 1] + a.q[k + 2] + a.q[k + 3]));
+          }
         }
         largest = std::max(largest, std::abs(static_cast<int>(a.q[k])));
         EXPECT_LE(std::fabs(activation_value(act, a, k) - x[k]), bound) << "element " << k;

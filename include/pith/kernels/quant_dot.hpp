@@ -70,6 +70,7 @@ struct activation_row {
   const float* s;              // Q8_1: f16(d · Σ q) per block, as float
   const std::int16_t* sums;    // Q8_0 / Q8_1: Σ q per block; Q8_K: Σ q per 16 elements (bsums)
   const std::uint8_t* biased;  // Q8_0: q + 128 as unsigned bytes (vpdpbusd's unsigned operand)
+  const std::int32_t* minus8;  // Q8_0: −8 · Σ of each 4 consecutive quants (Q4_0's offset, lane-wise)
 };
 
 namespace quant_detail {
@@ -92,7 +93,9 @@ constexpr std::size_t activation_biased_offset(dtype act, std::size_t cols) noex
 
 /// Bytes of one quantized activation row of `cols` values (a multiple of 64: rows stay aligned).
 constexpr std::size_t activation_row_bytes(dtype act, std::size_t cols) noexcept {
-  return quant_detail::activation_biased_offset(act, cols) + (act == dtype::q8_0 ? quant_detail::round_up_64(cols) : 0);
+  // Q8_0 adds the biased bytes (cols) and the lane sums (one int32 per 4 quants: cols bytes).
+  return quant_detail::activation_biased_offset(act, cols) +
+         (act == dtype::q8_0 ? 2 * quant_detail::round_up_64(cols) : 0);
 }
 
 /// The activation row stored at `p` (4-byte aligned; activation_row_bytes(act, cols) bytes).
@@ -101,7 +104,9 @@ inline activation_row activation_view(dtype act, const std::byte* p, std::size_t
           reinterpret_cast<const float*>(p + quant_detail::activation_scales_offset(cols)),
           reinterpret_cast<const float*>(p + quant_detail::activation_s_offset(act, cols)),
           reinterpret_cast<const std::int16_t*>(p + quant_detail::activation_sums_offset(act, cols)),
-          reinterpret_cast<const std::uint8_t*>(p + quant_detail::activation_biased_offset(act, cols))};
+          reinterpret_cast<const std::uint8_t*>(p + quant_detail::activation_biased_offset(act, cols)),
+          reinterpret_cast<const std::int32_t*>(p + quant_detail::activation_biased_offset(act, cols) +
+                                                quant_detail::round_up_64(cols))};
 }
 
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
@@ -156,6 +161,11 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     if (act == dtype::q8_0) {
       auto* biased = reinterpret_cast<std::uint8_t*>(dst + quant_detail::activation_biased_offset(act, cols)) + b * quant::qk;
       for (std::size_t j = 0; j < quant::qk; ++j) biased[j] = static_cast<std::uint8_t>(qb[j] + 128);
+      auto* minus8 = reinterpret_cast<std::int32_t*>(dst + quant_detail::activation_biased_offset(act, cols) +
+                                                     quant_detail::round_up_64(cols)) +
+                     b * (quant::qk / 4);
+      for (std::size_t j = 0; j < quant::qk / 4; ++j)
+        minus8[j] = -8 * (qb[4 * j] + qb[4 * j + 1] + qb[4 * j + 2] + qb[4 * j + 3]);
     }
     d[b] = half_to_float(float_to_half(scale));
     s[b] = act == dtype::q8_1 ? half_to_float(float_to_half(scale * static_cast<float>(sum))) : 0.0f;
@@ -407,6 +417,19 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
         // Signed weights (Q8_0's bytes, Q4_0's codes − 8, Q5_0's codes − 16, IQ4_NL's table
         // values; §3.4) through the sign trick: |w| · (y with w's sign) (§3.5).
         __m256i wq;
+        if constexpr (T == dtype::q4_0 && !(Vnni && NX > 1)) {
+          // Unsigned codes 0 … 15 times y, the −8 Σ y of §3.4 as the accumulator's start: the
+          // activation's lane sums (one per 4 quants, as the dot instructions group them). With
+          // VNNI and several rows, the biased path below loads less per row.
+          const __m256i codes = nibbles_32(base + 2);
+          for (std::size_t r = 0; r < NX; ++r) {
+            const __m256i start = load256(a[r].minus8 + b * (quant::qk / 4));
+            const __m256i p = dot_u8s8<Vnni>(start, codes, load256(a[r].q + b * quant::qk));
+            accumulators[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dwv), _mm256_set1_ps(a[r].d[b]),
+                                              accumulators[r]);
+          }
+          return;
+        }
         if constexpr (T == dtype::q8_0) {
           wq = load256(base + 2);
         } else if constexpr (T == dtype::q4_0) {

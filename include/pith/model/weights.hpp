@@ -7,6 +7,13 @@
 // therefore reads its header and maps it; pages come in as the first forward pass touches them. The
 // small vectors (norm gains, attention-residual pseudo-queries) and the fixed query/key streams are
 // converted to float32 at load. load_options::convert_to converts every matrix at load instead.
+//
+// GGUF's block-quantized matrices (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS) are used in place like F16:
+// their rows are runs of blocks in the mapping. A quantized 1-D tensor (a norm gain; llama-quantize
+// never writes one) is dequantized to float32 like the other small vectors. The token embedding
+// table stays in its type and one row is dequantized per lookup; tied to the output head it is the
+// head's weight matrix too. load_options::quantize_to quantizes the matrices of any checkpoint at
+// load (note §4's reference quantizers, llama-quantize's Q4_K_M / Q5_K_M mixtures of note §5).
 #pragma once
 
 #include <algorithm>
@@ -22,6 +29,7 @@
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/quantize.hpp"
 #include "pith/core/tensor.hpp"
 #include "pith/io/gguf.hpp"
 #include "pith/io/llama2c.hpp"
@@ -56,7 +64,7 @@ struct layer_weights {
 /// Read-only after loading: any number of sessions on any number of threads may share one.
 struct model_weights {
   model_config config;
-  tensor_view token_embedding;  // [vocab, hidden]; rows are converted to float on lookup
+  tensor_view token_embedding;  // [vocab, hidden]; rows are converted to float (dequantized) on lookup
   std::vector<layer_weights> layers;  // [num_layers]
   aligned_buffer<float> final_norm;   // [hidden]
   tensor_view lm_head_storage;        // [vocab, hidden]; empty when tied to token_embedding
@@ -178,7 +186,7 @@ struct load_options {
   /// Quantize the matrices at load: owned copies in the block type quantization::type_for chooses
   /// (a matrix already in that type stays in place). Deterministic: llama.cpp's reference
   /// quantizers (note §4) over the matrix as float32. Not together with convert_to (argument_error).
-  std::optional<quantization> quantize_to;
+  std::optional<quantization> quantize_to = std::nullopt;
 };
 
 /// Converts `source` to a packed matrix of type `to`, owned by the result. F32 to F16/BF16 rounds to

@@ -586,7 +586,7 @@ _QUANTIZERS = {
     "Q5_K": quantize_q5_k_blocks, "Q6_K": quantize_q6_k_blocks, "Q8_K": quantize_q8_k_blocks,
     "IQ4_NL": quantize_iq4_nl_blocks, "IQ4_XS": quantize_iq4_xs_blocks,
 }
-CHUNK_ELEMENTS = 1 << 20  # blocks handled per numpy pass: bounded memory, working set near the caches
+CHUNK_ELEMENTS = 1 << 16  # elements per numpy pass: the working arrays stay in the caches (fastest measured)
 
 
 def quantize(x: np.ndarray, type_name: str) -> np.ndarray:

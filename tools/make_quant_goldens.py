@@ -164,6 +164,179 @@ def write_quantize(root: Path, rng) -> dict:
     return index
 
 
+# ---------------------------------------------------------------------------------------------
+# quantized golden models
+
+# (folder, llama-quantize file type, pure): pure files give every matrix the type (output and
+# token_embd included) so a test exercises that type alone; q4_k_m and q5_k_m are the mixtures of
+# note §5 exactly as llama-quantize chooses them.
+MODEL_CASES = [("q8_0", "Q8_0", True), ("q4_0", "Q4_0", True), ("q4_1", "Q4_1", True), ("q5_0", "Q5_0", True),
+               ("q5_1", "Q5_1", True), ("q4_k_m", "Q4_K_M", False), ("q5_k_m", "Q5_K_M", False),
+               ("q6_k", "Q6_K", True), ("q2_k", "Q2_K", True), ("q3_k", "Q3_K", True), ("iq4_nl", "IQ4_NL", True),
+               ("iq4_xs", "IQ4_XS", True)]
+MODEL_SEED_START = 1400
+MODEL_PROMPT_LENGTH = 12
+MODEL_GREEDY_STEPS = 8
+# Each greedy step of every quantized golden beats its runner-up by at least this much: the C++
+# kernels quantize activations to 8 bits, an error of the order of Q8_0 weights', which moves this
+# model's logits (|logit| up to ~30) by up to ~0.5 (the q8_0 golden's max |logit - float32 model's|
+# is 0.48); a smaller margin could flip a token without any bug.
+MIN_MODEL_GREEDY_MARGIN = 0.75
+MIN_MODEL_DISTINCT_GREEDY = 5
+
+
+def model_config():
+    from pith_reference import LlamaConfig
+    # hidden 256 so every matrix is whole K-quant super-blocks; GQA (2 query heads per kv head)
+    return LlamaConfig(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=64, vocab_size=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                       tie_word_embeddings=False, max_position_embeddings=64)
+
+
+def gguf_model_tensors(arrays: dict, config) -> dict:
+    """llama.cpp names and order; q/k rows permuted half -> interleaved per head (as convert_hf_to_gguf)."""
+    import torch
+    from gguf_io import LLAMA_GGUF_NAMES
+    from pith_reference import permute_half_to_interleaved
+    out = {}
+
+    def put(pattern, layer=None):
+        hf = pattern.replace("{i}", str(layer))
+        tensor = arrays[hf]
+        if hf.endswith("q_proj.weight"):
+            tensor = permute_half_to_interleaved(torch.from_numpy(tensor), config.num_attention_heads).numpy()
+        elif hf.endswith("k_proj.weight"):
+            tensor = permute_half_to_interleaved(torch.from_numpy(tensor), config.num_key_value_heads).numpy()
+        out[LLAMA_GGUF_NAMES[pattern].replace("{i}", str(layer))] = np.ascontiguousarray(tensor)
+
+    put("model.embed_tokens.weight")
+    for i in range(config.num_hidden_layers):
+        for pattern in LLAMA_GGUF_NAMES:
+            if pattern.startswith("model.layers."):
+                put(pattern, i)
+    put("model.norm.weight")
+    if not config.tie_word_embeddings:
+        put("lm_head.weight")
+    return out
+
+
+def hf_arrays_from_gguf(tensors: dict, config) -> dict:
+    """Inverse of gguf_model_tensors on the (dequantized) tensors read back from a file."""
+    import torch
+    from gguf_io import LLAMA_GGUF_NAMES
+    from pith_reference import permute_interleaved_to_half
+    out = {}
+    for pattern, gguf in LLAMA_GGUF_NAMES.items():
+        layers = range(config.num_hidden_layers) if "{i}" in pattern else [None]
+        for i in layers:
+            name = gguf.replace("{i}", str(i))
+            if name not in tensors:
+                continue
+            tensor = tensors[name]
+            if name.endswith("attn_q.weight"):
+                tensor = permute_interleaved_to_half(torch.from_numpy(tensor.copy()), config.num_attention_heads).numpy()
+            elif name.endswith("attn_k.weight"):
+                tensor = permute_interleaved_to_half(torch.from_numpy(tensor.copy()), config.num_key_value_heads).numpy()
+            out[pattern.replace("{i}", str(i))] = np.ascontiguousarray(tensor, np.float32)
+    return out
+
+
+def model_metadata(config, ftype: str) -> list:
+    from gguf_io import FILE_TYPES
+    c = config
+    return [
+        ("general.architecture", "string", "llama"),
+        ("general.name", "string", f"pith quantized golden ({ftype})"),
+        ("general.file_type", "uint32", FILE_TYPES[ftype]),
+        ("general.alignment", "uint32", 32),
+        ("llama.context_length", "uint32", c.max_position_embeddings),
+        ("llama.embedding_length", "uint32", c.hidden_size),
+        ("llama.feed_forward_length", "uint32", c.intermediate_size),
+        ("llama.block_count", "uint32", c.num_hidden_layers),
+        ("llama.rope.dimension_count", "uint32", c.head_dim),
+        ("llama.attention.head_count", "uint32", c.num_attention_heads),
+        ("llama.attention.head_count_kv", "uint32", c.num_key_value_heads),
+        ("llama.attention.layer_norm_rms_epsilon", "float32", c.rms_norm_eps),
+        ("llama.rope.freq_base", "float32", c.rope_theta),
+        ("llama.vocab_size", "uint32", c.vocab_size),
+    ]
+
+
+def write_model_case(folder: Path, ftype: str, pure: bool, arrays: dict, ids: list, float_logits, config,
+                     seed: int) -> dict:
+    """Writes folder/model.gguf and expected.json; returns the greedy margins and logit differences."""
+    from gguf_io import llama_quantize_types, read_gguf, write_gguf
+    from make_llama_goldens import expected_json
+    from pith_reference import forward_logits, greedy_decode, weights_from_numpy
+    tensors = gguf_model_tensors(arrays, config)
+    storage = llama_quantize_types(ftype, {n: t.shape for n, t in tensors.items()}, config.num_hidden_layers, pure)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.gguf"
+    write_gguf(path, model_metadata(config, ftype), tensors, storage)
+    _, read_back, _, _ = read_gguf(path)
+    weights = weights_from_numpy(hf_arrays_from_gguf(read_back, config))
+    logits = forward_logits(weights, config, ids).numpy()
+    greedy, margins = greedy_decode(weights, config, ids, MODEL_GREEDY_STEPS)
+    summary = {"greedy": greedy, "smallest_greedy_margin": float(min(margins)), "margins": [float(m) for m in margins],
+               "max_abs_logit_difference_from_float32_model": float(np.abs(logits - float_logits).max()),
+               "max_abs_logit": float(np.abs(logits).max()), "bytes": path.stat().st_size,
+               "tensor_types": storage}
+    text = expected_json(ids, logits, greedy)
+    extra = {"seed": seed, "file_type": ftype, "pure": pure, "general.file_type": model_metadata(config, ftype)[2][2],
+             "max_abs_logit_difference_from_float32_model": summary["max_abs_logit_difference_from_float32_model"],
+             "greedy_margins": [round(m, 4) for m in summary["margins"]],
+             "tensor_types": storage}
+    summary["extra"] = extra
+    (folder / "expected.json").write_text(text[:-3] + ",\n" + ",\n".join(
+        f'  "{k}": {json.dumps(v)}' for k, v in extra.items() if v is not None) + "\n}\n")
+    return summary
+
+
+def model_checkpoint(config, seed: int):
+    """make_llama_goldens.random_checkpoint's weights and prompt, with every projection rescaled to
+    standard deviation 1/sqrt(in_features) (unit gain: at hidden 256 the 0.2·N projections of the
+    small goldens amplify each layer ~3x, and the quantization noise with them)."""
+    from make_llama_goldens import PROJECTION_STD, random_checkpoint
+    arrays, ids = random_checkpoint(config, seed, MODEL_PROMPT_LENGTH)
+    for name, array in arrays.items():
+        if array.ndim == 2 and name not in ("model.embed_tokens.weight", "lm_head.weight"):
+            arrays[name] = (array * np.float32(1.0 / (PROJECTION_STD * np.sqrt(array.shape[1])))).astype(np.float32)
+    return arrays, ids
+
+
+def write_models(root: Path) -> dict:
+    """Each case: the first seed from MODEL_SEED_START + 1000·case whose float32 model and quantized
+    model both continue greedily with clear margins and varied tokens."""
+    import torch
+    from pith_reference import forward_logits, greedy_decode, weights_from_numpy
+    torch.set_num_threads(1)  # one summation order
+    config = model_config()
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "models" / "config.json").write_text(json.dumps(config.to_hf_dict("float32"), indent=2) + "\n")
+    index = {"config": "models/config.json", "prompt_length": MODEL_PROMPT_LENGTH,
+             "greedy_steps": MODEL_GREEDY_STEPS, "cases": {}}
+    for number, (folder, ftype, pure) in enumerate(MODEL_CASES):
+        for seed in range(MODEL_SEED_START + 1000 * number, MODEL_SEED_START + 1000 * number + 1000):
+            arrays, ids = model_checkpoint(config, seed)
+            float_weights = weights_from_numpy(arrays)
+            float_greedy, _ = greedy_decode(float_weights, config, ids, MODEL_GREEDY_STEPS)
+            float_logits = forward_logits(float_weights, config, ids).numpy()
+            r = write_model_case(root / "models" / folder, ftype, pure, arrays, ids, float_logits, config, seed)
+            if r["smallest_greedy_margin"] >= MIN_MODEL_GREEDY_MARGIN and len(set(r["greedy"])) >= MIN_MODEL_DISTINCT_GREEDY:
+                break
+        else:
+            raise SystemExit(f"{folder}: no seed gives a clear greedy continuation")
+        print(f"{folder}: seed {seed}, greedy {r['greedy']} (float32 model {float_greedy}), margin "
+              f"{r['smallest_greedy_margin']:.3f}, max |logit| {r['max_abs_logit']:.2f}, max |logit - float32 "
+              f"model's| {r['max_abs_logit_difference_from_float32_model']:.3f}, {r['bytes']} B")
+        index["cases"][folder] = {"gguf": f"models/{folder}/model.gguf", "expected": f"models/{folder}/expected.json",
+                                  "file_type": ftype, "pure": pure, "seed": seed, "bytes": r["bytes"],
+                                  "max_abs_logit_difference_from_float32_model":
+                                      r["max_abs_logit_difference_from_float32_model"],
+                                  "smallest_greedy_margin": r["smallest_greedy_margin"]}
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "tests" / "data" / "quant")

@@ -94,12 +94,21 @@ def seqsum(terms: np.ndarray, from_first: bool = False) -> np.ndarray:
 
 
 def signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(max |x|, the signed value of the first element with that magnitude) over the leading axis."""
+    """(max |x|, the signed value of the first element with that magnitude) over the leading axis,
+    as the scan `amax = 0, max = 0; if (|x| > amax) {amax = |x|; max = x;}`: +0 when every |x| is 0."""
     a = np.abs(x)
     index = np.argmax(a, axis=0)  # first occurrence of the maximum (strict > scan)
     amax = np.take_along_axis(a, index[None], 0)[0]
     signed = np.take_along_axis(x, index[None], 0)[0]
-    return amax, signed
+    return amax, np.where(amax > 0, signed, f32(0))
+
+
+def scan_max_from_zero(v: np.ndarray) -> np.ndarray:
+    """`m = 0; if (v > m) m = v;` over the leading axis (never -0)."""
+    m = np.zeros(v.shape[1:], f32)
+    for t in v:
+        m = np.where(t > m, t, m)
+    return m
 
 
 def scan_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,21 +295,22 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad):
     sum_x = seqsum(w * x, from_first=True)
     mn = np.where(mn > 0, f32(0), mn)
     flat = mx == mn
-    span = np.where(flat, f32(1), mx - mn)
-    centred = x - mn
+    flat_min = mn
+    mx = np.where(flat, mx + f32(1), mx)  # any non-zero span: flat groups are overwritten below
 
     def error(scale, mn_, L):
         diff = (scale * L.astype(f32) + mn_) - x
         diff = np.abs(diff) if use_mad else diff * diff
         return seqsum(w * diff)
 
-    iscale = f32(nmax) / span
+    iscale = f32(nmax) / (mx - mn)
     scale = f32(1) / iscale
-    L = np.clip(nint(iscale * centred), 0, nmax)
+    L = np.clip(nint(iscale * (x - mn)), 0, nmax)
     best = error(scale, mn, L)
     for step in range(nstep + 1):
-        iscale = ((f32(rmin) + f32(rdelta) * f32(step)) + f32(nmax)) / span
-        La = np.clip(nint(iscale * centred), 0, nmax)
+        # the grid uses the current min: once a fit is adopted, later steps measure from its offset
+        iscale = ((f32(rmin) + f32(rdelta) * f32(step)) + f32(nmax)) / (mx - mn)
+        La = np.clip(nint(iscale * (x - mn)), 0, nmax)
         lf = La.astype(f32)
         wl = w * lf
         sum_l, sum_l2, sum_xl = seqsum(wl), seqsum(wl * lf), seqsum(wl * x)
@@ -320,6 +330,7 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad):
         mn = np.where(take, this_min, mn)
     L[:, flat] = 0
     scale = np.where(flat, f32(0), scale)
+    mn = np.where(flat, flat_min, mn)
     return scale, -mn, L
 
 
@@ -376,8 +387,8 @@ def _qkx_k(x, nmax, rmin, rdelta, nstep):
     scale, the_min, L = make_qkx2_quants(xs, w, nmax, rmin, rdelta, nstep, False)
     scale = scale.reshape(nb, 8).T  # [8, nb]
     the_min = the_min.reshape(nb, 8).T
-    max_scale = np.maximum(f32(0), scale.max(axis=0))
-    max_min = np.maximum(f32(0), the_min.max(axis=0))
+    max_scale = scan_max_from_zero(scale)
+    max_min = scan_max_from_zero(the_min)
     inv_scale = np.where(max_scale > 0, safe_div(f32(63), max_scale), f32(0))
     inv_min = np.where(max_min > 0, safe_div(f32(63), max_min), f32(0))
     ls = np.minimum(63, nint(inv_scale * scale) & 0xFF)  # uint8_t cast, then min(63, ·)
@@ -473,8 +484,8 @@ def quantize_q2_k_blocks(x):
     scale = scale.reshape(nb, 16).T
     the_min = the_min.reshape(nb, 16).T
     L = _unsub(L, 16, nb)
-    max_scale = np.maximum(f32(0), scale.max(axis=0))
-    max_min = np.maximum(f32(0), the_min.max(axis=0))
+    max_scale = scan_max_from_zero(scale)
+    max_min = scan_max_from_zero(the_min)
     has_scale, has_min = max_scale > 0, max_min > 0
     lo = np.where(has_scale, nint(safe_div(f32(15), max_scale) * scale), 0)
     hi = np.where(has_min, nint(safe_div(f32(15), max_min) * the_min), 0)
@@ -575,7 +586,7 @@ _QUANTIZERS = {
     "Q5_K": quantize_q5_k_blocks, "Q6_K": quantize_q6_k_blocks, "Q8_K": quantize_q8_k_blocks,
     "IQ4_NL": quantize_iq4_nl_blocks, "IQ4_XS": quantize_iq4_xs_blocks,
 }
-CHUNK_ELEMENTS = 1 << 20  # blocks handled per numpy pass: bounded memory, working set near the caches
+CHUNK_ELEMENTS = 1 << 16  # elements per numpy pass: the working arrays stay in the caches (fastest measured)
 
 
 def quantize(x: np.ndarray, type_name: str) -> np.ndarray:

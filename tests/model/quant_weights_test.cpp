@@ -499,34 +499,83 @@ std::vector<std::string> golden_models() {
   return out;
 }
 
-TEST(QuantizedGolden, EveryTwinModelLoadsInPlaceMatchesItsLogitsAndContinuation) {
-  const auto models = golden_models();
-  if (models.empty()) GTEST_SKIP() << "no quantized goldens in " << quant_models;
-  for (const auto& name : models) {
-    SCOPED_TRACE(name);
-    const auto dir = quant_models / name;
-    std::ifstream in(dir / "expected.json");
-    const auto json = nlohmann::json::parse(in);
-    const auto w = pith::load_model(dir / "model.gguf");
-    const auto file = std::static_pointer_cast<const pith::gguf_file>(w.layers[0].wq.owner());
-    ASSERT_NE(file, nullptr);
-    for (const auto& [tensor, view] : matrices(w))
-      EXPECT_EQ(view->data(), file->tensor(tensor).bytes.data()) << tensor << " is not in place";
-    const auto ids = json.at("ids").get<std::vector<std::int32_t>>();
-    const auto expected = json.at("logits").get<std::vector<std::vector<float>>>();
-    const auto got = logits_of(w, ids);
-    const std::size_t vocab = w.config.vocab_size;
-    float worst = 0.0f, scale = 0.0f;
-    for (std::size_t t = 0; t < ids.size(); ++t)
-      for (std::size_t v = 0; v < vocab; ++v) {
-        worst = std::max(worst, std::abs(got[t * vocab + v] - expected[t][v]));
-        scale = std::max(scale, std::abs(expected[t][v]));
-      }
-    EXPECT_LE(worst, same_values_tolerance + activation_quantization_tolerance * scale);
-    RecordProperty("max_abs_logit_difference_" + name, std::to_string(worst));
-    const auto greedy = json.at("greedy").get<std::vector<std::int32_t>>();
-    EXPECT_EQ(greedy_of(w, ids, greedy.size()), greedy);
+class QuantizedGolden : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::filesystem::path dir() const { return quant_models / GetParam(); }
+  nlohmann::json expected() const {
+    std::ifstream in(dir() / "expected.json");
+    return nlohmann::json::parse(in);
+  }
+};
+
+// Each matrix is a view into the mapped file, in the type the twin wrote (a mixture's too).
+TEST_P(QuantizedGolden, LoadsInPlaceInTheTypesOfTheFile) {
+  const auto json = expected();
+  const auto w = pith::load_model(dir() / "model.gguf");
+  const auto file = std::static_pointer_cast<const pith::gguf_file>(w.layers[0].wq.owner());
+  ASSERT_NE(file, nullptr);
+  const auto types = json.at("tensor_types").get<std::map<std::string, std::string>>();
+  for (const auto& [tensor, view] : matrices(w)) {
+    EXPECT_EQ(view->data(), file->tensor(tensor).bytes.data()) << tensor << " is not in place";
+    EXPECT_EQ(pith::dtype_name(view->type()), types.at(tensor)) << tensor;
+  }
+  // Quantizing at load to the file's own type (or mixture) keeps every matrix in place.
+  const auto file_type = json.at("file_type").get<std::string>();
+  pith::load_options options;
+  options.quantize_to = pith::quantization_from_name(file_type);
+  ASSERT_TRUE(options.quantize_to.has_value()) << file_type;
+  const auto again = pith::load_model(dir() / "model.gguf", options);
+  const auto mapping = std::static_pointer_cast<const pith::gguf_file>(again.layers[0].wq.owner());
+  ASSERT_NE(mapping, nullptr);
+  for (const auto& [tensor, view] : matrices(again))
+    EXPECT_EQ(view->data(), mapping->tensor(tensor).bytes.data()) << tensor << ": the " << file_type << " choice differs";
+}
+
+// Logits at every prompt position against the twin's float32 forward pass over the dequantized
+// weights, and the greedy continuation (the twin's top-2 margins are all ≥ 0.75).
+TEST_P(QuantizedGolden, LogitsAndGreedyContinuationMatchTheTwin) {
+  const auto json = expected();
+  const auto w = pith::load_model(dir() / "model.gguf");
+  const auto ids = json.at("ids").get<std::vector<std::int32_t>>();
+  const auto logits = json.at("logits").get<std::vector<std::vector<float>>>();
+  const auto got = logits_of(w, ids);
+  const std::size_t vocab = w.config.vocab_size;
+  ASSERT_EQ(logits.size(), ids.size());
+  float worst = 0.0f, scale = 0.0f;
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    ASSERT_EQ(logits[t].size(), vocab);
+    for (std::size_t v = 0; v < vocab; ++v) {
+      worst = std::max(worst, std::abs(got[t * vocab + v] - logits[t][v]));
+      scale = std::max(scale, std::abs(logits[t][v]));
+    }
+  }
+  EXPECT_LE(worst, same_values_tolerance + activation_quantization_tolerance * scale);
+  RecordProperty("max_abs_logit_difference", std::to_string(worst));
+  ASSERT_EQ(json.at("greedy_from").get<std::size_t>(), ids.size());
+  const auto greedy = json.at("greedy").get<std::vector<std::int32_t>>();
+  EXPECT_EQ(greedy_of(w, ids, greedy.size()), greedy);
+}
+
+// The legacy symmetric types are fixed points of their reference quantizer (the extreme element of
+// each block maps back to the same scale, the others to their levels), so quantizing the file's
+// dequantized matrices at load reproduces the twin's bytes and the logits to the bit.
+TEST(QuantizedGoldenRequantized, LegacySymmetricFilesAreFixedPointsOfTheirQuantizer) {
+  for (const auto& [name, type] : {std::pair{"q8_0", dtype::q8_0}, {"q4_0", dtype::q4_0}, {"q5_0", dtype::q5_0}}) {
+    const auto path = quant_models / name / "model.gguf";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+    const auto w = pith::load_model(path);
+    const auto widened = pith::load_model(path, {dtype::f32});
+    const auto original = matrices(w), floats = matrices(widened);
+    for (std::size_t i = 0; i < original.size(); ++i) {
+      const auto requantized = pith::convert_tensor(*floats[i].second, type);
+      EXPECT_EQ(std::memcmp(requantized.data(), original[i].second->data(), requantized.bytes()), 0)
+          << name << " " << original[i].first;
+    }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(TwinModels, QuantizedGolden, ::testing::ValuesIn(golden_models()),
+                         [](const auto& info) { return info.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(QuantizedGolden);
 
 }  // namespace

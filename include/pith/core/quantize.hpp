@@ -13,7 +13,12 @@
 // rounds once instead of twice and picks other scales for about 1% of the K-quant blocks. The
 // functions below are compiled with contraction off whatever the build flags (GCC: the
 // `fp-contract=off` optimize pragma; clang: `#pragma clang fp contract(off)` inside each body),
-// so a -march=native build writes the same bytes as a portable one.
+// so a -march=native build writes the same bytes as a portable one (checked: GCC 12 at -O3
+// -march=native in its default -ffp-contract=fast, clang 14 in its default -ffp-contract=on; clang's
+// -ffp-contract=fast overrides every pragma and is not supported here).
+//
+// Non-finite input (a checkpoint holding NaN or inf) never triggers undefined behaviour: the
+// float-to-integer casts saturate as x86 does (truncate_to_int); the blocks it gives are garbage.
 #pragma once
 
 #include <algorithm>
@@ -21,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "pith/core/dtype.hpp"
@@ -71,7 +77,15 @@ inline int nearest_int(float v) noexcept {
   return (bits & 0x007fffff) - 0x00400000;
 }
 
-inline float f16_round_trip(float v) noexcept { return half_to_float(float_to_half(v)); }
+/// The C cast float → int (truncation) where it is defined; NaN and values outside int's range give
+/// INT_MIN, what x86's cvttss2si returns, instead of undefined behaviour (non-finite weights).
+inline int truncate_to_int(float v) noexcept {
+  return v > -2147483648.0f && v < 2147483648.0f ? static_cast<int>(v) : std::numeric_limits<int>::min();
+}
+
+/// The C cast float → int8_t of the reference (in range: truncation; else the low byte of
+/// truncate_to_int, as the compiled reference does).
+inline int truncate_to_int8(float v) noexcept { return static_cast<std::int8_t>(truncate_to_int(v)); }
 
 template <class Block>
 inline void store_block(const Block& block, std::byte* out) noexcept {
@@ -88,7 +102,7 @@ inline void quantize_q8_0(const float* x, std::byte* out) noexcept {
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   y.d = float_to_half(d);
-  for (std::size_t j = 0; j < qk; ++j) y.qs[j] = static_cast<std::int8_t>(std::roundf(x[j] * id));
+  for (std::size_t j = 0; j < qk; ++j) y.qs[j] = static_cast<std::int8_t>(truncate_to_int8(std::roundf(x[j] * id)));
   store_block(y, out);
 }
 
@@ -110,8 +124,8 @@ inline void quantize_q4_0(const float* x, std::byte* out) noexcept {
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   y.d = float_to_half(d);
   for (std::size_t j = 0; j < qk / 2; ++j) {
-    const int q0 = std::min(15, static_cast<int>(x[j] * id + 8.5f));
-    const int q1 = std::min(15, static_cast<int>(x[j + qk / 2] * id + 8.5f));
+    const int q0 = std::min(15, truncate_to_int8(x[j] * id + 8.5f));
+    const int q1 = std::min(15, truncate_to_int8(x[j + qk / 2] * id + 8.5f));
     y.qs[j] = static_cast<std::uint8_t>(q0 | (q1 << 4));
   }
   store_block(y, out);
@@ -125,8 +139,8 @@ inline void quantize_q5_0(const float* x, std::byte* out) noexcept {
   y.d = float_to_half(d);
   std::uint32_t qh = 0;
   for (std::size_t j = 0; j < qk / 2; ++j) {
-    const int q0 = std::min(31, static_cast<int>(x[j] * id + 16.5f));
-    const int q1 = std::min(31, static_cast<int>(x[j + qk / 2] * id + 16.5f));
+    const int q0 = std::min(31, truncate_to_int8(x[j] * id + 16.5f));
+    const int q1 = std::min(31, truncate_to_int8(x[j + qk / 2] * id + 16.5f));
     y.qs[j] = static_cast<std::uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
     qh |= static_cast<std::uint32_t>((q0 >> 4) & 1) << j;
     qh |= static_cast<std::uint32_t>((q1 >> 4) & 1) << (j + qk / 2);
@@ -151,11 +165,11 @@ inline void quantize_affine_32(const float* x, std::byte* out) noexcept {
   y.m = float_to_half(min);
   std::uint32_t qh = 0;
   for (std::size_t j = 0; j < qk / 2; ++j) {
-    int q0 = static_cast<int>((x[j] - min) * id + 0.5f);
-    int q1 = static_cast<int>((x[j + qk / 2] - min) * id + 0.5f);
+    int q0 = truncate_to_int((x[j] - min) * id + 0.5f);
+    int q1 = truncate_to_int((x[j + qk / 2] - min) * id + 0.5f);
     if constexpr (Levels == 15) {
-      q0 = std::min(15, q0);
-      q1 = std::min(15, q1);
+      q0 = std::min(15, static_cast<int>(static_cast<std::int8_t>(q0)));  // (int8_t) cast, then min
+      q1 = std::min(15, static_cast<int>(static_cast<std::int8_t>(q1)));
       y.qs[j] = static_cast<std::uint8_t>(q0 | (q1 << 4));
     } else {
       // Q5_1 has no clamp in the reference (note §4.2); (x − min)·id ≤ 31 up to rounding.

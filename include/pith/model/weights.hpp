@@ -29,6 +29,7 @@
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/parallel.hpp"
 #include "pith/core/quantize.hpp"
 #include "pith/core/tensor.hpp"
 #include "pith/io/gguf.hpp"
@@ -203,31 +204,39 @@ inline tensor_view convert_tensor(const tensor_view& source, dtype to) {
     PITH_THROW(argument_error, "convert_tensor: no conversion to " + std::string(dtype_name(to)));
   const std::size_t row_bytes = dtype_row_bytes(to, cols);
   aligned_buffer<std::byte> out(rows * row_bytes);
-  std::vector<float> row(cols);
-  for (std::size_t r = 0; r < rows; ++r) {
-    row_to_float(source, r, row.data());
-    std::byte* target = out.data() + r * row_bytes;
-    if (dtype_is_quantized(to)) {
-      quant::quantize_row(to, row.data(), cols, target);
-      continue;
-    }
-    for (std::size_t i = 0; i < cols; ++i) {
-      switch (to) {
-        case dtype::f32: std::memcpy(target + 4 * i, &row[i], 4); break;
-        case dtype::f16: {
-          const std::uint16_t bits = float_to_half(row[i]);
-          std::memcpy(target + 2 * i, &bits, 2);
-          break;
+  // Rows are independent (blocks never straddle rows), so any split gives the same bytes. The
+  // K-quant and IQ4 searches cost a few hundred operations per weight: worth the pool's threads.
+  const std::size_t work_per_row = cols * (dtype_is_quantized(to) ? 256 : 1);
+  parallel_for(
+      rows,
+      [&](std::size_t begin, std::size_t end) {
+        std::vector<float> row(cols);
+        for (std::size_t r = begin; r < end; ++r) {
+          row_to_float(source, r, row.data());
+          std::byte* target = out.data() + r * row_bytes;
+          if (dtype_is_quantized(to)) {
+            quant::quantize_row(to, row.data(), cols, target);
+            continue;
+          }
+          for (std::size_t i = 0; i < cols; ++i) {
+            switch (to) {
+              case dtype::f32: std::memcpy(target + 4 * i, &row[i], 4); break;
+              case dtype::f16: {
+                const std::uint16_t bits = float_to_half(row[i]);
+                std::memcpy(target + 2 * i, &bits, 2);
+                break;
+              }
+              case dtype::bf16: {
+                const std::uint16_t bits = float_to_bfloat16(row[i]);
+                std::memcpy(target + 2 * i, &bits, 2);
+                break;
+              }
+              default: break;
+            }
+          }
         }
-        case dtype::bf16: {
-          const std::uint16_t bits = float_to_bfloat16(row[i]);
-          std::memcpy(target + 2 * i, &bits, 2);
-          break;
-        }
-        default: break;
-      }
-    }
-  }
+      },
+      grain_for_work(work_per_row));
   return tensor_view::own(std::move(out), to, rows, cols);
 }
 

@@ -563,19 +563,16 @@ inline void quantize_q6_k(const float* x, std::byte* out) noexcept {
 
 // ---- note §4.5: IQ4_NL and IQ4_XS (no importance matrix: weights x², 7 tries each side) -----------
 
-/// The index of the table entry nearest to v (binary search; a tie picks the upper entry).
+/// The index of the table entry nearest to v; a tie picks the upper entry. The reference finds the
+/// bracketing pair [lo, hi] (values[lo] ≤ v < values[hi]) by binary search; counting the entries
+/// ≤ v finds the same pair without branches, and the final choice is the reference's expression.
+/// NaN gives 15, as the reference's search does.
 inline int best_index_iq4nl(float v) noexcept {
   const std::int8_t* values = iq4nl_values;
   if (v <= values[0]) return 0;
-  if (v >= values[15]) return 15;
-  int lo = 0, hi = 15;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (v < values[mid])
-      hi = mid;
-    else
-      lo = mid;
-  }
+  if (v >= values[15] || v != v) return 15;
+  int hi = 1;
+  for (int k = 1; k < 15; ++k) hi += static_cast<float>(values[k]) <= v ? 1 : 0;
   return v - static_cast<float>(values[hi - 1]) < static_cast<float>(values[hi]) - v ? hi - 1 : hi;
 }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Tests of the GGUF reader: every value type, tensor layout checks, real files, truncation and corruption.
+// Tests of the GGUF reader: every value type, tensor layout checks, real files, truncation and gguf_corruption.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -189,7 +189,7 @@ TEST(Gguf, VocabularyOnlyFileWithoutPaddingIsValid) {
   EXPECT_EQ(g.get_string("general.architecture"), "llama");
 }
 
-struct corruption {
+struct gguf_corruption {
   const char* what;
   std::string bytes;
   const char* needle;
@@ -202,7 +202,7 @@ TEST(Gguf, CorruptFilesAreFormatErrorsNamingTheFile) {
     b.header(1, 0).tensor_info("w", ne, type, offset).align().data(std::string(data, '\0'));
     return b.bytes();
   };
-  const std::vector<corruption> cases = {
+  const std::vector<gguf_corruption> cases = {
       {"empty file", "", "magic"},
       {"bad magic", "GGML\x03\0\0\0", "not a GGUF file"},
       {"version 2", gguf_builder().header(0, 0, 2).bytes(), "version 2 is not supported"},

@@ -122,6 +122,36 @@ inline pith::load_options parse_weights_type(const std::optional<std::string>& t
   return options;
 }
 
+/// --quantize TYPE: quantizes the weight matrices at load (load_options::quantize_to): a type with a
+/// reference quantizer (q8_0, q4_0, q4_k, ...) or llama-quantize's q4_k_m / q5_k_m mixture.
+inline pith::load_options parse_quantize(const std::optional<std::string>& text, pith::load_options options = {}) {
+  if (!text) return options;
+  if (options.convert_to) throw usage_error("--quantize and --weights-type exclude each other");
+  const auto quantization = pith::quantization_from_name(*text);
+  if (!quantization)
+    throw usage_error("--quantize: unknown type '" + *text + "' (valid: " + pith::quantization_names() + ")");
+  options.quantize_to = *quantization;
+  return options;
+}
+
+/// The storage types of the weight matrices, "Q4_K" or "Q4_K+Q6_K" (a mixture), in dtype order.
+inline std::string matrix_types(const pith::model_weights& weights) {
+  bool used[std::size(pith::all_dtypes)] = {};
+  auto mark = [&](const pith::tensor_view& m) {
+    if (!m.empty()) used[static_cast<std::size_t>(m.type())] = true;
+  };
+  mark(weights.token_embedding);
+  mark(weights.lm_head_storage);
+  for (const auto& l : weights.layers)
+    for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.mixer_gate, &l.mixer_up,
+                          &l.mixer_down})
+      mark(*m);
+  std::string out;
+  for (const pith::dtype t : pith::all_dtypes)
+    if (used[static_cast<std::size_t>(t)]) out += (out.empty() ? "" : "+") + std::string(pith::dtype_name(t));
+  return out;
+}
+
 inline std::vector<std::int32_t> parse_ids(const std::string& text, std::size_t vocab_size) {
   std::vector<std::int32_t> ids;
   std::size_t start = 0;

@@ -20,7 +20,7 @@ namespace {
 constexpr const char* usage =
     "usage: pith-evict-bench --model DIR [--policies LIST] [--budgets LIST] [--lengths LIST] [--tasks LIST]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
-    "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick]\n"
+    "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick] [--quantize TYPE]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
@@ -34,6 +34,7 @@ constexpr const char* usage =
     "  --quick     a sweep of about a minute: the 8 evicting policies and citrus-shared+pool7\n"
     "              x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
+    "  --quantize  quantizes the model's weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n"
     "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
 
@@ -179,6 +180,7 @@ int run(int argc, char** argv) {
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
+  const auto load = parse_quantize(args.take("--quantize"));
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
@@ -190,7 +192,7 @@ int run(int argc, char** argv) {
   for (const auto& name : split(task_list)) tasks.push_back(parse_toy_task(name));
   if (policies.empty() || tasks.empty() || seeds == 0) throw usage_error("nothing to run");
 
-  const auto weights = load_model(*model_path);
+  const auto weights = load_model(*model_path, load);
   if (weights.config.vocab_size != toy_vocabulary().size())
     throw usage_error(*model_path + ": vocabulary of " + std::to_string(weights.config.vocab_size) +
                       " tokens; the toy tasks need a toy model (" + std::to_string(toy_vocabulary().size()) + " tokens)");

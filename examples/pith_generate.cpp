@@ -14,7 +14,7 @@ namespace {
 constexpr const char* usage =
     "usage: pith-generate MODEL [--tokenizer FILE] [--prompt TEXT | --prompt-ids 1,2,3] [--steps N] [--ignore-eos]\n"
     "                     [--temperature T] [--top-p P] [--seed S] [--threads N] [--logits-out FILE.json]\n"
-    "                     [--allow-nonfinite] [--weights-type f32|f16|bf16]\n"
+    "                     [--allow-nonfinite] [--weights-type f32|f16|bf16] [--quantize TYPE]\n"
     "  MODEL            a Hugging Face safetensors directory, a .gguf file or a llama2.c .bin checkpoint\n"
     "  --prompt TEXT    encoded with the model's tokenizer (BOS added); default: just BOS\n"
     "  --prompt-ids     exactly these token ids (no BOS added; no tokenizer needed: without one the\n"
@@ -28,7 +28,9 @@ constexpr const char* usage =
     "  --threads N      1..1024 (0: one per hardware thread)\n"
     "  --logits-out F   writes {\"ids\": [...], \"logits\": [[...], ...]} for every prompt position\n"
     "  --weights-type T converts every weight matrix to T at load (default: each is used in place in the\n"
-    "                   checkpoint's own type, F32, F16 or BF16)\n"
+    "                   checkpoint's own type, F32, F16, BF16 or a GGUF block type)\n"
+    "  --quantize TYPE  quantizes every weight matrix at load: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k,\n"
+    "                   q4_k, q5_k, q6_k, iq4_nl, iq4_xs, or the q4_k_m / q5_k_m mixtures\n"
     "  --allow-nonfinite  NaN/inf logits are only a warning (such tokens are never sampled; null in\n"
     "                   --logits-out) instead of an error naming the position\n";
 
@@ -39,7 +41,8 @@ int run(int argc, char** argv) {
   const auto tokenizer_path = args.take("--tokenizer");
   const auto prompt = args.take("--prompt");
   const auto prompt_ids = args.take("--prompt-ids");
-  const load_options load = parse_weights_type(args.take("--weights-type"));
+  const auto weights_type = args.take("--weights-type");
+  const load_options load = parse_quantize(args.take("--quantize"), parse_weights_type(weights_type));
   const auto steps = parse_number<std::size_t>(args.take("--steps").value_or("256"), "--steps");
   const bool ignore_eos = args.flag("--ignore-eos");
   sampler_options sampling;
@@ -57,7 +60,11 @@ int run(int argc, char** argv) {
   if (threads) set_threads_option(*threads);
 
   const std::filesystem::path model_path = rest[0];
+  const auto load_start = std::chrono::steady_clock::now();
   const auto weights = load_model(model_path, load);
+  if (load.quantize_to)
+    std::fprintf(stderr, "load: matrices quantized to %s at load in %.2f s\n", load.quantize_to->name().c_str(),
+                 seconds_since(load_start));
   const auto& config = weights.config;
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(config.vocab_size));
 
@@ -177,7 +184,7 @@ int run(int argc, char** argv) {
                stopped ? ", stopped at " : "", stopped ? stopped : "");
   std::fprintf(stderr, "memory: weights %.1f MiB (%s matrices), session %.1f MiB, peak resident %.1f MiB\n",
                static_cast<double>(weights.parameter_bytes()) / (1 << 20),
-               std::string(dtype_name(weights.token_embedding.type())).c_str(),
+               matrix_types(weights).c_str(),
                static_cast<double>(s.bytes_allocated()) / (1 << 20), static_cast<double>(peak_resident_bytes()) / (1 << 20));
   return 0;
 }

@@ -25,13 +25,14 @@ namespace {
 constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE|- --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
-    "                 [--citrus-pool K] [--logits-out FILE.json]\n"
+    "                 [--citrus-pool K] [--logits-out FILE.json] [--quantize TYPE]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
     "  --citrus-pool  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off)\n"
+    "  --quantize quantizes the weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
     "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
     "             (exit status 0 either way)\n"
     "  --logits-out F  writes {\"ids\": [answer ids], \"logits\": [[...]]}: the row the first answer token comes from\n";
@@ -143,6 +144,7 @@ int run(int argc, char** argv) {
   const auto threads = args.take("--threads");
   const auto expect = args.take("--expect");
   const auto logits_path = args.take("--logits-out");
+  const auto load = parse_quantize(args.take("--quantize"));
   options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
@@ -162,7 +164,7 @@ int run(int argc, char** argv) {
     if (!logits_out) throw io_error(*logits_path + ": cannot write the logits file");
   }
   const std::filesystem::path model_path = rest[0];
-  const auto weights = load_model(model_path);
+  const auto weights = load_model(model_path, load);
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
   if (!tok) throw usage_error("no tokenizer found beside the model; give --tokenizer");
   const auto instruction = tok->encode(*instruction_text, false);

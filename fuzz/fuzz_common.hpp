@@ -117,9 +117,13 @@ inline void exercise_tensor(const pith::file_tensor& tensor) {
   }
   const std::int64_t count = tensor.element_count();
   if (count < 0) fail("negative element count for tensor " + std::string(tensor.name));
-  if (tensor.dtype == pith::element_type::other || count > max_converted_elements) return;
-  const std::size_t width = tensor.dtype == pith::element_type::f32 ? 4 : 2;
-  if (tensor.bytes.size() != static_cast<std::size_t>(count) * width)
+  const bool quantized = tensor.storage && pith::dtype_is_quantized(*tensor.storage);
+  if ((tensor.dtype == pith::element_type::other && !quantized) || count > max_converted_elements) return;
+  const std::size_t expected_bytes = quantized ? pith::dtype_row_bytes(*tensor.storage, static_cast<std::size_t>(count))
+                                               : static_cast<std::size_t>(count) * (tensor.dtype == pith::element_type::f32 ? 4 : 2);
+  if (quantized && static_cast<std::size_t>(count) % pith::dtype_block_elements(*tensor.storage) != 0)
+    fail("tensor " + std::string(tensor.name) + " holds a partial " + std::string(pith::dtype_name(*tensor.storage)) + " block");
+  if (tensor.bytes.size() != expected_bytes)
     fail("tensor " + std::string(tensor.name) + " has " + std::to_string(count) + " elements in " +
          std::to_string(tensor.bytes.size()) + " bytes");
   const auto values = pith::to_float(tensor);

@@ -1,19 +1,37 @@
 // SPDX-License-Identifier: MIT
-// libFuzzer target: pith::gguf_file on arbitrary bytes; metadata, tensor views and conversions exercised
-// (fuzz_model loads models from GGUF bytes and runs them).
+// libFuzzer target: pith::gguf_file on arbitrary bytes; metadata, tensor views and conversions exercised,
+// block-quantized tensors dequantized and quantized again (fuzz_model loads models from GGUF bytes and
+// runs them, quantized ones included).
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include <pith/core/error.hpp>
+#include <pith/core/quantize.hpp>
 #include <pith/io/gguf.hpp>
 
 #include "fuzz_common.hpp"
 
 namespace {
+
+/// A small block-quantized tensor is dequantized (whatever its scales: NaN, inf, subnormal) and
+/// quantized again with its type's reference quantizer, which must take any float without faulting.
+void requantize(const pith::file_tensor& tensor) {
+  if (!tensor.storage || !pith::quant::dtype_has_quantizer(*tensor.storage)) return;
+  const std::int64_t count = tensor.element_count();
+  if (count <= 0 || count > (std::int64_t{1} << 16)) return;
+  const auto values = pith::to_float(tensor);
+  std::vector<std::byte> blocks(pith::dtype_row_bytes(*tensor.storage, values.size()));
+  pith::quant::quantize_row(*tensor.storage, values.data(), values.size(), blocks.data());
+  std::vector<float> back(values.size());
+  pith::quant::dequantize_row(*tensor.storage, blocks.data(), back.size(), back.data());
+  pith_fuzz::keep(back.front());
+  pith_fuzz::keep(back.back());
+}
 
 void exercise(const pith::gguf_file& file) {
   for (const auto& [key, value] : file.metadata()) {
@@ -33,6 +51,7 @@ void exercise(const pith::gguf_file& file) {
     const pith::file_tensor tensor = file.tensor(name);
     if (tensor.bytes.size() != info.byte_size) pith_fuzz::fail("tensor '" + name + "' view disagrees with its info");
     pith_fuzz::exercise_tensor(tensor);
+    requantize(tensor);
   }
 }
 

@@ -171,6 +171,96 @@ def tiny_llama_gguf():
     return gguf_write(metadata, tensors)
 
 
+# Block-quantized types (note §1): name -> (ggml id, block elements, block bytes, offsets of the f16 scales).
+GGML_BLOCKS = {
+    "Q4_0": (2, 32, 18, [0]), "Q4_1": (3, 32, 20, [0, 2]), "Q5_0": (6, 32, 22, [0]), "Q5_1": (7, 32, 24, [0, 2]),
+    "Q8_0": (8, 32, 34, [0]), "Q2_K": (10, 256, 84, [80, 82]), "Q3_K": (11, 256, 110, [108]),
+    "Q4_K": (12, 256, 144, [0, 2]), "Q5_K": (13, 256, 176, [0, 2]), "Q6_K": (14, 256, 210, [208]),
+    "IQ4_NL": (20, 32, 18, [0]), "IQ4_XS": (23, 256, 136, [0]),
+}
+GGML_IQ2_XS, GGML_Q8_K = 17, 15
+
+
+def quant_blocks(type_name, count, seed, scale=0.01):
+    """`count` blocks of pseudo-random bytes whose f16 scales are `scale` (dequantize to finite values)."""
+    _, _, size, scales = GGML_BLOCKS[type_name]
+    state = seed * 2654435761 % (1 << 32) or 1
+    out = bytearray()
+    for _ in range(count):
+        block = bytearray()
+        for _ in range(size):
+            state = (state * 1103515245 + 12345) % (1 << 31)
+            block.append(state >> 16 & 0xFF)
+        for at in scales:
+            block[at:at + 2] = struct.pack("<e", scale)
+        out += block
+    return bytes(out)
+
+
+def q8_0(values):
+    """The reference Q8_0 quantizer (note §4.2) in pure Python: d = amax / 127, q = roundf(x / d)."""
+    out = bytearray()
+    for b in range(0, len(values), 32):
+        block = values[b:b + 32]
+        d = struct.unpack("<f", struct.pack("<f", max(abs(v) for v in block) / 127.0))[0]
+        inv = 1.0 / d if d else 0.0
+        out += struct.pack("<e", d)
+        for v in block:
+            q = v * inv
+            out += struct.pack("<b", int(q + 0.5) if q >= 0 else -int(-q + 0.5))
+    return bytes(out)
+
+
+def quantized_types_gguf():
+    """One [block, 2] tensor of every block-quantized type pith reads, plus a 1-D one."""
+    tensors = []
+    for i, (name, (ggml_id, elements, _, _)) in enumerate(GGML_BLOCKS.items()):
+        tensors.append((name.lower() + ".weight", [elements, 2], ggml_id, quant_blocks(name, 2, i + 1)))
+    tensors.append(("q8_0_vector", [64], GGML_Q8_0, q8_0(ramp(64, 0.1))))
+    return gguf_write([("general.architecture", STRING, "llama")], tensors)
+
+
+def quantized_edge_ggufs():
+    """Files the reader must refuse: rows that are not whole blocks, a tensor cut short, types pith lacks."""
+    partial = gguf_write([], [("w", [48, 2], GGML_Q8_0, quant_blocks("Q8_0", 3, 5))])
+    truncated = gguf_write([], [("w", [256, 2], GGML_BLOCKS["Q4_K"][0], quant_blocks("Q4_K", 2, 7))])[:-100]
+    iq2 = gguf_write([], [("w", [256, 1], GGML_IQ2_XS, bytes(74))])
+    q8k = gguf_write([], [("w", [256, 1], GGML_Q8_K, bytes(292))])
+    return {"quantized_partial_block.gguf": partial, "quantized_truncated.gguf": truncated,
+            "quantized_iq2_xs.gguf": iq2, "quantized_q8_k.gguf": q8k}
+
+
+def tiny_quantized_llama_gguf():
+    """A llama model with rows of 32 (hidden 32, 2 heads of 16, 1 KV head, FFN 64, vocab 16) in several
+    block types: Q8_0 from the reference quantizer, the others pseudo-random blocks with small scales."""
+    h, f, v, kv = 32, 64, len(TINY_PIECES), 16
+    metadata = [
+        ("general.architecture", STRING, "llama"),
+        ("llama.context_length", UINT32, 16),
+        ("llama.embedding_length", UINT32, h),
+        ("llama.feed_forward_length", UINT32, f),
+        ("llama.block_count", UINT32, 1),
+        ("llama.attention.head_count", UINT32, 2),
+        ("llama.attention.head_count_kv", UINT32, 1),
+        ("llama.attention.layer_norm_rms_epsilon", FLOAT32, 1e-5),
+    ] + tiny_vocab_metadata()
+    blocks = lambda name, rows, cols, seed: quant_blocks(name, rows * cols // 32, seed)
+    tensors = [
+        ("token_embd.weight", [h, v], GGML_Q8_0, q8_0(ramp(h * v))),
+        ("blk.0.attn_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+        ("blk.0.attn_q.weight", [h, h], GGML_BLOCKS["Q4_0"][0], blocks("Q4_0", h, h, 1)),
+        ("blk.0.attn_k.weight", [h, kv], GGML_BLOCKS["Q5_1"][0], blocks("Q5_1", kv, h, 2)),
+        ("blk.0.attn_v.weight", [h, kv], GGML_BLOCKS["IQ4_NL"][0], blocks("IQ4_NL", kv, h, 3)),
+        ("blk.0.attn_output.weight", [h, h], GGML_Q8_0, q8_0(ramp(h * h))),
+        ("blk.0.ffn_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+        ("blk.0.ffn_gate.weight", [h, f], GGML_BLOCKS["Q4_1"][0], blocks("Q4_1", f, h, 4)),
+        ("blk.0.ffn_up.weight", [h, f], GGML_BLOCKS["Q5_0"][0], blocks("Q5_0", f, h, 5)),
+        ("blk.0.ffn_down.weight", [f, h], GGML_Q8_0, q8_0(ramp(f * h))),
+        ("output_norm.weight", [h], GGML_F32, f32([1.0] * h)),
+    ]
+    return gguf_write(metadata, tensors)
+
+
 def every_type_gguf():
     """Every metadata value type and array element type, alignment 64, and tensors of several ggml types."""
     metadata = [
@@ -396,6 +486,9 @@ def main():
     # GGUF
     add("fuzz_gguf", "tiny_llama.gguf", tiny_llama_gguf())
     add("fuzz_gguf", "every_type.gguf", every_type_gguf())
+    add("fuzz_gguf", "quantized_types.gguf", quantized_types_gguf())
+    for name, data in quantized_edge_ggufs().items():
+        add("fuzz_gguf", name, data)
     stories = model("stories260K/stories260K.gguf")
     if stories:
         add("fuzz_gguf", "stories260K_header.gguf", stories_header_gguf(stories))
@@ -408,6 +501,7 @@ def main():
     # whole models, loaded and run (selector byte: 0 GGUF, 1 config.json + safetensors, 2 llama2.c)
     add("fuzz_model", "gguf_tiny_llama", b"\x00" + tiny_llama_gguf())
     add("fuzz_model", "gguf_tiny_block", b"\x00" + tiny_block_gguf())
+    add("fuzz_model", "gguf_tiny_quantized", b"\x00" + tiny_quantized_llama_gguf())
     add("fuzz_model", "st_standard_tied", tiny_hf_model(2))
     add("fuzz_model", "st_standard_untied", tiny_hf_model(1, tied=False))
     add("fuzz_model", "st_block", tiny_hf_model(3, residual="block", block_size=2))

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Tests of the GGUF reader: every value type, tensor layout checks, real files, truncation and corruption.
+// Tests of the GGUF reader: every value type, tensor layout checks, real files, truncation and gguf_corruption.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -158,19 +158,25 @@ TEST(Gguf, CustomAlignmentMovesTheDataSection) {
   EXPECT_EQ(pith::to_float(g.tensor("w")), (std::vector<float>{7, 8}));
 }
 
-TEST(Gguf, QuantizedTensorsAreViewedButNotConverted) {
+TEST(Gguf, QuantizedTensorsAreViewedAndDequantized) {
   gguf_builder b;
   b.header(1, 0).tensor_info("blk.0.ffn_up.weight", {64, 2}, 2, 0).align();  // Q4_0: 2 blocks per row
-  b.data(std::string(4 * 18, '\0'));
+  // Each block: d = 1.0 (f16 0x3c00), quants 0x98: low nibbles 8 (elements 0-15: 0), high 9 (16-31: 1).
+  std::string block = pith_test::le_bytes<std::uint16_t>({0x3c00});
+  block.append(16, '\x98');
+  for (int i = 0; i < 4; ++i) b.data(block);
   const temp_file file(".gguf");
   file.write(b.bytes());
   const pith::gguf_file g(file.path());
   const auto tensor = g.tensor("blk.0.ffn_up.weight");
   EXPECT_EQ(tensor.dtype, pith::element_type::other);
+  EXPECT_EQ(tensor.storage, pith::dtype::q4_0);
   EXPECT_EQ(tensor.dtype_name, "Q4_0");
   EXPECT_EQ(tensor.bytes.size(), 4u * 18u);
   EXPECT_EQ(tensor.element_count(), 128);
-  PITH_EXPECT_THROW_WITH(pith::to_float(tensor), pith::format_error, "'blk.0.ffn_up.weight' has dtype Q4_0");
+  const auto values = pith::to_float(tensor);
+  ASSERT_EQ(values.size(), 128u);
+  for (std::size_t i = 0; i < values.size(); ++i) EXPECT_EQ(values[i], i % 32 < 16 ? 0.0f : 1.0f) << i;
 }
 
 TEST(Gguf, VocabularyOnlyFileWithoutPaddingIsValid) {
@@ -183,7 +189,7 @@ TEST(Gguf, VocabularyOnlyFileWithoutPaddingIsValid) {
   EXPECT_EQ(g.get_string("general.architecture"), "llama");
 }
 
-struct corruption {
+struct gguf_corruption {
   const char* what;
   std::string bytes;
   const char* needle;
@@ -196,7 +202,7 @@ TEST(Gguf, CorruptFilesAreFormatErrorsNamingTheFile) {
     b.header(1, 0).tensor_info("w", ne, type, offset).align().data(std::string(data, '\0'));
     return b.bytes();
   };
-  const std::vector<corruption> cases = {
+  const std::vector<gguf_corruption> cases = {
       {"empty file", "", "magic"},
       {"bad magic", "GGML\x03\0\0\0", "not a GGUF file"},
       {"version 2", gguf_builder().header(0, 0, 2).bytes(), "version 2 is not supported"},

@@ -79,7 +79,7 @@ TEST(Llama2c, SyntheticUnsharedCheckpointLaysTensorsOutInOrder) {
   EXPECT_THROW((void)pith::layer_slice(w.wk, c.n_layers, 2), pith::argument_error);
 }
 
-struct corruption {
+struct llama2c_corruption {
   const char* what;
   std::string bytes;
   const char* needle;
@@ -87,7 +87,7 @@ struct corruption {
 
 TEST(Llama2c, InvalidHeadersAndSizesAreFormatErrorsNamingTheFile) {
   const std::string valid = synthetic_checkpoint(8, 12, 2, 4, 2, 10, 3);
-  const std::vector<corruption> cases = {
+  const std::vector<llama2c_corruption> cases = {
       {"empty", "", "shorter than the 28-byte"},
       {"truncated header", valid.substr(0, 27), "shorter than the 28-byte"},
       {"header only", valid.substr(0, 28), "implies"},

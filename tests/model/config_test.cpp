@@ -550,9 +550,15 @@ TEST(loader_bounds, every_shipped_checkpoint_loads_4_3) {
     for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
       const auto& path = entry.path();
       const auto name = path.filename().string();
+      // tests/data/quant holds raw block vectors (.bin) and the shared config.json of its quantized
+      // goldens: only its GGUF files are models.
+      if (path.string().find("tests/data/quant/") != std::string::npos && path.extension() != ".gguf") continue;
       if (name == "config.json") models.push_back(path.parent_path());
-      // .bin files are llama2.c checkpoints unless they are tokenizers (tok512.bin, tokenizer.bin).
-      if (path.extension() == ".bin" && name.rfind("tok", 0) != 0) models.push_back(path);
+      // .bin files are llama2.c checkpoints unless they are tokenizers (tok512.bin, tokenizer.bin) or
+      // the quantization test vectors (raw blocks and rows in tests/data/quant/blocks and quantize).
+      const auto folder = path.parent_path().filename();
+      const bool vectors = folder == "blocks" || folder == "quantize";
+      if (path.extension() == ".bin" && name.rfind("tok", 0) != 0 && !vectors) models.push_back(path);
       // GGUF files with tensors are models; the ggml-vocab files hold only a vocabulary.
       if (path.extension() == ".gguf" && pith::gguf_file(path).tensor_count() > 0) models.push_back(path);
     }

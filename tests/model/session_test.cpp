@@ -17,7 +17,7 @@
 
 namespace {
 
-pith::model_config small_config() {
+pith::model_config session_config() {
   pith::model_config c;
   c.hidden_size = 32;
   c.intermediate_size = 48;
@@ -35,13 +35,13 @@ pith::model_config small_config() {
 // A hybrid whose every kind of state a forward can touch is there: a KV cache (standard), a
 // recurrent state (approximate) and a fixed stream of max_position_embeddings positions.
 pith::model_config hybrid_config() {
-  pith::model_config c = small_config();
+  pith::model_config c = session_config();
   c.mixers = {pith::mixer_kind::standard, pith::mixer_kind::approximate, pith::mixer_kind::fixed_seq_qk,
               pith::mixer_kind::standard};
   return c;
 }
 
-std::vector<std::int32_t> some_tokens(std::size_t n, std::int32_t salt = 0) {
+std::vector<std::int32_t> session_tokens(std::size_t n, std::int32_t salt = 0) {
   std::vector<std::int32_t> ids(n);
   for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>((i * 7 + 2 + static_cast<std::size_t>(salt)) % 53);
   return ids;
@@ -72,29 +72,29 @@ std::vector<float> logits_after(const pith::model_weights& w, pith::session_opti
 TEST(session_forward_4_9, a_rejected_multi_chunk_forward_changes_nothing) {
   const auto w = pith::random_weights(hybrid_config(), 11);
   const pith::session_options options{40, 4};
-  const auto prefix = some_tokens(5), probe = some_tokens(3, 9);
+  const auto prefix = session_tokens(5), probe = session_tokens(3, 9);
   const auto expected = logits_after(w, options, prefix, nullptr, probe);
 
-  auto bad_id = some_tokens(11, 4);
+  auto bad_id = session_tokens(11, 4);
   bad_id.back() = 53;  // outside the vocabulary
   EXPECT_EQ(logits_after(w, options, prefix, &bad_id, probe), expected) << "a token id outside the vocabulary";
 
-  const auto too_long_for_cache = some_tokens(36, 5);  // 5 + 36 > 40 KV rows
+  const auto too_long_for_cache = session_tokens(36, 5);  // 5 + 36 > 40 KV rows
   EXPECT_EQ(logits_after(w, options, prefix, &too_long_for_cache, probe), expected) << "no room in the KV cache";
 
   // With room for 100 rows, the fixed stream of 64 positions is what 5 + 60 exceeds.
   const pith::session_options roomy{100, 4};
   const auto expected_roomy = logits_after(w, roomy, prefix, nullptr, probe);
-  const auto past_fixed_stream = some_tokens(60, 6);
+  const auto past_fixed_stream = session_tokens(60, 6);
   EXPECT_EQ(logits_after(w, roomy, prefix, &past_fixed_stream, probe), expected_roomy) << "past the fixed stream";
 }
 
 TEST(session_forward_4_9, an_empty_forward_is_an_error) {
-  const auto w = pith::random_weights(small_config(), 12);
+  const auto w = pith::random_weights(session_config(), 12);
   pith::session s(w, {16, 4});
   std::vector<float> logits(w.config.vocab_size);
   EXPECT_THROW(s.forward({}, logits.data()), pith::argument_error);
-  const auto chunk = some_tokens(3);
+  const auto chunk = session_tokens(3);
   EXPECT_THROW(s.forward_with_side({}, chunk, logits.data()), pith::argument_error);
   EXPECT_EQ(s.position(), 0u);
 }
@@ -116,14 +116,14 @@ TEST(session_memory_6_3, bytes_allocated_matches_the_resident_growth) {
   // Every buffer from here gets fresh pages (mmap), not heap memory freed by an earlier test.
   mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 #endif
-  pith::model_config c = small_config();
+  pith::model_config c = session_config();
   c.num_heads = 16;
   c.num_kv_heads = 1;
   c.head_dim = 16;
   c.hidden_size = 64;
   c.max_position_embeddings = 32768;
   const auto w = pith::random_weights(c, 13);
-  const auto tokens = some_tokens(8);
+  const auto tokens = session_tokens(8);
   std::vector<float> logits(c.vocab_size);
   std::vector<std::int64_t> renumbered(8);
   for (std::size_t i = 0; i < renumbered.size(); ++i) renumbered[i] = static_cast<std::int64_t>(i);
@@ -153,12 +153,12 @@ TEST(session_memory_6_3, bytes_allocated_matches_the_resident_growth) {
 // Without scoring, no score arrays exist: a Llama-3-8B shape (32 layers, 32 heads) at a 128K context
 // would otherwise hold 1 GiB of them.
 TEST(session_memory_6_3, score_arrays_exist_only_once_scoring_is_enabled) {
-  const auto w = pith::random_weights(small_config(), 14);
+  const auto w = pith::random_weights(session_config(), 14);
   pith::session s(w, {64, 8});
   const std::size_t plain = s.bytes_allocated();
   EXPECT_EQ(s.scores(0, 0), nullptr);
   std::vector<float> logits(w.config.vocab_size);
-  s.forward(some_tokens(4), logits.data());
+  s.forward(session_tokens(4), logits.data());
   EXPECT_EQ(s.bytes_allocated(), plain) << "a forward without scoring allocates nothing";
   s.set_scoring({true, 0, false});
   const std::size_t score_bytes = 4 * 4 * 64 * sizeof(float);  // [layers, heads, max_context]
@@ -166,7 +166,7 @@ TEST(session_memory_6_3, score_arrays_exist_only_once_scoring_is_enabled) {
   EXPECT_EQ(s.score_squares(0, 0), nullptr);
   s.set_scoring({true, 0, true});
   EXPECT_EQ(s.bytes_allocated(), plain + 2 * score_bytes);
-  s.forward(some_tokens(4), logits.data());
+  s.forward(session_tokens(4), logits.data());
   ASSERT_NE(s.scores(0, 0), nullptr);
   float total = 0.0f;
   for (std::size_t j = 0; j < 8; ++j) total += s.scores(0, 0)[j];

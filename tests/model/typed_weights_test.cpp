@@ -22,7 +22,7 @@
 
 namespace {
 
-const std::filesystem::path data = std::filesystem::path(PITH_TEST_DATA_DIR) / "llama";
+const std::filesystem::path typed_data = std::filesystem::path(PITH_TEST_DATA_DIR) / "llama";
 const std::filesystem::path shared_models = std::filesystem::path(PITH_SHARED_MODELS_DIR);
 
 // Same values, other summation orders: the typed kernels convert F16/BF16 exactly and accumulate in
@@ -37,7 +37,7 @@ std::vector<float> logits_of(const pith::model_weights& w, const std::vector<std
   return logits;
 }
 
-float max_difference(const std::vector<float>& a, const std::vector<float>& b) {
+float typed_max_difference(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   float worst = 0.0f;
   for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
@@ -62,7 +62,7 @@ class StoredType : public ::testing::TestWithParam<std::pair<const char*, pith::
 
 TEST_P(StoredType, SafetensorsMatricesAreViewsIntoTheMappedFile) {
   const auto [name, type] = GetParam();
-  const auto w = pith::load_model(data / name);
+  const auto w = pith::load_model(typed_data / name);
   const auto file = std::static_pointer_cast<const pith::safetensors_file>(w.layers[0].wq.owner());
   ASSERT_NE(file, nullptr);
   for (const auto& [label, view] : matrices(w)) {
@@ -73,7 +73,7 @@ TEST_P(StoredType, SafetensorsMatricesAreViewsIntoTheMappedFile) {
   EXPECT_EQ(w.layers[0].wq.data(), file->tensor("model.layers.0.self_attn.q_proj.weight").bytes.data());
   EXPECT_EQ(w.layers[1].w_down.data(), file->tensor("model.layers.1.mlp.down_proj.weight").bytes.data());
   // Bytes per decoded token follow the stored type: half of the float32 conversion's matrices.
-  const auto widened = pith::load_model(data / name, {pith::dtype::f32});
+  const auto widened = pith::load_model(typed_data / name, {pith::dtype::f32});
   std::size_t stored = 0, as_float = 0;
   for (const auto& [label, view] : matrices(w)) stored += view->bytes();
   for (const auto& [label, view] : matrices(widened)) as_float += view->bytes();
@@ -82,8 +82,8 @@ TEST_P(StoredType, SafetensorsMatricesAreViewsIntoTheMappedFile) {
 
 TEST_P(StoredType, ConversionAtLoadIsAnOptionAndGivesTheSameLogits) {
   const auto [name, type] = GetParam();
-  const auto in_place = pith::load_model(data / name);
-  const auto widened = pith::load_model(data / name, {pith::dtype::f32});
+  const auto in_place = pith::load_model(typed_data / name);
+  const auto widened = pith::load_model(typed_data / name, {pith::dtype::f32});
   for (const auto& [label, view] : matrices(widened)) {
     EXPECT_EQ(view->type(), pith::dtype::f32) << label;
     EXPECT_NE(view->owner(), in_place.layers[0].wq.owner()) << label << ": a converted matrix owns its copy";
@@ -96,7 +96,7 @@ TEST_P(StoredType, ConversionAtLoadIsAnOptionAndGivesTheSameLogits) {
     ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "row " << r;
   }
   const std::vector<std::int32_t> ids{1, 5, 9, 2, 7, 3};
-  EXPECT_LE(max_difference(logits_of(in_place, ids), logits_of(widened, ids)), same_values_tolerance);
+  EXPECT_LE(typed_max_difference(logits_of(in_place, ids), logits_of(widened, ids)), same_values_tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, StoredType,
@@ -104,7 +104,7 @@ INSTANTIATE_TEST_SUITE_P(Types, StoredType,
                          [](const auto& info) { return std::string(info.param.first); });
 
 TEST(StoredTypeFloat32, SafetensorsAndLlama2cFloat32AreViewsToo) {
-  const auto w = pith::load_model(data / "gqa_untied");
+  const auto w = pith::load_model(typed_data / "gqa_untied");
   const auto file = std::static_pointer_cast<const pith::safetensors_file>(w.layers[0].wq.owner());
   ASSERT_NE(file, nullptr);
   EXPECT_EQ(w.layers[0].wq.type(), pith::dtype::f32);
@@ -133,7 +133,7 @@ TEST(StoredTypeGguf, F16GgufMatricesStayF16InTheMapping) {
   // And the session runs on them as it runs on their float32 conversion.
   const auto widened = pith::load_model(path, {pith::dtype::f32});
   const std::vector<std::int32_t> ids{1, 2, 3, 4};
-  EXPECT_LE(max_difference(logits_of(w, ids), logits_of(widened, ids)), same_values_tolerance);
+  EXPECT_LE(typed_max_difference(logits_of(w, ids), logits_of(widened, ids)), same_values_tolerance);
 }
 
 // Rounding every weight to F16 (11 significant bits) or BF16 (8) moves a logit by roughly
@@ -170,13 +170,13 @@ TEST(StoredTypeRandom, RandomWeightsInEachTypeAreTheSameDrawsRounded) {
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], pith::half_to_float(pith::float_to_half(b[i])));
   const std::vector<std::int32_t> ids{3, 1, 4, 1, 5, 9, 2, 6};
   const auto reference = logits_of(f32, ids);
-  EXPECT_LE(max_difference(logits_of(f16, ids), reference), f16_rounding_tolerance);
-  EXPECT_LE(max_difference(logits_of(bf16, ids), reference), bf16_rounding_tolerance);
-  EXPECT_GT(max_difference(logits_of(bf16, ids), reference), 0.0f) << "BF16 rounding must show";
+  EXPECT_LE(typed_max_difference(logits_of(f16, ids), reference), f16_rounding_tolerance);
+  EXPECT_LE(typed_max_difference(logits_of(bf16, ids), reference), bf16_rounding_tolerance);
+  EXPECT_GT(typed_max_difference(logits_of(bf16, ids), reference), 0.0f) << "BF16 rounding must show";
 }
 
 TEST(StoredTypeErrors, AMatrixOfAnotherTypeIsRefusedByName) {
-  const auto original = data / "gqa_untied";
+  const auto original = typed_data / "gqa_untied";
   const pith::safetensors_file source(original / "model.safetensors");
   std::vector<std::vector<std::byte>> storage;
   std::vector<pith::safetensors_entry> entries;

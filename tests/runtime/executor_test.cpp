@@ -40,7 +40,7 @@ const pith::model_weights& split_model() {
 
 constexpr std::size_t chunk = 128;
 
-std::vector<std::int32_t> document(std::size_t n, std::uint32_t seed) {
+std::vector<std::int32_t> executor_document(std::size_t n, std::uint32_t seed) {
   std::vector<std::int32_t> ids(n);
   for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>(3 + (i * 37 + seed * 13 + i * i) % 290);
   return ids;
@@ -69,7 +69,7 @@ std::vector<float> session_logits(std::shared_ptr<pith::executor> on) {
   options.max_chunk = chunk;
   options.executor = std::move(on);
   pith::session s(split_model(), options);
-  const auto ids = document(2 * chunk, 1);
+  const auto ids = executor_document(2 * chunk, 1);
   std::vector<float> logits(ids.size() * split_model().config.vocab_size);
   s.forward(ids, logits.data(), true);
   return logits;
@@ -163,12 +163,12 @@ TEST(Executor, ReadersOnTwoThreadsWithTheirOwnPoolsRunWithoutTheGlobalPool) {
   o.budget = 2 * chunk;
   o.chunk_size = chunk;
   o.max_answer_tokens = 6;
-  const std::vector<std::int32_t> instruction = document(8, 9);
+  const std::vector<std::int32_t> instruction = executor_document(8, 9);
   auto run = [&](std::shared_ptr<pith::executor> on, std::uint32_t seed) {
     pith::reader_options mine = o;
     mine.executor = std::move(on);
     pith::reader r(split_model(), mine, instruction);
-    r.feed(document(5 * chunk, seed));
+    r.feed(executor_document(5 * chunk, seed));
     pith::sampler greedy;
     auto tokens = r.answer(6, greedy);
     return std::pair{tokens, r.answer_logits()};

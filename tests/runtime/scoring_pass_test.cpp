@@ -2,7 +2,7 @@
 // Instruction-scoring passes leave no trace: KV rows, positions and the recurrent token mixers' running
 // states all return to what they were, and citrus-separate's instruction cache receives the recurrent
 // states too. With a budget at least the document's length nothing is evicted, so every policy must
-// answer exactly as `full` does, on standard, block-residual and hybrid models alike.
+// answer exactly as `full` does, on standard, block-residual and hybrid scoring_models alike.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,14 +25,14 @@ namespace {
 // recurrent states moved logits of magnitude ~3 by up to 0.2.
 constexpr float logit_tolerance = 1e-3f;
 
-const std::filesystem::path models = PITH_EXAMPLE_MODELS_DIR;
+const std::filesystem::path scoring_models = PITH_EXAMPLE_MODELS_DIR;
 
 class NoEvictionBudget : public testing::TestWithParam<const char*> {};
 
 // Finding 1: with a budget of 1000 over a 500-token kv document (no eviction, no cut), every policy's
 // first answer logits equal full's.
 TEST_P(NoEvictionBudget, EveryPolicyAnswersLikeFull_1_scoring_pass_leaves_no_trace) {
-  const auto folder = models / GetParam();
+  const auto folder = scoring_models / GetParam();
   if (!std::filesystem::exists(folder / "model.safetensors")) GTEST_SKIP() << folder << " is absent";
   const auto weights = pith::load_model(folder);
   const auto doc = pith::make_toy_document(pith::toy_task::kv, 500, 4242);

@@ -16,6 +16,19 @@
 #include "pith/core/dtype.hpp"
 #include "pith/core/half.hpp"
 
+// The dequantizers' association `(d·sc)·q − (dmin·m)` is part of the bit-exact contract: compile
+// them with FMA contraction off whatever the build flags (note §4.6; GCC: the optimize pragma below,
+// clang: PITH_QUANT_NO_CONTRACT at the top of the function body).
+#if defined(__clang__)
+#define PITH_QUANT_NO_CONTRACT _Pragma("clang fp contract(off)")
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define PITH_QUANT_NO_CONTRACT
+#else
+#define PITH_QUANT_NO_CONTRACT
+#endif
+
 namespace pith::quant {
 
 inline constexpr std::size_t qk = 32;     // elements of a legacy block (Q4_0 ... Q8_1, IQ4_NL)
@@ -153,6 +166,7 @@ inline int q3_k_scale(const std::uint8_t* scales, std::size_t s) noexcept {
 /// Dequantizes one block of `T` at `src` into out[0, dtype_block_elements(T)) (note §2).
 template <dtype T>
 inline void dequantize_block(const std::byte* src, float* out) noexcept {
+  PITH_QUANT_NO_CONTRACT
   const block_t<T> x = load_block<T>(src, 0);
   if constexpr (T == dtype::q4_0 || T == dtype::iq4_nl) {
     const float d = half_to_float(x.d);
@@ -279,3 +293,7 @@ inline void dequantize_row(dtype t, const std::byte* row, std::size_t count, flo
 }
 
 }  // namespace pith::quant
+
+#if !defined(__clang__) && defined(__GNUC__)
+#pragma GCC pop_options
+#endif

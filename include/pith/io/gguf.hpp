@@ -9,6 +9,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "pith/core/dtype.hpp"
 #include "pith/core/error.hpp"
 #include "pith/io/detail.hpp"
 #include "pith/io/file_tensor.hpp"
@@ -117,13 +119,15 @@ struct ggml_type_info {
 };
 
 /// The ggml types a GGUF file may hold (ids as in ggml.h; 4, 5 and 31-33 are retired); nullptr
-/// for an unknown id.
+/// for an unknown id. Block sizes are the C structs' (note §1.1: Q8_1 is 36 bytes, f16 d and s;
+/// gguf-py's table says 40). gguf_file accepts the types pith has a dtype for (supported_gguf_types)
+/// and names the others when it refuses them.
 inline const ggml_type_info* find_ggml_type(std::uint32_t id) noexcept {
   static constexpr ggml_type_info table[] = {
       {0, "F32", 1, 4, element_type::f32},           {1, "F16", 1, 2, element_type::f16},
       {2, "Q4_0", 32, 18, element_type::other},      {3, "Q4_1", 32, 20, element_type::other},
       {6, "Q5_0", 32, 22, element_type::other},      {7, "Q5_1", 32, 24, element_type::other},
-      {8, "Q8_0", 32, 34, element_type::other},      {9, "Q8_1", 32, 40, element_type::other},
+      {8, "Q8_0", 32, 34, element_type::other},      {9, "Q8_1", 32, 36, element_type::other},
       {10, "Q2_K", 256, 84, element_type::other},    {11, "Q3_K", 256, 110, element_type::other},
       {12, "Q4_K", 256, 144, element_type::other},   {13, "Q5_K", 256, 176, element_type::other},
       {14, "Q6_K", 256, 210, element_type::other},   {15, "Q8_K", 256, 292, element_type::other},
@@ -142,12 +146,22 @@ inline const ggml_type_info* find_ggml_type(std::uint32_t id) noexcept {
   return nullptr;
 }
 
+/// "F32, F16, BF16, Q4_0, ...": the ggml types gguf_file accepts, for error messages. Q8_1 and Q8_K
+/// are activation formats (note §1.1) and are refused in files like any type pith lacks.
+inline std::string supported_gguf_types() {
+  std::string list;
+  for (const dtype t : all_dtypes)
+    if (!dtype_is_activation_only(t)) list += (list.empty() ? "" : ", ") + std::string(dtype_name(t));
+  return list;
+}
+
 /// One entry of the tensor-info table.
 struct gguf_tensor_info {
   std::string name;
   /// Extents in GGUF/ggml order: ne[0] is the contiguous (fastest-varying) one, i.e. the row length.
   std::vector<std::int64_t> ne;
   std::uint32_t type = 0;       // ggml type id
+  dtype storage = dtype::f32;   // pith's type for `type` (the reader refuses ids without one)
   std::uint64_t offset = 0;     // from the start of the data section, a multiple of the alignment
   std::uint64_t byte_size = 0;  // product(ne) / block_size × block_bytes
 
@@ -161,6 +175,11 @@ struct gguf_tensor_info {
 /// before reading it, so a truncated or corrupt file throws format_error naming the file (never
 /// a crash or an allocation larger than a small multiple of the file size). io_error when the
 /// file cannot be read.
+///
+/// Tensor types: every type pith has a dtype for (F32, F16, BF16 and the block-quantized types of
+/// core/dtype.hpp); any other ggml type, and the activation-only Q8_1 and Q8_K, is refused with a
+/// format_error naming the file, the tensor and the type. Each tensor's row length (ne[0]) must be
+/// a whole number of blocks and its bytes must lie inside the file (note §6).
 ///
 /// Shapes: gguf_tensor_info::ne is the file's order (fastest first); file_tensor::shape and
 /// gguf_tensor_info::shape() are row-major (outermost first), like safetensors. Tensor data is
@@ -286,6 +305,7 @@ class gguf_file {
     out.name = entry.name;
     out.dtype = type->dtype;
     out.dtype_name = type->name;
+    out.storage = entry.storage;
     out.shape = entry.shape();
     // A zero-byte tensor may sit where the data section would start, past the end of a file that
     // omits the final padding: give it an empty view rather than an offset outside the mapping.
@@ -502,6 +522,11 @@ class gguf_file {
       entry.type = read<std::uint32_t>("the type");
       const ggml_type_info* type = find_ggml_type(entry.type);
       if (type == nullptr) fail(context_ + " has unknown ggml type " + std::to_string(entry.type));
+      const std::optional<dtype> storage = dtype_from_ggml_id(entry.type);
+      if (!storage || dtype_is_activation_only(*storage))
+        fail(context_ + " has type " + std::string(type->name) + " (ggml type " + std::to_string(entry.type) +
+             "), which pith does not support (supported: " + supported_gguf_types() + ")");
+      entry.storage = *storage;
       const std::uint64_t row = entry.ne.empty() ? 1 : static_cast<std::uint64_t>(entry.ne[0]);
       if (row % type->block_size != 0)
         fail(context_ + " has rows of " + std::to_string(row) + " elements, not a multiple of the " +

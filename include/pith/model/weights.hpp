@@ -7,6 +7,13 @@
 // therefore reads its header and maps it; pages come in as the first forward pass touches them. The
 // small vectors (norm gains, attention-residual pseudo-queries) and the fixed query/key streams are
 // converted to float32 at load. load_options::convert_to converts every matrix at load instead.
+//
+// GGUF's block-quantized matrices (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS) are used in place like F16:
+// their rows are runs of blocks in the mapping. A quantized 1-D tensor (a norm gain; llama-quantize
+// never writes one) is dequantized to float32 like the other small vectors. The token embedding
+// table stays in its type and one row is dequantized per lookup; tied to the output head it is the
+// head's weight matrix too. load_options::quantize_to quantizes the matrices of any checkpoint at
+// load (note §4's reference quantizers, llama-quantize's Q4_K_M / Q5_K_M mixtures of note §5).
 #pragma once
 
 #include <algorithm>
@@ -22,6 +29,8 @@
 
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/parallel.hpp"
+#include "pith/core/quantize.hpp"
 #include "pith/core/tensor.hpp"
 #include "pith/io/gguf.hpp"
 #include "pith/io/llama2c.hpp"
@@ -56,7 +65,7 @@ struct layer_weights {
 /// Read-only after loading: any number of sessions on any number of threads may share one.
 struct model_weights {
   model_config config;
-  tensor_view token_embedding;  // [vocab, hidden]; rows are converted to float on lookup
+  tensor_view token_embedding;  // [vocab, hidden]; rows are converted to float (dequantized) on lookup
   std::vector<layer_weights> layers;  // [num_layers]
   aligned_buffer<float> final_norm;   // [hidden]
   tensor_view lm_head_storage;        // [vocab, hidden]; empty when tied to token_embedding
@@ -84,41 +93,171 @@ struct model_weights {
   }
 };
 
+/// What a weight matrix is for: load-time quantization mixtures choose its type by role (note §5).
+enum class matrix_role : std::uint8_t {
+  token_embedding,
+  output,  // the output head (lm_head.weight, output.weight)
+  attn_q,
+  attn_k,
+  attn_v,
+  attn_output,
+  ffn_gate,
+  ffn_up,
+  ffn_down,
+  mixer,  // the mlp token mixer's matrices
+};
+
+/// Quantization at load: every matrix to one type (`mixture` false, like `llama-quantize --pure`),
+/// or llama-quantize's Q4_K_M / Q5_K_M mixture (`mixture` true with type Q4_K / Q5_K; note §5).
+/// Implicit from a dtype: `options.quantize_to = dtype::q8_0`.
+struct quantization {
+  dtype type = dtype::q8_0;
+  bool mixture = false;
+
+  quantization() = default;
+  quantization(dtype t, bool mix = false) : type(t), mixture(mix) {}  // implicit on purpose
+
+  /// "Q8_0", "Q4_K_M", ...
+  std::string name() const { return std::string(dtype_name(type)) + (mixture ? "_M" : ""); }
+
+  /// note §5: use_more_bits(i, n) selects about half the layers (the first and last eighth, and
+  /// every third layer between) for more bits in attn_v and ffn_down.
+  static bool use_more_bits(std::size_t layer, std::size_t layers) noexcept {
+    return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+  }
+
+  /// The type of a matrix with rows of `cols` elements: the mixture's choice for its role (layer
+  /// `layer` of `layers`; `tied`: the token embedding is also the output head), then note §5's
+  /// fallback when `cols` is not a whole number of blocks: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0,
+  /// Q2_K / Q3_K / IQ4_XS → IQ4_NL, and F16 when `cols` is not a multiple of 32 either.
+  dtype type_for(matrix_role role, std::size_t layer, std::size_t layers, std::size_t cols, bool tied) const noexcept {
+    dtype t = type;
+    if (mixture) {
+      if (role == matrix_role::output || (role == matrix_role::token_embedding && tied))
+        t = dtype::q6_k;
+      else if ((role == matrix_role::attn_v || role == matrix_role::ffn_down) && use_more_bits(layer, layers))
+        t = dtype::q6_k;
+    }
+    if (cols % dtype_block_elements(t) != 0) {
+      switch (t) {
+        case dtype::q4_k: t = dtype::q5_0; break;
+        case dtype::q5_k: t = dtype::q5_1; break;
+        case dtype::q6_k: t = dtype::q8_0; break;
+        case dtype::q2_k:
+        case dtype::q3_k:
+        case dtype::iq4_xs: t = dtype::iq4_nl; break;
+        default: break;
+      }
+      if (cols % dtype_block_elements(t) != 0) t = dtype::f16;
+    }
+    return t;
+  }
+};
+
+/// The quantization named `name` (case-insensitive): a type with a weight quantizer ("q8_0",
+/// "Q4_K", "iq4_xs") or a mixture ("q4_k_m", "q5_k_m"); nullopt for anything else.
+inline std::optional<quantization> quantization_from_name(std::string_view name) {
+  if (name.size() > 2 && (name.ends_with("_m") || name.ends_with("_M"))) {
+    const auto base = dtype_from_name(name.substr(0, name.size() - 2));
+    if (base == dtype::q4_k || base == dtype::q5_k) return quantization(*base, true);
+    return std::nullopt;
+  }
+  const auto t = dtype_from_name(name);
+  if (t && quant::dtype_has_quantizer(*t)) return quantization(*t);
+  return std::nullopt;
+}
+
+/// "q4_0, q4_1, ..., q4_k_m, q5_k_m": the names quantization_from_name accepts, for messages.
+inline std::string quantization_names() {
+  std::string list;
+  for (const dtype t : all_dtypes)
+    if (quant::dtype_has_quantizer(t)) {
+      std::string n(dtype_name(t));
+      for (char& ch : n) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+      list += (list.empty() ? "" : ", ") + n;
+    }
+  return list + ", q4_k_m, q5_k_m";
+}
+
 /// How a loader treats the checkpoint's weight matrices.
 struct load_options {
   /// Convert every matrix to this type at load (an owned copy, 2x the file for F16 to F32);
   /// unset: use each matrix in place, in the checkpoint's own type.
   std::optional<dtype> convert_to;
+  /// Quantize the matrices at load: owned copies in the block type quantization::type_for chooses
+  /// (a matrix already in that type stays in place). Deterministic: llama.cpp's reference
+  /// quantizers (note §4) over the matrix as float32. Not together with convert_to (argument_error).
+  /// Cost, per thread of the pool (measured on one x86-64 core): Q8_0 and Q4_0 above 150 M
+  /// weights/s, the K-quants' searches 10-25 M/s (Q3_K 55), IQ4_NL / IQ4_XS about 3 M/s; while it
+  /// runs, the source file's pages are resident besides the quantized copies.
+  std::optional<quantization> quantize_to = std::nullopt;
 };
 
 /// Converts `source` to a packed matrix of type `to`, owned by the result. F32 to F16/BF16 rounds to
-/// nearest even; every other conversion is exact.
+/// nearest even; to a block type each row is quantized by quant::quantize_row (note §4); every
+/// other conversion is exact. Throws shape_error when the rows are not whole blocks of `to` and
+/// argument_error for a type without a weight quantizer (Q8_1, Q8_K).
 inline tensor_view convert_tensor(const tensor_view& source, dtype to) {
   const std::size_t rows = source.rows(), cols = source.cols();
+  if (cols % dtype_block_elements(to) != 0)
+    PITH_THROW(shape_error, "convert_tensor: rows of " + std::to_string(cols) + " elements are not whole " +
+                                std::string(dtype_name(to)) + " blocks of " +
+                                std::to_string(dtype_block_elements(to)));
+  if (dtype_is_quantized(to) && !quant::dtype_has_quantizer(to))
+    PITH_THROW(argument_error, "convert_tensor: no conversion to " + std::string(dtype_name(to)));
   const std::size_t row_bytes = dtype_row_bytes(to, cols);
   aligned_buffer<std::byte> out(rows * row_bytes);
-  std::vector<float> row(cols);
-  for (std::size_t r = 0; r < rows; ++r) {
-    row_to_float(source, r, row.data());
-    std::byte* target = out.data() + r * row_bytes;
-    for (std::size_t i = 0; i < cols; ++i) {
-      switch (to) {
-        case dtype::f32: std::memcpy(target + 4 * i, &row[i], 4); break;
-        case dtype::f16: {
-          const std::uint16_t bits = float_to_half(row[i]);
-          std::memcpy(target + 2 * i, &bits, 2);
-          break;
+  // Rows are independent (blocks never straddle rows), so any split gives the same bytes. The
+  // K-quant and IQ4 searches cost a few hundred operations per weight: worth the pool's threads.
+  const std::size_t work_per_row = cols * (dtype_is_quantized(to) ? 256 : 1);
+  parallel_for(
+      rows,
+      [&](std::size_t begin, std::size_t end) {
+        std::vector<float> row(cols);
+        for (std::size_t r = begin; r < end; ++r) {
+          row_to_float(source, r, row.data());
+          std::byte* target = out.data() + r * row_bytes;
+          if (dtype_is_quantized(to)) {
+            quant::quantize_row(to, row.data(), cols, target);
+            continue;
+          }
+          for (std::size_t i = 0; i < cols; ++i) {
+            switch (to) {
+              case dtype::f32: std::memcpy(target + 4 * i, &row[i], 4); break;
+              case dtype::f16: {
+                const std::uint16_t bits = float_to_half(row[i]);
+                std::memcpy(target + 2 * i, &bits, 2);
+                break;
+              }
+              case dtype::bf16: {
+                const std::uint16_t bits = float_to_bfloat16(row[i]);
+                std::memcpy(target + 2 * i, &bits, 2);
+                break;
+              }
+              default: break;
+            }
+          }
         }
-        case dtype::bf16: {
-          const std::uint16_t bits = float_to_bfloat16(row[i]);
-          std::memcpy(target + 2 * i, &bits, 2);
-          break;
-        }
-        default: PITH_THROW(argument_error, "convert_tensor: no conversion to " + std::string(dtype_name(to)));
-      }
-    }
-  }
+      },
+      grain_for_work(work_per_row));
   return tensor_view::own(std::move(out), to, rows, cols);
+}
+
+/// Where a matrix sits in the model, for load-time quantization mixtures.
+struct matrix_place {
+  matrix_role role = matrix_role::mixer;
+  std::size_t layer = 0;
+  std::size_t layers = 1;
+  bool tied = false;  // the token embedding doubles as the output head
+};
+
+/// The type a matrix [.., cols] of type `type` at `place` gets under `options`.
+inline dtype load_target_type(dtype type, std::size_t cols, const matrix_place& place, const load_options& options) {
+  if (options.convert_to && options.quantize_to)
+    PITH_THROW(argument_error, "load_options: convert_to (" + std::string(dtype_name(*options.convert_to)) +
+                                   ") and quantize_to (" + options.quantize_to->name() + ") exclude each other");
+  if (options.quantize_to) return options.quantize_to->type_for(place.role, place.layer, place.layers, cols, place.tied);
+  return options.convert_to.value_or(type);
 }
 
 namespace detail {
@@ -156,11 +295,26 @@ inline void take_tensor(const owned_tensor& tensor, std::vector<std::int64_t> ex
   take_tensor(tensor.tensor, std::move(expected), out);
 }
 
+/// `view` (the matrix `name` of `file`) in the type `options` choose for it at `place`: itself when
+/// it already has that type, else an owned conversion (quantization: note §4). Errors name the tensor.
+inline tensor_view convert_for_load(tensor_view view, std::string_view file, std::string_view name,
+                                    const matrix_place& place, const load_options& options) {
+  const dtype target = load_target_type(view.type(), view.cols(), place, options);
+  if (view.type() == target) return view;
+  if (view.cols() % dtype_block_elements(target) != 0)
+    PITH_THROW(shape_error, std::string(file) + ": tensor " + quoted(name) + " has rows of " +
+                                std::to_string(view.cols()) + " elements, not whole " +
+                                std::string(dtype_name(target)) + " blocks of " +
+                                std::to_string(dtype_block_elements(target)));
+  return convert_tensor(view, target);
+}
+
 /// A matrix [rows, cols] in its storage type, in place in the file when the bytes can be used as
-/// they are (a little-endian host and rows aligned for their element type); an owned copy otherwise
-/// or when `options` asks for a conversion. Errors name the file and the tensor.
+/// they are (a little-endian host and rows aligned for their element type; block types are read
+/// with memcpy and need no alignment); an owned copy otherwise or when `options` asks for a
+/// conversion or a quantization. Errors name the file and the tensor.
 inline tensor_view take_matrix(const owned_tensor& source, std::int64_t rows, std::int64_t cols,
-                               const load_options& options) {
+                               const load_options& options, const matrix_place& place = {}) {
   const file_tensor& tensor = source.tensor;
   check_shape(tensor, {rows, cols});
   dtype type = dtype::f32;
@@ -169,12 +323,24 @@ inline tensor_view take_matrix(const owned_tensor& source, std::int64_t rows, st
     case element_type::f16: type = dtype::f16; break;
     case element_type::bf16: type = dtype::bf16; break;
     case element_type::other:
+      if (const auto block = quantized_storage(tensor)) {
+        type = *block;
+        break;
+      }
       PITH_THROW(format_error, std::string(tensor.file) + ": tensor " + quoted(tensor.name) + " has dtype " +
-                                   std::string(tensor.dtype_name) + ", which pith cannot use (supported: F32, F16, BF16)");
+                                   std::string(tensor.dtype_name) +
+                                   ", which pith cannot use (supported: F32, F16, BF16 and GGUF's " +
+                                   "block-quantized types)");
   }
   const auto r = static_cast<std::size_t>(rows), c = static_cast<std::size_t>(cols);
+  if (tensor.bytes.size() != r * dtype_row_bytes(type, c))
+    PITH_THROW(format_error, std::string(tensor.file) + ": tensor " + quoted(tensor.name) + " holds " +
+                                 std::to_string(tensor.bytes.size()) + " bytes, [" + std::to_string(r) + ", " +
+                                 std::to_string(c) + "] " + std::string(dtype_name(type)) + " needs " +
+                                 std::to_string(r * dtype_row_bytes(type, c)));
+  const std::size_t alignment = dtype_is_quantized(type) ? 1 : dtype_block_bytes(type);
   const bool in_place = std::endian::native == std::endian::little &&
-                        reinterpret_cast<std::uintptr_t>(tensor.bytes.data()) % dtype_block_bytes(type) == 0;
+                        reinterpret_cast<std::uintptr_t>(tensor.bytes.data()) % alignment == 0;
   tensor_view view;
   if (in_place) {
     view = tensor_view(source.owner, tensor.bytes.data(), type, r, c, dtype_row_bytes(type, c));
@@ -191,17 +357,17 @@ inline tensor_view take_matrix(const owned_tensor& source, std::int64_t rows, st
       view = tensor_view::own(std::move(floats), dtype::f32, r, c);
     }
   }
-  const dtype target = options.convert_to.value_or(type);
-  return view.type() == target ? view : convert_tensor(view, target);
+  return convert_for_load(std::move(view), tensor.file, tensor.name, place, options);
 }
 
 /// A float32 matrix [rows, cols] of a llama2.c checkpoint, in place (or copied when misaligned).
 inline tensor_view take_floats(std::span<const float> source, std::size_t rows, std::size_t cols,
-                               const std::shared_ptr<const void>& owner, const load_options& options) {
+                               const std::shared_ptr<const void>& owner, const load_options& options,
+                               std::string_view file = {}, std::string_view name = {},
+                               const matrix_place& place = {}) {
   tensor_view view = tensor_view(owner, reinterpret_cast<const std::byte*>(source.data()), dtype::f32, rows, cols,
                                  cols * sizeof(float));
-  const dtype target = options.convert_to.value_or(dtype::f32);
-  return target == dtype::f32 ? view : convert_tensor(view, target);
+  return convert_for_load(std::move(view), file, name, place, options);
 }
 
 inline void take_span(std::span<const float> source, std::size_t count, aligned_buffer<float>& out) {
@@ -232,7 +398,11 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     if (at != std::string::npos) pattern.replace(at, 2, std::to_string(layer));
     return pattern;
   };
-  w.token_embedding = detail::take_matrix(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), v, h, options);
+  const std::string head = name("lm_head.weight", "output.weight", 0);
+  const bool tied = c.tie_word_embeddings && !contains(head);
+  auto place = [&](matrix_role role, std::size_t layer) { return matrix_place{role, layer, c.num_layers, tied}; };
+  w.token_embedding = detail::take_matrix(lookup(name("model.embed_tokens.weight", "token_embd.weight", 0)), v, h,
+                                          options, place(matrix_role::token_embedding, 0));
   w.layers.resize(c.num_layers);
   // q_eff = norm ⊙ proj, folded once (GGUF stores it folded already).
   auto res_query = [&](const char* hf_norm, const char* hf_proj, const char* gg, std::size_t i, aligned_buffer<float>& out) {
@@ -251,11 +421,11 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     detail::take_tensor(lookup(name("model.layers.{}.input_layernorm.weight", "blk.{}.attn_norm.weight", i)), {h}, l.attn_norm);
     if (mixer_has_attention_weights(mixer)) {
       if (mixer != mixer_kind::rnd_emb_qk && mixer != mixer_kind::fixed_seq_qk) {
-        l.wq = detail::take_matrix(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), q, h, options);
-        l.wk = detail::take_matrix(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), kv, h, options);
+        l.wq = detail::take_matrix(lookup(name("model.layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", i)), q, h, options, place(matrix_role::attn_q, i));
+        l.wk = detail::take_matrix(lookup(name("model.layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", i)), kv, h, options, place(matrix_role::attn_k, i));
       }
-      l.wv = detail::take_matrix(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), kv, h, options);
-      l.wo = detail::take_matrix(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), h, q, options);
+      l.wv = detail::take_matrix(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), kv, h, options, place(matrix_role::attn_v, i));
+      l.wo = detail::take_matrix(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), h, q, options, place(matrix_role::attn_output, i));
     }
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
       // The q/k projections that made the fixed stream may stay in the checkpoint, unused.
@@ -272,15 +442,15 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     }
     if (mixer == mixer_kind::mlp) {
       const auto m = static_cast<std::int64_t>(c.mixer_mlp_intermediate_size);
-      l.mixer_gate = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.gate_proj.weight", "blk.{}.mixer_gate.weight", i)), m, h, options);
-      l.mixer_up = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), m, h, options);
-      l.mixer_down = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), h, m, options);
+      l.mixer_gate = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.gate_proj.weight", "blk.{}.mixer_gate.weight", i)), m, h, options, place(matrix_role::mixer, i));
+      l.mixer_up = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), m, h, options, place(matrix_role::mixer, i));
+      l.mixer_down = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), h, m, options, place(matrix_role::mixer, i));
     }
     detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
                         l.mlp_norm);
-    l.w_gate = detail::take_matrix(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), f, h, options);
-    l.w_up = detail::take_matrix(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), f, h, options);
-    l.w_down = detail::take_matrix(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), h, f, options);
+    l.w_gate = detail::take_matrix(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), f, h, options, place(matrix_role::ffn_gate, i));
+    l.w_up = detail::take_matrix(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), f, h, options, place(matrix_role::ffn_up, i));
+    l.w_down = detail::take_matrix(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), h, f, options, place(matrix_role::ffn_down, i));
     if (c.residual != residual_mode::standard) {
       // Layer 0's attention site is never used in block mode (identity) and is the identity in full mode.
       if (i > 0 || (contains(name("model.layers.{}.self_attention_res_norm.weight", "blk.{}.attn_res_score.weight", i))))
@@ -294,11 +464,10 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     res_query("model.output_attn_res_norm.weight", "model.output_attn_res_proj.weight", "output_res_score.weight", 0,
               w.output_res_query);
   detail::take_tensor(lookup(name("model.norm.weight", "output_norm.weight", 0)), {h}, w.final_norm);
-  const std::string head = name("lm_head.weight", "output.weight", 0);
   if (!c.tie_word_embeddings || contains(head)) {
     if (!contains(head) && !gguf_names)
       PITH_THROW(format_error, c.source + ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
-    if (contains(head)) w.lm_head_storage = detail::take_matrix(lookup(head), v, h, options);
+    if (contains(head)) w.lm_head_storage = detail::take_matrix(lookup(head), v, h, options, place(matrix_role::output, 0));
   }
   return used;
 }
@@ -468,25 +637,28 @@ inline model_weights load_llama2c_model(const std::filesystem::path& path, const
   const auto& src = checkpoint.weights();
   const std::size_t hidden = c.hidden_size, q = c.q_size(), kv = c.kv_size(), f = c.intermediate_size;
   const auto layers = static_cast<std::int32_t>(c.num_layers);
-  auto matrix = [&](std::span<const float> source, std::size_t rows, std::size_t cols) {
-    return detail::take_floats(source.first(rows * cols), rows, cols, file, options);
+  auto matrix = [&](std::span<const float> source, std::size_t rows, std::size_t cols, const char* what,
+                    matrix_role role, std::size_t layer) {
+    const matrix_place place{role, layer, c.num_layers, h.shared_classifier};
+    return detail::take_floats(source.first(rows * cols), rows, cols, file, options, c.source, what, place);
   };
-  w.token_embedding = matrix(src.token_embedding, c.vocab_size, hidden);
+  w.token_embedding = matrix(src.token_embedding, c.vocab_size, hidden, "token_embedding_table", matrix_role::token_embedding, 0);
   w.layers.resize(c.num_layers);
   for (std::int32_t i = 0; i < layers; ++i) {
-    auto& l = w.layers[static_cast<std::size_t>(i)];
+    const auto l_index = static_cast<std::size_t>(i);
+    auto& l = w.layers[l_index];
     detail::take_span(layer_slice(src.rms_att, layers, i), hidden, l.attn_norm);
-    l.wq = matrix(layer_slice(src.wq, layers, i), q, hidden);
-    l.wk = matrix(layer_slice(src.wk, layers, i), kv, hidden);
-    l.wv = matrix(layer_slice(src.wv, layers, i), kv, hidden);
-    l.wo = matrix(layer_slice(src.wo, layers, i), hidden, q);
+    l.wq = matrix(layer_slice(src.wq, layers, i), q, hidden, "wq", matrix_role::attn_q, l_index);
+    l.wk = matrix(layer_slice(src.wk, layers, i), kv, hidden, "wk", matrix_role::attn_k, l_index);
+    l.wv = matrix(layer_slice(src.wv, layers, i), kv, hidden, "wv", matrix_role::attn_v, l_index);
+    l.wo = matrix(layer_slice(src.wo, layers, i), hidden, q, "wo", matrix_role::attn_output, l_index);
     detail::take_span(layer_slice(src.rms_ffn, layers, i), hidden, l.mlp_norm);
-    l.w_gate = matrix(layer_slice(src.w1, layers, i), f, hidden);
-    l.w_up = matrix(layer_slice(src.w3, layers, i), f, hidden);
-    l.w_down = matrix(layer_slice(src.w2, layers, i), hidden, f);
+    l.w_gate = matrix(layer_slice(src.w1, layers, i), f, hidden, "w1", matrix_role::ffn_gate, l_index);
+    l.w_up = matrix(layer_slice(src.w3, layers, i), f, hidden, "w3", matrix_role::ffn_up, l_index);
+    l.w_down = matrix(layer_slice(src.w2, layers, i), hidden, f, "w2", matrix_role::ffn_down, l_index);
   }
   detail::take_span(src.rms_final, hidden, w.final_norm);
-  if (!h.shared_classifier) w.lm_head_storage = matrix(src.wcls, c.vocab_size, hidden);
+  if (!h.shared_classifier) w.lm_head_storage = matrix(src.wcls, c.vocab_size, hidden, "wcls", matrix_role::output, 0);
   return w;
 }
 

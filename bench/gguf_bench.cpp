@@ -149,6 +149,7 @@ class gguf_reporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 BENCHMARK(pith::bench::BM_fma_peak);
+BENCHMARK(pith::bench::BM_int8_dot_peak);
 BENCHMARK(pith::bench::BM_read_bandwidth)->UseRealTime()->MinTime(1.0);
 
 int main(int argc, char** argv) {

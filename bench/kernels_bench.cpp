@@ -32,10 +32,10 @@ namespace {
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 using pith::bench::BM_fma_peak;
-using pith::bench::BM_int8_peak;
+using pith::bench::BM_int8_dot_peak;
 using pith::bench::BM_read_bandwidth;
 BENCHMARK(BM_fma_peak);
-BENCHMARK(BM_int8_peak);
+BENCHMARK(BM_int8_dot_peak);
 BENCHMARK(BM_read_bandwidth)->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------ problems
@@ -423,7 +423,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       }
     }
     // Quantized weights: decode as a fraction of the read bandwidth, prefill of the int8 and FMA peaks.
-    const double int8_peak = integer_rates_.count("BM_int8_peak") ? integer_rates_["BM_int8_peak"] : 0.0;
+    const double int8_peak = integer_rates_.count("BM_int8_dot_peak") ? integer_rates_["BM_int8_dot_peak"] : 0.0;
     std::printf("\nint8 dot peak: %.1f GOP/s, FMA peak %.1f GFLOP/s (one core)\n", int8_peak, peak);
     std::printf("%-34s %9s %9s %9s %9s %9s\n", "quantized rows/in/out", "GB/s", "of bw", "GOP/s", "of int8", "of fma");
     for (const auto& [name, rate] : integer_rates_) {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The machine's limits, measured by the benchmark binaries beside what they compare with them:
-// BM_fma_peak (independent FMA chains on one core), BM_int8_peak (independent chains of 8-bit
+// BM_fma_peak (independent FMA chains on one core), BM_int8_dot_peak (independent chains of 8-bit
 // integer dot products: vpdpbusd with AVX512-VNNI, else vpmaddubsw + vpmaddwd on AVX2) and
 // BM_read_bandwidth (streaming read from DRAM).
 #pragma once
@@ -41,7 +41,7 @@ inline void BM_fma_peak(benchmark::State& state) {
 // prefill is built on; GOPs counts a multiply and an add per byte pair (as GFLOPs counts an FMA
 // as two). With AVX512-VNNI, 512-bit vpdpbusd; on AVX2 vpmaddubsw + vpmaddwd (+ vpaddd) per 32
 // pairs; elsewhere not measured (no counter).
-inline void BM_int8_peak(benchmark::State& state) {
+inline void BM_int8_dot_peak(benchmark::State& state) {
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
   using vec = __m512i;
   constexpr int pairs = 64;

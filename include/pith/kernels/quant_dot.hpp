@@ -466,6 +466,35 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
     };
     const std::size_t blocks = cols / quant::qk;
     std::size_t b = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__F16C__)
+    if constexpr (Vnni && NX == 1 && T == dtype::q4_0) {
+      // Decode of Q4_0 two blocks per 512-bit vector: half the instructions of the 256-bit loop,
+      // which is bound by issuing them (Zen 4: 17-18 GB/s with W in L3).
+      const __m512i pair_lanes = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);  // [b0, b0, b1, b1] 128-bit lanes
+      const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+      const __m512i scale_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+      __m512 acc512 = _mm512_setzero_ps();
+      for (; b + 2 <= blocks; b += 2) {
+        const std::byte* b0 = w + b * sizeof(block);
+        const std::byte* b1 = b0 + sizeof(block);
+        const __m256i both = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + 2)), 1);
+        const __m512i codes = _mm512_and_si512(
+            _mm512_srlv_epi64(_mm512_permutexvar_epi64(pair_lanes, _mm512_castsi256_si512(both)), nibble_shift),
+            _mm512_set1_epi8(0x0F));
+        // d_W of both blocks (lanes 0, 1) times d_Y of both, spread to lanes 0-7 and 8-15.
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u16(b0) | (std::uint32_t{load_u16(b1)} << 16))));
+        const __m128 dy = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(a[0].d + b)));
+        const __m512 scale = _mm512_permutexvar_ps(scale_lanes, _mm512_castps128_ps512(_mm_mul_ps(dw, dy)));
+        const __m512i start = _mm512_loadu_si512(a[0].minus8 + b * (quant::qk / 4));
+        const __m512i p = _mm512_dpbusd_epi32(start, codes, _mm512_loadu_si512(a[0].q + b * quant::qk));
+        acc512 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc512);
+      }
+      acc[1][0] = _mm256_add_ps(_mm512_castps512_ps256(acc512),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc512), 1)));
+    }
+#endif
     for (; b + 2 <= blocks; b += 2) {
       block_step(b, acc[0]);
       block_step(b + 1, acc[1]);

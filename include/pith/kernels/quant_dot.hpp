@@ -336,11 +336,6 @@ inline float hsum(__m256 v) noexcept {
   return _mm_cvtss_f32(x);
 }
 
-/// `v` with `value` subtracted from lane 0: an integer correction folded in exactly.
-inline __m256i sub_lane0(__m256i v, int value) noexcept {
-  return _mm256_sub_epi32(v, _mm256_castsi128_si256(_mm_cvtsi32_si128(value)));
-}
-
 inline __m256i load256(const void* p) noexcept { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 /// 16 packed bytes of 4-bit codes as 32 bytes 0 … 15: low nibbles (elements 0-15), then high

@@ -159,7 +159,6 @@ class rerotator {
     std::copy(inverse_frequencies.begin(), inverse_frequencies.end(), inv_freq_.data());
     cos_.resize(head_dim / 2);
     sin_.resize(head_dim / 2);
-    row_.resize(head_dim);
   }
   /// The frequencies of kernels::rope_inverse_frequencies(theta, head_dim).
   rerotator(std::size_t head_dim, float theta, kernels::rope_layout layout, std::size_t table_rows)
@@ -234,7 +233,7 @@ class rerotator {
     }
   }
 
-  /// Bytes held: frequencies, scratch, and the table once built.
+  /// Bytes held: frequencies, scratch, and the table and the row of a typed key once used.
   std::size_t bytes_allocated() const noexcept {
     return (inv_freq_.size() + cos_.size() + sin_.size() + row_.size() + table_.size()) * sizeof(float);
   }
@@ -271,8 +270,9 @@ class rerotator {
 
   // A key stored as `type`: to float, rotated, stored back rounded to `type` (Q8_0: re-quantized
   // with a new block scale). A zero delta leaves the stored bytes as they are.
-  void rotate_stored_row(dtype type, std::byte* key, std::int64_t delta) noexcept {
+  void rotate_stored_row(dtype type, std::byte* key, std::int64_t delta) {
     if (delta == 0) return;
+    if (row_.size() != head_dim_) row_.resize(head_dim_);
     kv_decode_row(type, key, head_dim_, row_.data());
     rotate_row(row_.data(), delta);
     kv_encode_row(type, row_.data(), head_dim_, key);
@@ -298,7 +298,7 @@ class rerotator {
   aligned_buffer<float> inv_freq_;  // [head_dim / 2]
   aligned_buffer<float> cos_;       // [head_dim / 2]: angles of a delta outside the table
   aligned_buffer<float> sin_;       // [head_dim / 2]
-  aligned_buffer<float> row_;       // [head_dim]: a key of a typed cache, as floats while it turns
+  aligned_buffer<float> row_;       // [head_dim] once a typed key turned: it, as floats
   aligned_buffer<float> table_;     // [table_rows, head_dim]: cos | sin of delta -(row + 1), once used
 };
 

@@ -167,6 +167,7 @@ int run(int argc, char** argv) {
   }
   const std::filesystem::path model_path = rest[0];
   const auto weights = load_model(model_path);
+  check_kv_type(options.kv_type, weights.config.head_dim, "--kv-type");
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
   if (!tok) throw usage_error("no tokenizer found beside the model; give --tokenizer");
   const auto instruction = tok->encode(*instruction_text, false);

@@ -319,8 +319,12 @@ TEST(KvTypeSession, MemoryReportShowsTheTypesBytesExactly) {
     // Keys and values: f16 and bf16 halve them, q8_0 stores 34 bytes per 128 of f32; positions stay.
     const std::size_t positions = c.num_layers * 100 * c.num_kv_heads * sizeof(std::int64_t);
     const std::size_t f32_kv = f32_bytes - positions;
-    if (t == dtype::f16 || t == dtype::bf16) EXPECT_EQ(total - positions, f32_kv / 2);
-    if (t == dtype::q8_0) EXPECT_EQ(total - positions, f32_kv / 128 * 34);
+    if (t == dtype::f16 || t == dtype::bf16) {
+      EXPECT_EQ(total - positions, f32_kv / 2);
+    }
+    if (t == dtype::q8_0) {
+      EXPECT_EQ(total - positions, f32_kv / 128 * 34);
+    }
   }
 }
 

@@ -182,6 +182,11 @@ class ratio_reporter : public benchmark::ConsoleReporter {
   void Finalize() override {
     ConsoleReporter::Finalize();
     const double base = seconds_["BM_chunk_forward/"];
+    if (base > 0) print_policies(base);
+    print_kv_types();
+  }
+
+  void print_policies(double base) {
     std::printf("\nchunk %zu, budget %zu: a plain chunk forward takes %.2f ms\n", chunk, budget, base * 1e3);
     std::printf("%-16s %10s %10s %12s %14s\n", "policy", "ms/chunk", "overhead", "eviction ms", "instruction ms");
     for (const auto policy : pith::builtin_policies) {
@@ -194,6 +199,9 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     }
     std::printf("instruction of %zu tokens / chunk of %zu = %.1f%% of a chunk\n", instruction.size(), chunk,
                 100.0 * static_cast<double>(instruction.size()) / chunk);
+  }
+
+  void print_kv_types() {
     // KV types: time of each type / time of F32 in this run (below 1: faster).
     std::printf("\nKV type: time / F32 time (attention kernel of one head, budget %zu + chunk %zu keys; readings)\n",
                 budget, chunk);

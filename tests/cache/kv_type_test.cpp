@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -104,6 +105,25 @@ TEST(KvType, RowsAreWrittenWithTheTypesRoundingAndReadBackExactly) {
         EXPECT_EQ(std::memcmp(row.data(), again.data(), row.size()), 0);
       }
     }
+  }
+}
+
+TEST(KvType, F16RowsEqualTheScalarConversionBitForBit) {
+  // Rows are converted 8 elements at a time where the CPU has a conversion instruction: every bit
+  // pattern (normal, subnormal, overflowing, infinite, NaN) must come out as float_to_half's.
+  std::mt19937 rng(13);
+  std::vector<float> x(1000);
+  for (auto& v : x) v = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
+  for (std::size_t i = 0; i < 64; ++i) x[i] = std::ldexp(static_cast<float>(i) - 32.0f, -20 - static_cast<int>(i % 8));
+  std::vector<std::byte> row(2 * x.size());
+  pith::kv_encode_row(dtype::f16, x.data(), x.size(), row.data());
+  std::vector<float> back(x.size());
+  pith::kv_decode_row(dtype::f16, row.data(), x.size(), back.data());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    std::uint16_t h;
+    std::memcpy(&h, row.data() + 2 * i, 2);
+    ASSERT_EQ(h, pith::float_to_half(x[i])) << i << ": " << x[i];
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(back[i]), std::bit_cast<std::uint32_t>(pith::half_to_float(h))) << i;
   }
 }
 

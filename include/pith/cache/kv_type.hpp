@@ -88,7 +88,7 @@ inline void kv_encode_row(dtype t, const float* x, std::size_t head_dim, std::by
       std::size_t i = 0;
 #if defined(PITH_KV_F16C)
       // The F16C conversion rounds to nearest even like float_to_half (and quiets NaNs alike).
-      for (; i + 8 <= head_dim; i += 8)
+      for (const std::size_t body = head_dim - head_dim % 8; i < body; i += 8)
         _mm_storeu_si128(reinterpret_cast<__m128i*>(row + 2 * i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #endif
@@ -122,7 +122,7 @@ inline void kv_decode_row(dtype t, const std::byte* row, std::size_t head_dim, f
       std::size_t i = 0;
 #if defined(PITH_KV_F16C)
       if (t == dtype::f16)
-        for (; i + 8 <= head_dim; i += 8)
+        for (const std::size_t body = head_dim - head_dim % 8; i < body; i += 8)
           _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i))));
 #endif
       for (; i < head_dim; ++i) {

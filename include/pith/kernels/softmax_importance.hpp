@@ -38,9 +38,11 @@
 // keys and values: vectors of 16-bit elements are widened in registers (the primitive sets'
 // load_f16 / load_bf16), Q8_0 vectors are dequantized in registers (int8 to float, times the
 // block's scale; a vector never straddles a block since the width divides 32). The blocked path
-// broadcasts key elements, so it widens each tile of keys once into scratch. Every operation after
-// the load is the F32 path's, in the same order: the results equal the F32 kernel's on the
-// dequantized keys and values, and an F32 call is unchanged.
+// broadcasts key elements, so it widens each tile of keys once into scratch, and it widens values
+// 64 rows at a time into scratch for all the output tiles of a block (each tile's sums carried
+// through the output rows from one chunk of rows to the next). Every operation after the load is
+// the F32 path's, in the same order: the results equal the F32 kernel's on the dequantized keys
+// and values, and an F32 call is unchanged.
 #pragma once
 
 #include <algorithm>
@@ -94,7 +96,7 @@ struct softmax_importance_args {
 namespace detail {
 inline constexpr std::size_t max_block_queries = 64;  // widest query block of any ISA (4 x 16 lanes)
 inline constexpr std::size_t scratch_alignment_floats = 16;
-inline constexpr std::size_t key_tile_rows = 6;  // keys a typed call widens at once (score_tile_rows)
+inline constexpr std::size_t widened_rows = 64;  // rows a typed call widens at once (keys: a score tile)
 inline std::size_t round_up(std::size_t x, std::size_t to) { return (x + to - 1) / to * to; }
 // Offset of the widened key tile ([key_tile_rows, round_up(d)] floats) in the scratch.
 inline std::size_t key_tile_offset(std::size_t n, std::size_t d) noexcept {
@@ -106,7 +108,7 @@ inline std::size_t key_tile_offset(std::size_t n, std::size_t d) noexcept {
 /// Floats of scratch a call with these sizes needs, for every ISA and KV type.
 inline std::size_t softmax_importance_scratch_size(std::size_t m, std::size_t n, std::size_t d) noexcept {
   (void)m;
-  return detail::key_tile_offset(n, d) + detail::key_tile_rows * detail::round_up(d, detail::scratch_alignment_floats) +
+  return detail::key_tile_offset(n, d) + detail::widened_rows * detail::round_up(d, detail::scratch_alignment_floats) +
          2 * detail::scratch_alignment_floats;
 }
 
@@ -410,7 +412,7 @@ struct softmax_importance_impl {
       score_tile<R, V>(a.keys + j0 * a.key_stride, a.key_stride, qt, a.d, acc);
     } else {
       // Widen the R keys once: the tile broadcasts each element to V vectors of queries.
-      static_assert(R <= key_tile_rows);
+      static_assert(R <= widened_rows);
       const std::size_t tile_stride = round_up(a.d, scratch_alignment_floats);
       float* tile = scratch + key_tile_offset(a.n, a.d);
       for (std::size_t r = 0; r < R; ++r) {
@@ -442,21 +444,38 @@ struct softmax_importance_impl {
     }
   }
 
-  // Output tile: R queries (starting at block row i0) x C channel vectors (starting at c0).
+  // Output tile: R queries (starting at block row i0) x C channel vectors (starting at c0), over keys
+  // [k0, k1). The sums start at zero (first) or at what `out` holds, and are stored scaled by
+  // 1 / row_sum (last) or as they are: a typed call sums over chunks of widened values in the same
+  // order as one pass over them. Widened: values from `widened` (row j at (j - k0) * widened_stride).
+  static constexpr bool Widened = T != dtype::f32;
+
   template <std::size_t R, std::size_t C, bool Partial, bool Masked>
-  void output_tile(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t keys,
-                   const float* inv_sum, float* out) const noexcept {
+  void output_tile(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t k0, std::size_t k1,
+                   bool first, bool last, const float* inv_sum, float* out, const float* widened,
+                   std::size_t widened_stride) const noexcept {
     vec acc[R][C];
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t c = 0; c < C; ++c) acc[r][c] = Ops::zero();
     const std::size_t tail = a.d - c0 - (C - 1) * W;
-    for (std::size_t j = 0; j < keys; ++j) {
+    for (std::size_t r = 0; r < R; ++r) {
+      const float* o = out + r * a.output_stride + c0;
+      for (std::size_t c = 0; c < C; ++c)
+        acc[r][c] = first                         ? Ops::zero()
+                    : (Partial && c + 1 == C) ? Ops::load_partial(o + c * W, tail)
+                                              : Ops::load(o + c * W);
+    }
+    for (std::size_t j = k0; j < k1; ++j) {
       keep_scalar_loop<W>(j);
       if (Masked && a.key_mask[j] == 0) continue;
-      const std::byte* v = value_rows + j * value_bytes;
       vec value[C];
-      for (std::size_t c = 0; c + 1 < C; ++c) value[c] = stored::load(v, c0 + c * W);
-      value[C - 1] = Partial ? stored::load_partial(v, c0 + (C - 1) * W, tail) : stored::load(v, c0 + (C - 1) * W);
+      if constexpr (Widened) {
+        const float* v = widened + (j - k0) * widened_stride + c0;
+        for (std::size_t c = 0; c + 1 < C; ++c) value[c] = Ops::load(v + c * W);
+        value[C - 1] = Partial ? Ops::load_partial(v + (C - 1) * W, tail) : Ops::load(v + (C - 1) * W);
+      } else {
+        const std::byte* v = value_rows + j * value_bytes;
+        for (std::size_t c = 0; c + 1 < C; ++c) value[c] = stored::load(v, c0 + c * W);
+        value[C - 1] = Partial ? stored::load_partial(v, c0 + (C - 1) * W, tail) : stored::load(v, c0 + (C - 1) * W);
+      }
       const float* p = st + j * stride + i0;
       for (std::size_t r = 0; r < R; ++r) {
         const vec weight = Ops::set1(p[r]);
@@ -466,41 +485,71 @@ struct softmax_importance_impl {
     for (std::size_t r = 0; r < R; ++r) {
       float* o = out + r * a.output_stride + c0;
       const vec scale = Ops::set1(inv_sum[i0 + r]);
-      for (std::size_t c = 0; c + 1 < C; ++c) Ops::store(o + c * W, Ops::mul(acc[r][c], scale));
-      if (Partial)
-        Ops::store_partial(o + (C - 1) * W, Ops::mul(acc[r][C - 1], scale), tail);
-      else
-        Ops::store(o + (C - 1) * W, Ops::mul(acc[r][C - 1], scale));
+      for (std::size_t c = 0; c < C; ++c) {
+        const vec result = last ? Ops::mul(acc[r][c], scale) : acc[r][c];
+        if (Partial && c + 1 == C)
+          Ops::store_partial(o + c * W, result, tail);
+        else
+          Ops::store(o + c * W, result);
+      }
     }
   }
 
+  struct key_range {
+    std::size_t k0, k1;
+    bool first, last;
+    const float* widened;
+    std::size_t widened_stride;
+  };
+
   template <std::size_t R, std::size_t C>
-  void output_tile_dispatch(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t keys,
+  void output_tile_dispatch(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, const key_range& k,
                             const float* inv_sum, float* out) const noexcept {
     const bool partial = a.d - c0 < C * W;
     const bool masked = a.key_mask != nullptr;
     if (partial) {
-      if (masked) output_tile<R, C, true, true>(st, stride, i0, c0, keys, inv_sum, out);
-      else output_tile<R, C, true, false>(st, stride, i0, c0, keys, inv_sum, out);
+      if (masked) output_tile<R, C, true, true>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
+      else output_tile<R, C, true, false>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
     } else {
-      if (masked) output_tile<R, C, false, true>(st, stride, i0, c0, keys, inv_sum, out);
-      else output_tile<R, C, false, false>(st, stride, i0, c0, keys, inv_sum, out);
+      if (masked) output_tile<R, C, false, true>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
+      else output_tile<R, C, false, false>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
     }
   }
 
   template <std::size_t R>
-  void output_rows(const float* st, std::size_t stride, std::size_t i0, std::size_t keys, const float* inv_sum,
+  void output_rows(const float* st, std::size_t stride, std::size_t i0, const key_range& k, const float* inv_sum,
                    float* out) const noexcept {
     constexpr std::size_t chunk = output_tile_vectors * W;
     std::size_t c0 = 0;
-    for (; c0 + chunk <= a.d; c0 += chunk) output_tile_dispatch<R, output_tile_vectors>(st, stride, i0, c0, keys, inv_sum, out);
+    for (; c0 + chunk <= a.d; c0 += chunk) output_tile_dispatch<R, output_tile_vectors>(st, stride, i0, c0, k, inv_sum, out);
     if (c0 < a.d) {
       switch ((a.d - c0 + W - 1) / W) {
-        case 1: output_tile_dispatch<R, 1>(st, stride, i0, c0, keys, inv_sum, out); break;
-        case 2: output_tile_dispatch<R, 2>(st, stride, i0, c0, keys, inv_sum, out); break;
-        case 3: output_tile_dispatch<R, 3>(st, stride, i0, c0, keys, inv_sum, out); break;
-        default: output_tile_dispatch<R, 4>(st, stride, i0, c0, keys, inv_sum, out); break;
+        case 1: output_tile_dispatch<R, 1>(st, stride, i0, c0, k, inv_sum, out); break;
+        case 2: output_tile_dispatch<R, 2>(st, stride, i0, c0, k, inv_sum, out); break;
+        case 3: output_tile_dispatch<R, 3>(st, stride, i0, c0, k, inv_sum, out); break;
+        default: output_tile_dispatch<R, 4>(st, stride, i0, c0, k, inv_sum, out); break;
       }
+    }
+  }
+
+  // Every output tile of the block over keys [k0, k1) (each tile stops at the keys it sees).
+  void output_block(const float* st, std::size_t stride, std::size_t q0, std::size_t count, key_range k,
+                    const float* inv_sum, float* out) const noexcept {
+    const std::size_t k1 = k.k1;
+    std::size_t i0 = 0;
+    for (; i0 + output_tile_rows <= count; i0 += output_tile_rows) {
+      k.k1 = std::min(k1, visible_keys(a, q0 + i0 + output_tile_rows - 1));
+      output_rows<output_tile_rows>(st, stride, i0, k, inv_sum, out + i0 * a.output_stride);
+    }
+    k.k1 = std::min(k1, visible_keys(a, q0 + count - 1));
+    float* tail_out = out + i0 * a.output_stride;
+    switch (count - i0) {
+      case 1: output_rows<1>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 2: output_rows<2>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 3: output_rows<3>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 4: output_rows<4>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 5: output_rows<5>(st, stride, i0, k, inv_sum, tail_out); break;
+      default: break;
     }
   }
 
@@ -594,24 +643,29 @@ struct softmax_importance_impl {
       }
     }
 
-    // Pass 3: output = (P V) / row_sum, tiles of output_rows queries.
+    // Pass 3: output = (P V) / row_sum, tiles of output_rows queries. Stored values are widened
+    // widened_rows at a time, once for all the block's tiles.
     if (a.output != nullptr) {
       float* out = a.output + q0 * a.output_stride;
       if (a.d == 0) return;
-      std::size_t i0 = 0;
-      for (; i0 + output_tile_rows <= count; i0 += output_tile_rows) {
-        const std::size_t keys = visible_keys(a, q0 + i0 + output_tile_rows - 1);
-        output_rows<output_tile_rows>(st, stride, i0, keys, inv_sum, out + i0 * a.output_stride);
-      }
-      const std::size_t keys = visible_keys(a, q0 + count - 1);
-      float* tail_out = out + i0 * a.output_stride;
-      switch (count - i0) {
-        case 1: output_rows<1>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 2: output_rows<2>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 3: output_rows<3>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 4: output_rows<4>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 5: output_rows<5>(st, stride, i0, keys, inv_sum, tail_out); break;
-        default: break;
+      const std::size_t all = visible_keys(a, q0 + count - 1);
+      if constexpr (!Widened) {
+        output_block(st, stride, q0, count, {0, all, true, true, nullptr, 0}, inv_sum, out);
+      } else {
+        const std::size_t widened_stride = round_up(a.d, scratch_alignment_floats);
+        float* widened = scratch + key_tile_offset(a.n, a.d);
+        for (std::size_t k0 = 0; k0 == 0 || k0 < all; k0 += widened_rows) {
+          const std::size_t k1 = std::min(all, k0 + widened_rows);
+          for (std::size_t j = k0; j < k1; ++j) {
+            if (a.key_mask != nullptr && a.key_mask[j] == 0) continue;
+            const std::byte* v = value_rows + j * value_bytes;
+            float* w = widened + (j - k0) * widened_stride;
+            std::size_t c = 0;
+            for (; c + W <= a.d; c += W) Ops::store(w + c, stored::load(v, c));
+            if (c < a.d) Ops::store_partial(w + c, stored::load_partial(v, c, a.d - c), a.d - c);
+          }
+          output_block(st, stride, q0, count, {k0, k1, k0 == 0, k1 >= all, widened, widened_stride}, inv_sum, out);
+        }
       }
     }
   }

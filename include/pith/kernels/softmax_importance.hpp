@@ -39,7 +39,7 @@
 // load_f16 / load_bf16), Q8_0 vectors are dequantized in registers (int8 to float, times the
 // block's scale; a vector never straddles a block since the width divides 32). The blocked path
 // broadcasts key elements, so it widens each tile of keys once into scratch, and it widens values
-// 64 rows at a time into scratch for all the output tiles of a block (each tile's sums carried
+// 256 rows at a time into scratch for all the output tiles of a block (each tile's sums carried
 // through the output rows from one chunk of rows to the next). Every operation after the load is
 // the F32 path's, in the same order: the results equal the F32 kernel's on the dequantized keys
 // and values, and an F32 call is unchanged.
@@ -96,7 +96,7 @@ struct softmax_importance_args {
 namespace detail {
 inline constexpr std::size_t max_block_queries = 64;  // widest query block of any ISA (4 x 16 lanes)
 inline constexpr std::size_t scratch_alignment_floats = 16;
-inline constexpr std::size_t widened_rows = 64;  // rows a typed call widens at once (keys: a score tile)
+inline constexpr std::size_t widened_rows = 256;  // rows a typed call widens at once (keys: a score tile)
 inline std::size_t round_up(std::size_t x, std::size_t to) { return (x + to - 1) / to * to; }
 // Offset of the widened key tile ([key_tile_rows, round_up(d)] floats) in the scratch.
 inline std::size_t key_tile_offset(std::size_t n, std::size_t d) noexcept {

@@ -14,6 +14,7 @@
 #include <pith/runtime/toy_tasks.hpp>
 
 #include "common.hpp"
+#include "kv_type_option.hpp"
 
 namespace {
 
@@ -21,6 +22,7 @@ constexpr const char* usage =
     "usage: pith-evict-bench --model DIR [--policies LIST] [--budgets LIST] [--lengths LIST] [--tasks LIST]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
     "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick] [--quantize TYPE]\n"
+    "                        [--kv-type f32|f16|bf16|q8_0]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
@@ -35,6 +37,8 @@ constexpr const char* usage =
     "              x budgets 16,64,256 x 8000 tokens\n"
     "              x passkey,kv x 10 seeds\n"
     "  --quantize  quantizes the model's weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
+    "  --kv-type   what the KV caches store keys and values as: f32 (default, exact), f16, bf16 or q8_0\n"
+    "              (q8_0: the model's head size must be a multiple of 32)\n"
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n"
     "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
 
@@ -181,6 +185,7 @@ int run(int argc, char** argv) {
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
   const auto load = parse_quantize(args.take("--quantize"));
+  const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
@@ -196,6 +201,7 @@ int run(int argc, char** argv) {
   if (weights.config.vocab_size != toy_vocabulary().size())
     throw usage_error(*model_path + ": vocabulary of " + std::to_string(weights.config.vocab_size) +
                       " tokens; the toy tasks need a toy model (" + std::to_string(toy_vocabulary().size()) + " tokens)");
+  check_kv_type(kv_type, weights.config.head_dim, "--kv-type");
   // Budgets, chunks and lengths are bounded before they size anything (their sums must not wrap):
   // budget and chunk by the model's context, lengths by what a document in memory may hold.
   const std::size_t context = weights.config.max_position_embeddings;
@@ -240,8 +246,8 @@ int run(int argc, char** argv) {
             total_tokens += static_cast<double>(length);
           }
         }
-  std::fprintf(stderr, "pith-evict-bench: %s, %zu runs (%.1f M tokens), chunk %zu, %zu thread(s)%s\n",
-               model_path->c_str(), plan.size(), total_tokens / 1e6, chunk, num_threads(),
+  std::fprintf(stderr, "pith-evict-bench: %s, %zu runs (%.1f M tokens), chunk %zu, KV cache %s, %zu thread(s)%s\n",
+               model_path->c_str(), plan.size(), total_tokens / 1e6, chunk, kv_type_name(kv_type).c_str(), num_threads(),
                skipped_full ? ", full cache skipped above --full-max-length" : "");
 
   std::map<cell_key, cell> cells;
@@ -263,6 +269,7 @@ int run(int argc, char** argv) {
     options.budget = p.budget;
     options.chunk_size = chunk;
     options.citrus_pool = p.policy->pool;
+    options.kv_type = kv_type;
     options.max_answer_tokens = doc.answer.size() + 1;
     if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
     const cell_key key{toy_task_name(p.task), p.length, p.policy->label, p.budget};
@@ -364,6 +371,7 @@ int run(int argc, char** argv) {
     const nlohmann::json root{{"model", model_name},       {"model_path", *model_path}, {"chunk", chunk},
                               {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
                               {"threads", num_threads()},  {"full_max_length", full_max},
+                              {"kv_type", kv_type_name(kv_type)},
                               {"note", "budget of the full policy = the document length (it keeps every state)"},
                               {"rows", rows}};
     std::ofstream out(*json_path);

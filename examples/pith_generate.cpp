@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "common.hpp"
+#include "kv_type_option.hpp"
 
 namespace {
 
@@ -15,6 +16,7 @@ constexpr const char* usage =
     "usage: pith-generate MODEL [--tokenizer FILE] [--prompt TEXT | --prompt-ids 1,2,3] [--steps N] [--ignore-eos]\n"
     "                     [--temperature T] [--top-p P] [--seed S] [--threads N] [--logits-out FILE.json]\n"
     "                     [--allow-nonfinite] [--weights-type f32|f16|bf16] [--quantize TYPE]\n"
+    "                     [--kv-type f32|f16|bf16|q8_0]\n"
     "  MODEL            a Hugging Face safetensors directory, a .gguf file or a llama2.c .bin checkpoint\n"
     "  --prompt TEXT    encoded with the model's tokenizer (BOS added); default: just BOS\n"
     "  --prompt-ids     exactly these token ids (no BOS added; no tokenizer needed: without one the\n"
@@ -32,7 +34,9 @@ constexpr const char* usage =
     "  --quantize TYPE  quantizes every weight matrix at load: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k,\n"
     "                   q4_k, q5_k, q6_k, iq4_nl, iq4_xs, or the q4_k_m / q5_k_m mixtures\n"
     "  --allow-nonfinite  NaN/inf logits are only a warning (such tokens are never sampled; null in\n"
-    "                   --logits-out) instead of an error naming the position\n";
+    "                   --logits-out) instead of an error naming the position\n"
+    "  --kv-type T      what the KV cache stores keys and values as: f32 (default, exact), f16, bf16 (half\n"
+    "                   the bytes) or q8_0 (34 bytes per 32 elements; head size a multiple of 32)\n";
 
 int run(int argc, char** argv) {
   using namespace pith;
@@ -52,6 +56,7 @@ int run(int argc, char** argv) {
   sampling.allow_nonfinite = args.flag("--allow-nonfinite");
   const auto threads = args.take("--threads");
   const auto logits_out = args.take("--logits-out");
+  const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (prompt && prompt_ids) throw usage_error("--prompt and --prompt-ids exclude each other");
@@ -92,6 +97,8 @@ int run(int argc, char** argv) {
   session_options options;
   options.max_context = ids.size() + (steps == 0 ? 0 : std::min(steps, most_tokens) - 1);
   options.max_chunk = std::min<std::size_t>(512, ids.size());
+  check_kv_type(kv_type, config.head_dim, "--kv-type");
+  options.kv_type = kv_type;
   session s(weights, options);
   sampler pick(sampling);
 
@@ -182,10 +189,14 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "decode: %zu tokens generated, %zu decode passes in %.3f s, %.1f tok/s%s%s\n", generated, passes,
                decode_seconds, decode_seconds > 0 ? static_cast<double>(passes) / decode_seconds : 0.0,
                stopped ? ", stopped at " : "", stopped ? stopped : "");
-  std::fprintf(stderr, "memory: weights %.1f MiB (%s matrices), session %.1f MiB, peak resident %.1f MiB\n",
+  std::size_t kv_bytes = 0;
+  for (const auto& layer : s.memory_report()) kv_bytes += layer.kv_cache_bytes;
+  std::fprintf(stderr, "memory: weights %.1f MiB (%s matrices), session %.1f MiB (KV cache %s %.1f MiB), "
+               "peak resident %.1f MiB\n",
                static_cast<double>(weights.parameter_bytes()) / (1 << 20),
                matrix_types(weights).c_str(),
-               static_cast<double>(s.bytes_allocated()) / (1 << 20), static_cast<double>(peak_resident_bytes()) / (1 << 20));
+               static_cast<double>(s.bytes_allocated()) / (1 << 20), kv_type_name(kv_type).c_str(),
+               static_cast<double>(kv_bytes) / (1 << 20), static_cast<double>(peak_resident_bytes()) / (1 << 20));
   return 0;
 }
 

@@ -19,13 +19,14 @@
 #include <pith/runtime/reader.hpp>
 
 #include "common.hpp"
+#include "kv_type_option.hpp"
 
 namespace {
 
 constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE|- --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
-    "                 [--citrus-pool K] [--logits-out FILE.json] [--quantize TYPE]\n"
+    "                 [--citrus-pool K] [--logits-out FILE.json] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
@@ -35,7 +36,9 @@ constexpr const char* usage =
     "  --quantize quantizes the weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
     "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
     "             (exit status 0 either way)\n"
-    "  --logits-out F  writes {\"ids\": [answer ids], \"logits\": [[...]]}: the row the first answer token comes from\n";
+    "  --logits-out F  writes {\"ids\": [answer ids], \"logits\": [[...]]}: the row the first answer token comes from\n"
+    "  --kv-type  what the KV cache stores keys and values as: f32 (default, exact), f16, bf16 (half the\n"
+    "             bytes) or q8_0 (34 bytes per 32 elements; the model's head size must be a multiple of 32)\n";
 
 // Bytes read from the document at a time; the tokenizer holds at most its window besides.
 constexpr std::size_t block_bytes = std::size_t{1} << 14;
@@ -146,6 +149,7 @@ int run(int argc, char** argv) {
   const auto logits_path = args.take("--logits-out");
   const auto load = parse_quantize(args.take("--quantize"));
   options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
+  options.kv_type = parse_kv_type_option(args.take("--kv-type"));
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (!document_path) throw usage_error("--document is required");
@@ -165,6 +169,7 @@ int run(int argc, char** argv) {
   }
   const std::filesystem::path model_path = rest[0];
   const auto weights = load_model(model_path, load);
+  check_kv_type(options.kv_type, weights.config.head_dim, "--kv-type");
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
   if (!tok) throw usage_error("no tokenizer found beside the model; give --tokenizer");
   const auto instruction = tok->encode(*instruction_text, false);
@@ -270,10 +275,13 @@ int run(int argc, char** argv) {
                stats.tokens_read, stats.chunks, stats.reading_seconds,
                static_cast<double>(stats.tokens_read) / stats.reading_seconds, stats.eviction_seconds,
                stats.instruction_seconds);
-  std::fprintf(stderr, "policy %s, budget %zu, chunk %zu: cache %zu states per layer, session state %.1f MiB, "
-               "peak memory %.1f MiB, total %.2f s\n",
+  std::size_t kv_bytes = 0;
+  for (const auto& layer : r.memory_report()) kv_bytes += layer.kv_cache_bytes;
+  std::fprintf(stderr, "policy %s, budget %zu, chunk %zu: cache %zu states per layer, KV cache %s %.1f MiB, "
+               "session state %.1f MiB, peak memory %.1f MiB, total %.2f s\n",
                policy_name(options.policy), options.budget, options.chunk_size,
-               r.main_session().cache().size(0, 0), static_cast<double>(r.state_bytes()) / (1 << 20),
+               r.main_session().cache().size(0, 0), kv_type_name(options.kv_type).c_str(),
+               static_cast<double>(kv_bytes) / (1 << 20), static_cast<double>(r.state_bytes()) / (1 << 20),
                static_cast<double>(peak_resident_bytes()) / (1 << 20), seconds);
   return 0;
 }

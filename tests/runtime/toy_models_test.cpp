@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <pith/model/weights.hpp>
 #include <pith/runtime/reader.hpp>
@@ -25,7 +26,7 @@ constexpr std::size_t documents = 100;
 constexpr std::uint64_t first_eval_seed = 1048576;
 
 double accuracy(const pith::model_weights& weights, pith::toy_task task, pith::policy_kind policy, std::size_t length,
-                std::size_t budget) {
+                std::size_t budget, pith::dtype kv_type = pith::dtype::f32) {
   std::size_t correct = 0;
   for (std::size_t i = 0; i < documents; ++i) {
     const auto doc = pith::make_toy_document(task, length, first_eval_seed + i);
@@ -33,6 +34,7 @@ double accuracy(const pith::model_weights& weights, pith::toy_task task, pith::p
     options.policy = policy;
     options.budget = budget;
     options.chunk_size = 64;
+    options.kv_type = kv_type;
     options.max_answer_tokens = doc.answer.size() + 1;
     options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
     pith::reader r(weights, options, doc.instruction);
@@ -66,6 +68,41 @@ TEST_P(ToyModel, AStreamingCacheOfSixteenStatesLosesMostFacts) {
   const auto weights = pith::load_model(folder);
   EXPECT_LT(accuracy(weights, pith::toy_task::kv, pith::policy_kind::streaming, training_length, 16),
             visible_fraction_with_margin);
+}
+
+TEST_P(ToyModel, AnswersWithAnF16Cache) {
+  // An F16 cache rounds keys and values to 11 significant bits: the answers must not suffer. With
+  // eviction (CItruS, re-rotated keys rounded back to F16 at every step), the F16 cache answers within
+  // a few documents of the F32 cache on the same documents.
+  constexpr double eviction_margin = 0.05;
+  constexpr std::size_t budget = 64;
+  const std::filesystem::path folder = std::filesystem::path(PITH_EXAMPLE_MODELS_DIR) / GetParam();
+  if (!std::filesystem::exists(folder / "model.safetensors")) GTEST_SKIP() << folder << " is absent";
+  const auto weights = pith::load_model(folder);
+  for (const auto task : {pith::toy_task::passkey, pith::toy_task::kv}) {
+    SCOPED_TRACE(pith::toy_task_name(task));
+    EXPECT_GE(accuracy(weights, task, pith::policy_kind::full, training_length, 0, pith::dtype::f16), required_accuracy);
+    const double f32 = accuracy(weights, task, pith::policy_kind::citrus_shared, training_length, budget);
+    const double f16 =
+        accuracy(weights, task, pith::policy_kind::citrus_shared, training_length, budget, pith::dtype::f16);
+    EXPECT_GE(f16, f32 - eviction_margin) << "f32 " << f32;
+  }
+}
+
+TEST_P(ToyModel, RefusesAQ80CacheForItsHeadSizeOf16) {
+  const std::filesystem::path folder = std::filesystem::path(PITH_EXAMPLE_MODELS_DIR) / GetParam();
+  if (!std::filesystem::exists(folder / "model.safetensors")) GTEST_SKIP() << folder << " is absent";
+  const auto weights = pith::load_model(folder);
+  pith::reader_options options;
+  options.kv_type = pith::dtype::q8_0;
+  const std::vector<std::int32_t> instruction = {1, 2};
+  try {
+    pith::reader r(weights, options, instruction);
+    FAIL() << "q8_0 accepted for head_dim " << weights.config.head_dim;
+  } catch (const pith::argument_error& e) {
+    EXPECT_NE(std::string(e.what()).find("reader_options::kv_type"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("head_dim 16"), std::string::npos) << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, ToyModel, testing::Values("toy-standard", "toy-block", "toy-hybrid"),

@@ -15,6 +15,11 @@
 //     std::int64_t* positions(std::size_t layer, std::size_t head);  // [rows]
 //   };
 //
+// A cache that stores its rows in another type (pith::kv_cache with an F16, BF16 or Q8_0 kv_type)
+// also models pith::typed_kv_store: kv_type(), row_bytes() and the stored bytes key_data/value_data.
+// Compaction then moves stored bytes (no rounding) and re-rotation converts a key to float,
+// rotates it and stores it back, rounded (re-quantized) to the cache's type (cache/kv_type.hpp).
+//
 //   pith::compact(cache, layer, head, keep);        // keep: sorted, unique row indices
 //   pith::rerotator rotate(head_dim, rope_theta, pith::kernels::rope_layout::half, max_context);
 //   rotate.renumber(cache, layer, head);            // positions 0..size-1, keys re-rotated to them
@@ -30,6 +35,7 @@
 #include <vector>
 
 #include "pith/core/aligned_buffer.hpp"
+#include "pith/cache/kv_type.hpp"
 #include "pith/core/checked.hpp"
 #include "pith/core/error.hpp"
 #include "pith/kernels/rope.hpp"
@@ -48,6 +54,16 @@ concept kv_store = requires(C& cache, const C& view, std::size_t layer, std::siz
   { cache.keys(layer, head) } -> std::convertible_to<float*>;
   { cache.values(layer, head) } -> std::convertible_to<float*>;
   { cache.positions(layer, head) } -> std::convertible_to<std::int64_t*>;
+};
+
+/// A kv_store whose rows are stored as kv_type() (cache/kv_type.hpp), row_bytes() bytes each, at
+/// key_data/value_data; keys()/values() then serve only when kv_type() is f32.
+template <class C>
+concept typed_kv_store = kv_store<C> && requires(C& cache, const C& view, std::size_t layer, std::size_t head) {
+  { view.kv_type() } -> std::convertible_to<dtype>;
+  { view.row_bytes() } -> std::convertible_to<std::size_t>;
+  { cache.key_data(layer, head) } -> std::convertible_to<std::byte*>;
+  { cache.value_data(layer, head) } -> std::convertible_to<std::byte*>;
 };
 
 /// Throws argument_error naming `who` unless keep is sorted, unique and every index is below `size`.
@@ -72,6 +88,19 @@ inline void compact_rows(float* keys, float* values, std::int64_t* positions, st
   }
 }
 
+/// compact_rows for rows of any type: moves row_bytes bytes per key and per value row.
+inline void compact_row_bytes(std::byte* keys, std::byte* values, std::int64_t* positions, std::size_t size,
+                              std::size_t row_bytes, std::span<const std::uint32_t> keep,
+                              const char* who = "pith::compact_row_bytes") {
+  check_kept_rows(keep, size, who);
+  for (std::size_t i = 0; i < keep.size(); ++i) {
+    if (keep[i] == i) continue;
+    std::memcpy(keys + i * row_bytes, keys + keep[i] * row_bytes, row_bytes);
+    std::memcpy(values + i * row_bytes, values + keep[i] * row_bytes, row_bytes);
+    positions[i] = positions[keep[i]];
+  }
+}
+
 namespace detail {
 template <kv_store C>
 void check_unit(const C& cache, std::size_t layer, std::size_t head, const char* who) {
@@ -88,8 +117,12 @@ void check_unit(const C& cache, std::size_t layer, std::size_t head, const char*
 template <kv_store C>
 void compact(C& cache, std::size_t layer, std::size_t head, std::span<const std::uint32_t> keep) {
   detail::check_unit(cache, layer, head, "pith::compact");
-  compact_rows(cache.keys(layer, head), cache.values(layer, head), cache.positions(layer, head),
-               cache.size(layer, head), cache.head_dim(), keep, "pith::compact");
+  if constexpr (typed_kv_store<C>)
+    compact_row_bytes(cache.key_data(layer, head), cache.value_data(layer, head), cache.positions(layer, head),
+                      cache.size(layer, head), cache.row_bytes(), keep, "pith::compact");
+  else
+    compact_rows(cache.keys(layer, head), cache.values(layer, head), cache.positions(layer, head),
+                 cache.size(layer, head), cache.head_dim(), keep, "pith::compact");
   cache.set_size(layer, head, keep.size());
 }
 
@@ -157,6 +190,18 @@ class rerotator {
     detail::check_unit(cache, layer, head, "pith::rerotator::rerotate");
     const std::size_t rows = cache.size(layer, head);
     check_cache(cache, rows, new_positions.size());
+    if constexpr (typed_kv_store<C>) {
+      if (cache.kv_type() != dtype::f32) {
+        build_table();
+        std::byte* keys = cache.key_data(layer, head);
+        std::int64_t* positions = cache.positions(layer, head);
+        for (std::size_t i = 0; i < rows; ++i) {
+          rotate_stored_row(cache.kv_type(), keys + i * cache.row_bytes(), new_positions[i] - positions[i]);
+          positions[i] = new_positions[i];
+        }
+        return;
+      }
+    }
     rotate(std::span(cache.keys(layer, head), rows * head_dim_), std::span(cache.positions(layer, head), rows),
            new_positions);
   }
@@ -168,8 +213,19 @@ class rerotator {
     const std::size_t rows = cache.size(layer, head);
     check_cache(cache, rows, rows);
     build_table();
-    float* keys = cache.keys(layer, head);
     std::int64_t* positions = cache.positions(layer, head);
+    if constexpr (typed_kv_store<C>) {
+      if (cache.kv_type() != dtype::f32) {
+        std::byte* keys = cache.key_data(layer, head);
+        for (std::size_t i = 0; i < rows; ++i) {
+          const auto target = static_cast<std::int64_t>(i);
+          rotate_stored_row(cache.kv_type(), keys + i * cache.row_bytes(), target - positions[i]);
+          positions[i] = target;
+        }
+        return;
+      }
+    }
+    float* keys = cache.keys(layer, head);
     for (std::size_t i = 0; i < rows; ++i) {
       const auto target = static_cast<std::int64_t>(i);
       rotate_row(keys + i * head_dim_, target - positions[i]);
@@ -177,9 +233,9 @@ class rerotator {
     }
   }
 
-  /// Bytes held: frequencies, scratch, and the table once built.
+  /// Bytes held: frequencies, scratch, and the table and the row of a typed key once used.
   std::size_t bytes_allocated() const noexcept {
-    return (inv_freq_.size() + cos_.size() + sin_.size() + table_.size()) * sizeof(float);
+    return (inv_freq_.size() + cos_.size() + sin_.size() + row_.size() + table_.size()) * sizeof(float);
   }
 
  private:
@@ -212,6 +268,16 @@ class rerotator {
     }
   }
 
+  // A key stored as `type`: to float, rotated, stored back rounded to `type` (Q8_0: re-quantized
+  // with a new block scale). A zero delta leaves the stored bytes as they are.
+  void rotate_stored_row(dtype type, std::byte* key, std::int64_t delta) {
+    if (delta == 0) return;
+    if (row_.size() != head_dim_) row_.resize(head_dim_);
+    kv_decode_row(type, key, head_dim_, row_.data());
+    rotate_row(row_.data(), delta);
+    kv_encode_row(type, row_.data(), head_dim_, key);
+  }
+
   void rotate_row(float* key, std::int64_t delta) noexcept {
     if (delta == 0) return;
     const std::size_t half = head_dim_ / 2;
@@ -232,6 +298,7 @@ class rerotator {
   aligned_buffer<float> inv_freq_;  // [head_dim / 2]
   aligned_buffer<float> cos_;       // [head_dim / 2]: angles of a delta outside the table
   aligned_buffer<float> sin_;       // [head_dim / 2]
+  aligned_buffer<float> row_;       // [head_dim] once a typed key turned: it, as floats
   aligned_buffer<float> table_;     // [table_rows, head_dim]: cos | sin of delta -(row + 1), once used
 };
 

@@ -32,14 +32,30 @@
 // for the sizes given, strides >= d, outputs do not alias inputs or each other, scratch holds
 // softmax_importance_scratch_size(m, n, d) floats aligned to 64 bytes. The kernel does not
 // allocate and does not throw. exp error: simd/exp.hpp (2 ulp).
+//
+// Stored keys and values. With kv_type f16, bf16 or q8_0 the kernel reads key_data and value_data
+// (rows key_stride / value_stride elements apart, stored as cache/kv_type.hpp describes) instead of
+// keys and values: vectors of 16-bit elements are widened in registers (the primitive sets'
+// load_f16 / load_bf16), Q8_0 vectors are dequantized in registers (int8 to float, times the
+// block's scale; a vector never straddles a block since the width divides 32). The blocked path
+// broadcasts key elements, so it widens each tile of keys once into scratch, and it widens values
+// 256 rows at a time into scratch for all the output tiles of a block (each tile's sums carried
+// through the output rows from one chunk of rows to the next). Every operation after the load is
+// the F32 path's, in the same order: the results equal the F32 kernel's on the dequantized keys
+// and values, and an F32 call is unchanged.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "pith/core/assert.hpp"
+#include "pith/core/dtype.hpp"
+#include "pith/core/half.hpp"
+#include "pith/core/quant.hpp"
 #include "pith/simd/simd.hpp"
 
 namespace pith::kernels {
@@ -61,6 +77,11 @@ struct softmax_importance_args {
   std::size_t causal_offset = 0;           // query i sees keys j <= causal_offset + i
   const std::uint8_t* key_mask = nullptr;  // [n]; 0 hides the key from every query
 
+  // Keys and values stored as f16, bf16 or q8_0 (f32: `keys` and `values` above are read).
+  dtype kv_type = dtype::f32;
+  const void* key_data = nullptr;    // [n] rows of key_stride elements of kv_type
+  const void* value_data = nullptr;  // [n] rows of value_stride elements of kv_type
+
   float* output = nullptr;  // [m, d], rows output_stride apart
   std::size_t output_stride = 0;
   float* importance = nullptr;          // [importance_end - importance_begin]
@@ -75,26 +96,38 @@ struct softmax_importance_args {
 namespace detail {
 inline constexpr std::size_t max_block_queries = 64;  // widest query block of any ISA (4 x 16 lanes)
 inline constexpr std::size_t scratch_alignment_floats = 16;
+inline constexpr std::size_t widened_rows = 256;  // rows a typed call widens at once (keys: a score tile)
 inline std::size_t round_up(std::size_t x, std::size_t to) { return (x + to - 1) / to * to; }
+// Offset of the widened key tile ([key_tile_rows, round_up(d)] floats) in the scratch.
+inline std::size_t key_tile_offset(std::size_t n, std::size_t d) noexcept {
+  return round_up(d, scratch_alignment_floats) * max_block_queries +
+         round_up((n + 1) * max_block_queries, scratch_alignment_floats);
+}
 }  // namespace detail
 
-/// Floats of scratch a call with these sizes needs, for every ISA.
+/// Floats of scratch a call with these sizes needs, for every ISA and KV type.
 inline std::size_t softmax_importance_scratch_size(std::size_t m, std::size_t n, std::size_t d) noexcept {
   (void)m;
-  const std::size_t block = detail::max_block_queries;
-  return detail::round_up(d, detail::scratch_alignment_floats) * block + (n + 1) * block +
+  return detail::key_tile_offset(n, d) + detail::widened_rows * detail::round_up(d, detail::scratch_alignment_floats) +
          2 * detail::scratch_alignment_floats;
 }
 
 /// Returns nullptr when `args` satisfies the kernel's preconditions, else a static message naming
 /// the offending field. Callers that take sizes from files check this before calling the kernel.
 inline const char* validate_softmax_importance(const softmax_importance_args& a) noexcept {
+  const bool typed = a.kv_type != dtype::f32;
+  if (typed && a.kv_type != dtype::f16 && a.kv_type != dtype::bf16 && a.kv_type != dtype::q8_0)
+    return "softmax_importance: kv_type is not f32, f16, bf16 or q8_0";
+  if (a.kv_type == dtype::q8_0 && (a.d % quant::qk != 0 || a.key_stride % quant::qk != 0 ||
+                                   (a.output != nullptr && a.value_stride % quant::qk != 0)))
+    return "softmax_importance: q8_0 keys and values need d and strides multiples of 32";
   if (a.m > 0 && a.d > 0 && a.queries == nullptr) return "softmax_importance: queries is null";
-  if (a.n > 0 && a.d > 0 && a.keys == nullptr) return "softmax_importance: keys is null";
+  if (a.n > 0 && a.d > 0 && (typed ? a.key_data == nullptr : a.keys == nullptr)) return "softmax_importance: keys is null";
   if (a.m > 0 && a.query_stride < a.d) return "softmax_importance: query_stride < d";
   if (a.n > 0 && a.key_stride < a.d) return "softmax_importance: key_stride < d";
   if (a.output != nullptr) {
-    if (a.n > 0 && a.d > 0 && a.values == nullptr) return "softmax_importance: output requested without values";
+    if (a.n > 0 && a.d > 0 && (typed ? a.value_data == nullptr : a.values == nullptr))
+      return "softmax_importance: output requested without values";
     if (a.n > 0 && a.value_stride < a.d) return "softmax_importance: value_stride < d";
     if (a.output_stride < a.d) return "softmax_importance: output_stride < d";
   }
@@ -109,8 +142,73 @@ namespace detail {
 
 using simd::keep_scalar_loop;
 
-template <class Ops>
+// Vectors of W elements of a row stored as T, widened to float in registers. `c` is an element
+// index; for q8_0 the W elements [c, c + W) lie in one block (W divides 32, c is a multiple of W).
+template <class Ops, dtype T>
+struct stored_elements {
+  using vec = typename Ops::vec;
+  static constexpr std::size_t W = Ops::width;
+  static constexpr std::size_t row_bytes(std::size_t stride) noexcept {
+    if constexpr (T == dtype::f32) return stride * sizeof(float);
+    else if constexpr (T == dtype::q8_0) return stride / quant::qk * sizeof(quant::block_q8_0);
+    else return stride * sizeof(std::uint16_t);
+  }
+  static vec load(const std::byte* row, std::size_t c) noexcept {
+    if constexpr (T == dtype::f32) return Ops::load(reinterpret_cast<const float*>(row) + c);
+    else if constexpr (T == dtype::f16) return Ops::load_f16(reinterpret_cast<const std::uint16_t*>(row) + c);
+    else if constexpr (T == dtype::bf16) return Ops::load_bf16(reinterpret_cast<const std::uint16_t*>(row) + c);
+    else return load_q8_0(row, c, W);
+  }
+  static vec load_partial(const std::byte* row, std::size_t c, std::size_t count) noexcept {
+    if constexpr (T == dtype::f32) return Ops::load_partial(reinterpret_cast<const float*>(row) + c, count);
+    else if constexpr (T == dtype::f16)
+      return Ops::load_f16_partial(reinterpret_cast<const std::uint16_t*>(row) + c, count);
+    else if constexpr (T == dtype::bf16)
+      return Ops::load_bf16_partial(reinterpret_cast<const std::uint16_t*>(row) + c, count);
+    else return load_q8_0(row, c, count);
+  }
+  // W int8 quants widened to float (a loop the compiler turns into one sign-extension and one
+  // conversion), times the block's f16 scale broadcast and widened by the set's load_f16.
+  static vec load_q8_0(const std::byte* row, std::size_t c, std::size_t count) noexcept {
+    static_assert(quant::qk % W == 0, "a vector of Q8_0 elements lies in one block");
+    const std::byte* block = row + c / quant::qk * sizeof(quant::block_q8_0);
+    alignas(64) std::uint16_t scale[W];
+    std::uint16_t scale_bits;
+    std::memcpy(&scale_bits, block, sizeof scale_bits);
+    for (std::size_t i = 0; i < W; ++i) scale[i] = scale_bits;
+    const std::byte* quants = block + sizeof scale_bits + c % quant::qk;
+    // On x86 the quants are widened in registers by sign extension: a vector built through memory
+    // from narrower stores would stall on store forwarding.
+#if defined(PITH_SIMD_HAS_AVX512) && !defined(PITH_DISABLE_SIMD)
+    if constexpr (std::is_same_v<Ops, simd::avx512::ops>) {
+      const __m128i bytes = count >= W ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(quants))
+                                       : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << count) - 1u), quants);
+      return Ops::mul(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), Ops::load_f16(scale));
+    }
+#endif
+#if defined(PITH_SIMD_HAS_AVX2) && !defined(PITH_DISABLE_SIMD)
+    if constexpr (std::is_same_v<Ops, simd::avx2::ops>) {
+      std::int64_t eight = 0;
+      std::memcpy(&eight, quants, count >= W ? W : count);
+      const __m128i bytes = _mm_cvtsi64_si128(eight);
+      return Ops::mul(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), Ops::load_f16(scale));
+    }
+#endif
+    std::int8_t q[W];
+    std::memcpy(q, quants, W);
+    alignas(64) float widened[W];
+    if (count >= W) {
+      for (std::size_t i = 0; i < W; ++i) widened[i] = static_cast<float>(q[i]);
+    } else {
+      for (std::size_t i = 0; i < W; ++i) widened[i] = i < count ? static_cast<float>(q[i]) : 0.0f;
+    }
+    return Ops::mul(Ops::load(widened), Ops::load_f16(scale));
+  }
+};
+
+template <class Ops, dtype T = dtype::f32>
 struct softmax_importance_impl {
+  using stored = stored_elements<Ops, T>;
   using vec = typename Ops::vec;
   static constexpr std::size_t W = Ops::width;
   static constexpr std::size_t block_vectors = 4;          // query vectors per block
@@ -127,6 +225,10 @@ struct softmax_importance_impl {
   float* scratch;
   std::size_t imp_begin, imp_end;
   float inv_m;
+  const std::byte* key_rows;    // row j at key_rows + j * key_bytes
+  std::size_t key_bytes;
+  const std::byte* value_rows;  // row j at value_rows + j * value_bytes
+  std::size_t value_bytes;
 
   static std::size_t visible_keys(const softmax_importance_args& a, std::size_t query) noexcept {
     if (!a.causal) return a.n;
@@ -164,19 +266,19 @@ struct softmax_importance_impl {
 
   // Dot products of one query with R keys, accumulated over d in vectors.
   template <std::size_t R>
-  static void dot_keys(const float* q, const float* k, std::size_t key_stride, std::size_t d, float* out) noexcept {
+  static void dot_keys(const float* q, const std::byte* k, std::size_t key_bytes, std::size_t d, float* out) noexcept {
     vec acc[R];
     for (std::size_t r = 0; r < R; ++r) acc[r] = Ops::zero();
     std::size_t c = 0;
     for (; c + W <= d; c += W) {
       keep_scalar_loop<W>(c);
       const vec qv = Ops::load(q + c);
-      for (std::size_t r = 0; r < R; ++r) acc[r] = Ops::fmadd(qv, Ops::load(k + r * key_stride + c), acc[r]);
+      for (std::size_t r = 0; r < R; ++r) acc[r] = Ops::fmadd(qv, stored::load(k + r * key_bytes, c), acc[r]);
     }
     if (c < d) {
       const vec qv = Ops::load_partial(q + c, d - c);
       for (std::size_t r = 0; r < R; ++r)
-        acc[r] = Ops::fmadd(qv, Ops::load_partial(k + r * key_stride + c, d - c), acc[r]);
+        acc[r] = Ops::fmadd(qv, stored::load_partial(k + r * key_bytes, c, d - c), acc[r]);
     }
     for (std::size_t r = 0; r < R; ++r) out[r] = Ops::reduce_add(acc[r]);
   }
@@ -191,9 +293,9 @@ struct softmax_importance_impl {
       keep_scalar_loop<W>(j);
       if (a.key_mask != nullptr && a.key_mask[j] == 0) continue;
       const vec weight = Ops::set1(e[j]);
-      const float* v = a.values + j * a.value_stride + c0;
-      for (std::size_t c = 0; c + 1 < C; ++c) acc[c] = Ops::fmadd(weight, Ops::load(v + c * W), acc[c]);
-      const vec last = Partial ? Ops::load_partial(v + (C - 1) * W, tail) : Ops::load(v + (C - 1) * W);
+      const std::byte* v = value_rows + j * value_bytes;
+      for (std::size_t c = 0; c + 1 < C; ++c) acc[c] = Ops::fmadd(weight, stored::load(v, c0 + c * W), acc[c]);
+      const vec last = Partial ? stored::load_partial(v, c0 + (C - 1) * W, tail) : stored::load(v, c0 + (C - 1) * W);
       acc[C - 1] = Ops::fmadd(weight, last, acc[C - 1]);
     }
     const vec scale = Ops::set1(inv_sum);
@@ -221,8 +323,8 @@ struct softmax_importance_impl {
     float* s = scratch;
     const float* q = a.queries + i * a.query_stride;
     std::size_t j = 0;
-    for (; j + 4 <= n_visible; j += 4) dot_keys<4>(q, a.keys + j * a.key_stride, a.key_stride, a.d, s + j);
-    for (; j < n_visible; ++j) dot_keys<1>(q, a.keys + j * a.key_stride, a.key_stride, a.d, s + j);
+    for (; j + 4 <= n_visible; j += 4) dot_keys<4>(q, key_rows + j * key_bytes, key_bytes, a.d, s + j);
+    for (; j < n_visible; ++j) dot_keys<1>(q, key_rows + j * key_bytes, key_bytes, a.d, s + j);
     float row_max = neg_inf;
     for (j = 0; j < n_visible; ++j) {
       s[j] = (a.key_mask != nullptr && a.key_mask[j] == 0) ? neg_inf : s[j] * a.scale;
@@ -306,7 +408,21 @@ struct softmax_importance_impl {
   void score_rows(std::size_t j0, std::size_t q0, std::size_t count, const float* qt, float* st,
                   vec (&row_max)[V]) const noexcept {
     vec acc[R][V];
-    score_tile<R, V>(a.keys + j0 * a.key_stride, a.key_stride, qt, a.d, acc);
+    if constexpr (T == dtype::f32) {
+      score_tile<R, V>(a.keys + j0 * a.key_stride, a.key_stride, qt, a.d, acc);
+    } else {
+      // Widen the R keys once: the tile broadcasts each element to V vectors of queries.
+      static_assert(R <= widened_rows);
+      const std::size_t tile_stride = round_up(a.d, scratch_alignment_floats);
+      float* tile = scratch + key_tile_offset(a.n, a.d);
+      for (std::size_t r = 0; r < R; ++r) {
+        const std::byte* k = key_rows + (j0 + r) * key_bytes;
+        std::size_t c = 0;
+        for (; c + W <= a.d; c += W) Ops::store(tile + r * tile_stride + c, stored::load(k, c));
+        if (c < a.d) Ops::store_partial(tile + r * tile_stride + c, stored::load_partial(k, c, a.d - c), a.d - c);
+      }
+      score_tile<R, V>(tile, tile_stride, qt, a.d, acc);
+    }
     const vec hidden = Ops::set1(neg_inf);
     // Lanes past the block's last query are hidden too, so they contribute nothing anywhere.
     const vec padding = Ops::set1(static_cast<float>(count - (V - 1) * W));
@@ -328,21 +444,38 @@ struct softmax_importance_impl {
     }
   }
 
-  // Output tile: R queries (starting at block row i0) x C channel vectors (starting at c0).
+  // Output tile: R queries (starting at block row i0) x C channel vectors (starting at c0), over keys
+  // [k0, k1). The sums start at zero (first) or at what `out` holds, and are stored scaled by
+  // 1 / row_sum (last) or as they are: a typed call sums over chunks of widened values in the same
+  // order as one pass over them. Widened: values from `widened` (row j at (j - k0) * widened_stride).
+  static constexpr bool Widened = T != dtype::f32;
+
   template <std::size_t R, std::size_t C, bool Partial, bool Masked>
-  void output_tile(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t keys,
-                   const float* inv_sum, float* out) const noexcept {
+  void output_tile(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t k0, std::size_t k1,
+                   bool first, bool last, const float* inv_sum, float* out, const float* widened,
+                   std::size_t widened_stride) const noexcept {
     vec acc[R][C];
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t c = 0; c < C; ++c) acc[r][c] = Ops::zero();
     const std::size_t tail = a.d - c0 - (C - 1) * W;
-    for (std::size_t j = 0; j < keys; ++j) {
+    for (std::size_t r = 0; r < R; ++r) {
+      const float* o = out + r * a.output_stride + c0;
+      for (std::size_t c = 0; c < C; ++c)
+        acc[r][c] = first                         ? Ops::zero()
+                    : (Partial && c + 1 == C) ? Ops::load_partial(o + c * W, tail)
+                                              : Ops::load(o + c * W);
+    }
+    for (std::size_t j = k0; j < k1; ++j) {
       keep_scalar_loop<W>(j);
       if (Masked && a.key_mask[j] == 0) continue;
-      const float* v = a.values + j * a.value_stride + c0;
       vec value[C];
-      for (std::size_t c = 0; c + 1 < C; ++c) value[c] = Ops::load(v + c * W);
-      value[C - 1] = Partial ? Ops::load_partial(v + (C - 1) * W, tail) : Ops::load(v + (C - 1) * W);
+      if constexpr (Widened) {
+        const float* v = widened + (j - k0) * widened_stride + c0;
+        for (std::size_t c = 0; c + 1 < C; ++c) value[c] = Ops::load(v + c * W);
+        value[C - 1] = Partial ? Ops::load_partial(v + (C - 1) * W, tail) : Ops::load(v + (C - 1) * W);
+      } else {
+        const std::byte* v = value_rows + j * value_bytes;
+        for (std::size_t c = 0; c + 1 < C; ++c) value[c] = stored::load(v, c0 + c * W);
+        value[C - 1] = Partial ? stored::load_partial(v, c0 + (C - 1) * W, tail) : stored::load(v, c0 + (C - 1) * W);
+      }
       const float* p = st + j * stride + i0;
       for (std::size_t r = 0; r < R; ++r) {
         const vec weight = Ops::set1(p[r]);
@@ -352,41 +485,71 @@ struct softmax_importance_impl {
     for (std::size_t r = 0; r < R; ++r) {
       float* o = out + r * a.output_stride + c0;
       const vec scale = Ops::set1(inv_sum[i0 + r]);
-      for (std::size_t c = 0; c + 1 < C; ++c) Ops::store(o + c * W, Ops::mul(acc[r][c], scale));
-      if (Partial)
-        Ops::store_partial(o + (C - 1) * W, Ops::mul(acc[r][C - 1], scale), tail);
-      else
-        Ops::store(o + (C - 1) * W, Ops::mul(acc[r][C - 1], scale));
+      for (std::size_t c = 0; c < C; ++c) {
+        const vec result = last ? Ops::mul(acc[r][c], scale) : acc[r][c];
+        if (Partial && c + 1 == C)
+          Ops::store_partial(o + c * W, result, tail);
+        else
+          Ops::store(o + c * W, result);
+      }
     }
   }
 
+  struct key_range {
+    std::size_t k0, k1;
+    bool first, last;
+    const float* widened;
+    std::size_t widened_stride;
+  };
+
   template <std::size_t R, std::size_t C>
-  void output_tile_dispatch(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, std::size_t keys,
+  void output_tile_dispatch(const float* st, std::size_t stride, std::size_t i0, std::size_t c0, const key_range& k,
                             const float* inv_sum, float* out) const noexcept {
     const bool partial = a.d - c0 < C * W;
     const bool masked = a.key_mask != nullptr;
     if (partial) {
-      if (masked) output_tile<R, C, true, true>(st, stride, i0, c0, keys, inv_sum, out);
-      else output_tile<R, C, true, false>(st, stride, i0, c0, keys, inv_sum, out);
+      if (masked) output_tile<R, C, true, true>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
+      else output_tile<R, C, true, false>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
     } else {
-      if (masked) output_tile<R, C, false, true>(st, stride, i0, c0, keys, inv_sum, out);
-      else output_tile<R, C, false, false>(st, stride, i0, c0, keys, inv_sum, out);
+      if (masked) output_tile<R, C, false, true>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
+      else output_tile<R, C, false, false>(st, stride, i0, c0, k.k0, k.k1, k.first, k.last, inv_sum, out, k.widened, k.widened_stride);
     }
   }
 
   template <std::size_t R>
-  void output_rows(const float* st, std::size_t stride, std::size_t i0, std::size_t keys, const float* inv_sum,
+  void output_rows(const float* st, std::size_t stride, std::size_t i0, const key_range& k, const float* inv_sum,
                    float* out) const noexcept {
     constexpr std::size_t chunk = output_tile_vectors * W;
     std::size_t c0 = 0;
-    for (; c0 + chunk <= a.d; c0 += chunk) output_tile_dispatch<R, output_tile_vectors>(st, stride, i0, c0, keys, inv_sum, out);
+    for (; c0 + chunk <= a.d; c0 += chunk) output_tile_dispatch<R, output_tile_vectors>(st, stride, i0, c0, k, inv_sum, out);
     if (c0 < a.d) {
       switch ((a.d - c0 + W - 1) / W) {
-        case 1: output_tile_dispatch<R, 1>(st, stride, i0, c0, keys, inv_sum, out); break;
-        case 2: output_tile_dispatch<R, 2>(st, stride, i0, c0, keys, inv_sum, out); break;
-        case 3: output_tile_dispatch<R, 3>(st, stride, i0, c0, keys, inv_sum, out); break;
-        default: output_tile_dispatch<R, 4>(st, stride, i0, c0, keys, inv_sum, out); break;
+        case 1: output_tile_dispatch<R, 1>(st, stride, i0, c0, k, inv_sum, out); break;
+        case 2: output_tile_dispatch<R, 2>(st, stride, i0, c0, k, inv_sum, out); break;
+        case 3: output_tile_dispatch<R, 3>(st, stride, i0, c0, k, inv_sum, out); break;
+        default: output_tile_dispatch<R, 4>(st, stride, i0, c0, k, inv_sum, out); break;
       }
+    }
+  }
+
+  // Every output tile of the block over keys [k0, k1) (each tile stops at the keys it sees).
+  void output_block(const float* st, std::size_t stride, std::size_t q0, std::size_t count, key_range k,
+                    const float* inv_sum, float* out) const noexcept {
+    const std::size_t k1 = k.k1;
+    std::size_t i0 = 0;
+    for (; i0 + output_tile_rows <= count; i0 += output_tile_rows) {
+      k.k1 = std::min(k1, visible_keys(a, q0 + i0 + output_tile_rows - 1));
+      output_rows<output_tile_rows>(st, stride, i0, k, inv_sum, out + i0 * a.output_stride);
+    }
+    k.k1 = std::min(k1, visible_keys(a, q0 + count - 1));
+    float* tail_out = out + i0 * a.output_stride;
+    switch (count - i0) {
+      case 1: output_rows<1>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 2: output_rows<2>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 3: output_rows<3>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 4: output_rows<4>(st, stride, i0, k, inv_sum, tail_out); break;
+      case 5: output_rows<5>(st, stride, i0, k, inv_sum, tail_out); break;
+      default: break;
     }
   }
 
@@ -480,24 +643,29 @@ struct softmax_importance_impl {
       }
     }
 
-    // Pass 3: output = (P V) / row_sum, tiles of output_rows queries.
+    // Pass 3: output = (P V) / row_sum, tiles of output_rows queries. Stored values are widened
+    // widened_rows at a time, once for all the block's tiles.
     if (a.output != nullptr) {
       float* out = a.output + q0 * a.output_stride;
       if (a.d == 0) return;
-      std::size_t i0 = 0;
-      for (; i0 + output_tile_rows <= count; i0 += output_tile_rows) {
-        const std::size_t keys = visible_keys(a, q0 + i0 + output_tile_rows - 1);
-        output_rows<output_tile_rows>(st, stride, i0, keys, inv_sum, out + i0 * a.output_stride);
-      }
-      const std::size_t keys = visible_keys(a, q0 + count - 1);
-      float* tail_out = out + i0 * a.output_stride;
-      switch (count - i0) {
-        case 1: output_rows<1>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 2: output_rows<2>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 3: output_rows<3>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 4: output_rows<4>(st, stride, i0, keys, inv_sum, tail_out); break;
-        case 5: output_rows<5>(st, stride, i0, keys, inv_sum, tail_out); break;
-        default: break;
+      const std::size_t all = visible_keys(a, q0 + count - 1);
+      if constexpr (!Widened) {
+        output_block(st, stride, q0, count, {0, all, true, true, nullptr, 0}, inv_sum, out);
+      } else {
+        const std::size_t widened_stride = round_up(a.d, scratch_alignment_floats);
+        float* widened = scratch + key_tile_offset(a.n, a.d);
+        for (std::size_t k0 = 0; k0 == 0 || k0 < all; k0 += widened_rows) {
+          const std::size_t k1 = std::min(all, k0 + widened_rows);
+          for (std::size_t j = k0; j < k1; ++j) {
+            if (a.key_mask != nullptr && a.key_mask[j] == 0) continue;
+            const std::byte* v = value_rows + j * value_bytes;
+            float* w = widened + (j - k0) * widened_stride;
+            std::size_t c = 0;
+            for (; c + W <= a.d; c += W) Ops::store(w + c, stored::load(v, c));
+            if (c < a.d) Ops::store_partial(w + c, stored::load_partial(v, c, a.d - c), a.d - c);
+          }
+          output_block(st, stride, q0, count, {k0, k1, k0 == 0, k1 >= all, widened, widened_stride}, inv_sum, out);
+        }
       }
     }
   }
@@ -511,9 +679,27 @@ inline void softmax_importance_with(const softmax_importance_args& args, float* 
   PITH_ASSERT(validate_softmax_importance(args) == nullptr, "invalid softmax_importance arguments");
   PITH_ASSERT(reinterpret_cast<std::uintptr_t>(scratch) % 64 == 0, "scratch must be 64-byte aligned");
   const std::size_t end = args.importance_end == all_keys ? args.n : args.importance_end;
-  detail::softmax_importance_impl<Ops> impl{args, scratch, args.importance_begin, end,
-                                            args.m > 0 ? 1.0f / static_cast<float>(args.m) : 0.0f};
-  impl.run();
+  const float inv_m = args.m > 0 ? 1.0f / static_cast<float>(args.m) : 0.0f;
+  const auto run = [&]<dtype T>(std::integral_constant<dtype, T>, const void* keys, const void* values) {
+    using impl_type = detail::softmax_importance_impl<Ops, T>;
+    using stored = typename impl_type::stored;
+    impl_type impl{args,
+                   scratch,
+                   args.importance_begin,
+                   end,
+                   inv_m,
+                   static_cast<const std::byte*>(keys),
+                   stored::row_bytes(args.key_stride),
+                   static_cast<const std::byte*>(values),
+                   stored::row_bytes(args.value_stride)};
+    impl.run();
+  };
+  switch (args.kv_type) {
+    case dtype::f16: run(std::integral_constant<dtype, dtype::f16>{}, args.key_data, args.value_data); break;
+    case dtype::bf16: run(std::integral_constant<dtype, dtype::bf16>{}, args.key_data, args.value_data); break;
+    case dtype::q8_0: run(std::integral_constant<dtype, dtype::q8_0>{}, args.key_data, args.value_data); break;
+    default: run(std::integral_constant<dtype, dtype::f32>{}, args.keys, args.values); break;
+  }
 }
 
 inline namespace PITH_ISA_NAMESPACE {

@@ -33,6 +33,7 @@ struct layer_memory {
   mixer_kind mixer;
   std::size_t kv_cache_bytes;  // grows with the context up to the capacity (0 for fixed-state mixers)
   std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
+  dtype kv_type = dtype::f32;  // what the KV cache stores keys and values as
 };
 
 /// What attention-based eviction needs from a forward pass (cache/eviction.hpp): for every cached
@@ -48,6 +49,9 @@ struct attention_scoring {
 struct session_options {
   std::size_t max_context = 0;  // KV rows per head; 0: the model's max_position_embeddings
   std::size_t max_chunk = 512;  // most tokens one forward call takes
+  // What the KV cache stores keys and values as: f32 (exact), f16, bf16 or q8_0 (cache/kv_type.hpp;
+  // q8_0 needs head_dim % 32 == 0). Anything else is refused when the session is built.
+  dtype kv_type = dtype::f32;
   // What the session's kernels run on (its calls enter an executor_scope, core/parallel.hpp), shared
   // by the session; the attention is split into min(heads, concurrency) parts. nullptr: the calling
   // thread's current executor (the process-wide pool unless an executor_scope is active).
@@ -94,7 +98,8 @@ class session {
       if (mixer == mixer_kind::non_approximate)
         for (std::size_t h = 0; h < c_.num_heads; ++h) self_gated_[l].emplace_back(c_.head_dim);
     }
-    cache_ = kv_cache(c_.num_kv_heads, c_.head_dim, std::move(capacities));
+    check_kv_type(options_.kv_type, c_.head_dim, "session_options::kv_type");
+    cache_ = kv_cache(c_.num_kv_heads, c_.head_dim, std::move(capacities), options_.kv_type);
     residual_ = residual_stream(c_, t, residual_queries_of(w_));
     clear_states();
     // Every size below is a product of validated dimensions and the caller's max_chunk/max_context:
@@ -222,7 +227,7 @@ class session {
       std::size_t state = 0;
       for (const auto& a : approximate_[l]) state += a.bytes();
       for (const auto& g : self_gated_[l]) state += g.bytes();
-      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state});
+      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type()});
     }
     return report;
   }
@@ -444,12 +449,10 @@ class session {
                 side_mask_.begin() + static_cast<std::ptrdiff_t>(before + t), 0);
     }
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
-      float* keys = cache_.keys(l, h) + before * d;
-      float* values = cache_.values(l, h) + before * d;
       std::int64_t* positions = cache_.positions(l, h) + before;
       for (std::size_t i = 0; i < t_all; ++i) {
-        std::copy_n(k_.data() + i * kvs + h * d, d, keys + i * d);
-        std::copy_n(v_.data() + i * kvs + h * d, d, values + i * d);
+        // Rounded to the cache's type: the chunk attends to its own keys as the cache holds them.
+        cache_.write(l, h, before + i, k_.data() + i * kvs + h * d, v_.data() + i * kvs + h * d);
         positions[i] = static_cast<std::int64_t>(position_ + (i < t ? i : i - t));
       }
       cache_.set_size(l, h, before + t_all);
@@ -468,9 +471,15 @@ class session {
           kernels::softmax_importance_args a;
           a.queries = q_.data() + h * d;
           a.query_stride = qs;
-          a.keys = cache_.keys(l, kv_head);
+          if (cache_.kv_type() == dtype::f32) {
+            a.keys = cache_.keys(l, kv_head);
+            a.values = cache_.values(l, kv_head);
+          } else {
+            a.kv_type = cache_.kv_type();
+            a.key_data = cache_.key_data(l, kv_head);
+            a.value_data = cache_.value_data(l, kv_head);
+          }
           a.key_stride = d;
-          a.values = cache_.values(l, kv_head);
           a.value_stride = d;
           a.m = t;
           a.n = before + t;
@@ -514,6 +523,7 @@ class session {
             b.causal_offset = before + skip;
             b.output = nullptr;
             b.values = nullptr;
+            b.value_data = nullptr;
             b.importance = scores;
             b.importance_squares = squares;
             kernels::softmax_importance(b, scratch);

@@ -42,6 +42,9 @@ struct reader_options {
   // What the reader's sessions compute on (session_options::executor); nullptr: the calling
   // thread's current executor (the process-wide pool unless an executor_scope is active).
   std::shared_ptr<pith::executor> executor = nullptr;
+  // What the sessions' KV caches store keys and values as (session_options::kv_type): f32 (exact),
+  // f16, bf16 or q8_0. Compaction moves stored rows; re-rotation rounds a key back to the type.
+  dtype kv_type = dtype::f32;
 };
 
 struct reader_stats {
@@ -89,8 +92,10 @@ class reader {
     for (const std::int32_t token : instruction_)
       if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
         PITH_THROW(argument_error, "reader: instruction token " + std::to_string(token) + " is outside the vocabulary");
+    check_kv_type(options_.kv_type, weights.config.head_dim, "reader_options::kv_type");
     session_options so;
     so.executor = options_.executor;
+    so.kv_type = options_.kv_type;
     so.max_chunk = options_.chunk_size + instruction_.size();  // the chunk and the instruction in one pass
     if (traits_.evicts)
       // Largest moment: k + L old states plus either the next chunk or the instruction and answer.
@@ -218,6 +223,20 @@ class reader {
 
   std::size_t state_bytes() const noexcept {
     return main_->bytes_allocated() + (instruction_session_ ? instruction_session_->bytes_allocated() : 0);
+  }
+
+  /// Per layer: the memory the reader's sessions hold (session::memory_report, the instruction
+  /// cache's added when the policy keeps one), with the KV type the caches store.
+  std::vector<layer_memory> memory_report() const {
+    std::vector<layer_memory> report = main_->memory_report();
+    if (instruction_session_) {
+      const std::vector<layer_memory> second = instruction_session_->memory_report();
+      for (std::size_t l = 0; l < report.size(); ++l) {
+        report[l].kv_cache_bytes += second[l].kv_cache_bytes;
+        report[l].state_bytes += second[l].state_bytes;
+      }
+    }
+    return report;
   }
 
  private:
@@ -376,13 +395,13 @@ class reader {
     const auto& c = w_.config;
     kv_cache& from = main_->cache();
     kv_cache& to = instruction_session_->cache();
-    const std::size_t d = c.head_dim;
+    const std::size_t row = from.row_bytes();  // both caches store the reader's kv_type
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!mixer_uses_kv_cache(c.mixer(l))) continue;
       for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
         const std::size_t source = from.size(l, g) - count, target = to.size(l, g);
-        std::copy_n(from.keys(l, g) + source * d, count * d, to.keys(l, g) + target * d);
-        std::copy_n(from.values(l, g) + source * d, count * d, to.values(l, g) + target * d);
+        std::copy_n(from.key_data(l, g) + source * row, count * row, to.key_data(l, g) + target * row);
+        std::copy_n(from.value_data(l, g) + source * row, count * row, to.value_data(l, g) + target * row);
         std::copy_n(from.positions(l, g) + source, count, to.positions(l, g) + target);
         to.set_size(l, g, target + count);
         auto& list = instruction_document_positions_[l * c.num_kv_heads + g];

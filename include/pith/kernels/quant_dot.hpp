@@ -32,6 +32,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -469,6 +470,53 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
       const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
       const __m512i scale_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
       __m512 acc512 = _mm512_setzero_ps();
+#if defined(__AVX512VBMI__)
+      {
+        // Four blocks (72 bytes) per step from two loads: bytes 0-63 and 56-71 of the group form
+        // a 128-byte table from which vpermt2b builds each pair's [qs, qs, qs', qs'] lanes and
+        // vpermw gathers the four d_W. About 24 instructions per four blocks against 42 for two
+        // steps of the pair loop below. One core of a Zen 4 shared with a compiling job, W
+        // [5632 x 2048] and [2048 x 5632] (6.5 MB, in L3), best of 3 CPU times: 367 / 388 us
+        // -> 342 / 342 us (17.7 / 16.7 -> 19.0 GB/s). A 512-bit Q4_K loop of the same kind (one
+        // 64-element chunk per vector, vpdpwssd for the sub-block scales) measured no faster
+        // than the 256-bit one (348 / 335 -> 352 / 329 us) and was left out.
+        static constexpr std::array<std::uint8_t, 128> pair_index = [] {
+          std::array<std::uint8_t, 128> index{};
+          for (int pair = 0; pair < 2; ++pair)
+            for (int lane = 0; lane < 4; ++lane)
+              for (int i = 0; i < 16; ++i) {
+                const int k = 18 * (2 * pair + lane / 2) + 2 + i;  // byte k of the group
+                index[static_cast<std::size_t>(64 * pair + 16 * lane + i)] =
+                    static_cast<std::uint8_t>(k < 64 ? k : 64 + (k - 56));
+              }
+          return index;
+        }();
+        const __m512i index_a = _mm512_loadu_si512(pair_index.data());
+        const __m512i index_b = _mm512_loadu_si512(pair_index.data() + 64);
+        const __m512i d_words = _mm512_castsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 0, 0, 0, 0));  // words 0-3
+        const __m512i scale_lanes_b = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m512i low = _mm512_set1_epi8(0x0F);
+        __m512 acc_b = _mm512_setzero_ps();
+        for (; b + 4 <= blocks; b += 4) {
+          const std::byte* group = w + b * sizeof(block);
+          const __m512i head = _mm512_loadu_si512(group);
+          const __m512i tail = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 56)));
+          const __m512i codes_a =
+              _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutex2var_epi8(head, index_a, tail), nibble_shift), low);
+          const __m512i codes_b =
+              _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutex2var_epi8(head, index_b, tail), nibble_shift), low);
+          const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(d_words, head)));
+          const __m512 scales = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(a[0].d + b)));
+          const __m512i start_a = _mm512_loadu_si512(a[0].minus8 + b * (quant::qk / 4));
+          const __m512i start_b = _mm512_loadu_si512(a[0].minus8 + (b + 2) * (quant::qk / 4));
+          const __m512i p_a = _mm512_dpbusd_epi32(start_a, codes_a, _mm512_loadu_si512(a[0].q + b * quant::qk));
+          const __m512i p_b = _mm512_dpbusd_epi32(start_b, codes_b, _mm512_loadu_si512(a[0].q + (b + 2) * quant::qk));
+          acc512 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p_a), _mm512_permutexvar_ps(scale_lanes, scales), acc512);
+          acc_b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p_b), _mm512_permutexvar_ps(scale_lanes_b, scales), acc_b);
+        }
+        acc512 = _mm512_add_ps(acc512, acc_b);
+      }
+#endif
       for (; b + 2 <= blocks; b += 2) {
         const std::byte* b0 = w + b * sizeof(block);
         const std::byte* b1 = b0 + sizeof(block);

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <limits>
 #include <memory>
 #include <string>
 #include <unistd.h>
@@ -187,6 +188,32 @@ std::vector<std::int32_t> greedy_of(const pith::model_weights& w, const std::vec
   return produced;
 }
 
+// One greedy step of `reference`, fed its own choices, beside `other` fed the same tokens: the two
+// choices and the reference's margin between its best and second-best logit.
+struct greedy_step {
+  std::int32_t reference, other;
+  float margin;
+};
+
+std::vector<greedy_step> teacher_forced_greedy(const pith::model_weights& reference, const pith::model_weights& other,
+                                               const std::vector<std::int32_t>& ids, std::size_t count) {
+  pith::session r(reference, {64, 16}), o(other, {64, 16});
+  std::vector<float> lr(reference.config.vocab_size), lo(other.config.vocab_size);
+  r.forward(ids, lr.data());
+  o.forward(ids, lo.data());
+  std::vector<greedy_step> steps;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::int32_t best = pith::sampler::argmax(lr);
+    float second = -std::numeric_limits<float>::infinity();
+    for (std::size_t t = 0; t < lr.size(); ++t)
+      if (static_cast<std::int32_t>(t) != best) second = std::max(second, lr[t]);
+    steps.push_back({best, pith::sampler::argmax(lo), lr[static_cast<std::size_t>(best)] - second});
+    r.forward(std::span(&best, 1), lr.data());
+    o.forward(std::span(&best, 1), lo.data());
+  }
+  return steps;
+}
+
 float max_difference(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   float worst = 0.0f;
@@ -275,9 +302,17 @@ TEST_P(QuantizedGguf, LogitsMatchTheDequantizedModelAndTheGreedyContinuationIsEq
   const float scale = max_magnitude(reference);
   ASSERT_GT(scale, 0.5f);
   const float difference = max_difference(got, reference);
-  EXPECT_LE(difference, same_values_tolerance + activation_quantization_tolerance * scale);
+  const float bound = same_values_tolerance + activation_quantization_tolerance * scale;
+  EXPECT_LE(difference, bound);
   RecordProperty("max_abs_logit_difference", std::to_string(difference));
-  EXPECT_EQ(greedy_of(quantized, prompt, 8), greedy_of(dequantized, prompt, 8));
+  // Greedy choices agree wherever the reference's margin exceeds what the bound can move (2 · bound:
+  // its best logit down and the runner-up up). These random models are not trained, so some steps
+  // are closer than that (Q2_K's bound is wide); each step is fed the reference's token so that one
+  // close call does not decide the steps after it.
+  for (const auto& step : teacher_forced_greedy(dequantized, quantized, prompt, 8))
+    if (step.margin > 2.0f * bound) {
+      EXPECT_EQ(step.other, step.reference) << "margin " << step.margin;
+    }
 }
 
 // Quantizing the float32 checkpoint at load writes the reference quantizer's bytes: the matrices

@@ -6,6 +6,8 @@
 #include <pith/model/random_weights.hpp>
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -41,6 +43,30 @@ inline std::vector<std::int32_t> tokens(std::size_t n, std::size_t salt) {
   for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>((i * 7919 + salt * 104729 + 13) % 32000);
   return ids;
 }
+
+/// A ConsoleReporter that keeps each run's counters under "name[/args]:counter" for the ratio table
+/// a binary prints in Finalize; get() gives 0 for a run that did not take place.
+class counter_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      std::string key = run.run_name.function_name;
+      if (!run.run_name.args.empty()) key += "/" + run.run_name.args;
+      for (const auto& [name, counter] : run.counters) values_[key + ":" + name] = counter.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+ protected:
+  double get(const std::string& key) const {
+    const auto it = values_.find(key);
+    return it == values_.end() ? 0.0 : it->second;
+  }
+
+ private:
+  std::map<std::string, double> values_;
+};
 
 /// Runs the registered benchmarks with `Reporter` (a ConsoleReporter that adds a table).
 template <class Reporter>

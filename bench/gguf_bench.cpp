@@ -98,17 +98,8 @@ void prefill(benchmark::State& state, const bench_file& file, std::size_t thread
   pith::set_num_threads(0);
 }
 
-class gguf_reporter : public benchmark::ConsoleReporter {
+class gguf_reporter : public pith::bench::counter_reporter {
  public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
-      std::string key = run.run_name.function_name;
-      if (!run.run_name.args.empty()) key += "/" + run.run_name.args;
-      for (const auto& [name, counter] : run.counters) values_[key + ":" + name] = counter.value;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
   void Finalize() override {
     ConsoleReporter::Finalize();
     const double peak = get("pith::bench::BM_fma_peak:GFLOPs"), int8_peak = get("pith::bench::BM_int8_dot_peak:GOPs");
@@ -138,12 +129,6 @@ class gguf_reporter : public benchmark::ConsoleReporter {
                 " FMA and int8 dot-product peaks)\n");
   }
 
- private:
-  double get(const std::string& key) const {
-    const auto it = values_.find(key);
-    return it == values_.end() ? 0.0 : it->second;
-  }
-  std::map<std::string, double> values_;
 };
 
 }  // namespace

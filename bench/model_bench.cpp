@@ -90,17 +90,8 @@ BENCHMARK(pith::bench::BM_read_bandwidth)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_decode)->ArgNames({"threads", "type"})->ArgsProduct({{1, 2}, {0, 1, 2}})->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_prefill)->ArgNames({"threads", "type"})->ArgsProduct({{1, 2}, {0, 1, 2}})->UseRealTime()->MinTime(2.0);
 
-class ratio_reporter : public benchmark::ConsoleReporter {
+class ratio_reporter : public pith::bench::counter_reporter {
  public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
-      std::string key = run.run_name.function_name;
-      if (!run.run_name.args.empty()) key += "/" + run.run_name.args;
-      for (const auto& [name, counter] : run.counters) values_[key + ":" + name] = counter.value;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
   void Finalize() override {
     ConsoleReporter::Finalize();
     const double peak = get("pith::bench::BM_fma_peak:GFLOPs"), bandwidth = get("pith::bench::BM_read_bandwidth:GBps");
@@ -130,12 +121,6 @@ class ratio_reporter : public benchmark::ConsoleReporter {
                 " 2 thr: 2 threads against 1)\n");
   }
 
- private:
-  double get(const std::string& key) const {
-    const auto it = values_.find(key);
-    return it == values_.end() ? 0.0 : it->second;
-  }
-  std::map<std::string, double> values_;
 };
 
 }  // namespace

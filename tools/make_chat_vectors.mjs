@@ -9,8 +9,9 @@
 //   NODE_PATH=/work/npm-chat/node_modules node tools/make_chat_vectors.mjs \
 //       [--tokenizers ../shared/models/tokenizers] [--out tests/data/chat]
 //
-// Writes OUT/vectors.json and OUT/mistral-v0.3.jinja. The real templates are not copied: each
-// vector names its template by folder and sha256, and the test reads it from the shared folder.
+// Writes OUT/vectors.json, OUT/mistral-v0.3.jinja and OUT/mistral-v0.3.tokenizer_config.json. The
+// real templates are not copied: each vector set names its template by folder and sha256, and the
+// test reads it from the shared folder.
 // Runs offline.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -222,6 +223,9 @@ for (const template of templates) {
 
 mkdirSync(out, { recursive: true });
 writeFileSync(path.join(out, "mistral-v0.3.jinja"), mistralV03);
+// The same template as a model folder carries it, for the programs' tests.
+writeFileSync(path.join(out, "mistral-v0.3.tokenizer_config.json"),
+              JSON.stringify({ bos_token: "<s>", eos_token: "</s>", chat_template: mistralV03 }, null, 1) + "\n");
 const document_ = {
   generator: "tools/make_chat_vectors.mjs with @huggingface/jinja " + jinjaVersion,
   templates: templates.map((t) => ({ name: t.name, source: t.source, sha256: sha256(t.text), bos_token: t.bos_token,

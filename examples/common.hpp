@@ -236,6 +236,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // ---- chat templates (io/chat_template.hpp) --------------------------------------------------------
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -243,19 +244,17 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 
 namespace pith::examples {
 
-/// Whether `tok` puts BOS before a text (SentencePiece GGUF add_bos_token; llama2.c and word
-/// vocabularies always do).
-inline bool tokenizer_adds_bos(const tokenizer& tok) {
-  if (const spm_tokenizer* spm = tok.as_spm()) return spm->add_bos();
-  return true;
+/// The tokens `tok` puts before a text: BOS for SentencePiece vocabularies that ask for it (GGUF
+/// add_bos_token), llama2.c and word vocabularies; a tokenizer.json's post-processor's tokens.
+inline std::vector<std::int32_t> tokens_before_text(const tokenizer& tok) {
+  if (const spm_tokenizer* spm = tok.as_spm()) return spm->add_bos() ? std::vector<std::int32_t>{spm->bos_id()} : std::vector<std::int32_t>{};
+  return tok.special_prefix();
 }
 
 /// The text of token `id` for messages: the stored piece, not its decoded form (control tokens decode to nothing).
 inline std::string token_label(const tokenizer& tok, std::int32_t id) {
-  if (id < 0 || id >= tok.vocab_size()) return "?";
-  if (const spm_tokenizer* spm = tok.as_spm()) return spm->piece(id);
-  if (const word_tokenizer* words = tok.as_words()) return words->token_text(id);
-  return tok.decode(-1, id);
+  if (id < 0 || id >= tok.vocab_size()) return "";
+  return tok.token_text(id);
 }
 
 /// The chat template that goes with `model`: --chat-template FILE when given (a tokenizer_config.json,
@@ -306,12 +305,18 @@ inline std::optional<chat_template> find_chat_template(const std::filesystem::pa
 
 /// A warning when the vocabulary lacks some of the template's special tokens (they are then read
 /// as plain text, and generation stops only at the stop tokens it has); empty when it has them all.
-inline std::string chat_vocabulary_warning(const special_token_table& specials, const chat_template& tmpl) {
+inline std::string chat_vocabulary_warning(const tokenizer& tok, const chat_template& tmpl) {
+  const auto found = chat_special_ids(tok, tmpl);
   std::string missing;
-  for (const std::string& s : tmpl.special_strings())
-    if (!specials.find(s) && s != "<|eom_id|>" && s != "<|endoftext|>" && s != "<think>" && s != "</think>" &&
-        s != "<eos>" && s != "<|end_of_text|>")
+  for (const std::string& s : tmpl.special_strings()) {
+    // Tokens some of the family's vocabularies lack (Llama 3.0 has no <|eom_id|>, Gemma's template
+    // never writes <eos>, Qwen's <think> only matters with reasoning).
+    if (s == "<|eom_id|>" || s == "<|endoftext|>" || s == "<think>" || s == "</think>" || s == "<eos>" ||
+        s == "<|end_of_text|>")
+      continue;
+    if (std::none_of(found.begin(), found.end(), [&](const auto& f) { return f.first == s; }))
       missing += (missing.empty() ? "" : " ") + s;
+  }
   if (missing.empty()) return {};
   return "the vocabulary has no token for " + missing + " of the " + tmpl.name() +
          " template: that text is tokenized as plain text";

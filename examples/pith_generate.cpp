@@ -103,15 +103,14 @@ int run(int argc, char** argv) {
     chat_render_options render;
     if (no_think) render.enable_thinking = false;
     const std::string text = tmpl->render(messages, render);
-    const special_token_table specials(*tok);
     // The rendered text carries BOS when the template writes it: BOS is then not added again.
-    if (!tmpl->renders_bos() && tokenizer_adds_bos(*tok)) ids.push_back(tok->bos_id());
-    const auto body = encode_chat(*tok, specials, *tmpl, text);
+    if (!tmpl->renders_bos()) ids = tokens_before_text(*tok);
+    const auto body = encode_chat(*tok, *tmpl, text);
     ids.insert(ids.end(), body.begin(), body.end());
-    stop_ids = chat_stop_tokens(*tok, specials, *tmpl);
+    stop_ids = chat_stop_tokens(*tok, *tmpl);
     std::fprintf(stderr, "chat: %s template from %s, %zu prompt tokens; stops at %s\n", tmpl->name(),
                  tmpl->source().c_str(), ids.size(), token_list(*tok, stop_ids).c_str());
-    if (const auto warning = chat_vocabulary_warning(specials, *tmpl); !warning.empty())
+    if (const auto warning = chat_vocabulary_warning(*tok, *tmpl); !warning.empty())
       std::fprintf(stderr, "pith-generate: warning: %s\n", warning.c_str());
   } else if (prompt_ids) {
     ids = parse_ids(*prompt_ids, config.vocab_size);

@@ -201,15 +201,14 @@ int run(int argc, char** argv) {
     chat_render_options render;
     render.enable_thinking = false;     // Qwen3: answer directly (the answer is checked from its start)
     const auto frame = tmpl->user_turn(system, render);
-    const special_token_table specials(*tok);
     // The frame's text after its last special token belongs to the same piece of text as the
     // document's start ("user\n", "[INST] "): it is tokenized together with the document.
     std::size_t cut = 0;
     for (const std::string& special : tmpl->special_strings())
       for (std::size_t at = frame.before.find(special); at != std::string::npos; at = frame.before.find(special, at + 1))
         cut = std::max(cut, at + special.size());
-    if (!tmpl->renders_bos() && tokenizer_adds_bos(*tok)) prefix.push_back(tok->bos_id());
-    const auto head = encode_chat(*tok, specials, *tmpl, std::string_view(frame.before).substr(0, cut));
+    if (!tmpl->renders_bos()) prefix = tokens_before_text(*tok);
+    const auto head = encode_chat(*tok, *tmpl, std::string_view(frame.before).substr(0, cut));
     prefix.insert(prefix.end(), head.begin(), head.end());
     prefix_text = frame.before.substr(cut);
     std::string question = *instruction_text;
@@ -217,13 +216,13 @@ int run(int argc, char** argv) {
       trim_document = true;
       question.resize(chat_detail::before_trailing_space(question));
     }
-    instruction = encode_chat(*tok, specials, *tmpl, question + frame.after);
-    stop_ids = chat_stop_tokens(*tok, specials, *tmpl);
+    instruction = encode_chat(*tok, *tmpl, question + frame.after);
+    stop_ids = chat_stop_tokens(*tok, *tmpl);
     if (std::find(stop_ids.begin(), stop_ids.end(), weights.config.eos_token_id) == stop_ids.end())
       stop_ids.push_back(weights.config.eos_token_id);
     std::fprintf(stderr, "chat: %s template from %s (--raw reads without it); stops at %s\n", tmpl->name(),
                  tmpl->source().c_str(), token_list(*tok, stop_ids).c_str());
-    if (const auto warning = chat_vocabulary_warning(specials, *tmpl); !warning.empty())
+    if (const auto warning = chat_vocabulary_warning(*tok, *tmpl); !warning.empty())
       std::fprintf(stderr, "pith-read: warning: %s\n", warning.c_str());
   } else {
     instruction = tok->encode(*instruction_text, false);

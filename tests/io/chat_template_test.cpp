@@ -4,6 +4,7 @@
 // stop strings, and the tokens of rendered text.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -260,25 +261,36 @@ TEST(ChatTemplate, TrimFollowsTheReference) {
 TEST(ChatTemplate, EncodesSpecialTokensOfTheVocabulary) {
   PITH_SHARED_MODEL_OR_SKIP(path, "ggml-vocab/ggml-vocab-llama-spm.gguf");
   const pith::tokenizer tok = pith::tokenizer::from_gguf(pith::gguf_file(path));
-  const pith::special_token_table table(tok);
-  EXPECT_EQ(table.find("<s>"), std::optional<std::int32_t>(1));
-  EXPECT_EQ(table.find("</s>"), std::optional<std::int32_t>(2));
-  EXPECT_FALSE(table.find("[INST]"));  // Llama 2's vocabulary has no [INST] token
   const auto t = chat_template::recognise("{{ bos_token }}{{ '[INST] ' + c + '[/INST]' }}{{ eos_token }}", "t", "<s>", "</s>");
-  // <s> and </s> become their ids wherever they are; [INST] stays text.
-  const auto ids = pith::encode_chat(tok, table, t, "<s>[INST] Hi[/INST] Yo</s>");
-  ASSERT_GE(ids.size(), 3u);
-  EXPECT_EQ(ids.front(), 1);
-  EXPECT_EQ(ids.back(), 2);
+  // Llama 2's vocabulary has <s> and </s> but no [INST] token: [INST] stays text.
+  const auto specials = pith::chat_special_ids(tok, t);
+  EXPECT_EQ(specials, (std::vector<std::pair<std::string, std::int32_t>>{{"<s>", 1}, {"</s>", 2}}));
+  const std::string text = "<s>[INST] Hi[/INST] Yo</s>";
+  const auto ids = pith::encode_chat(tok, t, text);
   std::vector<std::int32_t> expected = {1};
   const auto middle = tok.encode("[INST] Hi[/INST] Yo", false);
   expected.insert(expected.end(), middle.begin(), middle.end());
   expected.push_back(2);
   EXPECT_EQ(ids, expected);
-  EXPECT_EQ(pith::chat_stop_tokens(tok, table, t), (std::vector<std::int32_t>{2}));
+  // A vocabulary that parses its special tokens gives the same ids for the whole text.
+  EXPECT_EQ(ids, tok.encode(text, false));
+  EXPECT_EQ(pith::chat_stop_tokens(tok, t), (std::vector<std::int32_t>{2}));
   // A ChatML template on this vocabulary: no <|im_end|> token, so EOS alone stops.
   const auto chatml = chat_template::recognise("<|im_start|><|im_end|>", "t", "", "<|im_end|>");
-  EXPECT_EQ(pith::chat_stop_tokens(tok, table, chatml), (std::vector<std::int32_t>{tok.eos_id()}));
+  EXPECT_EQ(pith::chat_stop_tokens(tok, chatml), (std::vector<std::int32_t>{tok.eos_id()}));
+}
+
+TEST(ChatTemplate, WordVocabularyGetsItsBosAndEos) {
+  // The toy models' word vocabulary does not parse token text; encode_chat cuts <s> and </s> out.
+  const std::filesystem::path vocab = std::filesystem::path(PITH_TEST_DATA_DIR) / ".." / ".." / "examples" / "models" /
+                                      "toy-block" / "vocab.json";
+  const pith::tokenizer tok = pith::tokenizer::load_words(vocab);
+  const auto t = chat_template::recognise("{{ bos_token }}{{ '[INST] ' + c + '[/INST]' }}{{ eos_token }}", "t", "<s>", "</s>");
+  const auto ids = pith::encode_chat(tok, t, "<s>[INST] the code[/INST] 7</s>");
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids.front(), tok.bos_id());
+  EXPECT_EQ(ids.back(), tok.eos_id());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 1);
 }
 
 TEST(ChatTemplate, GgufTemplateKey) {

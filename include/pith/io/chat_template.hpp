@@ -14,7 +14,6 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -561,44 +560,32 @@ class chat_template {
 
 // ---- tokens ---------------------------------------------------------------------------------------
 
-/// The ids of a vocabulary's special tokens by their text: SentencePiece control, user-defined and
-/// unknown pieces (<s>, [INST], <start_of_turn>, ...) and the BOS/EOS/unknown words of a word
-/// vocabulary. Rendered chat text is cut at these before the rest is tokenized as plain text.
-class special_token_table {
- public:
-  explicit special_token_table(const tokenizer& tok) {
-    if (const spm_tokenizer* spm = tok.as_spm()) {
-      for (std::int32_t id = 0; id < spm->vocab_size(); ++id) {
-        const token_kind kind = spm->kind(id);
-        if (kind == token_kind::control || kind == token_kind::user_defined || kind == token_kind::unknown ||
-            id == spm->bos_id() || id == spm->eos_id())
-          ids_.emplace(spm->piece(id), id);
-      }
-    } else if (const word_tokenizer* words = tok.as_words()) {
-      for (const std::int32_t id : {words->unk_id(), words->bos_id(), words->eos_id()}) ids_.emplace(words->token_text(id), id);
-    }
-  }
-  std::optional<std::int32_t> find(std::string_view text) const {
-    const auto found = ids_.find(std::string(text));
-    if (found == ids_.end()) return std::nullopt;
-    return found->second;
-  }
-
- private:
-  std::unordered_map<std::string, std::int32_t> ids_;
-};
-
-/// The tokens of rendered chat text: the template's special strings that are special tokens of
-/// the vocabulary become their ids (wherever they occur, as Hugging Face's added-token matching
-/// does, leftmost and longest first); the text between them is encoded without BOS. A special
-/// string the vocabulary does not have stays plain text.
-inline std::vector<std::int32_t> encode_chat(const tokenizer& tok, const special_token_table& table,
-                                             const chat_template& tmpl, std::string_view text) {
-  std::vector<std::pair<std::string, std::int32_t>> specials;
+/// The template's special strings that the vocabulary names as a whole (its special and added
+/// tokens: <|eot_id|>, <start_of_turn>, [INST], <s>, ...), with their ids.
+inline std::vector<std::pair<std::string, std::int32_t>> chat_special_ids(const tokenizer& tok, const chat_template& tmpl) {
+  std::vector<std::string> named;
+  for (const special_token& t : tok.special_tokens()) named.push_back(t.text);
+  std::sort(named.begin(), named.end());
+  std::vector<std::pair<std::string, std::int32_t>> out;
   for (const std::string& s : tmpl.special_strings())
-    if (const auto id = table.find(s)) specials.emplace_back(s, *id);
+    if (const auto id = tok.token_id(s); id && std::binary_search(named.begin(), named.end(), s)) out.emplace_back(s, *id);
+  return out;
+}
+
+/// The tokens of rendered chat text: the template's special strings that are tokens of the
+/// vocabulary become their ids wherever they are (as Hugging Face's added-token matching and
+/// llama.cpp's special-token parsing do, leftmost and longest first), and the text between them is
+/// encoded without BOS. For vocabularies that parse special tokens themselves this is
+/// tok.encode(text, false); it also gives word and llama2.c vocabularies their <s> and </s>.
+inline std::vector<std::int32_t> encode_chat(const tokenizer& tok, const chat_template& tmpl, std::string_view text) {
+  const auto specials = chat_special_ids(tok, tmpl);
   std::vector<std::int32_t> out;
   std::size_t plain = 0;  // start of the text not yet encoded
+  const auto encode_plain = [&](std::size_t end) {
+    if (end <= plain) return;
+    const auto part = tok.encode(text.substr(plain, end - plain), false);
+    out.insert(out.end(), part.begin(), part.end());
+  };
   for (std::size_t at = 0; at < text.size();) {
     const std::pair<std::string, std::int32_t>* match = nullptr;
     for (const auto& special : specials)
@@ -609,29 +596,24 @@ inline std::vector<std::int32_t> encode_chat(const tokenizer& tok, const special
       ++at;
       continue;
     }
-    if (at > plain) {
-      const auto part = tok.encode(text.substr(plain, at - plain), false);
-      out.insert(out.end(), part.begin(), part.end());
-    }
+    encode_plain(at);
     out.push_back(match->second);
     at += match->first.size();
     plain = at;
   }
-  if (plain < text.size()) {
-    const auto part = tok.encode(text.substr(plain), false);
-    out.insert(out.end(), part.begin(), part.end());
-  }
+  encode_plain(text.size());
   return out;
 }
 
 /// The ids generation stops at: the family's stop strings that are tokens of the vocabulary, then
 /// the tokenizer's EOS. Without a template's stop token in the vocabulary only EOS stops.
-inline std::vector<std::int32_t> chat_stop_tokens(const tokenizer& tok, const special_token_table& table,
-                                                  const chat_template& tmpl) {
+inline std::vector<std::int32_t> chat_stop_tokens(const tokenizer& tok, const chat_template& tmpl) {
   std::vector<std::int32_t> out;
+  const auto specials = chat_special_ids(tok, tmpl);
   for (const std::string& s : tmpl.stop_strings())
-    if (const auto id = table.find(s); id && std::find(out.begin(), out.end(), *id) == out.end()) out.push_back(*id);
-  if (std::find(out.begin(), out.end(), tok.eos_id()) == out.end()) out.push_back(tok.eos_id());
+    for (const auto& [text, id] : specials)
+      if (text == s && std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  if (tok.eos_id() >= 0 && std::find(out.begin(), out.end(), tok.eos_id()) == out.end()) out.push_back(tok.eos_id());
   return out;
 }
 

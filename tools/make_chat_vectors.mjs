@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Renders chat-template test vectors with @huggingface/jinja (the engine of Hugging Face's JavaScript
 // libraries) from the real chat templates of Llama 3, Qwen3 and Gemma 3 (tokenizer_config.json in
-// ../shared/models/tokenizers) and Mistral 7B Instruct v0.3 (written below), for
+// ../shared/models/tokenizers), Mistral 7B Instruct v0.3 and Llama 3.2 Instruct (written below), for
 // tests/io/chat_template_test.cpp, which checks that pith::chat_template renders every case byte
 // for byte.
 //
@@ -9,9 +9,9 @@
 //   NODE_PATH=/work/npm-chat/node_modules node tools/make_chat_vectors.mjs \
 //       [--tokenizers ../shared/models/tokenizers] [--out tests/data/chat]
 //
-// Writes OUT/vectors.json, OUT/mistral-v0.3.jinja and OUT/mistral-v0.3.tokenizer_config.json. The
-// real templates are not copied: each vector set names its template by folder and sha256, and the
-// test reads it from the shared folder.
+// Writes OUT/vectors.json, OUT/mistral-v0.3.jinja, OUT/mistral-v0.3.tokenizer_config.json and
+// OUT/llama3.2.jinja. The shared templates are not copied: each vector set names its template by
+// folder and sha256, and the test reads it from the shared folder.
 // Runs offline.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -132,6 +132,105 @@ const mistralV03 = `{%- if messages[0]["role"] == "system" %}
 {%- endfor %}
 `;
 
+// meta-llama/Llama-3.2-1B-Instruct's chat_template (Llama 3.1 has the same structure with a fixed
+// date): a system header always, with the knowledge cutoff and today's date (date_string, passed
+// below so the vectors do not depend on the day they are made), then the 3.0 turns. Reproduced
+// from public copies of the file; the tool-calling branches are kept so the template is whole.
+const llama32 = `{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message #}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{%- if tools is not none %}
+    {{- "Environment: ipython\\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\\n\\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\\n\\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\\n\\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\\n\\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\\n\\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\\n\\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+`;
+
 const sha256 = (text) => createHash("sha256").update(text, "utf8").digest("hex");
 // bos_token / eos_token in tokenizer_config.json: a string, an AddedToken object or null.
 const tokenText = (value) => (value && typeof value === "object" ? value.content : value ?? null);
@@ -148,6 +247,8 @@ for (const name of ["llama3", "qwen3", "gemma3"]) {
     eos_token: tokenText(config.eos_token),
   });
 }
+templates.push({ name: "llama3.2", source: "tests/data/chat/llama3.2.jinja", text: llama32,
+                 bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>", variables: { date_string: "26 Jul 2024" } });
 templates.push({ name: "mistral-v0.3", source: "tests/data/chat/mistral-v0.3.jinja", text: mistralV03,
                  bos_token: "<s>", eos_token: "</s>" });
 
@@ -200,6 +301,7 @@ for (const template of templates) {
       add_generation_prompt: c.gen,
       bos_token: template.bos_token,
       eos_token: template.eos_token,
+      ...(template.variables ?? {}),
       ...(c.extra ?? {}),
     };
     let expected = null;
@@ -223,6 +325,7 @@ for (const template of templates) {
 
 mkdirSync(out, { recursive: true });
 writeFileSync(path.join(out, "mistral-v0.3.jinja"), mistralV03);
+writeFileSync(path.join(out, "llama3.2.jinja"), llama32);
 // The same template as a model folder carries it, for the programs' tests.
 writeFileSync(path.join(out, "mistral-v0.3.tokenizer_config.json"),
               JSON.stringify({ bos_token: "<s>", eos_token: "</s>", chat_template: mistralV03 }, null, 1) + "\n");

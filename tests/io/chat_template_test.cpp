@@ -27,12 +27,12 @@ nlohmann::json load_vectors() {
 }
 
 // The template a vector set names: the real ones from the shared tokenizer folders (nullopt when
-// absent), Mistral v0.3 from tests/data/chat.
+// absent), Mistral v0.3 and Llama 3.2 from tests/data/chat.
 std::optional<chat_template> load_template(const nlohmann::json& entry) {
   const std::string name = entry["name"].get<std::string>();
   const std::string source = entry["source"].get<std::string>();
-  if (name == "mistral-v0.3") {
-    const std::string text = pith_test::read_file(chat_data / "mistral-v0.3.jinja");
+  if (name == "mistral-v0.3" || name == "llama3.2") {
+    const std::string text = pith_test::read_file(chat_data / (name + ".jinja"));
     return chat_template::recognise(text, source, entry["bos_token"].get<std::string>(),
                                     entry["eos_token"].get<std::string>());
   }
@@ -54,7 +54,8 @@ TEST(ChatTemplate, RendersEveryVectorByteForByte) {
   const std::map<std::string, chat_family> family = {{"llama3", chat_family::llama3},
                                                      {"qwen3", chat_family::chatml},
                                                      {"gemma3", chat_family::gemma},
-                                                     {"mistral-v0.3", chat_family::mistral}};
+                                                     {"mistral-v0.3", chat_family::mistral},
+                                                     {"llama3.2", chat_family::llama3}};
   std::map<std::string, int> checked;
   for (const auto& [name, tmpl] : templates) {
     if (!tmpl) continue;
@@ -77,8 +78,9 @@ TEST(ChatTemplate, RendersEveryVectorByteForByte) {
     }
     ++checked[name];
   }
-  // Every vector set that is present was checked in full (the Mistral one always is).
+  // Every vector set that is present was checked in full (the committed templates' always are).
   EXPECT_EQ(checked["mistral-v0.3"], 16);
+  EXPECT_EQ(checked["llama3.2"], 16);
   for (const auto& [name, tmpl] : templates) {
     if (!tmpl) {
       std::printf("[ note ] %s: shared tokenizer_config.json absent, its vectors not checked\n", name.c_str());

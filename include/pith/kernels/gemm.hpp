@@ -45,6 +45,7 @@
 #include <cstdint>
 
 #include "pith/core/assert.hpp"
+#include "pith/kernels/linkage.hpp"
 #include "pith/simd/simd.hpp"
 
 namespace pith::kernels {
@@ -250,11 +251,16 @@ inline void gemm_transposed_rows_with(const float* x, std::size_t rows, std::siz
 inline namespace PITH_ISA_NAMESPACE {
 
 /// gemm_transposed with the widest primitive set compiled for this target.
-inline void gemm_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride, const float* w,
-                            std::size_t out_begin, std::size_t out_end, float* y, std::size_t y_stride, bool accumulate,
-                            float* scratch) noexcept {
+PITH_KERNEL_ENTRY void gemm_transposed(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
+                                       const float* w, std::size_t out_begin, std::size_t out_end, float* y,
+                                       std::size_t y_stride, bool accumulate, float* scratch) noexcept
+#if PITH_KERNEL_DEFINITIONS
+{
   gemm_transposed_with<simd::native::ops>(x, rows, in, x_stride, w, out_begin, out_end, y, y_stride, accumulate, scratch);
 }
+#else
+    ;
+#endif
 
 }  // namespace PITH_ISA_NAMESPACE
 

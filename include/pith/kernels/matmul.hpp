@@ -10,6 +10,7 @@
 #include "pith/core/aligned_buffer.hpp"
 #include "pith/core/parallel.hpp"
 #include "pith/kernels/gemm.hpp"
+#include "pith/kernels/linkage.hpp"
 #include "pith/simd/simd.hpp"  // before Eigen: silences GCC 12's false warnings in <immintrin.h>
 
 #include <Eigen/Core>
@@ -39,9 +40,14 @@ inline namespace PITH_ISA_NAMESPACE {
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T through Eigen (a matrix-vector product for one row).
 /// Does not allocate beyond Eigen's blocking buffers on the stack; does not throw.
-inline void matmul_transposed_eigen(const float* x, std::size_t rows, std::size_t in, std::size_t x_stride,
-                                    const float* w, std::size_t begin, std::size_t end, float* y,
-                                    std::size_t y_stride, bool accumulate) noexcept {
+PITH_KERNEL_ENTRY void matmul_transposed_eigen(const float* x, std::size_t rows, std::size_t in,
+                                               std::size_t x_stride, const float* w, std::size_t begin,
+                                               std::size_t end, float* y, std::size_t y_stride,
+                                               bool accumulate) noexcept
+#if !PITH_KERNEL_DEFINITIONS
+    ;
+#else
+{
   const auto r = static_cast<Eigen::Index>(rows);
   const auto i = static_cast<Eigen::Index>(in);
   const auto o = static_cast<Eigen::Index>(end - begin);
@@ -60,6 +66,7 @@ inline void matmul_transposed_eigen(const float* x, std::size_t rows, std::size_
     ym.noalias() = xm * wm.transpose();
   }
 }
+#endif
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T on the calling thread: gemm_transposed (with this
 /// thread's scratch, see detail::gemm_thread_scratch) from gemm_min_rows rows, Eigen below.

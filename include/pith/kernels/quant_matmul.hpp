@@ -35,6 +35,7 @@
 #include "pith/core/parallel.hpp"
 #include "pith/core/quant.hpp"
 #include "pith/core/tensor.hpp"
+#include "pith/kernels/linkage.hpp"
 #include "pith/kernels/quant_dot.hpp"
 
 namespace pith::kernels {
@@ -144,6 +145,17 @@ inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view&
     }
   });
 }
+
+/// quant_matmul_range_with the widest primitive set compiled for this target.
+PITH_KERNEL_ENTRY void quant_matmul_range(const quantized_rows& xq, const tensor_view& w, std::size_t begin,
+                                          std::size_t end, float* y, std::size_t y_stride, bool accumulate) noexcept
+#if PITH_KERNEL_DEFINITIONS
+{
+  quant_matmul_range_with<simd::native::ops>(xq, w, begin, end, y, y_stride, accumulate);
+}
+#else
+    ;
+#endif
 
 }  // namespace PITH_ISA_NAMESPACE
 }  // namespace pith::kernels

@@ -56,6 +56,7 @@
 #include "pith/core/dtype.hpp"
 #include "pith/core/half.hpp"
 #include "pith/core/quant.hpp"
+#include "pith/kernels/linkage.hpp"
 #include "pith/simd/simd.hpp"
 
 namespace pith::kernels {
@@ -705,9 +706,14 @@ inline void softmax_importance_with(const softmax_importance_args& args, float* 
 inline namespace PITH_ISA_NAMESPACE {
 
 /// softmax_importance with the widest primitive set compiled for this target.
-inline void softmax_importance(const softmax_importance_args& args, float* scratch) noexcept {
+PITH_KERNEL_ENTRY void softmax_importance(const softmax_importance_args& args, float* scratch) noexcept
+#if PITH_KERNEL_DEFINITIONS
+{
   softmax_importance_with<simd::native::ops>(args, scratch);
 }
+#else
+    ;
+#endif
 
 /// Name of the primitive set the non-template kernels of this translation unit run
 /// (simd::native::ops::name), through a symbol of their inline namespace: a unit built with other

@@ -25,6 +25,7 @@
 #include "pith/core/parallel.hpp"
 #include "pith/core/tensor.hpp"
 #include "pith/kernels/gemm.hpp"
+#include "pith/kernels/linkage.hpp"
 #include "pith/kernels/matmul.hpp"
 #include "pith/kernels/matvec.hpp"
 #include "pith/kernels/quant_matmul.hpp"
@@ -114,15 +115,20 @@ inline void matmul_transposed_range_with(const float* x, std::size_t rows, std::
 inline namespace PITH_ISA_NAMESPACE {
 
 /// Y[:, begin:end] (+)= X W[begin:end, :]^T on the calling thread, for X [rows, w.cols()].
-inline void matmul_transposed_range(const float* x, std::size_t rows, std::size_t x_stride, const tensor_view& w,
-                                    std::size_t begin, std::size_t end, float* y, std::size_t y_stride,
-                                    bool accumulate) {
+PITH_KERNEL_ENTRY void matmul_transposed_range(const float* x, std::size_t rows, std::size_t x_stride,
+                                               const tensor_view& w, std::size_t begin, std::size_t end, float* y,
+                                               std::size_t y_stride, bool accumulate)
+#if PITH_KERNEL_DEFINITIONS
+{
   if (const float* f = w.f32()) {
     matmul_transposed_range(x, rows, w.cols(), x_stride, f, begin, end, y, y_stride, accumulate);
     return;
   }
   matmul_transposed_range_with<simd::native::ops>(x, rows, x_stride, w, begin, end, y, y_stride, accumulate);
 }
+#else
+    ;
+#endif
 
 /// Y = X W^T (or Y += X W^T) for X [rows, w.cols()] (rows x_stride apart) and Y [rows, w.rows()]
 /// (rows y_stride apart), output features split across the pool as matmul.hpp's float version.
@@ -139,8 +145,7 @@ inline void matmul_transposed(const float* x, std::size_t rows, std::size_t x_st
     parallel_for(
         (out + grain - 1) / grain,
         [&](std::size_t first, std::size_t last) {
-          quant_matmul_range_with<simd::native::ops>(xq, w, first * grain, std::min(out, last * grain), y, y_stride,
-                                                     accumulate);
+          quant_matmul_range(xq, w, first * grain, std::min(out, last * grain), y, y_stride, accumulate);
         },
         grain_for_work(rows * in * grain));
     return;

@@ -90,64 +90,55 @@ inline int byte_piece_value(std::string_view piece) noexcept {
   return value;
 }
 
-/// Merge rules keyed by the ids of the pair: open addressing with linear probing, about twice as
-/// many slots as rules (one probe per lookup on average; half a million rules take 16 MiB).
+/// Merge rules keyed by the ids of the pair, stored by left id (compressed rows): the rules of one
+/// left token lie together, sorted by the right id, so the rules of the frequent tokens stay in cache
+/// (a hash table over all pairs spread them over 16 MiB and missed the cache on nearly every lookup).
 class merge_table {
  public:
   struct rule {
-    std::uint64_t key = empty_key;
+    std::int32_t right = 0;
     std::int32_t rank = 0;
     std::int32_t id = 0;  // the merged token
   };
 
-  void reserve(std::size_t rules) {
-    std::size_t slots = 16;
-    while (slots < rules * 2) slots *= 2;
-    slots_.assign(slots, rule{});
-    mask_ = slots - 1;
-  }
-  /// Adds a rule unless the pair already has one (the earlier, higher-priority rule stays).
+  void reserve(std::size_t rules) { pending_.reserve(rules); }
+  /// Adds a rule; build() keeps the lowest rank of a pair given twice.
   void insert(std::int32_t left, std::int32_t right, std::int32_t rank, std::int32_t id) {
-    if ((size_ + 1) * 2 > slots_.size()) grow();
-    const std::uint64_t key = pair_key(left, right);
-    for (std::size_t slot = hash(key);; slot = (slot + 1) & mask_) {
-      if (slots_[slot].key == key) return;
-      if (slots_[slot].key == empty_key) {
-        slots_[slot] = {key, rank, id};
-        ++size_;
-        return;
-      }
+    pending_.push_back({left, {right, rank, id}});
+  }
+  /// Sorts the rules into rows; call once after the last insert.
+  void build() {
+    std::sort(pending_.begin(), pending_.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first : a.second.right != b.second.right ? a.second.right < b.second.right
+                                                                                        : a.second.rank < b.second.rank;
+    });
+    const std::int32_t rows = pending_.empty() ? 0 : pending_.back().first + 1;
+    starts_.assign(static_cast<std::size_t>(rows) + 1, 0);
+    rules_.clear();
+    rules_.reserve(pending_.size());
+    for (std::size_t i = 0; i < pending_.size(); ++i) {
+      if (i > 0 && pending_[i].first == pending_[i - 1].first && pending_[i].second.right == pending_[i - 1].second.right)
+        continue;  // the same pair again, with a higher rank
+      rules_.push_back(pending_[i].second);
+      ++starts_[static_cast<std::size_t>(pending_[i].first) + 1];
     }
+    for (std::size_t row = 1; row < starts_.size(); ++row) starts_[row] += starts_[row - 1];
+    pending_.clear();
+    pending_.shrink_to_fit();
   }
   const rule* find(std::int32_t left, std::int32_t right) const noexcept {
-    if (slots_.empty()) return nullptr;
-    const std::uint64_t key = pair_key(left, right);
-    for (std::size_t slot = hash(key);; slot = (slot + 1) & mask_) {
-      if (slots_[slot].key == key) return &slots_[slot];
-      if (slots_[slot].key == empty_key) return nullptr;
-    }
+    if (left < 0 || static_cast<std::size_t>(left) + 1 >= starts_.size()) return nullptr;
+    const rule* begin = rules_.data() + starts_[static_cast<std::size_t>(left)];
+    const rule* end = rules_.data() + starts_[static_cast<std::size_t>(left) + 1];
+    const rule* found = std::lower_bound(begin, end, right, [](const rule& r, std::int32_t value) { return r.right < value; });
+    return found != end && found->right == right ? found : nullptr;
   }
-  std::size_t size() const noexcept { return size_; }
+  std::size_t size() const noexcept { return rules_.size(); }
 
  private:
-  static constexpr std::uint64_t empty_key = ~std::uint64_t{0};
-  static std::uint64_t pair_key(std::int32_t left, std::int32_t right) noexcept {
-    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
-  }
-  std::size_t hash(std::uint64_t key) const noexcept {
-    return static_cast<std::size_t>((key * 0x9e3779b97f4a7c15ull) >> 17) & mask_;
-  }
-  void grow() {
-    std::vector<rule> old = std::move(slots_);
-    reserve(std::max<std::size_t>(16, old.size()));
-    size_ = 0;
-    for (const rule& r : old)
-      if (r.key != empty_key) insert(static_cast<std::int32_t>(r.key >> 32), static_cast<std::int32_t>(r.key & 0xffffffffu), r.rank, r.id);
-  }
-
-  std::vector<rule> slots_;
-  std::size_t mask_ = 0;
-  std::size_t size_ = 0;
+  std::vector<std::pair<std::int32_t, rule>> pending_;  // (left, rule) until build()
+  std::vector<std::uint32_t> starts_;                  // left id → first rule; starts_[left + 1] ends the row
+  std::vector<rule> rules_;
 };
 
 /// Strings → int32, for vocabularies of a few hundred thousand entries: the keys are stored one
@@ -523,7 +514,9 @@ class bpe_tokenizer final : public tokenizer_model {
     struct candidate {
       std::int32_t rank;
       std::int32_t position;
-      std::int32_t id;
+      std::int32_t id;     // the merged token
+      std::int32_t left;   // the pair's ids when queued: a change since makes the candidate stale
+      std::int32_t right;
     };
     std::vector<symbol> symbols;
     std::vector<candidate> heap;
@@ -532,11 +525,18 @@ class bpe_tokenizer final : public tokenizer_model {
     std::vector<std::unique_ptr<std::string>> owned;  // texts a pre-tokenizer step rewrote
   };
 
+  // Words up to max_word_bytes and their ids, direct-mapped by the word's hash: a word takes the slot
+  // of the one before it, so the cache never grows or stops to clear, and after the first fills
+  // its slots reuse their buffers.
   struct word_cache {
-    static constexpr std::size_t max_entries = 1 << 17;
+    static constexpr std::size_t slots = 1 << 16;
     static constexpr std::size_t max_word_bytes = 256;
+    struct slot {
+      std::string word;
+      std::vector<std::int32_t> ids;
+    };
     std::mutex mutex;
-    bpe_detail::string_map<std::vector<std::int32_t>> entries;
+    std::vector<slot> entries = std::vector<slot>(slots);
   };
 
   bpe_tokenizer() : cache_(std::make_unique<word_cache>()) {}
@@ -942,6 +942,7 @@ class bpe_tokenizer final : public tokenizer_model {
   // Indexes built once everything is read: merge rules by ids, the added-token matchers, the byte
   // symbols, the cut rules.
   void finish() {
+    merges_.build();
     if (!unknown_text_.empty()) {
       const auto found = vocab_.find(unknown_text_);
       if (!found) fail("model.unk_token = " + detail::quoted(unknown_text_) + " is not in the vocabulary");
@@ -1218,20 +1219,24 @@ class bpe_tokenizer final : public tokenizer_model {
   }
 
   void encode_word(std::string_view word, scratch& work, std::vector<std::int32_t>& out) const {
-    if (word.size() <= word_cache::max_word_bytes) {
+    const bool cached = word.size() <= word_cache::max_word_bytes;
+    const std::size_t slot = cached ? std::hash<std::string_view>{}(word) & (word_cache::slots - 1) : 0;
+    if (cached) {
       std::lock_guard lock(cache_->mutex);
-      if (const auto found = cache_->entries.find(word); found != cache_->entries.end()) {
-        out.insert(out.end(), found->second.begin(), found->second.end());
+      const auto& entry = cache_->entries[slot];
+      if (entry.word == word && !entry.ids.empty()) {
+        out.insert(out.end(), entry.ids.begin(), entry.ids.end());
         return;
       }
     }
     work.ids.clear();
     merge_word(word, work);
     out.insert(out.end(), work.ids.begin(), work.ids.end());
-    if (word.size() <= word_cache::max_word_bytes) {
+    if (cached) {
       std::lock_guard lock(cache_->mutex);
-      if (cache_->entries.size() >= word_cache::max_entries) cache_->entries.clear();
-      cache_->entries.emplace(std::string(word), work.ids);
+      auto& entry = cache_->entries[slot];
+      entry.word.assign(word);
+      entry.ids.assign(work.ids.begin(), work.ids.end());
     }
   }
 
@@ -1290,7 +1295,7 @@ class bpe_tokenizer final : public tokenizer_model {
       const auto& right = symbols[static_cast<std::size_t>(left.next)];
       if (right.id < 0) return;
       if (const auto* rule = merges_.find(left.id, right.id)) {
-        heap.push_back({rule->rank, position, rule->id});
+        heap.push_back({rule->rank, position, rule->id, left.id, right.id});
         std::push_heap(heap.begin(), heap.end(), later);
       }
     };
@@ -1302,9 +1307,8 @@ class bpe_tokenizer final : public tokenizer_model {
       auto& left = symbols[static_cast<std::size_t>(top.position)];
       if (!left.alive || left.next < 0) continue;
       auto& right = symbols[static_cast<std::size_t>(left.next)];
-      // Stale: one side changed since the candidate was queued.
-      const auto* rule = merges_.find(left.id, right.id);
-      if (rule == nullptr || rule->id != top.id) continue;
+      // Stale: one side changed since the candidate was queued (merging always changes a token's id).
+      if (left.id != top.left || right.id != top.right) continue;
       left.id = top.id;
       right.alive = false;
       left.next = right.next;

@@ -196,11 +196,17 @@ class regex {
 /// Unicode normalization forms (UAX #15), as utf8proc computes them.
 enum class normal_form : std::uint8_t { nfc, nfd, nfkc, nfkd };
 
-/// `text` (valid UTF-8) in normalization form `form`; ASCII text is returned as is (it is in every form).
+/// `text` (valid UTF-8) in normalization form `form`. Text below U+0300 (lead bytes below 0xCC) is
+/// returned as is in NFC: no character there changes under NFC (the first with NFC_Quick_Check
+/// No or Maybe is U+0300), and ASCII is in every form.
 inline std::string normalize(std::string_view text, normal_form form) {
-  bool ascii = true;
-  for (const char c : text) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
-  if (ascii) return std::string(text);
+  bool ascii = true, below_0300 = true;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    ascii = ascii && byte < 0x80;
+    below_0300 = below_0300 && byte < 0xcc;
+  }
+  if (ascii || (below_0300 && form == normal_form::nfc)) return std::string(text);
   int options = UTF8PROC_STABLE;
   switch (form) {
     case normal_form::nfc: options |= UTF8PROC_COMPOSE; break;

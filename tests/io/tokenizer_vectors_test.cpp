@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,6 +14,7 @@
 #include <pith/io/tokenizer_bpe.hpp>
 #include <pith/io/tokenizer_stream.hpp>
 
+#include "bpe_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -66,23 +66,10 @@ reference read_reference(const std::string& name) {
   return out;
 }
 
-// Each tokenizer.json is read once for all the tests of this file (Gemma 3's is 33 MB).
-const pith::tokenizer* shared_tokenizer(const std::string& name) {
-  static std::map<std::string, std::unique_ptr<pith::tokenizer>> loaded;
-  auto& slot = loaded[name];
-  if (!slot) {
-    const auto path = pith_test::shared_model("tokenizers/" + name + "/tokenizer.json");
-    if (path.empty()) return nullptr;
-    slot = std::make_unique<pith::tokenizer>(pith::load_tokenizer(path));
-  }
-  return slot.get();
-}
-
 // Every corpus string: the same ids as the reference, with and without the special tokens, and the
 // reference's decoded text (special tokens left out).
 void expect_reference_ids(const std::string& name) {
-  const pith::tokenizer* tok = shared_tokenizer(name);
-  if (tok == nullptr) GTEST_SKIP() << "tokenizers/" << name << "/tokenizer.json not found under " << PITH_SHARED_MODELS_DIR;
+  PITH_REAL_BPE_OR_SKIP(tok, name);
   const reference expected = read_reference(name);
   const auto& texts = corpus();
   ASSERT_EQ(expected.ids_of.size(), texts.size()) << name << ".jsonl has one line per corpus string";
@@ -122,8 +109,7 @@ TEST(BpeVectors, StreamedCorpusEqualsTheWholeText) {
   for (const std::string& line : corpus()) text += line + "\n";
   for (const char* name : {"llama3", "qwen3", "gemma3"}) {
     SCOPED_TRACE(name);
-    const pith::tokenizer* tok = shared_tokenizer(name);
-    if (tok == nullptr) GTEST_SKIP() << "tokenizers/" << name << " not found";
+    PITH_REAL_BPE_OR_SKIP(tok, name);
     const ids whole = tok->encode(text, true);
     pith::streaming_encoder encoder(*tok, true, 2048);
     ids streamed;

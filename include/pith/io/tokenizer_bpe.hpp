@@ -26,195 +26,12 @@
 #include "pith/io/mmap.hpp"
 #include "pith/io/tokenizer.hpp"
 #include "pith/io/tokenizer_added.hpp"
+#include "pith/io/tokenizer_bpe_tables.hpp"
 #include "pith/io/tokenizer_unicode.hpp"
 #include "pith/io/tokenizer_utf8.hpp"
 
 namespace pith {
 
-namespace bpe_detail {
-
-/// GPT-2's byte ↔ character alphabet (notes/tokenizers.md §1.4): bytes 21-7E, A1-AC and AE-FF
-/// stand for themselves; the other 68, in increasing order, for U+0100, U+0101, ...
-struct byte_alphabet {
-  std::array<std::string, 256> text;    // byte → UTF-8 of its character
-  std::array<std::int16_t, 0x144> byte;  // code point → byte, -1 where none
-};
-
-inline const byte_alphabet& alphabet() {
-  static const byte_alphabet table = [] {
-    byte_alphabet out;
-    out.byte.fill(-1);
-    int next = 0x100;
-    for (int b = 0; b < 256; ++b) {
-      const bool itself = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-      const int code_point = itself ? b : next++;
-      std::string utf8;
-      if (code_point < 0x80) {
-        utf8 += static_cast<char>(code_point);
-      } else {
-        utf8 += static_cast<char>(0xc0 | (code_point >> 6));
-        utf8 += static_cast<char>(0x80 | (code_point & 0x3f));
-      }
-      out.text[static_cast<std::size_t>(b)] = utf8;
-      out.byte[static_cast<std::size_t>(code_point)] = static_cast<std::int16_t>(b);
-    }
-    return out;
-  }();
-  return table;
-}
-
-/// The raw bytes a byte-level piece stands for; nullopt when a character is outside the alphabet.
-inline std::optional<std::string> bytes_of_piece(std::string_view piece) {
-  const byte_alphabet& table = alphabet();
-  std::string out;
-  out.reserve(piece.size());
-  for (std::size_t i = 0; i < piece.size();) {
-    const std::int32_t code_point = unicode::first_code_point(piece.substr(i));
-    if (code_point < 0 || code_point >= 0x144 || table.byte[static_cast<std::size_t>(code_point)] < 0)
-      return std::nullopt;
-    out += static_cast<char>(table.byte[static_cast<std::size_t>(code_point)]);
-    i += utf8_next(piece.substr(i)).length;
-  }
-  return out;
-}
-
-/// The byte a piece spelled "<0xHH>" stands for, else -1.
-inline int byte_piece_value(std::string_view piece) noexcept {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (const char c : piece.substr(3, 2)) {
-    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (digit < 0) return -1;
-    value = value * 16 + digit;
-  }
-  return value;
-}
-
-/// Merge rules keyed by the ids of the pair, stored by left id (compressed rows): the rules of one
-/// left token lie together, sorted by the right id, so the rules of the frequent tokens stay in cache
-/// (a hash table over all pairs spread them over 16 MiB and missed the cache on nearly every lookup).
-class merge_table {
- public:
-  struct rule {
-    std::int32_t right = 0;
-    std::int32_t rank = 0;
-    std::int32_t id = 0;  // the merged token
-  };
-
-  void reserve(std::size_t rules) { pending_.reserve(rules); }
-  /// Adds a rule; build() keeps the lowest rank of a pair given twice.
-  void insert(std::int32_t left, std::int32_t right, std::int32_t rank, std::int32_t id) {
-    pending_.push_back({left, {right, rank, id}});
-  }
-  /// Sorts the rules into rows; call once after the last insert.
-  void build() {
-    std::sort(pending_.begin(), pending_.end(), [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first < b.first : a.second.right != b.second.right ? a.second.right < b.second.right
-                                                                                        : a.second.rank < b.second.rank;
-    });
-    const std::int32_t rows = pending_.empty() ? 0 : pending_.back().first + 1;
-    starts_.assign(static_cast<std::size_t>(rows) + 1, 0);
-    rules_.clear();
-    rules_.reserve(pending_.size());
-    for (std::size_t i = 0; i < pending_.size(); ++i) {
-      if (i > 0 && pending_[i].first == pending_[i - 1].first && pending_[i].second.right == pending_[i - 1].second.right)
-        continue;  // the same pair again, with a higher rank
-      rules_.push_back(pending_[i].second);
-      ++starts_[static_cast<std::size_t>(pending_[i].first) + 1];
-    }
-    for (std::size_t row = 1; row < starts_.size(); ++row) starts_[row] += starts_[row - 1];
-    pending_.clear();
-    pending_.shrink_to_fit();
-  }
-  const rule* find(std::int32_t left, std::int32_t right) const noexcept {
-    if (left < 0 || static_cast<std::size_t>(left) + 1 >= starts_.size()) return nullptr;
-    const rule* begin = rules_.data() + starts_[static_cast<std::size_t>(left)];
-    const rule* end = rules_.data() + starts_[static_cast<std::size_t>(left) + 1];
-    const rule* found = std::lower_bound(begin, end, right, [](const rule& r, std::int32_t value) { return r.right < value; });
-    return found != end && found->right == right ? found : nullptr;
-  }
-  std::size_t size() const noexcept { return rules_.size(); }
-
- private:
-  std::vector<std::pair<std::int32_t, rule>> pending_;  // (left, rule) until build()
-  std::vector<std::uint32_t> starts_;                  // left id → first rule; starts_[left + 1] ends the row
-  std::vector<rule> rules_;
-};
-
-/// Strings → int32, for vocabularies of a few hundred thousand entries: the keys are stored one
-/// after another in one buffer and the table holds entry numbers (open addressing, linear probing,
-/// at most half full), so building and looking up touch few cache lines.
-class string_index {
- public:
-  void reserve(std::size_t entries) {
-    starts_.reserve(entries + 1);
-    values_.reserve(entries);
-    rehash(entries * 2);
-  }
-  /// Maps `key` to `value`, replacing an earlier value.
-  void insert_or_assign(std::string_view key, std::int32_t value) {
-    if ((values_.size() + 1) * 2 > slots_.size()) rehash(std::max<std::size_t>(64, slots_.size() * 2));
-    std::size_t slot = probe(key);
-    if (slots_[slot] != 0) {
-      values_[slots_[slot] - 1] = value;
-      return;
-    }
-    keys_.append(key);
-    starts_.push_back(keys_.size());
-    values_.push_back(value);
-    slots_[slot] = static_cast<std::uint32_t>(values_.size());
-  }
-  /// Adds `key` unless present.
-  void insert(std::string_view key, std::int32_t value) {
-    if (!find(key)) insert_or_assign(key, value);
-  }
-  std::optional<std::int32_t> find(std::string_view key) const noexcept {
-    if (slots_.empty()) return std::nullopt;
-    const std::uint32_t entry = slots_[probe(key)];
-    if (entry == 0) return std::nullopt;
-    return values_[entry - 1];
-  }
-  std::size_t size() const noexcept { return values_.size(); }
-  /// Calls visit(key, value) for every entry in insertion order.
-  template <class Visit>
-  void for_each(Visit&& visit) const {
-    for (std::size_t i = 0; i < values_.size(); ++i)
-      visit(std::string_view(keys_).substr(starts_[i], starts_[i + 1] - starts_[i]), values_[i]);
-  }
-
- private:
-  std::string_view key_of(std::uint32_t entry) const noexcept {
-    return std::string_view(keys_).substr(starts_[entry - 1], starts_[entry] - starts_[entry - 1]);
-  }
-  // The slot holding `key`, or the empty slot where it would go.
-  std::size_t probe(std::string_view key) const noexcept {
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t slot = std::hash<std::string_view>{}(key) & mask;; slot = (slot + 1) & mask)
-      if (slots_[slot] == 0 || key_of(slots_[slot]) == key) return slot;
-  }
-  void rehash(std::size_t wanted) {
-    std::size_t size = 64;
-    while (size < wanted) size *= 2;
-    if (size <= slots_.size()) return;
-    slots_.assign(size, 0);
-    for (std::size_t entry = 1; entry <= values_.size(); ++entry)
-      slots_[probe(key_of(static_cast<std::uint32_t>(entry)))] = static_cast<std::uint32_t>(entry);
-  }
-
-  std::string keys_;                       // every key, one after another
-  std::vector<std::size_t> starts_ = {0};  // entry i's key is keys_[starts_[i], starts_[i + 1])
-  std::vector<std::int32_t> values_;
-  std::vector<std::uint32_t> slots_;  // entry number + 1, 0 where empty
-};
-
-struct string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
-};
-template <class Value>
-using string_map = std::unordered_map<std::string, Value, string_hash, std::equal_to<>>;
-
-}  // namespace bpe_detail
 
 /// Byte-pair encoding as Hugging Face tokenizers run it from a tokenizer.json, and as llama.cpp
 /// runs GGUF "gpt2" vocabularies (notes/tokenizers.md §1-3). Encoding a text:
@@ -321,14 +138,13 @@ class bpe_tokenizer final : public tokenizer_model {
     out.byte_level_ = true;
 
     const std::string pre = file.get_or<std::string>("tokenizer.ggml.pre", "default");
-    bool add_bos = false;
-    const auto regexes = gguf_pre_regexes(pre, out.ignore_merges_, add_bos, out.normalizers_);
-    if (regexes.empty())
-      fail("tokenizer.ggml.pre = " + detail::quoted(pre) +
-           " is not a pre-tokenizer pith knows (llama-bpe, llama3, llama-v3, falcon3, falcon-h1, pixtral, midm-2.0, "
-           "lfm2, qwen2, deepseek-r1-qwen, megrez, kormo, gpt-2, phi-2, gigachat, roberta-bpe, smollm, starcoder, "
-           "refact, command-r, codeshell, exaone, minerva-7b, tekken)");
-    for (const std::string& pattern : regexes)
+    const auto pre_tokenizer = bpe_detail::gguf_pre_tokenizer(pre);
+    if (!pre_tokenizer)
+      fail("tokenizer.ggml.pre = " + detail::quoted(pre) + " is not a pre-tokenizer pith knows (" +
+           bpe_detail::gguf_pre_names + ")");
+    out.ignore_merges_ = pre_tokenizer->ignore_merges;
+    if (pre_tokenizer->nfc) out.normalizers_.push_back(normalizer_step{});
+    for (const std::string& pattern : pre_tokenizer->regexes)
       out.pre_steps_.push_back(pre_step::split(std::make_shared<unicode::regex>(
           unicode::oniguruma_to_pcre2(pattern, file.path()), file.path()), split_behavior::isolated, false));
 
@@ -343,7 +159,7 @@ class bpe_tokenizer final : public tokenizer_model {
     out.bos_ = id_of("tokenizer.ggml.bos_token_id");
     out.eos_ = id_of("tokenizer.ggml.eos_token_id");
     out.unk_ = id_of("tokenizer.ggml.unknown_token_id");
-    if (file.get_or<bool>("tokenizer.ggml.add_bos_token", add_bos) && out.bos_ >= 0) out.prefix_.push_back(out.bos_);
+    if (file.get_or<bool>("tokenizer.ggml.add_bos_token", pre_tokenizer->add_bos) && out.bos_ >= 0) out.prefix_.push_back(out.bos_);
     if (file.get_or<bool>("tokenizer.ggml.add_eos_token", false) && out.eos_ >= 0) out.suffix_.push_back(out.eos_);
     out.decoder_.byte_level = true;
     out.finish();
@@ -745,7 +561,8 @@ class bpe_tokenizer final : public tokenizer_model {
       step.add_prefix_space = bool_member(object, "add_prefix_space", false, where);
       if (step.add_prefix_space) newline_cuts_allowed_ = false;
       if (bool_member(object, "use_regex", true, where))
-        step.pattern = std::make_shared<unicode::regex>(unicode::oniguruma_to_pcre2(gpt2_pattern, source_), source_ + " " + where);
+        step.pattern = std::make_shared<unicode::regex>(unicode::oniguruma_to_pcre2(bpe_detail::gpt2_pattern, source_),
+                                                        source_ + " " + where);
       pre_steps_.push_back(std::move(step));
       byte_level_ = true;
       return;
@@ -883,46 +700,6 @@ class bpe_tokenizer final : public tokenizer_model {
     };
     bos_ = id_of("bos_token");
     eos_ = id_of("eos_token");
-  }
-
-  // ---- GGUF pre-tokenizers (notes §3.2) -----------------------------------------------------------
-
-  static constexpr const char* gpt2_pattern = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-  static constexpr const char* llama3_pattern =
-      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  static constexpr const char* qwen2_pattern =
-      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-  // The regexes llama.cpp applies in turn for `pre`, with its flags; empty for an unknown value.
-  static std::vector<std::string> gguf_pre_regexes(const std::string& pre, bool& ignore_merges, bool& add_bos,
-                                                   std::vector<normalizer_step>& normalizers) {
-    const auto one_of = [&](std::initializer_list<const char*> names) {
-      return std::any_of(names.begin(), names.end(), [&](const char* name) { return pre == name; });
-    };
-    // llama.cpp's GPT-2 list ends before the final |\s+ (a run of spaces before a non-space
-    // then splits after the run's first characters the same way).
-    const std::string gpt2_llama_cpp = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
-    if (one_of({"llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"})) {
-      ignore_merges = true;
-      add_bos = true;
-      return {llama3_pattern};
-    }
-    if (one_of({"qwen2", "deepseek-r1-qwen", "megrez", "kormo"})) {
-      normalizer_step nfc;
-      normalizers.push_back(nfc);
-      return {qwen2_pattern};
-    }
-    if (one_of({"gpt-2", "phi-2", "gigachat", "roberta-bpe"}) || pre.rfind("jina-", 0) == 0) return {gpt2_llama_cpp};
-    if (one_of({"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}))
-      return {"\\p{N}", gpt2_llama_cpp};
-    if (pre == "tekken") {
-      ignore_merges = true;
-      add_bos = true;
-      return {"[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?"
-              "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|"
-              "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
-    }
-    return {};
   }
 
   // ---- building -------------------------------------------------------------------------------

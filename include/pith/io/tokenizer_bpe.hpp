@@ -361,6 +361,10 @@ class bpe_tokenizer final : public tokenizer_model {
 
   [[noreturn]] void fail(const std::string& message) const { PITH_THROW(config_error, source_ + ": " + message); }
 
+  // Ids at or above this, for `entries` tokens, would leave most of the id range unused (and make
+  // the id table huge): real files number their tokens densely.
+  static std::int64_t sparse_limit(std::size_t entries) { return 4 * static_cast<std::int64_t>(entries) + 1024; }
+
   static const nlohmann::json* member(const nlohmann::json& object, const char* key) {
     if (!object.is_object()) return nullptr;
     const auto found = object.find(key);
@@ -416,6 +420,9 @@ class bpe_tokenizer final : public tokenizer_model {
         if (id == nullptr || !id->is_number_integer() || id->get<std::int64_t>() < 0 ||
             id->get<std::int64_t>() >= std::numeric_limits<std::int32_t>::max() / 2)
           fail(where + ".id is missing or not a token id");
+        if (id->get<std::int64_t>() >= sparse_limit(vocab_.size() + added->size()))
+          fail(where + ".id = " + std::to_string(id->get<std::int64_t>()) + " lies far beyond the " +
+               std::to_string(vocab_.size()) + " tokens of the vocabulary");
         const std::string text = string_member(entry, "content", where);
         if (text.empty()) fail(where + ".content is empty");
         const bool special = bool_member(entry, "special", false, where);
@@ -448,6 +455,9 @@ class bpe_tokenizer final : public tokenizer_model {
       vocab_.insert_or_assign(it.key(), id);
       largest = std::max<std::int64_t>(largest, id);
     }
+    if (largest >= sparse_limit(vocab_.size()))
+      fail("model.vocab holds id " + std::to_string(largest) + " for " + std::to_string(vocab_.size()) +
+           " entries: the ids must be dense");
     pieces_.assign(static_cast<std::size_t>(largest + 1), std::string());
     kinds_.assign(pieces_.size(), kind::unused);
     vocab_.for_each([&](std::string_view text, std::int32_t id) {

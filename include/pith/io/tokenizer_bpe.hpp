@@ -737,6 +737,7 @@ class bpe_tokenizer final : public tokenizer_model {
     }
     byte_symbols_.fill(-1);
     byte_fallback_ids_.fill(-1);
+    for (std::size_t c = 0; c < 0x80; ++c) ascii_ids_[c] = vocab_.find(std::string(1, static_cast<char>(c)));
     if (byte_level_) {
       const auto& table = bpe_detail::alphabet();
       for (std::size_t b = 0; b < 256; ++b)
@@ -1049,7 +1050,9 @@ class bpe_tokenizer final : public tokenizer_model {
         const std::size_t length = std::max<std::size_t>(1, utf8_next(word.substr(i)).length);
         const std::string_view character = word.substr(i, length);
         i += length;
-        if (const auto found = vocab_.find(character)) {
+        const auto lead = static_cast<unsigned char>(character[0]);
+        const auto found = lead < 0x80 ? ascii_ids_[lead] : vocab_.find(character);
+        if (found) {
           symbols.push_back({*found, 0, 0, true});
           previous_unknown = false;
           continue;
@@ -1127,6 +1130,7 @@ class bpe_tokenizer final : public tokenizer_model {
   decoder_chain decoder_;
   std::array<std::int32_t, 256> byte_symbols_{};       // byte-level: byte → id of its character
   std::array<std::int32_t, 256> byte_fallback_ids_{};  // byte → id of "<0xHH>", -1 where absent
+  std::array<std::optional<std::int32_t>, 0x80> ascii_ids_{};  // character-level: an ASCII character's id
   std::vector<std::int32_t> prefix_, suffix_;
   std::string unknown_text_;
   std::int32_t bos_ = -1, eos_ = -1, unk_ = -1;

@@ -233,3 +233,100 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 }  // namespace pith::examples
+
+// ---- chat templates (io/chat_template.hpp) --------------------------------------------------------
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+
+#include <pith/io/chat_template.hpp>
+
+namespace pith::examples {
+
+/// The tokens `tok` puts before a text: BOS for SentencePiece vocabularies that ask for it (GGUF
+/// add_bos_token), llama2.c and word vocabularies; a tokenizer.json's post-processor's tokens.
+inline std::vector<std::int32_t> tokens_before_text(const tokenizer& tok) {
+  if (const spm_tokenizer* spm = tok.as_spm()) return spm->add_bos() ? std::vector<std::int32_t>{spm->bos_id()} : std::vector<std::int32_t>{};
+  return tok.special_prefix();
+}
+
+/// The text of token `id` for messages: the stored piece, not its decoded form (control tokens decode to nothing).
+inline std::string token_label(const tokenizer& tok, std::int32_t id) {
+  if (id < 0 || id >= tok.vocab_size()) return "";
+  return tok.token_text(id);
+}
+
+/// The chat template that goes with `model`: --chat-template FILE when given (a tokenizer_config.json,
+/// a .gguf, or a file holding the Jinja text, rendered with the tokenizer's BOS/EOS pieces), else
+/// the GGUF's tokenizer.chat_template, else tokenizer_config.json (or chat_template.jinja) beside
+/// the model; nullopt when there is none. A template pith does not recognise is an error that
+/// names `bypass`, the option that reads the text without a template.
+inline std::optional<chat_template> find_chat_template(const std::filesystem::path& model,
+                                                       const std::optional<std::string>& given, const tokenizer& tok,
+                                                       const std::string& bypass) {
+  const auto find = [&]() -> std::optional<chat_template> {
+    if (given) {
+      const std::filesystem::path path = *given;
+      if (!std::filesystem::is_regular_file(path)) throw usage_error("--chat-template: " + *given + " is not a file");
+      if (path.extension() == ".gguf") {
+        auto found = chat_template::from_gguf(gguf_file(path));
+        if (!found) throw usage_error("--chat-template: " + *given + " has no tokenizer.chat_template key");
+        return found;
+      }
+      if (path.extension() == ".json") {
+        auto found = chat_template::from_tokenizer_config(path);
+        if (!found) throw usage_error("--chat-template: " + *given + " has no chat_template");
+        return found;
+      }
+      std::ifstream in(path, std::ios::binary);
+      const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+      if (!in.good() && !in.eof()) throw io_error(*given + ": reading failed");
+      return chat_template::recognise(text, path.string(), token_label(tok, tok.bos_id()), token_label(tok, tok.eos_id()));
+    }
+    if (model.extension() == ".gguf") return chat_template::from_gguf(gguf_file(model));
+    const auto folder = std::filesystem::is_directory(model) ? model : model.parent_path();
+    if (std::filesystem::exists(folder / "tokenizer_config.json"))
+      return chat_template::from_tokenizer_config(folder / "tokenizer_config.json");
+    if (std::filesystem::exists(folder / "chat_template.jinja")) {
+      std::ifstream in(folder / "chat_template.jinja", std::ios::binary);
+      const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+      return chat_template::recognise(text, (folder / "chat_template.jinja").string(), token_label(tok, tok.bos_id()),
+                                      token_label(tok, tok.eos_id()));
+    }
+    return std::nullopt;
+  };
+  try {
+    return find();
+  } catch (const format_error& e) {
+    throw format_error(std::string(e.what()) + "; " + bypass + " reads the text without a chat template");
+  }
+}
+
+/// A warning when the vocabulary lacks some of the template's special tokens (they are then read
+/// as plain text, and generation stops only at the stop tokens it has); empty when it has them all.
+inline std::string chat_vocabulary_warning(const tokenizer& tok, const chat_template& tmpl) {
+  const auto found = chat_special_ids(tok, tmpl);
+  std::string missing;
+  for (const std::string& s : tmpl.special_strings()) {
+    // Tokens some of the family's vocabularies lack (Llama 3.0 has no <|eom_id|>, Gemma's template
+    // never writes <eos>, Qwen's <think> only matters with reasoning).
+    if (s == "<|eom_id|>" || s == "<|endoftext|>" || s == "<think>" || s == "</think>" || s == "<eos>" ||
+        s == "<|end_of_text|>")
+      continue;
+    if (std::none_of(found.begin(), found.end(), [&](const auto& f) { return f.first == s; }))
+      missing += (missing.empty() ? "" : " ") + s;
+  }
+  if (missing.empty()) return {};
+  return "the vocabulary has no token for " + missing + " of the " + tmpl.name() +
+         " template: that text is tokenized as plain text";
+}
+
+/// "<|eot_id|> (128009), </s> (2)": stop tokens for messages.
+inline std::string token_list(const tokenizer& tok, const std::vector<std::int32_t>& ids) {
+  std::string out;
+  for (const std::int32_t id : ids) out += (out.empty() ? "" : ", ") + token_label(tok, id) + " (" + std::to_string(id) + ")";
+  return out;
+}
+
+}  // namespace pith::examples

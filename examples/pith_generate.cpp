@@ -16,16 +16,24 @@ constexpr const char* usage =
     "usage: pith-generate MODEL [--tokenizer FILE] [--prompt TEXT | --prompt-ids 1,2,3] [--steps N] [--ignore-eos]\n"
     "                     [--temperature T] [--top-p P] [--seed S] [--threads N] [--logits-out FILE.json]\n"
     "                     [--allow-nonfinite] [--weights-type f32|f16|bf16] [--quantize TYPE]\n"
-    "                     [--kv-type f32|f16|bf16|q8_0]\n"
+    "                     [--kv-type f32|f16|bf16|q8_0] [--chat [--system TEXT] [--no-think] [--chat-template FILE]]\n"
     "  MODEL            a Hugging Face safetensors directory, a .gguf file or a llama2.c .bin checkpoint\n"
     "  --prompt TEXT    encoded with the model's tokenizer (BOS added); default: just BOS\n"
+    "  --chat           the prompt is a user message in the model's chat template (tokenizer_config.json\n"
+    "                   beside a safetensors model, or the GGUF's tokenizer.chat_template): Llama 3, ChatML\n"
+    "                   (Qwen), Gemma or Mistral [INST]; generation stops at the family's end of turn\n"
+    "                   (<|eot_id|>, <|im_end|>, <end_of_turn>, </s>) and at EOS\n"
+    "  --system TEXT    with --chat: a system message before the prompt\n"
+    "  --no-think       with --chat, for templates with a thinking switch (Qwen3): the empty reasoning block\n"
+    "                   that asks for the answer directly\n"
+    "  --chat-template F  with --chat: the template from F (a tokenizer_config.json, a .gguf or a Jinja text file)\n"
     "  --prompt-ids     exactly these token ids (no BOS added; no tokenizer needed: without one the\n"
     "                   output is printed as ids)\n"
     "  --steps N        at most N tokens generated after the prompt (default 256): the first comes from\n"
     "                   the prefill's last logits, each further one from a single-token decode pass, so\n"
     "                   N tokens take N-1 decode passes. Generation stops early at EOS (or at a BOS after\n"
     "                   the first position) and where the model's context ends\n"
-    "  --ignore-eos     do not stop at EOS/BOS: exactly N tokens (N-1 decode passes) unless the context ends\n"
+    "  --ignore-eos     do not stop at EOS/BOS (nor at --chat's end of turn): exactly N tokens (N-1 decode passes) unless the context ends\n"
     "  --temperature T  0 is greedy (default 0); --top-p P nucleus sampling (default 0.9); --seed S\n"
     "  --threads N      1..1024 (0: one per hardware thread)\n"
     "  --logits-out F   writes {\"ids\": [...], \"logits\": [[...], ...]} for every prompt position\n"
@@ -57,9 +65,17 @@ int run(int argc, char** argv) {
   const auto threads = args.take("--threads");
   const auto logits_out = args.take("--logits-out");
   const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
+  const bool chat = args.flag("--chat");
+  const auto system = args.take("--system");
+  const bool no_think = args.flag("--no-think");
+  const auto chat_template_path = args.take("--chat-template");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (prompt && prompt_ids) throw usage_error("--prompt and --prompt-ids exclude each other");
+  if (!chat && (system || no_think || chat_template_path))
+    throw usage_error(std::string(system ? "--system" : no_think ? "--no-think" : "--chat-template") + " needs --chat");
+  if (chat && prompt_ids) throw usage_error("--chat and --prompt-ids exclude each other (--chat renders --prompt)");
+  if (chat && !prompt) throw usage_error("--chat needs --prompt, the user's message");
   if (!(sampling.temperature >= 0.0f)) throw usage_error("--temperature must be >= 0");
   if (!(sampling.top_p > 0.0f && sampling.top_p <= 1.0f)) throw usage_error("--top-p must be in (0, 1]");
   if (threads) set_threads_option(*threads);
@@ -74,7 +90,29 @@ int run(int argc, char** argv) {
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(config.vocab_size));
 
   std::vector<std::int32_t> ids;
-  if (prompt_ids) {
+  std::vector<std::int32_t> stop_ids;  // --chat: the family's end-of-turn tokens and EOS
+  if (chat) {
+    if (!tok) throw usage_error("--chat needs a tokenizer (none found beside the model; give --tokenizer)");
+    const auto tmpl = find_chat_template(model_path, chat_template_path, *tok, "leaving out --chat");
+    if (!tmpl)
+      throw usage_error("--chat: " + model_path.string() + " has no chat template (no tokenizer_config.json with a "
+                        "chat_template beside it, no tokenizer.chat_template key); give --chat-template FILE");
+    std::vector<chat_message> messages;
+    if (system) messages.push_back({"system", *system});
+    messages.push_back({"user", *prompt});
+    chat_render_options render;
+    if (no_think) render.enable_thinking = false;
+    const std::string text = tmpl->render(messages, render);
+    // The rendered text carries BOS when the template writes it: BOS is then not added again.
+    if (!tmpl->renders_bos()) ids = tokens_before_text(*tok);
+    const auto body = encode_chat(*tok, *tmpl, text);
+    ids.insert(ids.end(), body.begin(), body.end());
+    stop_ids = chat_stop_tokens(*tok, *tmpl);
+    std::fprintf(stderr, "chat: %s template from %s, %zu prompt tokens; stops at %s\n", tmpl->name(),
+                 tmpl->source().c_str(), ids.size(), token_list(*tok, stop_ids).c_str());
+    if (const auto warning = chat_vocabulary_warning(*tok, *tmpl); !warning.empty())
+      std::fprintf(stderr, "pith-generate: warning: %s\n", warning.c_str());
+  } else if (prompt_ids) {
     ids = parse_ids(*prompt_ids, config.vocab_size);
   } else if (prompt) {
     if (!tok) throw usage_error("--prompt needs a tokenizer (none found beside the model; give --tokenizer or --prompt-ids)");
@@ -159,15 +197,20 @@ int run(int argc, char** argv) {
   std::vector<float> last(logits.end() - static_cast<std::ptrdiff_t>(vocab), logits.end());
 
   std::size_t generated = 0, passes = 0;
-  const char* stopped = nullptr;
+  std::string stopped;
   std::int32_t previous = ids.back();
   start = std::chrono::steady_clock::now();
   while (generated < steps) {
     const std::int32_t next = pick.sample(last);
     ++generated;
+    if (!ignore_eos && chat && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+      stopped = token_label(*tok, next);
+      --generated;  // the stop token is not part of the output
+      break;
+    }
     if (!ignore_eos && (next == config.eos_token_id || (next == config.bos_token_id && ids.size() + generated > 1))) {
       stopped = next == config.eos_token_id ? "EOS" : "BOS";
-      --generated;  // the stop token is not part of the output
+      --generated;
       break;
     }
     emit(previous, next);
@@ -188,7 +231,7 @@ int run(int argc, char** argv) {
                static_cast<double>(ids.size()) / prefill_seconds);
   std::fprintf(stderr, "decode: %zu tokens generated, %zu decode passes in %.3f s, %.1f tok/s%s%s\n", generated, passes,
                decode_seconds, decode_seconds > 0 ? static_cast<double>(passes) / decode_seconds : 0.0,
-               stopped ? ", stopped at " : "", stopped ? stopped : "");
+               stopped.empty() ? "" : ", stopped at ", stopped.c_str());
   std::size_t kv_bytes = 0;
   for (const auto& layer : s.memory_report()) kv_bytes += layer.kv_cache_bytes;
   std::fprintf(stderr, "memory: weights %.1f MiB (%s matrices), session %.1f MiB (KV cache %s %.1f MiB), "

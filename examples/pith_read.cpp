@@ -27,7 +27,14 @@ constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE|- --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
     "                 [--citrus-pool K] [--logits-out FILE.json] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
+    "                 [--raw | --system TEXT | --chat-template FILE]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
+    "  --raw      no chat template: BOS, the document, the instruction (the default when the model has no\n"
+    "             template). With a template (tokenizer_config.json beside the model, the GGUF's\n"
+    "             tokenizer.chat_template) the user turn holds the document, a blank line and the instruction,\n"
+    "             and the answer is the assistant's turn; it ends at the family's end-of-turn token\n"
+    "  --system   a system message before the user turn (with a template)\n"
+    "  --chat-template F  the template from F (a tokenizer_config.json, a .gguf or a Jinja text file)\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
@@ -150,10 +157,15 @@ int run(int argc, char** argv) {
   const auto load = parse_quantize(args.take("--quantize"));
   options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
   options.kv_type = parse_kv_type_option(args.take("--kv-type"));
+  const bool raw = args.flag("--raw");
+  const auto system = args.take("--system");
+  const auto chat_template_path = args.take("--chat-template");
   const auto rest = args.positional();
   if (rest.size() != 1) throw usage_error(rest.empty() ? "MODEL is missing" : "more than one MODEL given");
   if (!document_path) throw usage_error("--document is required");
   if (!instruction_text) throw usage_error("--instruction is required");
+  if (raw && (system || chat_template_path))
+    throw usage_error(std::string(system ? "--system" : "--chat-template") + " and --raw exclude each other");
   if (threads) {
     // The reader computes on a pool of its own (0: one thread per hardware thread).
     const auto count = parse_number<std::size_t>(*threads, "--threads", 0, thread_pool::max_threads);
@@ -172,14 +184,71 @@ int run(int argc, char** argv) {
   check_kv_type(options.kv_type, weights.config.head_dim, "--kv-type");
   const auto tok = find_tokenizer(model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
   if (!tok) throw usage_error("no tokenizer found beside the model; give --tokenizer");
-  const auto instruction = tok->encode(*instruction_text, false);
+
+  // The prompt. Raw: BOS, the document, the instruction. With the model's chat template, one user
+  // turn holds the document, a blank line and the instruction, and the answer is the assistant's
+  // turn: the text before the user's content and the document are read as the document (the
+  // reader may evict from both), the instruction with the rest of the template (its end of turn
+  // and the assistant's header) is the instruction CItruS scores with and the answer follows.
+  const auto tmpl = raw ? std::nullopt : find_chat_template(model_path, chat_template_path, *tok, "--raw");
+  if (!tmpl && system) throw usage_error("--system needs a chat template (the model has none; give --chat-template)");
+  std::vector<std::int32_t> prefix;     // tokens before the document
+  std::string prefix_text;              // text before the document, tokenized with it
+  std::vector<std::int32_t> stop_ids = {weights.config.eos_token_id};
+  std::vector<std::int32_t> instruction;
+  bool trim_document = false;           // strip the document's leading whitespace (trimming templates)
+  if (tmpl) {
+    chat_render_options render;
+    render.enable_thinking = false;     // Qwen3: answer directly (the answer is checked from its start)
+    const auto frame = tmpl->user_turn(system, render);
+    // The frame's text after its last special token belongs to the same piece of text as the
+    // document's start ("user\n", "[INST] "): it is tokenized together with the document.
+    std::size_t cut = 0;
+    for (const std::string& special : tmpl->special_strings())
+      for (std::size_t at = frame.before.find(special); at != std::string::npos; at = frame.before.find(special, at + 1))
+        cut = std::max(cut, at + special.size());
+    if (!tmpl->renders_bos()) prefix = tokens_before_text(*tok);
+    const auto head = encode_chat(*tok, *tmpl, std::string_view(frame.before).substr(0, cut));
+    prefix.insert(prefix.end(), head.begin(), head.end());
+    prefix_text = frame.before.substr(cut);
+    std::string question = *instruction_text;
+    if (tmpl->trims_content()) {
+      trim_document = true;
+      question.resize(chat_detail::before_trailing_space(question));
+    }
+    instruction = encode_chat(*tok, *tmpl, question + frame.after);
+    stop_ids = chat_stop_tokens(*tok, *tmpl);
+    if (std::find(stop_ids.begin(), stop_ids.end(), weights.config.eos_token_id) == stop_ids.end())
+      stop_ids.push_back(weights.config.eos_token_id);
+    std::fprintf(stderr, "chat: %s template from %s (--raw reads without it); stops at %s\n", tmpl->name(),
+                 tmpl->source().c_str(), token_list(*tok, stop_ids).c_str());
+    if (const auto warning = chat_vocabulary_warning(*tok, *tmpl); !warning.empty())
+      std::fprintf(stderr, "pith-read: warning: %s\n", warning.c_str());
+  } else {
+    instruction = tok->encode(*instruction_text, false);
+  }
   const std::size_t model_context = weights.config.max_position_embeddings;
 
   // The document is tokenized block by block as it is read (io/tokenizer_stream.hpp), and the
   // tokens go to the reader as they come: memory does not grow with the document, except under
   // `full`, which keeps every state and so needs the token count for its cache first.
-  streaming_encoder encoder(*tok, true);
-  std::vector<std::int32_t> tokens;
+  streaming_encoder encoder(*tok, !tmpl);
+  std::vector<std::int32_t> tokens = prefix;
+  if (!prefix_text.empty()) encoder.push(prefix_text, tokens);
+  // A trimming template strips the content's leading whitespace: the document's, block by block.
+  const auto push_block = [&](std::string_view block) {
+    if (trim_document) {
+      const std::size_t space = chat_detail::leading_space(block);
+      block.remove_prefix(space);
+      if (!block.empty()) trim_document = false;
+    }
+    encoder.push(block, tokens);
+  };
+  // The blank line between the document and the instruction ends the document's text.
+  const auto finish_document = [&] {
+    if (tmpl) encoder.push("\n\n", tokens);
+    encoder.finish(tokens);
+  };
   std::int32_t last_token = -1;
   const auto empty_check = [&] {
     if (document.bytes_read() == 0) throw argument_error(document.name() + ": the document is empty");
@@ -199,9 +268,9 @@ int run(int argc, char** argv) {
     return bytes / static_cast<double>(*document.size());
   };
   if (options.policy == policy_kind::full) {
-    for (std::string_view block; !(block = document.next()).empty();) encoder.push(block, tokens);
+    for (std::string_view block; !(block = document.next()).empty();) push_block(block);
     empty_check();
-    encoder.finish(tokens);
+    finish_document();
     total_tokens = tokens.size();
     options.max_context = tokens.size() + instruction.size() + steps + 1;
     if (options.max_context - 1 > model_context)
@@ -235,12 +304,12 @@ int run(int argc, char** argv) {
     feed();
   } else {
     for (std::string_view block; !(block = document.next()).empty();) {
-      encoder.push(block, tokens);
+      push_block(block);
       feed();
       block_start = document.bytes_read();
     }
     empty_check();
-    encoder.finish(tokens);
+    finish_document();
     feed();
   }
   if (encoder.forced_cuts() > 0)
@@ -252,12 +321,21 @@ int run(int argc, char** argv) {
   sampler greedy;
   std::string answer;
   std::int32_t previous = instruction.empty() ? last_token : instruction.back();
-  const auto answer_tokens = r.answer(steps, greedy, [&](std::int32_t token) {
-    if (token == weights.config.eos_token_id) return;
+  // The reader stops at the first stop id; the answer also ends at any other (Llama 3's
+  // <|end_of_text|> after <|eot_id|>): what follows one is not part of it.
+  bool ended = false;
+  auto answer_tokens = r.answer(steps, greedy, [&](std::int32_t token) {
+    if (ended || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+      ended = true;
+      return;
+    }
     const std::string piece = tok->decode(previous, token);
     previous = token;
     answer += piece;
-  }, weights.config.eos_token_id);
+  }, stop_ids.front());
+  if (const auto stop = std::find_first_of(answer_tokens.begin(), answer_tokens.end(), stop_ids.begin(), stop_ids.end());
+      stop != answer_tokens.end() && stop + 1 != answer_tokens.end())
+    answer_tokens.erase(stop + 1, answer_tokens.end());
   const double seconds = seconds_since(start);
   const auto& stats = r.stats();
   progress_bar(stats.tokens_read, 1.0, stats.reading_seconds, true);

@@ -15,6 +15,7 @@
 #include "pith/kernels/rms_norm.hpp"
 #include "pith/kernels/rope.hpp"
 #include "pith/kernels/softmax_importance.hpp"
+#include "pith/io/chat_template.hpp"
 #include "pith/io/gguf.hpp"
 #include "pith/io/llama2c.hpp"
 #include "pith/io/mmap.hpp"

@@ -1,12 +1,13 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages pith needs; installs nothing when they are all present.
-#   cmake/setup-debian.sh            build, test and benchmark dependencies
+#   cmake/setup-debian.sh            build, test and benchmark dependencies (PCRE2 and utf8proc for the
+#                                    BPE tokenizer, target pith::bpe)
 #   cmake/setup-debian.sh --ci       also the aarch64 cross toolchain, qemu-user and clang
 #   cmake/setup-debian.sh --python   also the Python reference (python3-torch, numpy, OpenBLAS, matplotlib)
 set -eu
 
-packages="cmake make g++ libeigen3-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev"
+packages="cmake make g++ pkg-config libeigen3-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgtest-dev libbenchmark-dev"
 for flag in "$@"; do
   case "$flag" in
     --ci) packages="$packages g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev" ;;

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <pith/io/tokenizer_bpe.hpp>
 #include <pith/pith.hpp>
 
 namespace pith::examples {
@@ -175,25 +176,24 @@ inline std::size_t checked_sum(std::size_t a, std::size_t b, const std::string& 
   return a + b;
 }
 
-/// The tokenizer that goes with `model`: --tokenizer if given (a llama2.c tokenizer.bin, a pith
-/// vocabulary .json or a .gguf), else the vocabulary embedded in a GGUF, else tokenizer.bin,
-/// tok*.bin or vocab.json beside the model. nullopt when none is found.
+/// The tokenizer that goes with `model`: --tokenizer if given (a tokenizer.json or a folder holding
+/// one, a llama2.c tokenizer.bin, a pith vocabulary .json or a .gguf), else the vocabulary embedded
+/// in a GGUF, else tokenizer.json (a Hugging Face model's), vocab.json, tokenizer.bin or tok*.bin
+/// beside the model. nullopt when none is found.
 inline std::optional<tokenizer> find_tokenizer(const std::filesystem::path& model, const std::optional<std::string>& given,
                                                std::int32_t vocab_size) {
-  auto load = [&](const std::filesystem::path& path) -> tokenizer {
-    if (path.extension() == ".json") return tokenizer::load_words(path);
-    if (path.extension() == ".gguf") return tokenizer::from_gguf(gguf_file(path));
-    return tokenizer::load_llama2c(path, vocab_size);
-  };
+  // load_tokenizer tells a pith vocabulary from a tokenizer.json by its "type" and a SentencePiece
+  // GGUF vocabulary from a byte-level BPE one by tokenizer.ggml.model.
+  auto load = [&](const std::filesystem::path& path) -> tokenizer { return load_tokenizer(path, vocab_size); };
   if (given) return load(*given);
   if (model.extension() == ".gguf") {
     // A GGUF without a vocabulary has no tokenizer (--prompt-ids and printed ids still work).
     const gguf_file file(model);
     if (!file.has("tokenizer.ggml.model") && !file.has("tokenizer.ggml.tokens")) return std::nullopt;
-    return tokenizer::from_gguf(file);
+    return load(model);
   }
   const auto folder = std::filesystem::is_directory(model) ? model : model.parent_path();
-  for (const char* name : {"vocab.json", "tokenizer.bin"})
+  for (const char* name : {"tokenizer.json", "vocab.json", "tokenizer.bin"})
     if (std::filesystem::exists(folder / name)) return load(folder / name);
   if (std::filesystem::is_directory(folder.empty() ? "." : folder))
     for (const auto& entry : std::filesystem::directory_iterator(folder.empty() ? "." : folder))

@@ -7,7 +7,8 @@
 #
 # Seeds are small (a few KB each): libFuzzer mutates them, so they only need to reach every branch of
 # the readers. The tokenizer target reads one selector byte first (0: llama2.c tokenizer.bin,
-# preceded by a uint16 vocab_size; 1: GGUF vocabulary; 2: pith JSON word vocabulary), see
+# preceded by a uint16 vocab_size; 1: GGUF vocabulary; 2: pith JSON word vocabulary; 3: a Hugging
+# Face tokenizer.json, read by the BPE tokenizer), see
 # fuzz_tokenizer.cpp. The model target reads one selector byte first too (0: GGUF; 1: a uint16
 # length, config.json, then model.safetensors; 2: llama2.c), see fuzz_model.cpp.
 #
@@ -528,6 +529,26 @@ def main():
     chars = {"type": "pith-chars", "tokens": ["<unk>", "<s>", "</s>", " ", "a", "b", "c", ".", "\u00e9", "\u65e5"],
              "unk": 0, "bos": 1, "eos": 2}
     add("fuzz_tokenizer", "chars.tok", b"\x02" + json.dumps(chars, ensure_ascii=False).encode())
+    # A byte-level BPE tokenizer.json: bytes as GPT-2's characters, three merges, an added token, NFC, a Split regex.
+    alphabet = [b for b in range(0x21, 0x7f)] + [b for b in range(0xa1, 0xad)] + [b for b in range(0xae, 0x100)]
+    byte_chars, extra = {}, 0
+    for b in range(256):
+        byte_chars[b] = chr(b) if b in alphabet else chr(0x100 + extra)
+        extra += b not in alphabet
+    bpe_vocab = {byte_chars[b]: b for b in range(256)}
+    bpe_vocab.update({"th": 256, "the": 257, "\u0120the": 258})
+    bpe = {"model": {"type": "BPE", "vocab": bpe_vocab, "merges": ["t h", "th e", "\u0120 the"], "ignore_merges": True},
+           "added_tokens": [{"id": 259, "content": "<|eot|>", "special": True, "lstrip": False, "rstrip": True}],
+           "normalizer": {"type": "NFC"},
+           "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+               {"type": "Split", "pattern": {"Regex": "(?i:'s|'t)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"},
+                "behavior": "Isolated", "invert": False},
+               {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|eot|>", "type_id": 0}},
+                                                                     {"Sequence": {"id": "A", "type_id": 0}}],
+                              "special_tokens": {"<|eot|>": {"id": "<|eot|>", "ids": [259], "tokens": ["<|eot|>"]}}},
+           "decoder": {"type": "ByteLevel"}}
+    add("fuzz_tokenizer", "bpe_tiny.tok", b"\x03" + json.dumps(bpe, ensure_ascii=False).encode())
 
     for (target, name), data in sorted(seeds.items()):
         folder = os.path.join(CORPUS, target)

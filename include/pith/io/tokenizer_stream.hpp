@@ -23,9 +23,12 @@ namespace pith {
 /// them up to the last *safe cut*: a boundary between two UTF-8 characters where the tokenizer may
 /// cut a text without changing its tokens (spm_tokenizer: two characters that no mergeable piece
 /// holds side by side, so no merge can cross the cut; word vocabularies: next to whitespace or
-/// punctuation; character vocabularies: any character boundary). Characters are split exactly as
-/// the whole text would be (a character is decided once the bytes its first byte announces are
-/// held, or at the end), the dummy prefix goes only before the first part and BOS (if asked) is the first token.
+/// punctuation; character vocabularies: any character boundary; BPE (tokenizer_model::can_cut):
+/// after a line feed before a letter or number where the pre-tokenizer always starts a word, or
+/// after a one-character added token such as Gemma's "\n", never inside an added token).
+/// Characters are split exactly as the whole text would be (a character is decided once the bytes
+/// its first byte announces are held, or at the end), the dummy prefix goes only before the first
+/// part and the special tokens (BOS, if asked) go around the whole text.
 /// So for text whose every run of `window` bytes holds a safe cut (any text with spaces or line
 /// breaks at least that often), the tokens are exactly those of tokenizer::encode on the whole text.
 ///

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -48,6 +49,19 @@ constexpr utf8_step utf8_next(std::string_view text) noexcept {
     if (!fits) return {i, false, false};
   }
   return {length, true, false};
+}
+
+/// The code point of the well-formed character that starts `text`, or -1.
+constexpr std::int32_t utf8_code_point(std::string_view text) noexcept {
+  const utf8_step step = utf8_next(text);
+  if (!step.valid) return -1;
+  const auto byte = [&](std::size_t i) { return static_cast<std::int32_t>(static_cast<unsigned char>(text[i])); };
+  switch (step.length) {
+    case 1: return byte(0);
+    case 2: return ((byte(0) & 0x1f) << 6) | (byte(1) & 0x3f);
+    case 3: return ((byte(0) & 0x0f) << 12) | ((byte(1) & 0x3f) << 6) | (byte(2) & 0x3f);
+    default: return ((byte(0) & 0x07) << 18) | ((byte(1) & 0x3f) << 12) | ((byte(2) & 0x3f) << 6) | (byte(3) & 0x3f);
+  }
 }
 
 /// Whether `text` is well-formed UTF-8.

@@ -534,8 +534,9 @@ TEST(loader_bounds, gguf_tensors_no_layer_uses_are_an_error_4_3) {
   plain.write(tiny_gguf_model({}));
   EXPECT_NO_THROW(pith::load_model(plain.path()));
   const pith_test::temp_file with_rope_factors(".gguf");
-  with_rope_factors.write(tiny_gguf_model({"rope_freqs.weight"}));  // Llama 3 frequency factors: not implemented
-  PITH_EXPECT_THROW_WITH(pith::load_model(with_rope_factors.path()), pith::format_error, "rope_freqs.weight");
+  // Llama 3 frequency divisors are read, and must have head_dim / 2 entries (this model's head_dim is 2).
+  with_rope_factors.write(tiny_gguf_model({"rope_freqs.weight"}));
+  PITH_EXPECT_THROW_WITH(pith::load_model(with_rope_factors.path()), pith::shape_error, "rope_freqs.weight");
   const pith_test::temp_file with_second_layer(".gguf");
   with_second_layer.write(tiny_gguf_model({"blk.1.attn_norm.weight"}));
   PITH_EXPECT_THROW_WITH(pith::load_model(with_second_layer.path()), pith::format_error, "llama.block_count = 1");

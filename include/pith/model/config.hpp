@@ -606,15 +606,16 @@ inline void parse_family_keys(const nlohmann::json& json, model_config& c) {
     }
   } else if (gemma) {
     const std::size_t pattern = json_size(json, "sliding_window_pattern", 1, config_limits::layers, 6, source);
-    for (std::size_t i = 0; i < L; ++i) windowed[i] = any = (i + 1) % pattern != 0;
+    for (std::size_t i = 0; i < L; ++i) windowed[i] = (i + 1) % pattern != 0;
   } else if (f == model_family::mistral) {
-    for (std::size_t i = 0; i < L; ++i) windowed[i] = any = window != 0;
+    for (std::size_t i = 0; i < L; ++i) windowed[i] = window != 0;
   } else if (f == model_family::qwen2 || f == model_family::qwen3) {
     if (json_bool(json, "use_sliding_window", false, source)) {
       const std::size_t first = json_size(json, "max_window_layers", 0, config_limits::layers, L, source);
-      for (std::size_t i = first; i < L; ++i) windowed[i] = any = true;
+      for (std::size_t i = first; i < L; ++i) windowed[i] = true;
     }
   }
+  for (const bool w : windowed) any = any || w;
   if (any) {
     if (window == 0) json_key_error(source, "sliding_window", "is missing; the configuration has sliding-window layers");
     c.sliding_windows.assign(L, 0);

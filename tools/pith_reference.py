@@ -34,6 +34,19 @@ plus, depending on the layer's token mixer and the residual mode (docs/layers.md
 
 Linear weights are [out_features, in_features], as in PyTorch: y = x @ W.T.
 
+Families (notes/model_families.md; `LlamaConfig.family` from architectures[0]: llama, mistral, qwen2,
+qwen3, gemma3) add, per layer:
+
+    model.layers.{i}.self_attn.{q,k,v}_proj.bias    [heads * head_dim] / [kv_heads * head_dim]  (qwen2)
+    model.layers.{i}.self_attn.{q,k}_norm.weight    [head_dim]  (qwen3, gemma3: per-head RMSNorm before RoPE)
+    model.layers.{i}.pre_feedforward_layernorm.weight  [hidden]  (gemma3: the MLP's input norm; its
+    model.layers.{i}.post_feedforward_layernorm.weight [hidden]   post_attention_layernorm normalises
+                                                                  the attention output)
+
+and `inv_freq(layer)` (llama3 / linear rope_scaling, Gemma's local base), `window(layer)` (sliding
+window mask 0 <= i - j < W), `attention_scale()` (Gemma's query_pre_attn_scalar), `family_norm`
+(Gemma's 1 + w), GeGLU with the tanh GELU and the sqrt(hidden) embedding scale for gemma3.
+
 Configuration
 - `LlamaConfig`: the Hugging Face config.json keys pith reads; `from_dict`, `load`, `to_hf_dict`,
   `validate`, `mixer(layer)`, `mixer_mlp_size`. `head_dim` defaults to hidden_size /
@@ -328,8 +341,9 @@ class LlamaConfig:
             raise ValueError(f"config: rope type {kind!r} is not implemented")
         return inv
 
-    def attention_scale(self) -> float:
-        return (self.query_pre_attn_scalar or 256.0) ** -0.5 if self.gemma else self.head_dim ** -0.5
+    def attention_scale(self) -> float | None:
+        """Gemma 3's query_pre_attn_scalar^-1/2; None: the scores are divided by sqrt(head_dim)."""
+        return (self.query_pre_attn_scalar or 256.0) ** -0.5 if self.gemma else None
 
     def mixer(self, layer: int) -> str:
         """The token mixer name of a layer."""
@@ -495,8 +509,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     heads, d = q.shape[1], q.shape[2]
     k, v = expand_kv(k, heads), expand_kv(v, heads)  # [n, heads, d]
-    scale = 1 / math.sqrt(d) if scale is None else scale
-    scores = torch.einsum("mhd,nhd->hmn", q, k) * scale  # [heads, m, n]
+    scores = torch.einsum("mhd,nhd->hmn", q, k)  # [heads, m, n]
+    scores = scores / math.sqrt(d) if scale is None else scores * scale
     visible = k_positions[None, :] <= q_positions[:, None]  # [m, n]
     if window is not None:  # sliding window: the query and the W - 1 keys before it
         visible &= q_positions[:, None] - k_positions[None, :] < window

@@ -134,7 +134,9 @@ void read_flat(pith::policy_kind policy) {
     // From the fourth chunk on, every buffer exists (scores from the second, the rotation tables
     // from the first eviction in the third).
     if (start == 3 * o.chunk_size) bytes = r.state_bytes();
-    if (start >= 3 * o.chunk_size) EXPECT_EQ(r.state_bytes(), bytes) << "after " << start + o.chunk_size << " tokens";
+    if (start >= 3 * o.chunk_size) {
+      EXPECT_EQ(r.state_bytes(), bytes) << "after " << start + o.chunk_size << " tokens";
+    }
   }
   const auto report = r.memory_report();
   ASSERT_EQ(report.size(), c.num_layers);

@@ -75,9 +75,10 @@ CASES = [
                                rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                              "high_freq_factor": 4.0, "original_max_position_embeddings": 128}),
          seed=3001, prompt_length=13, gguf=True),
-    # Qwen2: q/k/v biases, odd widths, one KV head, untied.
-    Case("qwen2_bias", family("qwen2", hidden_size=24, intermediate_size=40, num_hidden_layers=2,
-                              num_attention_heads=3, num_key_value_heads=1, head_dim=8, vocab_size=61,
+    # Qwen2: q/k/v biases, one KV head, untied, odd vocabulary; widths of whole Q8_0 blocks (tests
+    # quantize it at load).
+    Case("qwen2_bias", family("qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, vocab_size=61,
                               rope_theta=1000000.0, tie_word_embeddings=False),
          seed=3101, prompt_length=13, gguf=True),
     # Qwen3: per-head q/k norms, head_dim 12 with heads * head_dim = 48 != hidden 20, tied.

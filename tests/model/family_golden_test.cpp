@@ -114,6 +114,31 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyGolden,
                                            source{"gemma3_reader", false}, source{"gemma3_reader", true}),
                          source_name);
 
+// The families' matrices through the quantized views (Q8_0 at load; rows that are not whole blocks
+// fall back as llama-quantize does), biases and norms in float32: the twin's greedy tokens still come
+// out and the logits stay within Q8_0's error. The bound: Q8_0 rounds each weight to 1/254 of its
+// block's largest magnitude, which moves these logits (up to |10|) by a few 1e-2.
+constexpr float q8_0_logit_tolerance = 0.15f;
+
+TEST(FamilyQuantized, Q8_0WeightsKeepTheTwinsAnswers) {
+  for (const char* name : {"qwen2_bias", "llama3_tied"}) {
+    pith::load_options options;
+    options.quantize_to = pith::dtype::q8_0;
+    const auto weights = pith::load_model(data / name / "model.gguf", options);
+    bool quantized = false;
+    for (const auto& l : weights.layers) quantized = quantized || l.wq.type() == pith::dtype::q8_0;
+    EXPECT_TRUE(quantized) << name;
+    const auto g = read_golden(data / name / "expected.json");
+    const std::size_t vocab = weights.config.vocab_size;
+    pith::session s(weights, {64, 64});
+    std::vector<float> logits(g.ids.size() * vocab);
+    s.forward(g.ids, logits.data(), true);
+    float worst = 0.0f;
+    for (std::size_t t = 0; t < g.ids.size(); ++t) worst = std::max(worst, worst_difference(logits, t, g, vocab));
+    EXPECT_LE(worst, q8_0_logit_tolerance) << name;
+  }
+}
+
 // What each family's loader reads from its files.
 TEST(FamilyConfig, FilesSetTheFamilySwitches) {
   const auto llama3 = pith::load_model(data / "llama3_tied" / "model.gguf");

@@ -146,6 +146,9 @@ class session {
         windowed_rerotator_ = rerotator(c_.head_dim, windowed_inv_freq_.span(), c_.rope, options_.max_context);
       }
     }
+    std::size_t largest_window = 0;
+    for (std::size_t l = 0; l < c_.num_layers; ++l) largest_window = std::max(largest_window, window_rows(l));
+    window_keep_.reserve(largest_window);  // trim_windows allocates nothing
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
     scratch_size_ = kernels::softmax_importance_scratch_size(t, widest, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));

@@ -641,6 +641,15 @@ TEST(FamilyConfig, ArchitecturesChooseTheFamily) {
   EXPECT_FLOAT_EQ(gemma.attention_scale, 1.0f / 16.0f);  // query_pre_attn_scalar defaults to 256
   EXPECT_FLOAT_EQ(gemma.rope_theta_windowed, 10000.0f);
   for (std::size_t l = 0; l < 7; ++l) EXPECT_EQ(gemma.sliding_window(l), l == 5 ? 0u : 16u) << l;
+  // Qwen: layers from max_window_layers on slide when use_sliding_window (released configs: false).
+  auto qwen_json = family_json("Qwen2ForCausalLM");
+  qwen_json["sliding_window"] = 32;
+  qwen_json["max_window_layers"] = 1;
+  EXPECT_FALSE(parse(qwen_json).has_sliding_windows());
+  qwen_json["use_sliding_window"] = true;
+  const auto sliding = parse(qwen_json);
+  EXPECT_EQ(sliding.sliding_window(0), 0u);
+  EXPECT_EQ(sliding.sliding_window(1), 32u);
 }
 
 TEST(FamilyConfig, UnsupportedArchitecturesAndKeysAreRefusedByName) {
@@ -669,8 +678,7 @@ TEST(FamilyConfig, UnsupportedArchitecturesAndKeysAreRefusedByName) {
   json = family_json("Qwen3ForCausalLM");
   json["attention_bias"] = true;
   refused(json, "attention_bias");
-  json = family_json("Qwen2ForCausalLM");
-  json["use_sliding_window"] = true;  // the window itself is missing
+  json = family_json("Gemma3ForCausalLM");  // sliding layers without a window
   refused(json, "sliding_window");
   json = valid();
   json["partial_rotary_factor"] = 0.5;

@@ -610,7 +610,8 @@ inline void parse_family_keys(const nlohmann::json& json, model_config& c) {
   } else if (f == model_family::mistral) {
     for (std::size_t i = 0; i < L; ++i) windowed[i] = window != 0;
   } else if (f == model_family::qwen2 || f == model_family::qwen3) {
-    if (json_bool(json, "use_sliding_window", false, source)) {
+    // As transformers: without a window (null) use_sliding_window leaves every layer full.
+    if (json_bool(json, "use_sliding_window", false, source) && window != 0) {
       const std::size_t first = json_size(json, "max_window_layers", 0, config_limits::layers, L, source);
       for (std::size_t i = first; i < L; ++i) windowed[i] = true;
     }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -163,6 +164,22 @@ TEST(KvType, Q80BlocksFollowTheReferenceQuantizer) {
   const auto z = pith::quantize_block_q8_0(zero);
   EXPECT_EQ(z.d, 0);
   for (const auto q : z.qs) EXPECT_EQ(q, 0);
+}
+
+// A key with a NaN or an infinity (a broken model's arithmetic) cannot be scaled to int8: its
+// block reads back as NaNs (a float cache would give non-finite scores too), never as a silently
+// finite row; a block too small to scale reads back as zeros.
+TEST(KvType, Q80NonFiniteBlocksReadBackAsNaNAndTinyBlocksAsZeros) {
+  std::vector<float> x(96, 0.5f);
+  x[7] = std::numeric_limits<float>::quiet_NaN();
+  x[40] = -std::numeric_limits<float>::infinity();
+  for (std::size_t i = 64; i < 96; ++i) x[i] = 1e-41f;
+  std::vector<std::byte> row(pith::kv_row_bytes(dtype::q8_0, x.size()));
+  pith::kv_encode_row(dtype::q8_0, x.data(), x.size(), row.data());
+  std::vector<float> y(x.size());
+  pith::kv_decode_row(dtype::q8_0, row.data(), x.size(), y.data());
+  for (std::size_t i = 0; i < 64; ++i) EXPECT_TRUE(std::isnan(y[i])) << "element " << i;
+  for (std::size_t i = 64; i < 96; ++i) EXPECT_EQ(y[i], 0.0f) << "element " << i;
 }
 
 TEST(KvType, BytesPerRowAndPerCacheAreExact) {

@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: MIT
-// Tests of streaming_encoder: a text tokenized block by block gives the whole text's tokens, with bounded memory.
+// Tests of streaming_encoder (a text tokenized block by block gives the whole text's tokens, with bounded memory) and streaming_decoder.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include <pith/core/memory.hpp>
 #include <pith/io/tokenizer_stream.hpp>
+#include <pith/io/tokenizer_utf8.hpp>
 
 #include "test_util.hpp"
 
@@ -230,6 +232,64 @@ TEST(streaming_encoder_5, misuse_is_an_argument_error) {
   pith::streaming_encoder empty(words, true);
   empty.finish(out);
   EXPECT_EQ(empty.forced_cuts(), 0u);
+}
+
+// ---- streaming_decoder ------------------------------------------------------------------------
+
+// Byte tokens that split characters: every piece printed is valid UTF-8, and the pieces together are
+// the whole decode (an unfinished character at the end becomes U+FFFD).
+TEST(streaming_decoder, never_prints_part_of_a_character) {
+  const auto found = spm_vocabularies();
+  if (found.empty()) GTEST_SKIP() << "no SentencePiece vocabulary in ../shared/models";
+  for (const auto& [name, tok] : found) {
+    SCOPED_TRACE(name);
+    // "é☃日😀" as byte tokens one byte at a time, then a normal token.
+    const std::string text = "\xC3\xA9\xE2\x98\x83\xE6\x97\xA5\xF0\x9F\x98\x80";
+    const auto byte_id = [&](unsigned char b) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+      return *tok.token_id(hex);
+    };
+    ids tokens;
+    for (const char c : text) tokens.push_back(byte_id(static_cast<unsigned char>(c)));
+    pith::streaming_decoder decoder(tok);
+    std::string printed;
+    std::size_t pieces_with_text = 0;
+    for (const std::int32_t token : tokens) {
+      const std::string piece = decoder.push(token);
+      EXPECT_TRUE(pith::utf8_is_valid(piece)) << "after token " << token;
+      pieces_with_text += !piece.empty();
+      printed += piece;
+    }
+    EXPECT_EQ(pieces_with_text, 4u);  // one per character, when its last byte arrives
+    EXPECT_EQ(decoder.held_bytes(), 0u);
+    EXPECT_EQ(printed, text);
+    // An unfinished character: held, then U+FFFD at the end; a stray continuation byte: U+FFFD at once.
+    EXPECT_EQ(decoder.push(byte_id(0xE2)), "");
+    EXPECT_EQ(decoder.push(byte_id(0x98)), "");
+    EXPECT_EQ(decoder.held_bytes(), 2u);
+    EXPECT_EQ(decoder.finish(), "\xEF\xBF\xBD");
+    EXPECT_EQ(decoder.push(byte_id(0x80)), "\xEF\xBF\xBD");
+    // A character cut short by the next one: the lead byte alone is U+FFFD, the next character prints.
+    EXPECT_EQ(decoder.push(byte_id(0xE6)), "");
+    EXPECT_EQ(decoder.push(byte_id('a')), "\xEF\xBF\xBD" "a");
+  }
+}
+
+TEST(streaming_decoder, utf8_steps_follow_maximal_subparts) {
+  EXPECT_EQ(pith::utf8_repair("a\xF0\x9F\x98"), "a\xEF\xBF\xBD");                    // truncated: one subpart
+  EXPECT_EQ(pith::utf8_repair("\xE0\x80\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: 3
+  EXPECT_EQ(pith::utf8_repair("\xED\xA0\x80x"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx");  // surrogate
+  EXPECT_EQ(pith::utf8_repair("\xF4\x90\x80\x80"), std::string(4 * 3, ' ').replace(0, 12, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"));
+  EXPECT_EQ(pith::utf8_repair("\xC0\xAF\xFF"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(pith::utf8_repair("ok \xC3\xA9"), "ok \xC3\xA9");
+  EXPECT_EQ(pith::utf8_complete_prefix("ab\xE2\x98"), 2u);
+  EXPECT_EQ(pith::utf8_complete_prefix("ab\xE2\x98\x83"), 5u);
+  EXPECT_EQ(pith::utf8_complete_prefix("ab\xE2x"), 4u);        // ill-formed already: nothing to wait for
+  EXPECT_EQ(pith::utf8_complete_prefix("\xF0\x9F\x98"), 0u);
+  EXPECT_EQ(pith::utf8_complete_prefix("\x80\x80\x80"), 3u);
+  EXPECT_TRUE(pith::utf8_is_valid("\xF0\x9F\x98\x80"));
+  EXPECT_FALSE(pith::utf8_is_valid("\xF0\x9F\x98"));
 }
 
 }  // namespace

@@ -166,10 +166,11 @@ TEST(Tokenizer, TinyRandomGgufEmbedsTheLlamaVocabulary) {
   EXPECT_EQ(tokenizer.as_spm()->kind(1), pith::token_kind::control);
 }
 
-TEST(Tokenizer, GptTwoVocabularyIsRejected) {
+// tokenizer::from_gguf reads SentencePiece vocabularies; a byte-level one names the header that reads it.
+TEST(Tokenizer, GptTwoVocabularyNamesTheBpeTokenizer) {
   PITH_SHARED_MODEL_OR_SKIP(path, "ggml-vocab/ggml-vocab-gpt-2.gguf");
   const pith::gguf_file file(path);
-  PITH_EXPECT_THROW_WITH(pith::tokenizer::from_gguf(file), pith::config_error, "'gpt2' is not supported");
+  PITH_EXPECT_THROW_WITH(pith::tokenizer::from_gguf(file), pith::config_error, "tokenizer_bpe.hpp");
   PITH_EXPECT_THROW_WITH(pith::tokenizer::from_gguf(file), pith::config_error, "ggml-vocab-gpt-2.gguf");
 }
 
@@ -202,7 +203,9 @@ std::string llama2c_tokenizer_bytes(const std::vector<piece>& pieces) {
   return out;
 }
 
-std::string spm_gguf_bytes(const std::vector<piece>& pieces, bool with_types = true) {
+// Token types: 0 unknown, 1-2 control, 3-258 byte, the rest normal unless `types` says otherwise.
+std::string spm_gguf_bytes(const std::vector<piece>& pieces, bool with_types = true,
+                           const std::vector<std::pair<std::size_t, std::int32_t>>& types_of = {}) {
   std::vector<std::string> texts;
   std::vector<float> scores;
   std::vector<std::int32_t> types;
@@ -211,6 +214,7 @@ std::string spm_gguf_bytes(const std::vector<piece>& pieces, bool with_types = t
     scores.push_back(pieces[i].score);
     types.push_back(i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1);
   }
+  for (const auto& [index, type] : types_of) types[index] = type;
   gguf_builder b;
   b.header(0, with_types ? 4 : 3)
       .kv_string("tokenizer.ggml.model", "llama")
@@ -253,6 +257,49 @@ TEST(Tokenizer, UnknownCharactersMergeOnlyInSentencePieceMode) {
   EXPECT_EQ(spm.decode_all(spm.encode("\xC3\xA9 \xC3\xA9", true)), "\xC3\xA9 \xC3\xA9");
   // Defaults when the optional keys are absent: bos 1, eos 2, add_bos true.
   EXPECT_TRUE(spm.as_spm()->add_bos());
+}
+
+// A GGUF vocabulary finds its control and user-defined tokens in the text (llama.cpp's special-token
+// parsing), with the dummy prefix before the text after each; a llama2.c tokenizer.bin does not.
+TEST(Tokenizer, GgufSpecialTokensAreFoundInText) {
+  // ids: 259 "▁", 260 "a", 261 "[INST]" (control), 262 "<think>" (user-defined), 263 "▁a"
+  const std::vector<piece> extra = {{"\xE2\x96\x81", -10}, {"a", -1}, {"[INST]", 0}, {"<think>", 0}, {"\xE2\x96\x81" "a", -2}};
+  const temp_file gguf(".gguf");
+  gguf.write(spm_gguf_bytes(vocabulary_with(extra, "<s>"), true, {{261, 3}, {262, 4}}));
+  const pith::gguf_file file(gguf.path());
+  const auto tok = pith::tokenizer::from_gguf(file);
+  EXPECT_EQ(tok.encode("<s>a[INST]a<think>", false), (ids{1, 263, 261, 263, 262}));
+  EXPECT_EQ(tok.encode("a[INST]", true), (ids{1, 263, 261}));
+  // Not parsed: control and unknown tokens' text is text ("[" and "]" become byte tokens), user-defined ones still count.
+  const ids plain = tok.encode("[INST]<think>", false, false);
+  ASSERT_GE(plain.size(), 2u);
+  EXPECT_NE(plain.front(), 261);
+  EXPECT_EQ(plain.back(), 262);
+  EXPECT_EQ(tok.decode_all(plain), " [INST]<think>");  // the dummy prefix, kept without BOS before it
+
+  EXPECT_EQ(tok.token_id("[INST]"), 261);
+  EXPECT_EQ(tok.token_id("<s>"), 1);
+  EXPECT_EQ(tok.token_id("\xE2\x96\x81" "a"), 263);
+  EXPECT_EQ(tok.token_id("missing"), std::nullopt);
+  EXPECT_EQ(tok.token_text(261), "[INST]");
+  const auto specials = tok.special_tokens();
+  ASSERT_EQ(specials.size(), 5u);  // <unk>, <s>, </s>, [INST], <think>
+  EXPECT_EQ(specials[3].id, 261);
+  EXPECT_TRUE(specials[3].special);
+  EXPECT_EQ(specials[4].text, "<think>");
+  EXPECT_FALSE(specials[4].special);
+  EXPECT_EQ(tok.special_prefix(), (ids{1}));
+  EXPECT_TRUE(tok.special_suffix().empty());
+
+  // llama2.c's run.c finds no special token in text.
+  const temp_file bin(".bin");
+  const auto bin_pieces = vocabulary_with({{" ", -10}, {"a", -1}, {"[INST]", 0}}, "<s>");
+  bin.write(llama2c_tokenizer_bytes(bin_pieces));
+  const auto llama2c = pith::tokenizer::load_llama2c(bin.path(), static_cast<std::int32_t>(bin_pieces.size()));
+  // " " then the bytes of "[INST]": no piece joins its characters, so run.c never reaches 261.
+  EXPECT_EQ(llama2c.encode("[INST]", false), (ids{259, 3 + '[', 3 + 'I', 3 + 'N', 3 + 'S', 3 + 'T', 3 + ']'}));
+  EXPECT_EQ(llama2c.token_id("[INST]"), 261);
+  EXPECT_EQ(llama2c.special_tokens().size(), 3u);
 }
 
 TEST(Tokenizer, Llama2cFileErrorsNameTheFile) {
@@ -371,6 +418,13 @@ TEST(WordTokenizer, ToyWordsFileEncodesAndDecodes) {
   EXPECT_EQ(tokenizer.encode("<s>", false), (ids{0, 13, 0}));  // specials are not parsed from text: "<" "s" ">"
   EXPECT_EQ(tokenizer.encode("", true), (ids{1}));
   EXPECT_THROW((void)tokenizer.decode(1, 19), pith::argument_error);
+  EXPECT_EQ(tokenizer.token_id("cat"), 4);
+  EXPECT_EQ(tokenizer.token_id("<s>"), 1);
+  EXPECT_EQ(tokenizer.token_id("zebra"), std::nullopt);
+  EXPECT_EQ(tokenizer.token_text(4), "cat");
+  ASSERT_EQ(tokenizer.special_tokens().size(), 3u);
+  EXPECT_EQ(tokenizer.special_tokens()[2].text, "</s>");
+  EXPECT_THROW((void)tokenizer.token_text(19), pith::argument_error);
 }
 
 TEST(WordTokenizer, CharacterVocabulary) {

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -248,6 +249,36 @@ TEST(QuantActivations, Q8KMapsTheSignedMaximumToMinus127) {
   EXPECT_FLOAT_EQ(a.d[0], -2.0f / 127.0f);
   EXPECT_EQ(a.q[40], 64);  // −1 · (−127 / 2) = 63.5, ties to even
   EXPECT_EQ(a.q[0], -16);  // 0.25 · (−63.5) = −15.875
+}
+
+// A NaN or an infinity in a block cannot be scaled to int8: the block becomes zeros with a NaN
+// scale (the products are NaN, as in float arithmetic) and the other blocks are unaffected. A
+// block whose magnitudes lie below 127/FLT_MAX (its inverse scale overflows) becomes zeros. Every
+// quant stays within ±127 (an out-of-range float-to-int8 conversion is undefined behaviour).
+TEST(QuantActivations, NonFiniteBlocksGiveNaNScalesAndTinyBlocksGiveZeros) {
+  for (const dtype act : {dtype::q8_0, dtype::q8_1, dtype::q8_k}) {
+    SCOPED_TRACE(std::string(pith::dtype_name(act)));
+    const std::size_t block = act == dtype::q8_k ? quant::qk_k : quant::qk, cols = 4 * block;
+    std::vector<float> x(cols, 0.5f);
+    x[3] = std::numeric_limits<float>::quiet_NaN();                    // block 0
+    x[block + 5] = std::numeric_limits<float>::infinity();             // block 1
+    for (std::size_t j = 0; j < block; ++j) x[2 * block + j] = 1e-40f;  // block 2: subnormal
+    const auto q = quantize(act, x.data(), cols);
+    const activation_row a = q.view();
+    for (std::size_t k = 0; k < cols; ++k) {
+      ASSERT_LE(std::abs(static_cast<int>(a.q[k])), 127);
+      if (k < 3 * block) {
+        EXPECT_EQ(a.q[k], 0) << "element " << k;
+      }
+    }
+    EXPECT_TRUE(std::isnan(a.d[0]));
+    EXPECT_TRUE(std::isnan(a.d[1]));
+    EXPECT_FALSE(std::isnan(a.d[2]));
+    EXPECT_EQ(std::abs(static_cast<int>(a.q[3 * block])), 127);  // block 3 is quantized as usual
+    // 0.5 is its block's maximum (code ±127); Q8_0 / Q8_1 keep the scale as an f16 (relative
+    // rounding 2^-11).
+    EXPECT_NEAR(activation_value(act, a, 3 * block + 1), 0.5, 0.5 * 0x1p-11);
+  }
 }
 
 // ---- (b) Dot products per type and ISA ------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,15 +70,24 @@ constexpr std::size_t kv_row_bytes(dtype t, std::size_t head_dim) noexcept {
   }
 }
 
-/// One Q8_0 block of 32 floats, as llama.cpp's quantize_row_q8_0_ref.
+/// One Q8_0 block of 32 floats, as llama.cpp's quantize_row_q8_0_ref. A block holding a NaN or an
+/// infinity (which cannot be scaled to int8) is stored as zeros with a NaN scale: it reads back as
+/// NaNs, as a float cache would give non-finite scores. A block too small to scale (the inverse
+/// scale overflows) is stored as zeros.
 inline quant::block_q8_0 quantize_block_q8_0(const float* x) noexcept {
   float amax = 0.0f;
-  for (std::size_t i = 0; i < quant::qk; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  bool finite = true;
+  for (std::size_t i = 0; i < quant::qk; ++i) {
+    const float a = std::fabs(x[i]);
+    finite = finite && std::isfinite(a);
+    amax = std::max(amax, a);
+  }
+  const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+  const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
   quant::block_q8_0 b{};
   b.d = float_to_half(d);
-  for (std::size_t i = 0; i < quant::qk; ++i) b.qs[i] = static_cast<std::int8_t>(std::roundf(x[i] * id));
+  if (std::isfinite(id))
+    for (std::size_t i = 0; i < quant::qk; ++i) b.qs[i] = static_cast<std::int8_t>(std::roundf(x[i] * id));
   return b;
 }
 

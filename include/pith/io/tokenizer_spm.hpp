@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <queue>
 #include <span>
 #include <string>
@@ -20,6 +21,7 @@
 #include "pith/io/detail.hpp"
 #include "pith/io/gguf.hpp"
 #include "pith/io/mmap.hpp"
+#include "pith/io/tokenizer_added.hpp"
 
 namespace pith {
 
@@ -37,7 +39,11 @@ enum class token_kind : std::uint8_t { normal = 1, unknown = 2, control = 3, use
 ///     (the unknown token when the vocabulary has no such byte token).
 /// The two sources differ in one place: run.c turns an unknown character into byte tokens before
 /// merging, so it never merges (llama2c), while SentencePiece and llama.cpp keep it as text and
-/// may merge it into a piece (GGUF). Special tokens written in the text ("<s>") are not parsed.
+/// may merge it into a piece (GGUF). In a GGUF vocabulary, the text of every control, unknown and
+/// user-defined token ("<s>", "[INST]", "<start_of_turn>") is cut out first and becomes that token,
+/// leftmost-longest, as llama.cpp does with special-token parsing on (notes/tokenizers.md §3.3);
+/// the dummy prefix then goes before the text that starts the input or follows such a token.
+/// run.c parses no special tokens, so neither does a llama2.c tokenizer.bin.
 ///
 /// decode(prev, token) returns the text of one token with llama2.c's rules: a <0xHH> byte token is
 /// that raw byte, control tokens (BOS, EOS) are empty, "▁" becomes a space (GGUF), and a leading
@@ -100,7 +106,7 @@ class spm_tokenizer {
     out.escape_whitespace_ = false;
     out.merge_unknown_characters_ = false;
     out.merge_all_kinds_ = true;  // run.c looks every piece up, whatever its role
-    out.build_indexes();
+    out.build_indexes(false);
     return out;
   }
 
@@ -111,9 +117,12 @@ class spm_tokenizer {
   static spm_tokenizer from_gguf(const gguf_file& file) {
     const auto fail = [&](const std::string& message) { PITH_THROW(config_error, file.path() + ": " + message); };
     const std::string& model = file.get_string("tokenizer.ggml.model");
+    if (model == "gpt2")
+      fail("tokenizer.ggml.model = 'gpt2' is byte-level BPE: read it with pith::load_tokenizer or "
+           "pith::bpe_tokenizer::from_gguf (pith/io/tokenizer_bpe.hpp, CMake target pith::bpe)");
     if (model != "llama")
       fail("tokenizer.ggml.model = " + detail::quoted(model) +
-           " is not supported (pith reads SentencePiece 'llama' vocabularies)");
+           " is not supported (pith reads SentencePiece 'llama' and byte-level BPE 'gpt2' vocabularies)");
     spm_tokenizer out;
     out.pieces_ = file.get_array<std::string>("tokenizer.ggml.tokens");
     const std::size_t size = out.pieces_.size();
@@ -154,14 +163,16 @@ class spm_tokenizer {
     out.escape_whitespace_ = true;
     out.merge_unknown_characters_ = true;
     out.merge_all_kinds_ = false;  // SentencePiece never matches control, byte or unused pieces in text
-    out.build_indexes();
+    out.build_indexes(true);
     return out;
   }
 
-  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const {
+  /// The ids of `text`, after BOS when `add_bos`. `parse_special` false keeps the text of control
+  /// and unknown tokens as text (for untrusted input); user-defined tokens are always cut out (llama.cpp).
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const {
     std::vector<std::int32_t> out;
     if (add_bos) out.push_back(bos_);
-    encode_part(text, true, out);
+    encode_text(text, true, parse_special, out);
     return out;
   }
 
@@ -170,6 +181,39 @@ class spm_tokenizer {
   /// between characters whose pair joined_pairs() does not hold, encoding the parts in order gives
   /// the tokens of the whole text (no BOS here).
   void encode_part(std::string_view text, bool first, std::vector<std::int32_t>& out) const {
+    encode_text(text, first, true, out);
+  }
+
+  /// Whether a text may be cut between the UTF-8 characters `left` and `right` without changing
+  /// its tokens, given `joined` = joined_pairs(): no merge crosses the cut, no token text named in
+  /// the text spans it, and `left` does not end such a token (the dummy prefix that follows one
+  /// belongs to the text after it).
+  bool can_cut(std::string_view left, std::string_view right, const std::vector<std::uint64_t>& joined) const {
+    if (std::binary_search(joined.begin(), joined.end(), pair_key(left, right))) return false;
+    return !(add_space_prefix_ && !added_.empty() &&
+             std::binary_search(added_last_characters_.begin(), added_last_characters_.end(), left));
+  }
+
+ private:
+  // Cuts out the named tokens (GGUF), then encodes each stretch of text between them (steps 2-5).
+  void encode_text(std::string_view text, bool first, bool parse_special, std::vector<std::int32_t>& out) const {
+    bool prefix = first;
+    std::size_t position = 0;
+    while (position < text.size() && !added_.empty()) {
+      auto found = added_.find(text, position);
+      // With parse_special off, control and unknown tokens' text stays text.
+      while (!parse_special && found.id >= 0 && kinds_[static_cast<std::size_t>(found.id)] != token_kind::user_defined)
+        found = added_.find(text, found.begin + 1);
+      if (found.id < 0) break;
+      encode_stretch(text.substr(position, found.begin - position), prefix, out);
+      out.push_back(found.id);
+      prefix = true;
+      position = found.end;
+    }
+    encode_stretch(text.substr(position), prefix, out);
+  }
+
+  void encode_stretch(std::string_view text, bool first, std::vector<std::int32_t>& out) const {
     if (text.empty()) return;
 
     std::string normalized;
@@ -250,20 +294,26 @@ class spm_tokenizer {
     }
   }
 
+
+ public:
   /// The character pairs that stand side by side inside some mergeable piece, as sorted keys of
   /// pair_key. A merge only ever builds a mergeable piece, so no merge crosses the boundary between
   /// two characters whose pair is absent: the text may be cut there and its parts encoded apart
   /// (encode_part). The keys are 64-bit hashes: a collision only forbids a harmless cut.
   std::vector<std::uint64_t> joined_pairs() const {
     std::vector<std::uint64_t> keys;
+    std::vector<std::string_view> texts;
     for (const auto& [piece, id] : mergeable_) {
       (void)id;
+      texts.push_back(piece);
+    }
+    for (const std::string& text : added_texts_) texts.push_back(text);
+    for (const std::string_view piece : texts) {
       std::size_t previous = 0, previous_length = 0;
       for (std::size_t i = 0; i < piece.size();) {
         const std::size_t length = detail::utf8_sequence_length(std::string_view(piece).substr(i));
         if (i > 0)
-          keys.push_back(normalized_pair_key(std::string_view(piece).substr(previous, previous_length),
-                                             std::string_view(piece).substr(i, length)));
+          keys.push_back(normalized_pair_key(piece.substr(previous, previous_length), piece.substr(i, length)));
         previous = i;
         previous_length = length;
         i += length;
@@ -337,6 +387,24 @@ class spm_tokenizer {
     return kinds_[static_cast<std::size_t>(id)];
   }
 
+  /// The first id whose piece is exactly `text` (any kind: "<s>", "[INST]", "▁world").
+  std::optional<std::int32_t> token_id(std::string_view text) const {
+    const auto found = piece_ids_.find(text);
+    if (found == piece_ids_.end()) return std::nullopt;
+    return found->second;
+  }
+  const std::string& token_text(std::int32_t id) const { return piece(id); }
+  /// Control and unknown tokens (special) and user-defined ones (not special), in id order.
+  std::vector<special_token> special_tokens() const {
+    std::vector<special_token> out;
+    for (std::size_t id = 0; id < pieces_.size(); ++id) {
+      const token_kind k = kinds_[id];
+      if (k == token_kind::control || k == token_kind::unknown || k == token_kind::user_defined)
+        out.push_back({static_cast<std::int32_t>(id), pieces_[id], k != token_kind::user_defined});
+    }
+    return out;
+  }
+
  private:
   static constexpr std::string_view space_mark = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
 
@@ -386,7 +454,27 @@ class spm_tokenizer {
     return found == mergeable_.end() ? -1 : found->second;
   }
 
-  void build_indexes() {
+  void build_indexes(bool parse_named_tokens) {
+    piece_ids_.clear();
+    piece_ids_.reserve(pieces_.size());
+    for (std::size_t id = 0; id < pieces_.size(); ++id) piece_ids_.emplace(pieces_[id], static_cast<std::int32_t>(id));
+    added_ = {};
+    added_texts_.clear();
+    added_last_characters_.clear();
+    if (parse_named_tokens) {
+      for (std::size_t id = 0; id < pieces_.size(); ++id) {
+        const token_kind k = kinds_[id];
+        if (pieces_[id].empty() || (k != token_kind::control && k != token_kind::unknown && k != token_kind::user_defined))
+          continue;
+        added_.add(pieces_[id], static_cast<std::int32_t>(id));
+        added_texts_.push_back(pieces_[id]);
+        std::size_t last = 0;
+        for (std::size_t i = 0; i < pieces_[id].size(); i += detail::utf8_sequence_length(std::string_view(pieces_[id]).substr(i)))
+          last = i;
+        added_last_characters_.push_back(pieces_[id].substr(last));
+      }
+      std::sort(added_last_characters_.begin(), added_last_characters_.end());
+    }
     mergeable_.clear();
     mergeable_.reserve(pieces_.size());
     for (std::size_t id = 0; id < pieces_.size(); ++id) {
@@ -410,6 +498,10 @@ class spm_tokenizer {
   std::vector<float> scores_;
   std::vector<token_kind> kinds_;
   std::unordered_map<std::string, std::int32_t, string_hash, std::equal_to<>> mergeable_;
+  std::unordered_map<std::string, std::int32_t, string_hash, std::equal_to<>> piece_ids_;  // every piece → first id
+  added_token_matcher added_;                      // control, unknown and user-defined texts (GGUF)
+  std::vector<std::string> added_texts_;           // the same texts
+  std::vector<std::string> added_last_characters_;  // their last UTF-8 characters, sorted
   std::vector<std::int32_t> byte_tokens_;  // [256] byte → token id (unk_ when the vocabulary lacks it)
   std::int32_t bos_ = 1;
   std::int32_t eos_ = 2;

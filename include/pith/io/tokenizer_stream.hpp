@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// streaming_encoder: tokenizes a text that arrives in blocks, holding at most a bounded window of it.
+// streaming_encoder and streaming_decoder: tokenize a text that arrives in blocks with bounded memory, and print tokens without breaking a UTF-8 character.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include "pith/core/error.hpp"
 #include "pith/io/detail.hpp"
 #include "pith/io/tokenizer.hpp"
+#include "pith/io/tokenizer_utf8.hpp"
 
 namespace pith {
 
@@ -48,6 +49,8 @@ class streaming_encoder {
       PITH_THROW(argument_error, "streaming_encoder: window " + std::to_string(window_) + " is below " +
                                      std::to_string(min_window) + " bytes");
     if (const spm_tokenizer* spm = tok_.as_spm()) joined_ = spm->joined_pairs();
+    prefix_ = add_bos_ ? tok_.special_prefix() : std::vector<std::int32_t>{};
+    suffix_ = add_bos_ ? tok_.special_suffix() : std::vector<std::int32_t>{};
     held_.reserve(window_);
   }
 
@@ -69,6 +72,7 @@ class streaming_encoder {
     if (finished_) return;
     start(out);
     emit(true, out);
+    out.insert(out.end(), suffix_.begin(), suffix_.end());
     finished_ = true;
   }
 
@@ -82,12 +86,12 @@ class streaming_encoder {
   void start(std::vector<std::int32_t>& out) {
     if (started_) return;
     started_ = true;
-    if (add_bos_) out.push_back(tok_.bos_id());
+    out.insert(out.end(), prefix_.begin(), prefix_.end());
   }
 
   bool can_cut(std::string_view left, std::string_view right) const {
-    if (const spm_tokenizer* spm = tok_.as_spm())
-      return !std::binary_search(joined_.begin(), joined_.end(), spm->pair_key(left, right));
+    if (const spm_tokenizer* spm = tok_.as_spm()) return spm->can_cut(left, right, joined_);
+    if (const tokenizer_model* model = tok_.as_model()) return model->can_cut(left, right);
     return tok_.as_words()->can_cut(left, right);
   }
 
@@ -95,6 +99,8 @@ class streaming_encoder {
     if (part.empty()) return;
     if (const spm_tokenizer* spm = tok_.as_spm())
       spm->encode_part(part, first_part_, out);
+    else if (const tokenizer_model* model = tok_.as_model())
+      model->encode_part(part, first_part_, out);
     else
       tok_.as_words()->encode_part(part, first_part_, out);
     first_part_ = false;
@@ -137,6 +143,8 @@ class streaming_encoder {
   std::size_t window_;
   bool add_bos_;
   std::vector<std::uint64_t> joined_;  // spm_tokenizer::joined_pairs()
+  std::vector<std::int32_t> prefix_;   // the special tokens before the text (BOS) when asked for
+  std::vector<std::int32_t> suffix_;   // and after it
   std::string held_;                   // text not yet encoded, at most window_ bytes
   std::size_t scanned_ = 0;            // held_'s character boundaries before this are examined
   std::size_t previous_ = 0;           // start of the character that ends at scanned_
@@ -146,6 +154,44 @@ class streaming_encoder {
   bool started_ = false;
   bool first_part_ = true;
   bool finished_ = false;
+};
+
+/// Turns generated tokens into text a terminal can print at once: a token may end inside a UTF-8
+/// character (a byte token, or a byte-level BPE token holding part of an emoji), so the bytes of an
+/// unfinished character are held until the tokens that complete it arrive. Bytes that can no
+/// longer form a character become U+FFFD, as a lossy UTF-8 decode of the whole text would make them
+/// (each maximal ill-formed subpart once), so the concatenated output is always valid UTF-8 and
+/// equals utf8_repair(tokenizer::decode_all(tokens)).
+/// The tokenizer must outlive the decoder. One decoder belongs to one thread at a time.
+class streaming_decoder {
+ public:
+  explicit streaming_decoder(const tokenizer& tok) : tok_(tok) {}
+
+  /// The text that `token` completes (possibly empty); argument_error for an id outside the vocabulary.
+  std::string push(std::int32_t token) {
+    held_ += tok_.decode(previous_, token);
+    previous_ = token;
+    const std::size_t complete = utf8_complete_prefix(held_);
+    std::string out = utf8_repair(std::string_view(held_).substr(0, complete));
+    held_.erase(0, complete);
+    return out;
+  }
+
+  /// The bytes still held (an unfinished character, as U+FFFD); the next push starts a new text.
+  std::string finish() {
+    std::string out = utf8_repair(held_);
+    held_.clear();
+    previous_ = -1;
+    return out;
+  }
+
+  /// Bytes held back for a character not yet complete (0 to 3).
+  std::size_t held_bytes() const noexcept { return held_.size(); }
+
+ private:
+  const tokenizer& tok_;
+  std::string held_;
+  std::int32_t previous_ = -1;
 };
 
 }  // namespace pith

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -17,6 +18,7 @@
 #include "pith/core/error.hpp"
 #include "pith/io/detail.hpp"
 #include "pith/io/mmap.hpp"
+#include "pith/io/tokenizer_added.hpp"
 
 namespace pith {
 
@@ -113,7 +115,10 @@ class word_tokenizer {
     return out;
   }
 
-  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const {
+  /// The ids of `text`, after BOS when `add_bos`; `parse_special` changes nothing (no token text
+  /// is matched as a whole here).
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const {
+    (void)parse_special;
     std::vector<std::int32_t> out;
     if (add_bos) out.push_back(bos_);
     encode_part(text, true, out);
@@ -187,6 +192,19 @@ class word_tokenizer {
   const std::string& token_text(std::int32_t id) const {
     check_id(id);
     return tokens_[static_cast<std::size_t>(id)];
+  }
+  /// The id of the token spelled exactly `text`, special ones included.
+  std::optional<std::int32_t> token_id(std::string_view text) const {
+    const auto found = ids_.find(text);
+    if (found == ids_.end()) return std::nullopt;
+    return found->second;
+  }
+  /// unk, BOS and EOS (these vocabularies find no token in text as a whole).
+  std::vector<special_token> special_tokens() const {
+    std::vector<special_token> out;
+    for (std::size_t id = 0; id < tokens_.size(); ++id)
+      if (is_special(static_cast<std::int32_t>(id))) out.push_back({static_cast<std::int32_t>(id), tokens_[id], true});
+    return out;
   }
 
  private:

@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "pith/core/dtype.hpp"
@@ -122,15 +123,21 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
       const float* xb = x + b * quant::qk_k;
       std::int8_t* qb = q + b * quant::qk_k;
       float amax = 0.0f, max = 0.0f;
+      bool finite = true;
       for (std::size_t j = 0; j < quant::qk_k; ++j) {
         const float a = std::fabs(xb[j]);
+        finite = finite && std::isfinite(a);
         if (a > amax) {
           amax = a;
           max = xb[j];
         }
       }
-      if (amax == 0.0f) {
-        d[b] = 0.0f;
+      // A NaN or infinity cannot be scaled to int8 (the conversion would be undefined): the block
+      // becomes zeros with a NaN scale, so every product with it is NaN, as in float arithmetic. A
+      // block whose largest magnitude is below 127/FLT_MAX (the inverse scale would overflow) counts
+      // as zeros.
+      if (amax == 0.0f || !finite || !std::isfinite(127.0f / amax)) {
+        d[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
         std::memset(qb, 0, quant::qk_k);
         std::memset(sums + b * 16, 0, 16 * sizeof(std::int16_t));
         continue;
@@ -151,12 +158,19 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     const float* xb = x + b * quant::qk;
     std::int8_t* qb = q + b * quant::qk;
     float amax = 0.0f;
-    for (std::size_t j = 0; j < quant::qk; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float scale = amax / 127.0f;
-    const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+    bool finite = true;
+    for (std::size_t j = 0; j < quant::qk; ++j) {
+      const float a = std::fabs(xb[j]);
+      finite = finite && std::isfinite(a);
+      amax = std::max(amax, a);
+    }
+    // A non-finite block: zeros with NaN scales; a block too small to scale: zeros (see Q8_K above).
+    const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    const float inverse = finite && amax != 0.0f ? 127.0f / amax : 0.0f;
+    const bool scalable = finite && std::isfinite(inverse);
     int sum = 0;
     for (std::size_t j = 0; j < quant::qk; ++j) {
-      qb[j] = static_cast<std::int8_t>(std::nearbyint(xb[j] * inverse));
+      qb[j] = scalable ? static_cast<std::int8_t>(std::nearbyint(xb[j] * inverse)) : std::int8_t{0};
       sum += qb[j];
     }
     if (act == dtype::q8_0) {

@@ -5,6 +5,7 @@ architecture) as the GGUF file llama.cpp's converter would make of them, with ex
 
     /usr/bin/python3 tools/make_family_goldens.py            # writes tests/data/families/
     /usr/bin/python3 tools/make_family_goldens.py --out DIR
+    /usr/bin/python3 tools/make_family_goldens.py --check  # re-checks the committed files only
 
 Every case folder holds
     config.json        the family's Hugging Face keys (architectures, rope_scaling, sliding_window, ...)
@@ -49,6 +50,8 @@ SEED_TRIES = 50
 STORAGE = "F16"  # halves the files; the logits are computed from the rounded weights
 # decode through the twin's cache vs its full forward: the same maths in another order
 DECODE_TOLERANCE = 1e-4
+GOLDEN_TOLERANCE = 1e-5   # --check: the same code on the same weights (only another BLAS could move it)
+CHANGE_THRESHOLD = 1e-2   # a feature switched off must move some logit by more than this (100x the tolerance)
 
 
 @dataclass(frozen=True)
@@ -260,15 +263,82 @@ def write_case(case: Case, root: Path) -> None:
           f"decode vs forward {decode_difference:.2g}, greedy {greedy}, smallest margin {min(margins):.3f}")
 
 
+def feature_matters(case: Case, weights: dict[str, torch.Tensor], ids, logits: torch.Tensor) -> list[str]:
+    """The family features each case is meant to exercise, each one switched off in turn: every one
+    must move the logits by more than CHANGE_THRESHOLD (else the golden could not catch its absence)."""
+    c = case.config
+    variants = {}
+    if c.rope_scaling is not None:
+        variants["rope_scaling"] = (LlamaConfig(**{**c.__dict__, "rope_scaling": None}), weights)
+    if c.sliding_window is not None:
+        variants["sliding_window"] = (LlamaConfig(**{**c.__dict__, "sliding_window": None}), weights)
+    if c.gemma and c.rope_local_base_freq is not None:
+        variants["rope_local_base_freq"] = (LlamaConfig(**{**c.__dict__, "rope_local_base_freq": c.rope_theta}), weights)
+    if c.gemma and c.query_pre_attn_scalar != c.head_dim:
+        variants["query_pre_attn_scalar"] = (LlamaConfig(**{**c.__dict__, "query_pre_attn_scalar": float(c.head_dim)}), weights)
+    for suffix in ("_proj.bias", "_norm.weight"):
+        dropped = {n: t for n, t in weights.items() if not (n.endswith(suffix) and ".self_attn." in n)}
+        if len(dropped) != len(weights):
+            variants["self_attn *" + suffix] = (c, dropped)
+    problems = []
+    for what, (config, w) in variants.items():
+        change = float((forward_logits(w, config, ids) - logits).abs().max())
+        if change <= CHANGE_THRESHOLD:
+            problems.append(f"{case.name}: without {what} the logits move by only {change:.3g}")
+    return problems
+
+
+def check(root: Path) -> int:
+    """Re-runs the twin on every committed case and reads each GGUF back: the logits and greedy tokens
+    of expected.json; the GGUF's tensors are the safetensors' under llama.cpp's transforms; each
+    family feature changes the logits."""
+    from gguf_io import read_gguf
+    from pith_reference import load_checkpoint
+
+    problems = []
+    for case in CASES:
+        before = len(problems)
+        folder = root / case.name
+        config, weights = load_checkpoint(folder)
+        expected = json.loads((folder / "expected.json").read_text())
+        ids = expected["ids"]
+        logits = forward_logits(weights, config, ids)
+        difference = float((logits - torch.tensor(expected["logits"])).abs().max())
+        if difference > GOLDEN_TOLERANCE:
+            problems.append(f"{case.name}: the twin's logits differ from expected.json by {difference:.3g}")
+        if greedy_decode(weights, config, ids, GREEDY_STEPS)[0] != expected["greedy"]:
+            problems.append(f"{case.name}: greedy tokens differ")
+        if case.gguf:
+            metadata, tensors, _, _ = read_gguf(folder / "model.gguf")
+            made = gguf_tensors(weights, config)
+            if set(made) != set(tensors):
+                problems.append(f"{case.name}: GGUF tensor names {sorted(set(tensors) ^ set(made))} differ")
+            else:
+                worst = max(float(np.abs(made[n] - tensors[n]).max()) for n in made)
+                if worst != 0.0:
+                    problems.append(f"{case.name}: GGUF tensors differ from the safetensors' by {worst:.3g}")
+            stored = {k: np.float32(v) if t == "float32" else v for k, (t, v) in metadata.items()}
+            written = {k: np.float32(v) if t == "float32" else v for k, t, v in gguf_metadata(config)}
+            if stored != written:
+                problems.append(f"{case.name}: GGUF metadata differs from the config's")
+        problems += feature_matters(case, weights, ids, logits)
+        print(("  FAIL  " if len(problems) > before else "  ok    ") + case.name + f" (twin vs expected {difference:.2g})")
+    for problem in problems:
+        print("  " + problem)
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parent.parent / "tests" / "data" / "families")
+    parser.add_argument("--check", action="store_true", help="only re-check the committed files in --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for case in CASES:
-        write_case(case, args.out)
-    return 0
+    if not args.check:
+        for case in CASES:
+            write_case(case, args.out)
+    return check(args.out)
 
 
 if __name__ == "__main__":

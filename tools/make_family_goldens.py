@@ -263,6 +263,41 @@ def write_case(case: Case, root: Path) -> None:
           f"decode vs forward {decode_difference:.2g}, greedy {greedy}, smallest margin {min(margins):.3f}")
 
 
+MULTIMODAL = "gemma3_multimodal"  # the gemma3 case as the text model of a Gemma3ForConditionalGeneration checkpoint
+MULTIMODAL_SOURCE = "gemma3"
+MULTIMODAL_DEFAULTS = ("rms_norm_eps", "rope_theta", "rope_local_base_freq")  # left to Gemma3TextConfig's defaults
+VISION_TENSORS = {"vision_tower.vision_model.embeddings.patch_embedding.weight": (4, 3),
+                  "multi_modal_projector.mm_input_projection_weight": (4, 16)}
+
+
+def multimodal_files(root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """config.json and tensors of the multimodal wrapper around the gemma3 case's model: text keys under
+    text_config (some left to their defaults), text tensors under language_model.model.*, and two
+    small vision tensors the text model does not use."""
+    from safetensors_io import read_safetensors
+
+    config = json.loads((root / MULTIMODAL_SOURCE / "config.json").read_text())
+    text = {k: v for k, v in config.items() if k not in ("architectures", "torch_dtype") + MULTIMODAL_DEFAULTS}
+    wrapper = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text,
+               "torch_dtype": "float16"}
+    arrays, _, _ = read_safetensors(root / MULTIMODAL_SOURCE / "model.safetensors")
+    tensors = {"language_model." + name: array for name, array in arrays.items()}
+    generator = torch.Generator().manual_seed(3701)
+    for name, shape in VISION_TENSORS.items():
+        tensors[name] = torch.randn(shape, generator=generator).numpy()
+    return wrapper, tensors
+
+
+def write_multimodal(root: Path) -> None:
+    config, tensors = multimodal_files(root)
+    folder = root / MULTIMODAL
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_safetensors(folder / "model.safetensors", tensors, STORAGE,
+                      {"format": "pt", "generator": f"pith tools/make_family_goldens.py: {MULTIMODAL_SOURCE} wrapped"})
+    print(f"{MULTIMODAL}: {MULTIMODAL_SOURCE}'s model as Gemma3ForConditionalGeneration (expected.json: {MULTIMODAL_SOURCE}'s)")
+
+
 def feature_matters(case: Case, weights: dict[str, torch.Tensor], ids, logits: torch.Tensor) -> list[str]:
     """The family features each case is meant to exercise, each one switched off in turn: every one
     must move the logits by more than CHANGE_THRESHOLD (else the golden could not catch its absence)."""
@@ -323,6 +358,14 @@ def check(root: Path) -> int:
                 problems.append(f"{case.name}: GGUF metadata differs from the config's")
         problems += feature_matters(case, weights, ids, logits)
         print(("  FAIL  " if len(problems) > before else "  ok    ") + case.name + f" (twin vs expected {difference:.2g})")
+    from safetensors_io import read_safetensors
+    config, tensors = multimodal_files(root)
+    stored, _, _ = read_safetensors(root / MULTIMODAL / "model.safetensors")
+    same = (json.loads((root / MULTIMODAL / "config.json").read_text()) == config and set(stored) == set(tensors)
+            and all(np.array_equal(stored[n], round_to_dtype(tensors[n], STORAGE)) for n in tensors))
+    if not same:
+        problems.append(f"{MULTIMODAL}: not {MULTIMODAL_SOURCE}'s model wrapped")
+    print(("  ok    " if same else "  FAIL  ") + MULTIMODAL)
     for problem in problems:
         print("  " + problem)
     return 1 if problems else 0
@@ -338,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         for case in CASES:
             write_case(case, args.out)
+        write_multimodal(args.out)
     return check(args.out)
 
 

@@ -662,7 +662,7 @@ TEST(FamilyConfig, UnsupportedArchitecturesAndKeysAreRefusedByName) {
     }
     ADD_FAILURE() << "accepted: " << json.dump();
   };
-  refused(family_json("Gemma3ForConditionalGeneration"), "Gemma3ForConditionalGeneration");
+  refused(family_json("Gemma3ForConditionalGeneration"), "text_config");  // its text model's keys are missing
   refused(family_json("MixtralForCausalLM"), "MixtralForCausalLM");
   auto json = valid();
   json["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};

@@ -152,6 +152,22 @@ TEST(FamilyQuantized, Q8_0WeightsKeepTheTwinsAnswers) {
   }
 }
 
+// Gemma3ForConditionalGeneration: the text model under language_model.model.*, text_config with
+// some keys left to their defaults, two vision tensors not used: the gemma3 case's model and logits.
+TEST(FamilyMultimodal, TheTextModelOfAGemma3ConditionalGenerationCheckpoint) {
+  const auto weights = pith::load_model(data / "gemma3_multimodal");
+  EXPECT_TRUE(weights.config.multimodal);
+  EXPECT_FLOAT_EQ(weights.config.rope_theta_windowed, 10000.0f);  // rope_local_base_freq's default
+  const auto g = read_golden(data / "gemma3" / "expected.json");
+  const std::size_t vocab = weights.config.vocab_size;
+  pith::session s(weights, {64, 64});
+  std::vector<float> logits(g.ids.size() * vocab);
+  s.forward(g.ids, logits.data(), true);
+  float worst = 0.0f;
+  for (std::size_t t = 0; t < g.ids.size(); ++t) worst = std::max(worst, worst_difference(logits, t, g, vocab));
+  EXPECT_LE(worst, logit_tolerance);
+}
+
 // What each family's loader reads from its files.
 TEST(FamilyConfig, FilesSetTheFamilySwitches) {
   const auto llama3 = pith::load_model(data / "llama3_tied" / "model.gguf");

@@ -193,6 +193,7 @@ struct model_config {
   float embedding_scale = 1.0f;          // token embeddings are multiplied by it (Gemma: sqrt(hidden))
   float attention_scale = 0.0f;          // attention scores' scale (0: 1 / sqrt(head_dim))
   std::string gguf_architecture = "llama";  // the GGUF key prefix error messages use
+  bool multimodal = false;  // Gemma3ForConditionalGeneration: the text model of a multimodal checkpoint
   std::string source;                          // file the configuration came from, for error messages
   config_format format = config_format::json;  // how error messages spell the keys
 
@@ -469,7 +470,8 @@ inline model_family json_family(const nlohmann::json& json, const std::string& s
       {"Qwen2ForCausalLM", "qwen2", model_family::qwen2},      {"Qwen3ForCausalLM", "qwen3", model_family::qwen3},
       {"Gemma3ForCausalLM", "gemma3_text", model_family::gemma3},
   };
-  const char* supported = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM";
+  const char* supported = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, "
+                          "Gemma3ForConditionalGeneration (its text model)";
   if (const auto list = json.find("architectures"); list != json.end() && !list->is_null()) {
     if (!list->is_array() || list->empty() || !(*list)[0].is_string())
       json_key_error(source, "architectures", "must be a list of names, got " + json_excerpt(*list));
@@ -637,6 +639,26 @@ inline void parse_family_keys(const nlohmann::json& json, model_config& c) {
 /// eos_token_id may be a list of them.
 inline model_config config_from_json(const nlohmann::json& json, const std::string& source) {
   if (!json.is_object()) PITH_THROW(config_error, source + ": the configuration is not a JSON object");
+  if (const auto list = json.find("architectures"); list != json.end() && list->is_array() && !list->empty() &&
+                                                    (*list)[0] == "Gemma3ForConditionalGeneration") {
+    // The text model of a multimodal Gemma 3 (4B, 12B, 27B): text_config, whose missing keys take
+    // transformers' Gemma3TextConfig defaults; the token ids may sit at the top level.
+    const auto text = json.find("text_config");
+    if (text == json.end() || !text->is_object())
+      detail::json_key_error(source, "text_config", "must be an object (Gemma3ForConditionalGeneration)");
+    nlohmann::json merged = {{"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216},
+                             {"num_hidden_layers", 26}, {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+                             {"head_dim", 256}, {"max_position_embeddings", 131072}, {"rms_norm_eps", 1e-6},
+                             {"rope_theta", 1000000.0}, {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+                             {"rope_local_base_freq", 10000.0}};
+    for (const char* key : {"bos_token_id", "eos_token_id", "tie_word_embeddings"})
+      if (json.contains(key)) merged[key] = json[key];
+    for (const auto& [key, value] : text->items()) merged[key] = value;
+    merged["architectures"] = nlohmann::json::array({"Gemma3ForCausalLM"});
+    model_config c = config_from_json(merged, source + " (text_config)");
+    c.multimodal = true;
+    return c;
+  }
   model_config c;
   c.source = source;
   c.format = config_format::json;

@@ -573,15 +573,49 @@ inline model_weights load_safetensors_model(const std::filesystem::path& directo
       if (file->contains(name)) return true;
     return false;
   };
-  auto lookup = [&](const std::string& name) {
+  auto find = [&](const std::string& name) {
     for (const auto& file : files)
       if (file->contains(name)) return detail::owned_tensor{file->tensor(name), file};
     PITH_THROW(format_error, directory.string() + ": tensor '" + name + "' is missing from the checkpoint");
   };
-  const auto used = load_named_weights(w, lookup, contains, false, options);
   std::vector<std::string> names;
   for (const auto& file : files)
     for (auto& name : file->names()) names.push_back(std::move(name));
+  if (!w.config.multimodal) {
+    const auto used = load_named_weights(w, find, contains, false, options);
+    detail::reject_unused_tensors(w.config, directory.string(), names, used);
+    return w;
+  }
+  // Gemma3ForConditionalGeneration: the text model's tensors under language_model.model.* (and
+  // language_model.lm_head) or, as newer transformers save them, model.language_model.* (and lm_head);
+  // the vision tower and the projector are not used.
+  std::string prefix, head;
+  if (contains("language_model.model.embed_tokens.weight")) {
+    prefix = "language_model.model.";
+    head = "language_model.lm_head.weight";
+  } else if (contains("model.language_model.embed_tokens.weight")) {
+    prefix = "model.language_model.";
+    head = "lm_head.weight";
+  } else {
+    PITH_THROW(format_error, directory.string() + ": neither 'language_model.model.embed_tokens.weight' nor "
+                                                  "'model.language_model.embed_tokens.weight' is in the checkpoint "
+                                                  "(the text model of Gemma3ForConditionalGeneration)");
+  }
+  const auto stored = [&](const std::string& name) {
+    return name == "lm_head.weight" ? head : name.starts_with("model.") ? prefix + name.substr(6) : name;
+  };
+  std::set<std::string> used;
+  auto lookup = [&](const std::string& name) {
+    used.insert(stored(name));
+    return find(stored(name));
+  };
+  auto has = [&](const std::string& name) { return contains(stored(name)); };
+  load_named_weights(w, lookup, has, false, options);
+  std::erase_if(names, [](const std::string& name) {
+    for (const char* vision : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."})
+      if (name.starts_with(vision)) return true;
+    return false;
+  });
   detail::reject_unused_tensors(w.config, directory.string(), names, used);
   return w;
 }

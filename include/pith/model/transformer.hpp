@@ -240,7 +240,8 @@ class session {
     (c_.uses_windowed_rope(layer) ? windowed_rerotator_ : rerotator_).rerotate(cache_, layer, head, new_positions);
   }
 
-  /// Rows a sliding-window layer keeps between calls: min(W, max_context) (0 for other layers).
+  /// Rows a sliding-window layer keeps between calls: min(W, max_context) (0 for other layers). With
+  /// W > max_context nothing is ever dropped: forward refuses what would pass max_context rows.
   std::size_t window_rows(std::size_t layer) const noexcept {
     const std::size_t w = c_.sliding_window(layer);
     return w == 0 ? 0 : std::min(w, options_.max_context);
@@ -381,7 +382,8 @@ class session {
                                        std::to_string(c_.vocab_size) + ")");
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       // A sliding-window layer drops its old rows after every chunk: only a marked session fills it.
-      const bool trimmed = c_.sliding_window(l) != 0 && !marked_;
+      // A window wider than max_context cannot be kept whole: the layer is bounded like the others.
+      const bool trimmed = c_.sliding_window(l) != 0 && window_rows(l) == c_.sliding_window(l) && !marked_;
       if (mixer_uses_kv_cache(c_.mixer(l)) && !trimmed && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
         PITH_THROW(argument_error, "session::forward: the KV cache of layer " + std::to_string(l) + " holds " +
                                        std::to_string(cache_.capacity(l)) + " rows per head and " +
@@ -617,7 +619,7 @@ class session {
             a.importance_squares = squares;
           }
           kernels::softmax_importance(a, scratch);
-          if (scoring_.enabled && scoring_.last_queries != 0 && scoring_.last_queries < t) {
+          if (scoring_.enabled && window == 0 && scoring_.last_queries != 0 && scoring_.last_queries < t) {
             // Only the chunk's last queries score: an importance-only pass over them.
             kernels::softmax_importance_args b = a;
             const std::size_t skip = t - scoring_.last_queries;

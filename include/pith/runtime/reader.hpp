@@ -103,6 +103,10 @@ class reader {
                        std::max(options_.chunk_size, options_.max_answer_tokens) + instruction_.size() + 1;
     else
       so.max_context = options_.max_context != 0 ? options_.max_context : weights.config.max_position_embeddings;
+    // A sliding-window layer keeps its whole window (session::window_rows): the sessions hold at least W rows.
+    if (traits_.evicts)
+      for (std::size_t l = 0; l < weights.config.num_layers; ++l)
+        so.max_context = std::max(so.max_context, weights.config.sliding_window(l));
     // Reindexed positions never pass k + L + max(L, |I| + answer) (the fused instruction reuses the
     // chunk's positions), whatever the document's length.
     const std::size_t model_context = weights.config.max_position_embeddings;

@@ -93,10 +93,11 @@ class session {
     self_gated_.resize(c_.num_layers);
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       const mixer_kind mixer = c_.mixer(l);
-      // A sliding-window layer keeps its last min(W, max_context) rows between calls, and a chunk more
-      // while one runs: fixed memory, whatever the context.
+      // A sliding-window layer keeps its last W rows between calls, and a chunk more while one runs:
+      // fixed memory, whatever the context (a window wider than max_context: max_context rows, as a
+      // full-attention layer).
       if (mixer_uses_kv_cache(mixer))
-        capacities[l] = c_.sliding_window(l) != 0 ? window_rows(l) + t : options_.max_context;
+        capacities[l] = window_rows(l) != 0 ? window_rows(l) + t : options_.max_context;
       if (mixer == mixer_kind::approximate)
         for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
           approximate_[l].emplace_back(c_.head_dim, c_.approximate_outer, c_.approximate_per_term);
@@ -240,11 +241,11 @@ class session {
     (c_.uses_windowed_rope(layer) ? windowed_rerotator_ : rerotator_).rerotate(cache_, layer, head, new_positions);
   }
 
-  /// Rows a sliding-window layer keeps between calls: min(W, max_context) (0 for other layers). With
-  /// W > max_context nothing is ever dropped: forward refuses what would pass max_context rows.
+  /// Rows a sliding-window layer keeps between calls: its window W when W <= max_context, else 0 (as
+  /// for full-attention layers: nothing is dropped and forward refuses what passes max_context rows).
   std::size_t window_rows(std::size_t layer) const noexcept {
     const std::size_t w = c_.sliding_window(layer);
-    return w == 0 ? 0 : std::min(w, options_.max_context);
+    return w <= options_.max_context ? w : 0;
   }
   /// Drops the oldest rows of every sliding-window layer beyond window_rows (forward calls do it after
   /// each chunk; a caller that appends rows itself, such as a reader copying a chunk, calls it).
@@ -382,8 +383,7 @@ class session {
                                        std::to_string(c_.vocab_size) + ")");
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       // A sliding-window layer drops its old rows after every chunk: only a marked session fills it.
-      // A window wider than max_context cannot be kept whole: the layer is bounded like the others.
-      const bool trimmed = c_.sliding_window(l) != 0 && window_rows(l) == c_.sliding_window(l) && !marked_;
+      const bool trimmed = window_rows(l) != 0 && !marked_;
       if (mixer_uses_kv_cache(c_.mixer(l)) && !trimmed && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
         PITH_THROW(argument_error, "session::forward: the KV cache of layer " + std::to_string(l) + " holds " +
                                        std::to_string(cache_.capacity(l)) + " rows per head and " +

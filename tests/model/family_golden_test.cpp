@@ -206,4 +206,15 @@ TEST(FamilyWindows, SlidingWindowLayersKeepTheirLastRows) {
   }
 }
 
+// A window wider than the session's max_context is never cut short: the layer is bounded like a
+// full-attention one, and forward refuses what would not fit rather than drop rows of the window.
+TEST(FamilyWindows, AWindowWiderThanTheContextIsNotCutShort) {
+  const auto weights = pith::load_model(data / "gemma3");  // windows of 4
+  pith::session s(weights, {3, 1});
+  const std::vector<std::int32_t> ids = {1, 2, 3, 4};
+  s.forward(std::span(ids).first(3), nullptr);
+  EXPECT_EQ(s.cache().size(0, 0), 3u);
+  EXPECT_THROW(s.forward(std::span(ids).subspan(3, 1), nullptr), pith::argument_error);
+}
+
 }  // namespace family_golden

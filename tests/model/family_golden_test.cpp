@@ -209,12 +209,16 @@ TEST(FamilyWindows, SlidingWindowLayersKeepTheirLastRows) {
 // A window wider than the session's max_context is never cut short: the layer is bounded like a
 // full-attention one, and forward refuses what would not fit rather than drop rows of the window.
 TEST(FamilyWindows, AWindowWiderThanTheContextIsNotCutShort) {
-  const auto weights = pith::load_model(data / "gemma3");  // windows of 4
-  pith::session s(weights, {3, 1});
-  const std::vector<std::int32_t> ids = {1, 2, 3, 4};
-  s.forward(std::span(ids).first(3), nullptr);
-  EXPECT_EQ(s.cache().size(0, 0), 3u);
-  EXPECT_THROW(s.forward(std::span(ids).subspan(3, 1), nullptr), pith::argument_error);
+  const auto weights = pith::load_model(data / "mistral_window");  // every layer a window of 5
+  const std::vector<std::int32_t> ids = {1, 2, 3, 4, 5, 6, 7};
+  pith::session narrow(weights, {4, 1});
+  narrow.forward(std::span(ids).first(4), nullptr);
+  EXPECT_EQ(narrow.cache().size(0, 0), 4u);
+  EXPECT_THROW(narrow.forward(std::span(ids).subspan(4, 1), nullptr), pith::argument_error);
+  // With the window inside max_context, the same layers read on and keep 5 rows.
+  pith::session wide(weights, {5, 1});
+  wide.forward(ids, nullptr);
+  EXPECT_EQ(wide.cache().size(0, 0), 5u);
 }
 
 }  // namespace family_golden

@@ -353,12 +353,25 @@ int run(int argc, char** argv) {
                stats.tokens_read, stats.chunks, stats.reading_seconds,
                static_cast<double>(stats.tokens_read) / stats.reading_seconds, stats.eviction_seconds,
                stats.instruction_seconds);
-  std::size_t kv_bytes = 0;
-  for (const auto& layer : r.memory_report()) kv_bytes += layer.kv_cache_bytes;
+  std::size_t kv_bytes = 0, full_layer = 0, window_layer = 0, windowed = 0, window_bytes = 0;
+  const auto report = r.memory_report();
+  for (std::size_t l = 0; l < report.size(); ++l) {
+    kv_bytes += report[l].kv_cache_bytes;
+    if (report[l].window != 0) {
+      if (windowed++ == 0) window_layer = l;
+      window_bytes += report[l].kv_cache_bytes;
+    } else if (report[full_layer].window != 0) {
+      full_layer = l;
+    }
+  }
+  if (windowed != 0)
+    std::fprintf(stderr, "sliding-window layers: %zu of %zu, window %zu, %zu states each, KV cache %.1f MiB (fixed)\n",
+                 windowed, report.size(), report[window_layer].window,
+                 r.main_session().cache().size(window_layer, 0), static_cast<double>(window_bytes) / (1 << 20));
   std::fprintf(stderr, "policy %s, budget %zu, chunk %zu: cache %zu states per layer, KV cache %s %.1f MiB, "
                "session state %.1f MiB, peak memory %.1f MiB, total %.2f s\n",
                policy_name(options.policy), options.budget, options.chunk_size,
-               r.main_session().cache().size(0, 0), kv_type_name(options.kv_type).c_str(),
+               r.main_session().cache().size(full_layer, 0), kv_type_name(options.kv_type).c_str(),
                static_cast<double>(kv_bytes) / (1 << 20), static_cast<double>(r.state_bytes()) / (1 << 20),
                static_cast<double>(peak_resident_bytes()) / (1 << 20), seconds);
   return 0;

@@ -232,6 +232,17 @@ def attention_with_probabilities(q, keys, values, q_positions, key_positions):
     return torch.einsum("hmn,hnd->mhd", probs, v), probs
 
 
+def project(model: Model, p: str, name: str, x: torch.Tensor, d: int) -> torch.Tensor:
+    """x W^T as heads [m, heads, d], plus Qwen2's bias, through Qwen3's per-head norm for q and k."""
+    y = x @ model.w(p + f"self_attn.{name}_proj.weight").T
+    if p + f"self_attn.{name}_proj.bias" in model.weights:
+        y = y + model.w(p + f"self_attn.{name}_proj.bias")
+    y = y.view(x.shape[0], -1, d)
+    if name != "v" and p + f"self_attn.{name}_norm.weight" in model.weights:
+        y = rms_norm(y, model.w(p + f"self_attn.{name}_norm.weight"), model.config.rms_norm_eps)
+    return y
+
+
 def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: bool = True,
              key_storage: str = "post_rope") -> Pass:
     """Runs `ids` at positions cache.next_position, ... over every slot of `cache`.
@@ -242,6 +253,9 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
     copy of their state).
     """
     c = model.config
+    if c.gemma or c.sliding_window is not None or c.rope_scaling is not None:
+        raise NotImplementedError("the eviction twin runs Llama, Qwen2 and Qwen3 layers (no sliding windows, "
+                                  "Gemma norms or RoPE scaling)")
     ids = torch.as_tensor(list(ids), dtype=torch.int64)
     m, kv, d = len(ids), c.num_key_value_heads, c.head_dim
     positions = torch.arange(cache.next_position, cache.next_position + m, dtype=torch.int64)
@@ -269,10 +283,10 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
             new.append(None)
             states.append(state)
             continue
-        q = apply_rope((x @ model.w(p + "self_attn.q_proj.weight").T).view(m, -1, d), positions, c.rope_theta)
-        k_pre = (x @ model.w(p + "self_attn.k_proj.weight").T).view(m, kv, d)
+        q = apply_rope(project(model, p, "q", x, d), positions, c.rope_theta)
+        k_pre = project(model, p, "k", x, d)
         k = apply_rope(k_pre, positions, c.rope_theta).transpose(0, 1)          # [kv, m, d]
-        v = (x @ model.w(p + "self_attn.v_proj.weight").T).view(m, kv, d).transpose(0, 1)
+        v = project(model, p, "v", x, d).transpose(0, 1)
         keys = torch.cat((layer.attention_keys(key_storage, c.rope_theta), k), 1)
         values = torch.cat((layer.values, v), 1)
         key_positions = torch.cat((layer.rope_pos, positions[None, :].expand(kv, m)), 1)

@@ -34,6 +34,19 @@ plus, depending on the layer's token mixer and the residual mode (docs/layers.md
 
 Linear weights are [out_features, in_features], as in PyTorch: y = x @ W.T.
 
+Families (notes/model_families.md; `LlamaConfig.family` from architectures[0]: llama, mistral, qwen2,
+qwen3, gemma3) add, per layer:
+
+    model.layers.{i}.self_attn.{q,k,v}_proj.bias    [heads * head_dim] / [kv_heads * head_dim]  (qwen2)
+    model.layers.{i}.self_attn.{q,k}_norm.weight    [head_dim]  (qwen3, gemma3: per-head RMSNorm before RoPE)
+    model.layers.{i}.pre_feedforward_layernorm.weight  [hidden]  (gemma3: the MLP's input norm; its
+    model.layers.{i}.post_feedforward_layernorm.weight [hidden]   post_attention_layernorm normalises
+                                                                  the attention output)
+
+and `inv_freq(layer)` (llama3 / linear rope_scaling, Gemma's local base), `window(layer)` (sliding
+window mask 0 <= i - j < W), `attention_scale()` (Gemma's query_pre_attn_scalar), `family_norm`
+(Gemma's 1 + w), GeGLU with the tanh GELU and the sqrt(hidden) embedding scale for gemma3.
+
 Configuration
 - `LlamaConfig`: the Hugging Face config.json keys pith reads; `from_dict`, `load`, `to_hf_dict`,
   `validate`, `mixer(layer)`, `mixer_mlp_size`. `head_dim` defaults to hidden_size /
@@ -138,6 +151,11 @@ HYBRID_LAYOUTS = ("even", "odd", "top", "bottom", "middle", "quarter", "first", 
 APPROXIMATE_NORMS = ("joint", "per_term")
 APPROXIMATE_ORDER2 = ("elementwise", "outer")
 APPROXIMATE_EPS = 1e-12  # added to the linear-attention denominators (zoology's TaylorExp)
+# Families (notes/model_families.md): name -> (architectures[0], model_type) of the Hugging Face config
+FAMILIES = {"llama": ("LlamaForCausalLM", "llama"), "mistral": ("MistralForCausalLM", "mistral"),
+            "qwen2": ("Qwen2ForCausalLM", "qwen2"), "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+            "gemma3": ("Gemma3ForCausalLM", "gemma3_text")}
+GEMMA_SLIDING_WINDOW_PATTERN = 6  # Gemma 3: every sixth layer attends to the whole context
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,6 +200,22 @@ def resolve_token_mixers(spec, num_layers: int) -> list[str]:
     return names
 
 
+def family_of(d: dict) -> str:
+    """The family of a Hugging Face config dict, from architectures[0] (or model_type; neither: llama)."""
+    names = d.get("architectures") or []
+    for family, (architecture, model_type) in FAMILIES.items():
+        if (names and names[0] == architecture) or (not names and d.get("model_type") == model_type):
+            return family
+    if names or d.get("model_type") not in (None, "llama"):
+        raise ValueError(f"config: architecture {names or d.get('model_type')} is not one of {list(FAMILIES)}")
+    return "llama"
+
+
+def rope_inverse_frequencies(theta: float, head_dim: int) -> torch.Tensor:
+    """theta^(-2j / head_dim) for j in [0, head_dim / 2), float64."""
+    return theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     hidden_size: int
@@ -202,6 +236,13 @@ class LlamaConfig:
     mixer_mlp_intermediate_size: int | None = None
     approximate_norm: str = "joint"
     approximate_order2: str = "elementwise"
+    # families (notes/model_families.md); to_hf_dict writes them in each family's own keys
+    family: str = "llama"
+    rope_scaling: dict | None = None        # {"rope_type": "linear" | "llama3", ...}; Gemma 3: full-attention layers only
+    sliding_window: int | None = None       # Mistral: every layer; Gemma 3: the sliding layers
+    layer_types: tuple | None = None        # "sliding_attention" / "full_attention" per layer (Gemma 3 default: pattern 6)
+    rope_local_base_freq: float | None = None  # Gemma 3's sliding layers (default 10000)
+    query_pre_attn_scalar: float | None = None  # Gemma 3: scores scaled by its -1/2 power (default 256)
 
     @staticmethod
     def from_dict(d: dict) -> "LlamaConfig":
@@ -218,7 +259,7 @@ class LlamaConfig:
             vocab_size=int(d["vocab_size"]),
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
             rope_theta=float(d.get("rope_theta", 10000.0)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", family_of(d) == "gemma3")),
             max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
             attn_res_mode=d.get("attn_res_mode") or ("block" if block_size is not None else "standard"),
             attn_res_block_size=None if block_size is None else int(block_size),
@@ -227,6 +268,12 @@ class LlamaConfig:
                                          else int(d["mixer_mlp_intermediate_size"])),
             approximate_norm=d.get("approximate_norm", "joint"),
             approximate_order2=d.get("approximate_order2", "elementwise"),
+            family=family_of(d),
+            rope_scaling=d.get("rope_scaling"),
+            sliding_window=d.get("sliding_window"),
+            layer_types=tuple(d["layer_types"]) if d.get("layer_types") else None,
+            rope_local_base_freq=d.get("rope_local_base_freq"),
+            query_pre_attn_scalar=d.get("query_pre_attn_scalar"),
         )
         config.validate()
         return config
@@ -256,6 +303,48 @@ class LlamaConfig:
         if self.approximate_order2 not in APPROXIMATE_ORDER2:
             raise ValueError(f"config: approximate_order2 must be one of {APPROXIMATE_ORDER2}")
 
+    @property
+    def gemma(self) -> bool:
+        return self.family == "gemma3"
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window W of a layer (key j visible to query i iff 0 <= i - j < W), None for full attention."""
+        if self.sliding_window is None or self.family not in ("mistral", "gemma3"):
+            return None
+        if self.layer_types is not None:
+            return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
+        if self.gemma:
+            return None if (layer + 1) % GEMMA_SLIDING_WINDOW_PATTERN == 0 else self.sliding_window
+        return self.sliding_window
+
+    def inv_freq(self, layer: int) -> torch.Tensor:
+        """RoPE inverse frequencies [head_dim / 2] of a layer in float64: Gemma 3's sliding layers use
+        rope_local_base_freq unscaled; the others rope_theta rescaled by rope_scaling (linear: / factor;
+        llama3: wavelengths above L / low_freq_factor divided by factor, below L / high_freq_factor kept,
+        a linear blend in between)."""
+        if self.gemma and self.window(layer) is not None:
+            return rope_inverse_frequencies(self.rope_local_base_freq or 10000.0, self.head_dim)
+        inv = rope_inverse_frequencies(self.rope_theta, self.head_dim)
+        scaling = self.rope_scaling or {}
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind == "linear":
+            return inv / scaling["factor"]
+        if kind == "llama3":
+            factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+            context = scaling["original_max_position_embeddings"]
+            wavelength = 2 * math.pi / inv
+            blend = (context / wavelength - low) / (high - low)
+            scaled = torch.where(wavelength > context / low, inv / factor, inv)
+            middle = (wavelength >= context / high) & (wavelength <= context / low)
+            return torch.where(middle, (1 - blend) * inv / factor + blend * inv, scaled)
+        if kind != "default":
+            raise ValueError(f"config: rope type {kind!r} is not implemented")
+        return inv
+
+    def attention_scale(self) -> float | None:
+        """Gemma 3's query_pre_attn_scalar^-1/2; None: the scores are divided by sqrt(head_dim)."""
+        return (self.query_pre_attn_scalar or 256.0) ** -0.5 if self.gemma else None
+
     def mixer(self, layer: int) -> str:
         """The token mixer name of a layer."""
         return resolve_token_mixers(self.token_mixers, self.num_hidden_layers)[layer]
@@ -267,14 +356,26 @@ class LlamaConfig:
 
     def to_hf_dict(self, torch_dtype: str = "float32") -> dict:
         """The Hugging Face config.json contents for this model (extension keys only when not default)."""
-        d = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+        architecture, model_type = FAMILIES[self.family]
+        d = {"architectures": [architecture], "model_type": model_type}
         defaults = {f.name: f.default for f in fields(self)}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "family":
+                continue
+            if f.name in ("rope_scaling", "sliding_window", "layer_types", "rope_local_base_freq",
+                          "query_pre_attn_scalar"):
+                if value is not None:
+                    d[f.name] = list(value) if isinstance(value, tuple) else value
+                continue
             if f.name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                           "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
                           "tie_word_embeddings", "max_position_embeddings") or value != defaults[f.name]:
                 d[f.name] = list(value) if isinstance(value, tuple) else value
+        if self.gemma:
+            d["hidden_activation"] = "gelu_pytorch_tanh"
+        else:
+            d["hidden_act"] = "silu"
         d["torch_dtype"] = torch_dtype
         return d
 
@@ -292,12 +393,19 @@ def layer_tensor_names(config: LlamaConfig, i: int, fixed_length: int | None) ->
     else:
         out += [(p + "self_attn.q_proj.weight", (q_rows, d)), (p + "self_attn.k_proj.weight", (kv_rows, d)),
                 (p + "self_attn.v_proj.weight", (kv_rows, d)), (p + "self_attn.o_proj.weight", (d, q_rows))]
+        if c.family == "qwen2":
+            out += [(p + "self_attn.q_proj.bias", (q_rows,)), (p + "self_attn.k_proj.bias", (kv_rows,)),
+                    (p + "self_attn.v_proj.bias", (kv_rows,))]
+        if c.family in ("qwen3", "gemma3"):
+            out += [(p + "self_attn.q_norm.weight", (c.head_dim,)), (p + "self_attn.k_norm.weight", (c.head_dim,))]
     if mixer in FIXED_STREAM_MIXERS:
         if fixed_length is None:
             raise ValueError(f"layer {i} ({mixer}) has a fixed q/k stream: its length L_max must be given")
         out += [(p + "self_attn.fixed_q", (fixed_length, q_rows)), (p + "self_attn.fixed_k", (fixed_length, kv_rows))]
+    out += [(p + "post_attention_layernorm.weight", (d,))]
+    if c.gemma:  # Gemma 3: post_attention_layernorm normalises the attention output; these two the MLP's input and output
+        out += [(p + "pre_feedforward_layernorm.weight", (d,)), (p + "post_feedforward_layernorm.weight", (d,))]
     out += [
-        (p + "post_attention_layernorm.weight", (d,)),
         (p + "mlp.gate_proj.weight", (c.intermediate_size, d)),
         (p + "mlp.up_proj.weight", (c.intermediate_size, d)),
         (p + "mlp.down_proj.weight", (d, c.intermediate_size)),
@@ -346,6 +454,13 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
     return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
 
+def rope_cos_sin_frequencies(positions: torch.Tensor, inv_freq: torch.Tensor,
+                             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of positions[:, None] * inv_freq[None, :] (float64 angles), each [seq, head_dim / 2]."""
+    angles = positions.to(torch.float64)[:, None] * inv_freq.to(torch.float64)[None, :]
+    return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """cat(-x2, x1) where x1, x2 are the two halves of the last axis (Hugging Face)."""
     half = x.shape[-1] // 2
@@ -384,7 +499,8 @@ def expand_kv(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+              q_positions: torch.Tensor, k_positions: torch.Tensor, window: int | None = None,
+              scale: float | None = None) -> torch.Tensor:
     """Causal grouped-query attention.
 
     q [m, heads, d]; k, v [n, kv_heads, d]; positions [m] and [n]. Query head h reads kv head
@@ -393,16 +509,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     heads, d = q.shape[1], q.shape[2]
     k, v = expand_kv(k, heads), expand_kv(v, heads)  # [n, heads, d]
-    scores = torch.einsum("mhd,nhd->hmn", q, k) / math.sqrt(d)  # [heads, m, n]
+    scores = torch.einsum("mhd,nhd->hmn", q, k)  # [heads, m, n]
+    scores = scores / math.sqrt(d) if scale is None else scores * scale
     visible = k_positions[None, :] <= q_positions[:, None]  # [m, n]
+    if window is not None:  # sliding window: the query and the W - 1 keys before it
+        visible &= q_positions[:, None] - k_positions[None, :] < window
     scores = scores.masked_fill(~visible[None, :, :], float("-inf"))
     probabilities = torch.softmax(scores, dim=-1)
     return torch.einsum("hmn,nhd->mhd", probabilities, v)
 
 
-def mlp(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
-    return (F.silu(x @ gate.T) * (x @ up.T)) @ down.T
+def mlp(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, activation: str = "silu") -> torch.Tensor:
+    """SwiGLU: down(silu(gate(x)) * up(x)); activation "gelu_tanh": GeGLU with the tanh GELU (Gemma)."""
+    g = x @ gate.T
+    g = F.gelu(g, approximate="tanh") if activation == "gelu_tanh" else F.silu(g)
+    return (g * (x @ up.T)) @ down.T
+
+
+def family_norm(config: "LlamaConfig", weight: torch.Tensor) -> torch.Tensor:
+    """The gain an RMSNorm multiplies by: Gemma's 1 + w, everyone else's w."""
+    return 1.0 + weight if config.gemma else weight
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,13 +689,14 @@ def heads_of(x: torch.Tensor, weight: torch.Tensor, head_dim: int) -> torch.Tens
     return (x @ weight.T).view(x.shape[0], -1, head_dim)
 
 
-def softmax_mixer(q, k, v, positions, cache: KVCache | None, layer: int) -> torch.Tensor:
+def softmax_mixer(q, k, v, positions, cache: KVCache | None, layer: int, window: int | None = None,
+                  scale: float | None = None) -> torch.Tensor:
     """Causal softmax attention for positioned q, k (standard, static_emb_qk, fixed q/k), through the cache if any."""
     k_positions = positions
     if cache is not None:
         cache.append(layer, k, v, positions)
         k, v, k_positions = cache.keys[layer], cache.values[layer], cache.positions[layer]
-    return attention(q, k, v, positions, k_positions)
+    return attention(q, k, v, positions, k_positions, window, scale)
 
 
 def recurrent_mixer(make_state, q, k, v, cache: KVCache | None, layer: int) -> torch.Tensor:
@@ -597,14 +724,25 @@ def token_mixer(weights: dict[str, torch.Tensor], config: LlamaConfig, layer: in
     c, p = config, f"model.layers.{layer}."
     w = lambda name: weights[p + name]
     mixer, d = c.mixer(layer), c.head_dim
-    rope = lambda t: apply_rope(t, positions, c.rope_theta, rope_layout)
+    def rope(t):
+        cos, sin = rope_cos_sin_frequencies(positions, c.inv_freq(layer), t.dtype)
+        return apply_rope_half(t, cos, sin) if rope_layout == "half" else apply_rope_interleaved(t, cos, sin)
+
+    def project(name):  # [seq, heads, d]: x W^T (+ Qwen2's bias), through Qwen3/Gemma's per-head norm for q and k
+        y = x @ w(f"self_attn.{name}_proj.weight").T
+        if p + f"self_attn.{name}_proj.bias" in weights:
+            y = y + w(f"self_attn.{name}_proj.bias")
+        y = y.view(x.shape[0], -1, d)
+        if name != "v" and p + f"self_attn.{name}_norm.weight" in weights:
+            y = rms_norm(y, family_norm(c, w(f"self_attn.{name}_norm.weight")), c.rms_norm_eps)
+        return y
 
     if mixer == "mlp":
         return mlp(x, w("mixer_mlp.gate_proj.weight"), w("mixer_mlp.up_proj.weight"), w("mixer_mlp.down_proj.weight"))
-    v = heads_of(x, w("self_attn.v_proj.weight"), d)
+    v = project("v")
     if mixer == "standard":
-        q, k = rope(heads_of(x, w("self_attn.q_proj.weight"), d)), rope(heads_of(x, w("self_attn.k_proj.weight"), d))
-        out = softmax_mixer(q, k, v, positions, cache, layer)
+        q, k = rope(project("q")), rope(project("k"))
+        out = softmax_mixer(q, k, v, positions, cache, layer, c.window(layer), c.attention_scale())
     elif mixer == "static_emb_qk":
         q, k = rope(heads_of(e, w("self_attn.q_proj.weight"), d)), rope(heads_of(e, w("self_attn.k_proj.weight"), d))
         out = softmax_mixer(q, k, v, positions, cache, layer)
@@ -776,14 +914,23 @@ def forward_hidden(weights: dict[str, torch.Tensor], config: LlamaConfig, e: tor
     c, run = config, run or RunOptions()
     norm = lambda layer, name: weights[f"model.layers.{layer}.{name}.weight"]
 
+    gain = lambda layer, name: family_norm(c, norm(layer, name))
+
     def attn_site(layer, x):
-        return token_mixer(weights, c, layer, rms_norm(x, norm(layer, "input_layernorm"), c.rms_norm_eps),
-                           e, positions, cache, rope_layout, run)
+        out = token_mixer(weights, c, layer, rms_norm(x, gain(layer, "input_layernorm"), c.rms_norm_eps),
+                          e, positions, cache, rope_layout, run)
+        if c.gemma:  # Gemma 3 normalises the attention output before the residual add
+            out = rms_norm(out, gain(layer, "post_attention_layernorm"), c.rms_norm_eps)
+        return out
 
     def mlp_site(layer, y):
         p = f"model.layers.{layer}.mlp."
-        return mlp(rms_norm(y, norm(layer, "post_attention_layernorm"), c.rms_norm_eps),
-                   weights[p + "gate_proj.weight"], weights[p + "up_proj.weight"], weights[p + "down_proj.weight"])
+        pre = "pre_feedforward_layernorm" if c.gemma else "post_attention_layernorm"
+        out = mlp(rms_norm(y, gain(layer, pre), c.rms_norm_eps), weights[p + "gate_proj.weight"],
+                  weights[p + "up_proj.weight"], weights[p + "down_proj.weight"], "gelu_tanh" if c.gemma else "silu")
+        if c.gemma:
+            out = rms_norm(out, gain(layer, "post_feedforward_layernorm"), c.rms_norm_eps)
+        return out
 
     z = residual_stream(weights, c, e, attn_site, mlp_site, run)
     if cache is not None:
@@ -801,8 +948,10 @@ def forward(weights: dict[str, torch.Tensor], config: LlamaConfig, ids, rope_lay
     positions = torch.as_tensor(positions, dtype=torch.int64)
 
     e = weights["model.embed_tokens.weight"][ids]  # [seq, hidden]
+    if config.gemma:  # Gemma scales the token embeddings (not the tied output head) by sqrt(hidden)
+        e = e * torch.tensor(math.sqrt(config.hidden_size), dtype=e.dtype)
     h = forward_hidden(weights, config, e, positions, rope_layout, cache, run)
-    h = rms_norm(h, weights["model.norm.weight"], config.rms_norm_eps)
+    h = rms_norm(h, family_norm(config, weights["model.norm.weight"]), config.rms_norm_eps)
     head = weights["model.embed_tokens.weight"] if config.tie_word_embeddings else weights["lm_head.weight"]
     return h @ head.T
 

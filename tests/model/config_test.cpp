@@ -534,8 +534,9 @@ TEST(loader_bounds, gguf_tensors_no_layer_uses_are_an_error_4_3) {
   plain.write(tiny_gguf_model({}));
   EXPECT_NO_THROW(pith::load_model(plain.path()));
   const pith_test::temp_file with_rope_factors(".gguf");
-  with_rope_factors.write(tiny_gguf_model({"rope_freqs.weight"}));  // Llama 3 frequency factors: not implemented
-  PITH_EXPECT_THROW_WITH(pith::load_model(with_rope_factors.path()), pith::format_error, "rope_freqs.weight");
+  // Llama 3 frequency divisors are read, and must have head_dim / 2 entries (this model's head_dim is 2).
+  with_rope_factors.write(tiny_gguf_model({"rope_freqs.weight"}));
+  PITH_EXPECT_THROW_WITH(pith::load_model(with_rope_factors.path()), pith::shape_error, "rope_freqs.weight");
   const pith_test::temp_file with_second_layer(".gguf");
   with_second_layer.write(tiny_gguf_model({"blk.1.attn_norm.weight"}));
   PITH_EXPECT_THROW_WITH(pith::load_model(with_second_layer.path()), pith::format_error, "llama.block_count = 1");
@@ -610,3 +611,109 @@ TEST(loader_bounds, fifo_model_or_tokenizer_is_rejected_without_blocking_3_6) {
 }
 
 }  // namespace
+
+namespace family_config {
+
+nlohmann::json family_json(const char* architecture) {
+  auto json = valid();
+  json["architectures"] = {architecture};
+  return json;
+}
+
+pith::model_config parse(const nlohmann::json& json) { return pith::config_from_json(json, "config.json"); }
+
+TEST(FamilyConfig, ArchitecturesChooseTheFamily) {
+  EXPECT_EQ(parse(family_json("LlamaForCausalLM")).family, pith::model_family::llama);
+  EXPECT_EQ(parse(family_json("MistralForCausalLM")).family, pith::model_family::mistral);
+  const auto qwen2 = parse(family_json("Qwen2ForCausalLM"));
+  EXPECT_TRUE(qwen2.attention_bias);
+  EXPECT_FALSE(qwen2.qk_norm);
+  const auto qwen3 = parse(family_json("Qwen3ForCausalLM"));
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_FALSE(qwen3.attention_bias);
+  auto gemma_json = family_json("Gemma3ForCausalLM");
+  gemma_json["sliding_window"] = 16;
+  gemma_json["num_hidden_layers"] = 7;
+  gemma_json.erase("tie_word_embeddings");
+  const auto gemma = parse(gemma_json);
+  EXPECT_TRUE(gemma.sandwich_norms && gemma.norm_plus_one && gemma.qk_norm && gemma.tie_word_embeddings);
+  EXPECT_EQ(gemma.activation, pith::ffn_activation::gelu_tanh);
+  EXPECT_FLOAT_EQ(gemma.attention_scale, 1.0f / 16.0f);  // query_pre_attn_scalar defaults to 256
+  EXPECT_FLOAT_EQ(gemma.rope_theta_windowed, 10000.0f);
+  for (std::size_t l = 0; l < 7; ++l) EXPECT_EQ(gemma.sliding_window(l), l == 5 ? 0u : 16u) << l;
+  // Qwen: layers from max_window_layers on slide when use_sliding_window (released configs: false).
+  auto qwen_json = family_json("Qwen2ForCausalLM");
+  qwen_json["sliding_window"] = 32;
+  qwen_json["max_window_layers"] = 1;
+  EXPECT_FALSE(parse(qwen_json).has_sliding_windows());
+  qwen_json["use_sliding_window"] = true;
+  const auto sliding = parse(qwen_json);
+  EXPECT_EQ(sliding.sliding_window(0), 0u);
+  EXPECT_EQ(sliding.sliding_window(1), 32u);
+}
+
+TEST(FamilyConfig, UnsupportedArchitecturesAndKeysAreRefusedByName) {
+  const auto refused = [](const nlohmann::json& json, const char* needle) {
+    try {
+      parse(json);
+    } catch (const pith::config_error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      return;
+    }
+    ADD_FAILURE() << "accepted: " << json.dump();
+  };
+  refused(family_json("Gemma3ForConditionalGeneration"), "text_config");  // its text model's keys are missing
+  refused(family_json("MixtralForCausalLM"), "MixtralForCausalLM");
+  auto json = valid();
+  json["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  refused(json, "yarn");
+  json["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};  // low/high factors missing
+  refused(json, "rope_scaling.low_freq_factor");
+  json["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};  // linear: Gemma 3 only
+  refused(json, "rope_scaling");
+  json = family_json("Gemma3ForCausalLM");
+  json["sliding_window"] = 8;
+  json["final_logit_softcapping"] = 30.0;
+  refused(json, "final_logit_softcapping");
+  json = family_json("Qwen3ForCausalLM");
+  json["attention_bias"] = true;
+  refused(json, "attention_bias");
+  json = family_json("Gemma3ForCausalLM");  // sliding layers without a window
+  refused(json, "sliding_window");
+  json = valid();
+  json["partial_rotary_factor"] = 0.5;
+  refused(json, "partial_rotary_factor");
+}
+
+TEST(FamilyConfig, Llama3RopeScalingMatchesTheShippedDivisors) {
+  // notes/model_families.md §1.3: Llama 3.2 1B (theta 5e5, head_dim 64, factor 32) divides pairs
+  // 13..19 by 1, 1, 1.651329, 3.292262, 9.666729, 32, 32 (llama.cpp's rope_freqs.weight).
+  pith::rope_scaling scaling;
+  scaling.kind = pith::rope_scaling_kind::llama3;
+  scaling.factor = 32.0f;
+  scaling.low_freq_factor = 1.0f;
+  scaling.high_freq_factor = 4.0f;
+  scaling.original_max_position_embeddings = 8192.0f;
+  const auto base = pith::rope_frequencies(500000.0f, 64, {});
+  const auto scaled = pith::rope_frequencies(500000.0f, 64, scaling);
+  const float expected[] = {1.0f, 1.0f, 1.651329f, 3.292262f, 9.666729f, 32.0f, 32.0f};
+  for (std::size_t i = 0; i < 7; ++i) EXPECT_NEAR(base[13 + i] / scaled[13 + i], expected[i], 1e-5f) << 13 + i;
+}
+
+TEST(FamilyConfig, GgufArchitecturesChooseTheFamily) {
+  auto qwen3 = gguf_metadata{{"general.architecture", std::string("qwen3")},
+                             {"qwen3.embedding_length", std::uint32_t{64}},
+                             {"qwen3.feed_forward_length", std::uint32_t{128}},
+                             {"qwen3.block_count", std::uint32_t{2}},
+                             {"qwen3.attention.head_count", std::uint32_t{4}},
+                             {"qwen3.attention.head_count_kv", std::uint32_t{2}},
+                             {"qwen3.attention.key_length", std::uint32_t{32}},
+                             {"qwen3.vocab_size", std::uint32_t{100}}};
+  EXPECT_EQ(gguf_error_of(qwen3), "");
+  // Errors name the keys with the file's own prefix.
+  EXPECT_TRUE(contains(gguf_error_of(with(qwen3, "qwen3.block_count", std::uint64_t{1} << 62)), "qwen3.block_count"));
+  EXPECT_TRUE(contains(gguf_error_of(with(qwen3, "general.architecture", std::string("phi3"))), "'phi3'"));
+  EXPECT_TRUE(contains(gguf_error_of(with(qwen3, "qwen3.rope.scaling.type", std::string("yarn"))), "yarn"));
+}
+
+}  // namespace family_config

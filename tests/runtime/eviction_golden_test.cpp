@@ -97,6 +97,90 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "citrus_shared", "citrus_separate", "citrus_shared_original",
                                            "citrus_cse_budget0", "citrus_cse_budget1", "citrus_cse_budget30",
                                            "citrus_shared_pool7", "citrus_separate_pool5", "citrus_shared_hybrid",
-                                           "citrus_separate_hybrid", "h2o_hybrid"));
+                                           "citrus_separate_hybrid", "h2o_hybrid", "citrus_shared_qwen3", "snapkv_qwen3"));
 
 }  // namespace
+
+namespace family_reader {
+
+// Reading a document with an evicting policy on Gemma 3 (five sliding-window layers of 8, one global):
+// the policy acts on the global layer, the windowed layers keep their last 8 states, and neither
+// grows with the document: after every chunk the cache sizes and the session's bytes are the same.
+void read_flat(pith::policy_kind policy) {
+  const auto weights = pith::load_model(std::filesystem::path(PITH_TEST_DATA_DIR) / "families" / "gemma3_reader");
+  const auto& c = weights.config;
+  pith::reader_options o;
+  o.policy = policy;
+  o.budget = 16;
+  o.chunk_size = 16;
+  o.max_answer_tokens = 4;
+  const std::vector<std::int32_t> instruction = {20, 17, 18, 29, 5};
+  pith::reader r(weights, o, instruction);
+  std::vector<std::int32_t> document(400);
+  for (std::size_t i = 0; i < document.size(); ++i) document[i] = static_cast<std::int32_t>(3 + (i * 37) % 150);
+  std::size_t bytes = 0;
+  for (std::size_t start = 0; start < document.size(); start += o.chunk_size) {
+    r.feed(std::span(document).subspan(start, o.chunk_size));
+    const auto& cache = r.main_session().cache();
+    for (std::size_t l = 0; l < c.num_layers; ++l) {
+      if (c.sliding_window(l) != 0) {
+        EXPECT_EQ(cache.size(l, 0), std::min<std::size_t>(8, start + o.chunk_size)) << "layer " << l;
+        EXPECT_TRUE(r.document_positions(l, 0).empty());
+      } else {
+        EXPECT_LE(cache.size(l, 0), o.budget + o.chunk_size) << "layer " << l;
+        EXPECT_EQ(r.document_positions(l, 0).size(), cache.size(l, 0));
+      }
+    }
+    // From the fourth chunk on, every buffer exists (scores from the second, the rotation tables
+    // from the first eviction in the third).
+    if (start == 3 * o.chunk_size) bytes = r.state_bytes();
+    if (start >= 3 * o.chunk_size) {
+      EXPECT_EQ(r.state_bytes(), bytes) << "after " << start + o.chunk_size << " tokens";
+    }
+  }
+  const auto report = r.memory_report();
+  ASSERT_EQ(report.size(), c.num_layers);
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    EXPECT_EQ(report[l].window, c.sliding_window(l));
+    if (l != 5) {
+      EXPECT_LT(report[l].kv_cache_bytes, report[5].kv_cache_bytes) << "layer " << l;
+    }
+  }
+  pith::sampler greedy;
+  const auto answer = r.answer(4, greedy);
+  EXPECT_EQ(answer.size(), 4u);
+  EXPECT_EQ(r.state_bytes(), bytes);
+}
+
+TEST(FamilyReader, CitrusSharedOnGemma3KeepsMemoryFlatInBothKindsOfLayers) { read_flat(pith::policy_kind::citrus_shared); }
+TEST(FamilyReader, CitrusSeparateOnGemma3KeepsMemoryFlat) { read_flat(pith::policy_kind::citrus_separate); }
+TEST(FamilyReader, H2oOnGemma3KeepsMemoryFlat) { read_flat(pith::policy_kind::h2o); }
+
+// With a budget above the document nothing is evicted: the reader's answer logits equal one session's
+// forward pass over the document and the instruction (the windowed layers trimmed chunk by chunk
+// compute what the whole-sequence pass computes).
+TEST(FamilyReader, WithoutEvictionTheReaderComputesTheModel) {
+  const auto weights = pith::load_model(std::filesystem::path(PITH_TEST_DATA_DIR) / "families" / "gemma3_reader");
+  pith::reader_options o;
+  o.policy = pith::policy_kind::citrus_shared;
+  o.budget = 200;
+  o.chunk_size = 16;
+  o.max_answer_tokens = 4;
+  const std::vector<std::int32_t> instruction = {20, 17, 18, 29, 5};
+  std::vector<std::int32_t> document(64);
+  for (std::size_t i = 0; i < document.size(); ++i) document[i] = static_cast<std::int32_t>(3 + (i * 37) % 150);
+  pith::reader r(weights, o, instruction);
+  r.feed(document);
+  pith::sampler greedy;
+  r.answer(1, greedy);
+  std::vector<std::int32_t> all = document;
+  all.insert(all.end(), instruction.begin(), instruction.end());
+  pith::session s(weights, {128, 128});
+  std::vector<float> logits(weights.config.vocab_size);
+  s.forward(all, logits.data());
+  float largest = 0.0f;
+  for (std::size_t v = 0; v < logits.size(); ++v) largest = std::max(largest, std::abs(logits[v] - r.answer_logits()[v]));
+  EXPECT_LE(largest, answer_logit_tolerance);
+}
+
+}  // namespace family_reader

@@ -2,6 +2,7 @@
 // model_config: the immutable hyper-parameters of a Llama-family model, parsed and validated.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -57,6 +58,66 @@ inline bool mixer_has_attention_weights(mixer_kind kind) noexcept { return kind 
 
 /// Where a configuration was read from; error messages name keys the way that format spells them.
 enum class config_format : std::uint8_t { json, gguf, llama2c };
+
+/// The decoder family a configuration describes (notes/model_families.md). Each family is a set of
+/// switches of model_config (biases, q/k norms, norm placement, activation, embedding scale, windows);
+/// the enum names the family in messages and chooses the tensor names.
+enum class model_family : std::uint8_t { llama, mistral, qwen2, qwen3, gemma3 };
+
+inline const char* family_name(model_family family) noexcept {
+  switch (family) {
+    case model_family::llama: return "llama";
+    case model_family::mistral: return "mistral";
+    case model_family::qwen2: return "qwen2";
+    case model_family::qwen3: return "qwen3";
+    case model_family::gemma3: return "gemma3";
+  }
+  return "?";
+}
+
+/// How RoPE's inverse frequencies are rescaled for long contexts (transformers' modeling_rope_utils).
+enum class rope_scaling_kind : std::uint8_t { none, linear, llama3 };
+
+struct rope_scaling {
+  rope_scaling_kind kind = rope_scaling_kind::none;
+  float factor = 1.0f;                        // linear: inv / factor; llama3: s
+  float low_freq_factor = 1.0f;               // llama3: lf
+  float high_freq_factor = 4.0f;              // llama3: hf
+  float original_max_position_embeddings = 8192.0f;  // llama3: L
+};
+
+/// The MLP's gated activation: SwiGLU (silu) or GeGLU with the tanh GELU (Gemma).
+enum class ffn_activation : std::uint8_t { silu, gelu_tanh };
+
+/// Inverse RoPE frequencies [head_dim / 2] of base `theta`, rescaled by `scaling`, in double:
+/// linear divides every frequency by the factor; llama3 keeps the high frequencies (wavelength below
+/// L / hf), divides the low ones (wavelength above L / lf) by s and blends in between with
+/// t = (L / wavelength - lf) / (hf - lf): (1 - t) inv / s + t inv (notes/model_families.md §1.3).
+inline std::vector<float> rope_frequencies(float theta, std::size_t head_dim, const rope_scaling& scaling) {
+  constexpr double two_pi = 6.283185307179586476925286766559;
+  std::vector<float> out(head_dim / 2);
+  for (std::size_t i = 0; i < head_dim / 2; ++i) {
+    // The base frequency in float as kernels::rope_inverse_frequencies forms it (unscaled models
+    // keep their frequencies bit for bit).
+    const float base = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    double inv = base;
+    if (scaling.kind == rope_scaling_kind::linear) {
+      inv = base / static_cast<double>(scaling.factor);
+    } else if (scaling.kind == rope_scaling_kind::llama3) {
+      const double s = scaling.factor, lf = scaling.low_freq_factor, hf = scaling.high_freq_factor;
+      const double L = scaling.original_max_position_embeddings;
+      const double wavelength = two_pi / inv;
+      if (wavelength > L / lf) {
+        inv = inv / s;
+      } else if (wavelength >= L / hf) {
+        const double t = (L / wavelength - lf) / (hf - lf);
+        inv = (1.0 - t) * inv / s + t * inv;
+      }
+    }
+    out[i] = static_cast<float>(inv);
+  }
+  return out;
+}
 
 /// The name of a configuration key in `format`, from its Hugging Face name (`num_hidden_layers`
 /// is `llama.block_count` in GGUF and the header field `n_layers` in llama2.c).
@@ -119,6 +180,20 @@ struct model_config {
   bool approximate_outer = false;        // second-order term: outer product instead of element-wise square
   bool approximate_per_term = false;     // three separately normalised terms instead of joint normalisation
   std::size_t mixer_mlp_intermediate_size = 0;
+  // Families (notes/model_families.md). The defaults are Llama 2's.
+  model_family family = model_family::llama;
+  rope_scaling rope_scale;               // applies to the full-attention layers
+  float rope_theta_windowed = 0.0f;      // RoPE base of the sliding-window layers (0: rope_theta, scaled alike)
+  std::vector<std::size_t> sliding_windows;  // per layer: 0 full attention, W: keys i - j < W (empty: all full)
+  bool attention_bias = false;           // q, k, v projections add a bias (Qwen2)
+  bool qk_norm = false;                  // per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3)
+  bool sandwich_norms = false;           // RMSNorm on the attention and MLP outputs too (Gemma 3)
+  bool norm_plus_one = false;            // the checkpoint's norm weights w act as 1 + w (Gemma safetensors)
+  ffn_activation activation = ffn_activation::silu;
+  float embedding_scale = 1.0f;          // token embeddings are multiplied by it (Gemma: sqrt(hidden))
+  float attention_scale = 0.0f;          // attention scores' scale (0: 1 / sqrt(head_dim))
+  std::string gguf_architecture = "llama";  // the GGUF key prefix error messages use
+  bool multimodal = false;  // Gemma3ForConditionalGeneration: the text model of a multimodal checkpoint
   std::string source;                          // file the configuration came from, for error messages
   config_format format = config_format::json;  // how error messages spell the keys
 
@@ -135,11 +210,33 @@ struct model_config {
     return attn_res_block_size == 0 ? 0 : (num_layers + attn_res_block_size - 1) / attn_res_block_size;
   }
 
+  /// Sliding window of `layer` (0: full attention).
+  std::size_t sliding_window(std::size_t layer) const noexcept {
+    return sliding_windows.empty() ? 0 : sliding_windows[layer];
+  }
+  bool has_sliding_windows() const noexcept {
+    for (const std::size_t w : sliding_windows)
+      if (w != 0) return true;
+    return false;
+  }
+  /// Whether layer `layer` rotates with the sliding-window layers' own RoPE table.
+  bool uses_windowed_rope(std::size_t layer) const noexcept {
+    return rope_theta_windowed > 0.0f && sliding_window(layer) != 0;
+  }
+  float attention_scale_or_default() const noexcept {
+    return attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  }
+
   std::size_t q_size() const noexcept { return num_heads * head_dim; }
   std::size_t kv_size() const noexcept { return num_kv_heads * head_dim; }
 
   /// `hugging_face_key` as the format the configuration came from spells it.
-  std::string key(std::string_view hugging_face_key) const { return config_key(format, hugging_face_key); }
+  std::string key(std::string_view hugging_face_key) const {
+    std::string name = config_key(format, hugging_face_key);
+    if (format == config_format::gguf && gguf_architecture != "llama" && name.starts_with("llama."))
+      name = gguf_architecture + name.substr(5);
+    return name;
+  }
 
   /// Ranges (config_limits) and cross-field invariants; throws config_error naming the key as the
   /// configuration's format spells it, with the accepted range.
@@ -181,6 +278,23 @@ struct model_config {
       if (mixers[i] == mixer_kind::mlp && mixer_mlp_intermediate_size == 0)
         fail("mixer_mlp_intermediate_size", "must be positive for the mlp mixer of layer " + std::to_string(i));
     bounded("mixer_mlp_intermediate_size", mixer_mlp_intermediate_size, 0, dimension);
+    if (!sliding_windows.empty() && sliding_windows.size() != num_layers)
+      fail("sliding_window", "is given for " + std::to_string(sliding_windows.size()) + " layers, the model has " +
+                                 std::to_string(num_layers));
+    for (const std::size_t w : sliding_windows) bounded("sliding_window", w, 0, config_limits::positions);
+    if (rope_scale.kind != rope_scaling_kind::none) {
+      in_range("rope_scaling", rope_scale.factor, 1e-6f, 1e6f);
+      if (rope_scale.kind == rope_scaling_kind::llama3) {
+        in_range("rope_scaling", rope_scale.low_freq_factor, 1e-6f, 1e6f);
+        in_range("rope_scaling", rope_scale.original_max_position_embeddings, 1.0f, 1e9f);
+        if (!(rope_scale.high_freq_factor > rope_scale.low_freq_factor) || !(rope_scale.high_freq_factor < 1e6f))
+          fail("rope_scaling", "high_freq_factor must exceed low_freq_factor");
+      }
+    }
+    if (rope_theta_windowed != 0.0f)
+      in_range("rope_local_base_freq", rope_theta_windowed, config_limits::min_rope_theta, config_limits::max_rope_theta);
+    if (attention_scale != 0.0f) in_range("query_pre_attn_scalar", attention_scale, 1e-12f, 1e6f);
+    in_range("embedding_scale", embedding_scale, 1e-12f, 1e12f);
   }
 
  private:
@@ -341,16 +455,214 @@ inline void parse_layer_keys(const nlohmann::json& json, model_config& c) {
   }
 }
 
-/// Parses a Hugging Face `config.json` (Llama keys). Missing optional keys take the Hugging Face
-/// defaults: num_key_value_heads = num_attention_heads, head_dim = hidden_size / num_attention_heads,
-/// rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false, max_position_embeddings 2048.
-/// Every integer is read as an integer in its range (config_limits) before it sizes anything;
-/// bos_token_id and eos_token_id must be ids of the vocabulary, eos_token_id may be a list of them.
+namespace detail {
+
+/// The family of a Hugging Face config: `architectures[0]` (or `model_type` when there is no
+/// architectures list; neither: Llama). Anything else is refused by name.
+inline model_family json_family(const nlohmann::json& json, const std::string& source) {
+  struct known {
+    const char* architecture;
+    const char* model_type;
+    model_family family;
+  };
+  static constexpr known families[] = {
+      {"LlamaForCausalLM", "llama", model_family::llama},      {"MistralForCausalLM", "mistral", model_family::mistral},
+      {"Qwen2ForCausalLM", "qwen2", model_family::qwen2},      {"Qwen3ForCausalLM", "qwen3", model_family::qwen3},
+      {"Gemma3ForCausalLM", "gemma3_text", model_family::gemma3},
+  };
+  const char* supported = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, "
+                          "Gemma3ForConditionalGeneration (its text model)";
+  if (const auto list = json.find("architectures"); list != json.end() && !list->is_null()) {
+    if (!list->is_array() || list->empty() || !(*list)[0].is_string())
+      json_key_error(source, "architectures", "must be a list of names, got " + json_excerpt(*list));
+    const auto name = (*list)[0].get<std::string>();
+    for (const auto& f : families)
+      if (name == f.architecture) return f.family;
+    json_key_error(source, "architectures", "names '" + name + "', which pith does not implement (supported: " +
+                                                std::string(supported) + ")");
+  }
+  if (const auto type = json.find("model_type"); type != json.end() && type->is_string()) {
+    const auto name = type->get<std::string>();
+    for (const auto& f : families)
+      if (name == f.model_type) return f.family;
+    json_key_error(source, "model_type", "is '" + name + "', which pith does not implement (supported: llama, mistral, "
+                                         "qwen2, qwen3, gemma3_text)");
+  }
+  return model_family::llama;
+}
+
+/// A rope_scaling / rope_parameters object: rope_type (or type) default, linear or llama3 with its
+/// parameters; any other type is refused by name.
+inline rope_scaling json_rope_scaling(const nlohmann::json& value, const std::string& key, const std::string& source) {
+  rope_scaling r;
+  if (value.is_null()) return r;
+  if (!value.is_object()) json_key_error(source, key, "must be an object or null, got " + json_excerpt(value));
+  auto type_it = value.find("rope_type");
+  if (type_it == value.end()) type_it = value.find("type");
+  const std::string type = type_it == value.end() ? "default" : type_it->is_string() ? type_it->get<std::string>() : "";
+  const std::string k = key;
+  auto number = [&](const char* name, std::optional<float> fallback) {
+    const auto it = value.find(name);
+    if (it == value.end() || it->is_null()) {
+      if (!fallback) json_key_error(source, k + "." + name, "is missing (rope type '" + type + "')");
+      return *fallback;
+    }
+    if (!it->is_number()) json_key_error(source, k + "." + name, "must be a number, got " + json_excerpt(*it));
+    return static_cast<float>(it->get<double>());
+  };
+  if (type == "default") return r;
+  if (type == "linear") {
+    r.kind = rope_scaling_kind::linear;
+    r.factor = number("factor", std::nullopt);
+  } else if (type == "llama3") {
+    r.kind = rope_scaling_kind::llama3;
+    r.factor = number("factor", std::nullopt);
+    r.low_freq_factor = number("low_freq_factor", std::nullopt);
+    r.high_freq_factor = number("high_freq_factor", std::nullopt);
+    r.original_max_position_embeddings = number("original_max_position_embeddings", std::nullopt);
+  } else {
+    json_key_error(source, k, "has rope type " + (type_it == value.end() ? std::string("?") : json_excerpt(*type_it)) +
+                                  ", which pith does not implement (default, linear, llama3)");
+  }
+  return r;
+}
+
+/// The family switches of a Hugging Face config: rope scaling, sliding windows, biases, q/k norms,
+/// Gemma 3's norms, activation, embedding and attention scales. Keys a family does not implement
+/// (YaRN, soft-capping, MoE, partial rotary, biases where the family has none) are refused by name.
+inline void parse_family_keys(const nlohmann::json& json, model_config& c) {
+  const std::string& source = c.source;
+  const model_family f = c.family;
+  const bool gemma = f == model_family::gemma3;
+  for (const char* key : {"num_experts", "num_local_experts", "attn_logit_softcapping", "final_logit_softcapping",
+                          "interleaved_sliding_window"})
+    if (const auto it = json.find(key); it != json.end() && !it->is_null())
+      json_key_error(source, key, "is set to " + json_excerpt(*it) + ", which pith does not implement");
+  if (const auto it = json.find("partial_rotary_factor"); it != json.end() && !it->is_null() &&
+                                                          !(it->is_number() && it->get<double>() == 1.0))
+    json_key_error(source, "partial_rotary_factor", "must be 1 (RoPE on the whole head), got " + json_excerpt(*it));
+  if (json_bool(json, "mlp_bias", false, source)) json_key_error(source, "mlp_bias", "is true; pith has no MLP biases");
+  const bool attention_bias = json_bool(json, "attention_bias", false, source);
+  if (attention_bias && f != model_family::qwen2)
+    json_key_error(source, "attention_bias", "is true; pith implements attention biases for Qwen2 only");
+  c.attention_bias = f == model_family::qwen2;
+  c.qk_norm = f == model_family::qwen3 || gemma;
+
+  // Activation: silu everywhere but Gemma (tanh GELU; Gemma spells the key hidden_activation).
+  const char* act_key = gemma && json.contains("hidden_activation") ? "hidden_activation" : "hidden_act";
+  const std::string expected_act = gemma ? "gelu_pytorch_tanh" : "silu";
+  if (const auto it = json.find(act_key); it != json.end() && !it->is_null() && *it != expected_act)
+    json_key_error(source, act_key, "must be \"" + expected_act + "\", got " + json_excerpt(*it));
+  if (gemma) {
+    c.activation = ffn_activation::gelu_tanh;
+    c.sandwich_norms = true;
+    c.norm_plus_one = true;
+    c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+    const float scalar = json_float(json, "query_pre_attn_scalar", 256.0f, source);
+    if (!(scalar > 0.0f)) json_key_error(source, "query_pre_attn_scalar", "must be positive");
+    c.attention_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(scalar)));
+  }
+
+  // RoPE: rope_theta + rope_scaling, or the newer rope_parameters (for Gemma 3 keyed by layer type).
+  if (const auto params = json.find("rope_parameters"); params != json.end() && !params->is_null()) {
+    if (!params->is_object()) json_key_error(source, "rope_parameters", "must be an object");
+    auto theta_of = [&](const nlohmann::json& p, const std::string& key, float fallback) {
+      return json_float(p, "rope_theta", fallback, source + " (" + key + ")");
+    };
+    if (params->contains("full_attention") || params->contains("sliding_attention")) {
+      if (const auto full = params->find("full_attention"); full != params->end()) {
+        c.rope_scale = json_rope_scaling(*full, "rope_parameters.full_attention", source);
+        c.rope_theta = theta_of(*full, "rope_parameters.full_attention", c.rope_theta);
+      }
+      if (const auto local = params->find("sliding_attention"); local != params->end()) {
+        if (json_rope_scaling(*local, "rope_parameters.sliding_attention", source).kind != rope_scaling_kind::none)
+          json_key_error(source, "rope_parameters.sliding_attention", "scales RoPE; pith scales full-attention layers only");
+        c.rope_theta_windowed = theta_of(*local, "rope_parameters.sliding_attention", 10000.0f);
+      }
+    } else {
+      c.rope_scale = json_rope_scaling(*params, "rope_parameters", source);
+      c.rope_theta = theta_of(*params, "rope_parameters", c.rope_theta);
+    }
+  } else if (const auto scaling = json.find("rope_scaling"); scaling != json.end()) {
+    c.rope_scale = json_rope_scaling(*scaling, "rope_scaling", source);
+  }
+  if (c.rope_scale.kind == rope_scaling_kind::linear && !gemma)
+    json_key_error(source, "rope_scaling", "is linear; pith implements linear scaling for Gemma 3 only");
+  if (gemma && c.rope_theta_windowed == 0.0f) c.rope_theta_windowed = json_float(json, "rope_local_base_freq", 10000.0f, source);
+
+  // Sliding windows: Mistral one window for every layer; Qwen layers from max_window_layers on when
+  // use_sliding_window; Gemma 3 by layer_types or every sliding_window_pattern-th layer global.
+  const std::size_t L = c.num_layers;
+  const std::size_t window = json_size(json, "sliding_window", 0, config_limits::positions, 0, source);
+  std::vector<bool> windowed(L, false);
+  bool any = false;
+  if (const auto types = json.find("layer_types"); types != json.end() && !types->is_null()) {
+    if (!types->is_array() || types->size() != L)
+      json_key_error(source, "layer_types", "must list one type per layer (" + std::to_string(L) + ")");
+    for (std::size_t i = 0; i < L; ++i) {
+      const auto& t = (*types)[i];
+      if (t == "sliding_attention") windowed[i] = any = true;
+      else if (t != "full_attention")
+        json_key_error(source, "layer_types[" + std::to_string(i) + "]",
+                       "must be \"full_attention\" or \"sliding_attention\", got " + json_excerpt(t));
+    }
+  } else if (gemma) {
+    const std::size_t pattern = json_size(json, "sliding_window_pattern", 1, config_limits::layers, 6, source);
+    for (std::size_t i = 0; i < L; ++i) windowed[i] = (i + 1) % pattern != 0;
+  } else if (f == model_family::mistral) {
+    for (std::size_t i = 0; i < L; ++i) windowed[i] = window != 0;
+  } else if (f == model_family::qwen2 || f == model_family::qwen3) {
+    // As transformers: without a window (null) use_sliding_window leaves every layer full.
+    if (json_bool(json, "use_sliding_window", false, source) && window != 0) {
+      const std::size_t first = json_size(json, "max_window_layers", 0, config_limits::layers, L, source);
+      for (std::size_t i = first; i < L; ++i) windowed[i] = true;
+    }
+  }
+  for (const bool w : windowed) any = any || w;
+  if (any) {
+    if (window == 0) json_key_error(source, "sliding_window", "is missing; the configuration has sliding-window layers");
+    c.sliding_windows.assign(L, 0);
+    for (std::size_t i = 0; i < L; ++i)
+      if (windowed[i]) c.sliding_windows[i] = window;
+  }
+  if (!gemma) c.rope_theta_windowed = 0.0f;
+}
+
+}  // namespace detail
+
+/// Parses a Hugging Face `config.json` of a supported family (model_family: Llama, Mistral, Qwen2,
+/// Qwen3, Gemma 3 text; dispatched on architectures[0]). Missing optional keys take the Hugging
+/// Face defaults: num_key_value_heads = num_attention_heads, head_dim = hidden_size /
+/// num_attention_heads, rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false (Gemma: true),
+/// max_position_embeddings 2048. Every integer is read as an integer in its range (config_limits)
+/// before it sizes anything; bos_token_id and eos_token_id must be ids of the vocabulary,
+/// eos_token_id may be a list of them.
 inline model_config config_from_json(const nlohmann::json& json, const std::string& source) {
   if (!json.is_object()) PITH_THROW(config_error, source + ": the configuration is not a JSON object");
+  if (const auto list = json.find("architectures"); list != json.end() && list->is_array() && !list->empty() &&
+                                                    (*list)[0] == "Gemma3ForConditionalGeneration") {
+    // The text model of a multimodal Gemma 3 (4B, 12B, 27B): text_config, whose missing keys take
+    // transformers' Gemma3TextConfig defaults; the token ids may sit at the top level.
+    const auto text = json.find("text_config");
+    if (text == json.end() || !text->is_object())
+      detail::json_key_error(source, "text_config", "must be an object (Gemma3ForConditionalGeneration)");
+    nlohmann::json merged = {{"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216},
+                             {"num_hidden_layers", 26}, {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+                             {"head_dim", 256}, {"max_position_embeddings", 131072}, {"rms_norm_eps", 1e-6},
+                             {"rope_theta", 1000000.0}, {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+                             {"rope_local_base_freq", 10000.0}};
+    for (const char* key : {"bos_token_id", "eos_token_id", "tie_word_embeddings"})
+      if (json.contains(key)) merged[key] = json[key];
+    for (const auto& [key, value] : text->items()) merged[key] = value;
+    merged["architectures"] = nlohmann::json::array({"Gemma3ForCausalLM"});
+    model_config c = config_from_json(merged, source + " (text_config)");
+    c.multimodal = true;
+    return c;
+  }
   model_config c;
   c.source = source;
   c.format = config_format::json;
+  c.family = detail::json_family(json, source);
   using detail::json_size;
   constexpr std::size_t dimension = config_limits::dimension;
   c.hidden_size = json_size(json, "hidden_size", 1, dimension, std::nullopt, source);
@@ -362,7 +674,7 @@ inline model_config config_from_json(const nlohmann::json& json, const std::stri
   c.head_dim = json_size(json, "head_dim", 0, dimension, c.hidden_size / c.num_heads, source);
   c.rms_norm_eps = detail::json_float(json, "rms_norm_eps", 1e-6f, source);
   c.rope_theta = detail::json_float(json, "rope_theta", 10000.0f, source);
-  c.tie_word_embeddings = detail::json_bool(json, "tie_word_embeddings", false, source);
+  c.tie_word_embeddings = detail::json_bool(json, "tie_word_embeddings", c.family == model_family::gemma3, source);
   c.max_position_embeddings = json_size(json, "max_position_embeddings", 1, config_limits::positions, 2048, source);
   if (const auto bos = json.find("bos_token_id"); bos != json.end() && !bos->is_null())
     c.bos_token_id = detail::json_token_id(*bos, "bos_token_id", c.vocab_size, source);
@@ -377,12 +689,8 @@ inline model_config config_from_json(const nlohmann::json& json, const std::stri
     }
     c.eos_token_id = c.eos_token_ids.front();
   }
-  if (json.contains("rope_scaling") && !json["rope_scaling"].is_null())
-    PITH_THROW(config_error, source + ": key 'rope_scaling' is not supported (only plain RoPE)");
-  if (json.contains("hidden_act") && json["hidden_act"] != "silu")
-    PITH_THROW(config_error,
-               source + ": key 'hidden_act' must be \"silu\", got " + detail::json_excerpt(json["hidden_act"]));
   c.rope = kernels::rope_layout::half;
+  detail::parse_family_keys(json, c);
   parse_layer_keys(json, c);
   c.validate();
   return c;

@@ -9,7 +9,9 @@
 
 namespace pith {
 
-/// Projections ~ U(-a, a) with a = sqrt(3 / fan_in) (unit variance through each matrix), norm gains 1.
+/// Projections ~ U(-a, a) with a = sqrt(3 / fan_in) (unit variance through each matrix), norm gains 1,
+/// and what the configuration's family adds: q/k/v biases ~ U(-0.1, 0.1) (attention_bias), unit q/k
+/// norm gains (qk_norm), unit output norm gains (sandwich_norms).
 /// The matrices are stored as `type` (rounded from the same float32 draws, so a seed gives the same
 /// model in every type up to rounding).
 inline model_weights random_weights(const model_config& config, std::uint64_t seed, dtype type = dtype::f32) {
@@ -46,6 +48,21 @@ inline model_weights random_weights(const model_config& config, std::uint64_t se
       matrix(l.wk, config.kv_size(), h);
       matrix(l.wv, config.kv_size(), h);
       matrix(l.wo, h, config.q_size());
+      if (config.attention_bias) {
+        std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+        for (auto* bias : {&l.q_bias, &l.k_bias, &l.v_bias}) {
+          bias->resize(bias == &l.q_bias ? config.q_size() : config.kv_size());
+          for (float& x : *bias) x = u(rng);
+        }
+      }
+      if (config.qk_norm) {
+        ones(l.q_norm, config.head_dim);
+        ones(l.k_norm, config.head_dim);
+      }
+    }
+    if (config.sandwich_norms) {
+      ones(l.post_attn_norm, h);
+      ones(l.post_mlp_norm, h);
     }
     if (mixer == mixer_kind::mlp) {
       matrix(l.mixer_gate, m, h);

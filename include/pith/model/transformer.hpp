@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <numeric>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct layer_memory {
   std::size_t kv_cache_bytes;  // grows with the context up to the capacity (0 for fixed-state mixers)
   std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
   dtype kv_type = dtype::f32;  // what the KV cache stores keys and values as
+  std::size_t window = 0;      // a sliding-window layer's window W (0: full attention); its cache is fixed
 };
 
 /// What attention-based eviction needs from a forward pass (cache/eviction.hpp): for every cached
@@ -91,7 +93,11 @@ class session {
     self_gated_.resize(c_.num_layers);
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       const mixer_kind mixer = c_.mixer(l);
-      if (mixer_uses_kv_cache(mixer)) capacities[l] = options_.max_context;
+      // A sliding-window layer keeps its last W rows between calls, and a chunk more while one runs:
+      // fixed memory, whatever the context (a window wider than max_context: max_context rows, as a
+      // full-attention layer).
+      if (mixer_uses_kv_cache(mixer))
+        capacities[l] = window_rows(l) != 0 ? window_rows(l) + t : options_.max_context;
       if (mixer == mixer_kind::approximate)
         for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
           approximate_[l].emplace_back(c_.head_dim, c_.approximate_outer, c_.approximate_per_term);
@@ -115,13 +121,37 @@ class session {
     attn_.resize(q_.size());
     gate_.resize(checked_size("session: activations", {t, std::max(c_.intermediate_size, mixer_mlp)}));
     up_.resize(checked_size("session: activations", {t, c_.intermediate_size}));
+    // RoPE: the full-attention layers' frequencies (rescaled by rope_scaling, or divided by a GGUF's
+    // rope_freqs), and the sliding-window layers' own base where the family has one (Gemma 3).
+    const std::vector<float> frequencies = rope_frequencies(c_.rope_theta, c_.head_dim, c_.rope_scale);
     inv_freq_.resize(c_.head_dim / 2);
+    std::copy(frequencies.begin(), frequencies.end(), inv_freq_.begin());
+    if (!w_.rope_frequency_divisors.empty()) {
+      if (w_.rope_frequency_divisors.size() != inv_freq_.size())
+        PITH_THROW(shape_error, "session: " + std::to_string(w_.rope_frequency_divisors.size()) +
+                                    " RoPE frequency divisors for head_dim " + std::to_string(c_.head_dim));
+      for (std::size_t i = 0; i < inv_freq_.size(); ++i) inv_freq_[i] /= w_.rope_frequency_divisors[i];
+    }
     cos_.resize(checked_size("session: rotations", {t, c_.head_dim / 2}));
     sin_.resize(cos_.size());
-    kernels::rope_inverse_frequencies(c_.rope_theta, c_.head_dim, inv_freq_.data());
     rerotator_ = rerotator(c_.head_dim, inv_freq_.span(), c_.rope, options_.max_context);
+    std::size_t widest = options_.max_context;
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      widest = std::max(widest, cache_.capacity(l));
+      if (c_.uses_windowed_rope(l) && windowed_inv_freq_.empty()) {
+        const std::vector<float> local = rope_frequencies(c_.rope_theta_windowed, c_.head_dim, {});
+        windowed_inv_freq_.resize(local.size());
+        std::copy(local.begin(), local.end(), windowed_inv_freq_.begin());
+        windowed_cos_.resize(cos_.size());
+        windowed_sin_.resize(cos_.size());
+        windowed_rerotator_ = rerotator(c_.head_dim, windowed_inv_freq_.span(), c_.rope, options_.max_context);
+      }
+    }
+    std::size_t largest_window = 0;
+    for (std::size_t l = 0; l < c_.num_layers; ++l) largest_window = std::max(largest_window, window_rows(l));
+    window_keep_.reserve(largest_window);  // trim_windows allocates nothing
     parts_ = std::max<std::size_t>(1, std::min(c_.num_heads, num_threads()));
-    scratch_size_ = kernels::softmax_importance_scratch_size(t, options_.max_context, c_.head_dim);
+    scratch_size_ = kernels::softmax_importance_scratch_size(t, widest, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
     scored_queries_.assign(c_.num_layers, 0);
   }
@@ -165,7 +195,10 @@ class session {
   /// Records what rollback() returns to: the rows of every cached layer, the next position and a copy
   /// of every recurrent mixer state (approximate, non_approximate). `m` is reused: after its first use
   /// with this session, marking allocates nothing.
-  void mark(session_mark& m) const {
+  /// Between mark() and rollback() the sliding-window layers keep every row they receive (their
+  /// cache holds a chunk more than the window), so that rollback() finds the rows of the mark.
+  void mark(session_mark& m) {
+    marked_ = true;
     m.rows_.resize(c_.num_layers);
     for (std::size_t l = 0; l < c_.num_layers; ++l) m.rows_[l] = cache_.size(l, 0);
     m.position_ = position_;
@@ -185,6 +218,7 @@ class session {
     position_ = m.position_;
     copy_states(m.approximate_, approximate_);
     copy_states(m.self_gated_, self_gated_);
+    marked_ = false;
   }
   /// Takes `other`'s recurrent mixer states (a session of the same model): a second cache that
   /// receives another session's chunks (citrus-separate) must also receive what its recurrent layers
@@ -204,7 +238,30 @@ class session {
   void rerotate(std::size_t layer, std::size_t head, std::span<const std::int64_t> new_positions) {
     const auto in_use = claim();
     const executor_scope on(options_.executor.get());
-    rerotator_.rerotate(cache_, layer, head, new_positions);
+    (c_.uses_windowed_rope(layer) ? windowed_rerotator_ : rerotator_).rerotate(cache_, layer, head, new_positions);
+  }
+
+  /// Rows a sliding-window layer keeps between calls: its window W when W <= max_context, else 0 (as
+  /// for full-attention layers: nothing is dropped and forward refuses what passes max_context rows).
+  std::size_t window_rows(std::size_t layer) const noexcept {
+    const std::size_t w = c_.sliding_window(layer);
+    return w <= options_.max_context ? w : 0;
+  }
+  /// Drops the oldest rows of every sliding-window layer beyond window_rows (forward calls do it after
+  /// each chunk; a caller that appends rows itself, such as a reader copying a chunk, calls it).
+  void trim_windows() {
+    if (marked_) return;
+    for (std::size_t l = 0; l < c_.num_layers; ++l) {
+      const std::size_t keep = window_rows(l);
+      if (keep == 0 || !mixer_uses_kv_cache(c_.mixer(l))) continue;
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
+        const std::size_t size = cache_.size(l, h);
+        if (size <= keep) continue;
+        window_keep_.resize(keep);
+        std::iota(window_keep_.begin(), window_keep_.end(), static_cast<std::uint32_t>(size - keep));
+        cache_.compact(l, h, window_keep_);
+      }
+    }
   }
 
   const model_config& config() const noexcept { return c_; }
@@ -218,6 +275,7 @@ class session {
     cache_.clear();
     clear_states();
     position_ = 0;
+    marked_ = false;
   }
 
   /// Per layer: the mixer and the memory it holds (KV cache or fixed-size state).
@@ -227,7 +285,7 @@ class session {
       std::size_t state = 0;
       for (const auto& a : approximate_[l]) state += a.bytes();
       for (const auto& g : self_gated_[l]) state += g.bytes();
-      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type()});
+      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type(), c_.sliding_window(l)});
     }
     return report;
   }
@@ -237,7 +295,8 @@ class session {
   std::size_t bytes_allocated() const noexcept {
     const std::size_t floats = x_.size() + normed_.size() + q_.size() + k_.size() + v_.size() + attn_.size() +
                                gate_.size() + up_.size() + delta_.size() + mixer_up_.size() + inv_freq_.size() +
-                               cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size();
+                               cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size() +
+                               windowed_inv_freq_.size() + windowed_cos_.size() + windowed_sin_.size();
     const std::size_t lists = combined_.capacity() * sizeof(std::int32_t) + side_mask_.capacity() +
                               scored_queries_.capacity() * sizeof(std::size_t);
     std::size_t states = 0;
@@ -246,7 +305,7 @@ class session {
       for (const auto& g : self_gated_[l]) states += g.bytes();
     }
     return cache_.bytes_allocated() + residual_.bytes_allocated() + states + floats * sizeof(float) + lists +
-           rerotator_.bytes_allocated();
+           rerotator_.bytes_allocated() + windowed_rerotator_.bytes_allocated() + window_keep_.capacity() * sizeof(std::uint32_t);
   }
 
   /// Whether forward_with_side can run here: side tokens must leave no trace, so no layer may keep a
@@ -287,6 +346,7 @@ class session {
       for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
         if (mixer_uses_kv_cache(c_.mixer(l))) cache_.set_size(l, h, cache_.size(l, h) - side.size());
     position_ -= side.size();
+    trim_windows();
     if (logits != nullptr) {
       const float* final_rows = residual_.output();
       const std::size_t hidden = c_.hidden_size, row = chunk.size() - 1;
@@ -322,7 +382,9 @@ class session {
         PITH_THROW(argument_error, "session::forward: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
                                        std::to_string(c_.vocab_size) + ")");
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
-      if (mixer_uses_kv_cache(c_.mixer(l)) && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
+      // A sliding-window layer drops its old rows after every chunk: only a marked session fills it.
+      const bool trimmed = window_rows(l) != 0 && !marked_;
+      if (mixer_uses_kv_cache(c_.mixer(l)) && !trimmed && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
         PITH_THROW(argument_error, "session::forward: the KV cache of layer " + std::to_string(l) + " holds " +
                                        std::to_string(cache_.capacity(l)) + " rows per head and " +
                                        std::to_string(cache_.size(l, 0)) + " are in use; " +
@@ -341,14 +403,20 @@ class session {
     const std::size_t t = tokens.size(), hidden = c_.hidden_size, half = c_.head_dim / 2;
     for (std::size_t i = 0; i < t; ++i) {
       kernels::embedding_row(w_.token_embedding, static_cast<std::size_t>(tokens[i]), x_.data() + i * hidden);
+      if (c_.embedding_scale != 1.0f)
+        for (std::size_t j = 0; j < hidden; ++j) x_[i * hidden + j] *= c_.embedding_scale;
       // Side tokens (forward_with_side) start again from the chunk's first position.
       const std::size_t offset = i < t - side_ ? i : i - (t - side_);
       kernels::rope_angles(static_cast<double>(position_ + offset), inv_freq_.data(), c_.head_dim, cos_.data() + i * half,
                            sin_.data() + i * half);
+      if (!windowed_inv_freq_.empty())
+        kernels::rope_angles(static_cast<double>(position_ + offset), windowed_inv_freq_.data(), c_.head_dim,
+                             windowed_cos_.data() + i * half, windowed_sin_.data() + i * half);
     }
     residual_.begin(x_.data(), t);
     for (std::size_t l = 0; l < c_.num_layers; ++l) layer(l, tokens);
     position_ += t;
+    if (side_ == 0) trim_windows();
     if (logits == nullptr) return;
     const float* final_rows = residual_.output();
     const std::size_t first = all_logits ? 0 : t - 1, rows = t - first;
@@ -364,13 +432,21 @@ class session {
     const float* x = residual_.attn_input(l);
     kernels::rms_norm(x, hidden, lw.attn_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
     token_mixer(l, tokens);
+    // Gemma 3 normalises each sub-layer's output before the residual add.
+    if (c_.sandwich_norms)
+      kernels::rms_norm(delta_.data(), hidden, lw.post_attn_norm.data(), t, hidden, c_.rms_norm_eps, delta_.data(), hidden);
     residual_.add_attn(l, delta_.data());
     const float* y = residual_.mlp_input(l);
     kernels::rms_norm(y, hidden, lw.mlp_norm.data(), t, hidden, c_.rms_norm_eps, normed_.data(), hidden);
     kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_gate, gate_.data(), f);
     kernels::matmul_transposed(normed_.data(), t, hidden, lw.w_up, up_.data(), f);
-    kernels::silu_mul(gate_.data(), up_.data(), t * f);
+    if (c_.activation == ffn_activation::gelu_tanh)
+      gelu_tanh_mul(gate_.data(), up_.data(), t * f);
+    else
+      kernels::silu_mul(gate_.data(), up_.data(), t * f);
     kernels::matmul_transposed(gate_.data(), t, f, lw.w_down, delta_.data(), hidden);
+    if (c_.sandwich_norms)
+      kernels::rms_norm(delta_.data(), hidden, lw.post_mlp_norm.data(), t, hidden, c_.rms_norm_eps, delta_.data(), hidden);
     residual_.add_mlp(l, delta_.data());
   }
 
@@ -406,6 +482,23 @@ class session {
       kernels::matmul_transposed(source, t, hidden, lw.wk, k_.data(), kvs);
     }
     kernels::matmul_transposed(normed_.data(), t, hidden, lw.wv, v_.data(), kvs);
+    // Qwen2's biases (before RoPE: the bias is rotated with the projection).
+    auto add_bias = [t](float* rows, const aligned_buffer<float>& bias) {
+      const std::size_t n = bias.size();
+      for (std::size_t i = 0; i < t; ++i)
+        for (std::size_t j = 0; j < n; ++j) rows[i * n + j] += bias[j];
+    };
+    const bool projected_qk = mixer != mixer_kind::rnd_emb_qk && mixer != mixer_kind::fixed_seq_qk;
+    if (!lw.q_bias.empty() && projected_qk) {
+      add_bias(q_.data(), lw.q_bias);
+      add_bias(k_.data(), lw.k_bias);
+    }
+    if (!lw.v_bias.empty()) add_bias(v_.data(), lw.v_bias);
+    // Qwen3 / Gemma 3: every head of q and k through its RMSNorm, before RoPE.
+    if (!lw.q_norm.empty() && projected_qk) {
+      kernels::rms_norm(q_.data(), d, lw.q_norm.data(), t * c_.num_heads, d, c_.rms_norm_eps, q_.data(), d);
+      kernels::rms_norm(k_.data(), d, lw.k_norm.data(), t * c_.num_kv_heads, d, c_.rms_norm_eps, k_.data(), d);
+    }
 
     if (mixer == mixer_kind::approximate) {
       // Position by position: add the keys and values, then read every query head of the group.
@@ -423,13 +516,15 @@ class session {
           self_gated_[l][h].push_and_read(q_.data() + i * qs + h * d, k_.data() + i * kvs + (h / group) * d,
                                           v_.data() + i * kvs + (h / group) * d, attn_.data() + i * qs + h * d);
     } else {
-      if (mixer == mixer_kind::standard || mixer == mixer_kind::static_emb_qk)
+      if (mixer == mixer_kind::standard || mixer == mixer_kind::static_emb_qk) {
+        const bool local = c_.uses_windowed_rope(l);
+        const float* cos = local ? windowed_cos_.data() : cos_.data();
+        const float* sin = local ? windowed_sin_.data() : sin_.data();
         for (std::size_t i = 0; i < t; ++i) {
-          kernels::apply_rope(c_.rope, q_.data() + i * qs, c_.num_heads, d, d, cos_.data() + i * half,
-                              sin_.data() + i * half);
-          kernels::apply_rope(c_.rope, k_.data() + i * kvs, c_.num_kv_heads, d, d, cos_.data() + i * half,
-                              sin_.data() + i * half);
+          kernels::apply_rope(c_.rope, q_.data() + i * qs, c_.num_heads, d, d, cos + i * half, sin + i * half);
+          kernels::apply_rope(c_.rope, k_.data() + i * kvs, c_.num_kv_heads, d, d, cos + i * half, sin + i * half);
         }
+      }
       cached_attention(l, t);
     }
     kernels::matmul_transposed(attn_.data(), t, qs, lw.wo, delta_.data(), hidden);
@@ -458,7 +553,13 @@ class session {
       cache_.set_size(l, h, before + t_all);
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = c_.attention_scale_or_default();
+    const std::size_t window = c_.sliding_window(l);
+    // A sliding-window layer: query row r of the cache sees rows (r - W, r] (its rows are the layer's
+    // latest tokens in order: never evicted, only trimmed from the front). While every row of the
+    // chunk sees all of them, the causal call below is that already; otherwise one call per query.
+    const bool windowed = window != 0 && before + t > window;
+    if (window != 0 && scoring_.enabled) scored_queries_[l] = 0;  // policies act on full-attention layers
     // Q K^T and P V of one part's heads, in multiply-adds, over the full rectangle (causal masking
     // skips part of it, so this overestimates short caches a little).
     const std::size_t attention_work_per_part =
@@ -490,8 +591,12 @@ class session {
           a.output = attn_.data() + h * d;
           a.output_stride = qs;
           const std::size_t score_row = (l * c_.num_heads + h) * options_.max_context;
-          float* scores = scoring_.enabled ? scores_.data() + score_row : nullptr;
-          float* squares = scoring_.enabled && scoring_.squares ? score_squares_.data() + score_row : nullptr;
+          float* scores = scoring_.enabled && window == 0 ? scores_.data() + score_row : nullptr;
+          float* squares = scoring_.enabled && window == 0 && scoring_.squares ? score_squares_.data() + score_row : nullptr;
+          if (window != 0 && (windowed || side_ > 0)) {
+            windowed_attention(a, before, t, window, scratch);
+            continue;
+          }
           if (side_ > 0) {
             kernels::softmax_importance_args side = a;
             side.queries = q_.data() + t * qs + h * d;
@@ -514,7 +619,7 @@ class session {
             a.importance_squares = squares;
           }
           kernels::softmax_importance(a, scratch);
-          if (scoring_.enabled && scoring_.last_queries != 0 && scoring_.last_queries < t) {
+          if (scoring_.enabled && window == 0 && scoring_.last_queries != 0 && scoring_.last_queries < t) {
             // Only the chunk's last queries score: an importance-only pass over them.
             kernels::softmax_importance_args b = a;
             const std::size_t skip = t - scoring_.last_queries;
@@ -531,6 +636,53 @@ class session {
         }
       }
     }, grain_for_work(attention_work_per_part));
+  }
+
+  // One query head of a sliding-window layer, query by query: chunk row i sees cache rows
+  // [before + i + 1 - W, before + i]; side row j (forward_with_side) sees the old rows
+  // [before - (W - 1 - j), before) and side rows [before + t + j + 1 - W, before + t + j]. No scores.
+  void windowed_attention(const kernels::softmax_importance_args& all, std::size_t before, std::size_t t,
+                          std::size_t window, float* scratch) const {
+    const std::size_t d = c_.head_dim, qs = c_.q_size();
+    auto one = [&](std::size_t row, std::size_t first, std::size_t last, const std::uint8_t* mask) {
+      kernels::softmax_importance_args a = all;
+      a.queries = all.queries + row * qs;
+      a.output = all.output + row * qs;
+      a.m = 1;
+      a.n = last + 1 - first;
+      a.causal = false;
+      a.causal_offset = 0;
+      a.key_mask = mask == nullptr ? nullptr : mask + first;
+      a.importance = nullptr;
+      a.importance_squares = nullptr;
+      if (all.kv_type == dtype::f32) {
+        a.keys = all.keys + first * d;
+        a.values = all.values + first * d;
+      } else {
+        const std::size_t row_bytes = cache_.row_bytes();
+        a.key_data = static_cast<const std::byte*>(all.key_data) + first * row_bytes;
+        a.value_data = static_cast<const std::byte*>(all.value_data) + first * row_bytes;
+      }
+      kernels::softmax_importance(a, scratch);
+    };
+    for (std::size_t i = 0; i < t; ++i) {
+      const std::size_t last = before + i;
+      one(i, last + 1 > window ? last + 1 - window : 0, last, nullptr);
+    }
+    for (std::size_t j = 0; j < side_; ++j) {
+      const std::size_t last = before + t + j;
+      const std::size_t first = j + 1 < window ? (before + j + 1 > window ? before + j + 1 - window : 0) : last + 1 - window;
+      one(t + j, first, last, side_mask_.data());
+    }
+  }
+
+  // gate[i] = gelu_tanh(gate[i]) * up[i] (GeGLU), gelu_tanh(z) = z / 2 (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))).
+  static void gelu_tanh_mul(float* gate, const float* up, std::size_t count) noexcept {
+    constexpr float sqrt_2_over_pi = 0.7978845608028654f;
+    for (std::size_t i = 0; i < count; ++i) {
+      const float z = gate[i];
+      gate[i] = 0.5f * z * (1.0f + std::tanh(sqrt_2_over_pi * (z + 0.044715f * z * z * z))) * up[i];
+    }
   }
 
   template <class State>
@@ -581,6 +733,12 @@ class session {
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
   rerotator rerotator_;                  // rerotate(): its table [max_context, head_dim] once used
+  aligned_buffer<float> windowed_inv_freq_;  // [head_dim / 2] sliding-window layers' own RoPE (Gemma 3), else empty
+  aligned_buffer<float> windowed_cos_;       // [max_chunk, head_dim / 2]
+  aligned_buffer<float> windowed_sin_;       // [max_chunk, head_dim / 2]
+  rerotator windowed_rerotator_;             // rerotate() of those layers
+  std::vector<std::uint32_t> window_keep_;   // trim_windows(): the rows kept
+  bool marked_ = false;                      // between mark() and rollback(): windows are not trimmed
   exclusive_use in_use_;                 // the thread inside a call (checked with PITH_ASSERT)
 };
 

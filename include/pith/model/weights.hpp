@@ -45,7 +45,17 @@ struct layer_weights {
   tensor_view wk;                   // [kv_heads * head_dim, hidden]
   tensor_view wv;                   // [kv_heads * head_dim, hidden]
   tensor_view wo;                   // [hidden, heads * head_dim]
-  aligned_buffer<float> mlp_norm;   // [hidden]
+  aligned_buffer<float> mlp_norm;   // [hidden]: the norm before the MLP
+  // Families (empty when the family has none): q/k/v biases (Qwen2), per-head q/k norms (Qwen3,
+  // Gemma 3), the norms of the attention and MLP outputs (Gemma 3). Norm gains hold the factor the
+  // formula multiplies by: Gemma's 1 + w is added at load.
+  aligned_buffer<float> q_bias;          // [heads * head_dim]
+  aligned_buffer<float> k_bias;          // [kv_heads * head_dim]
+  aligned_buffer<float> v_bias;          // [kv_heads * head_dim]
+  aligned_buffer<float> q_norm;          // [head_dim]
+  aligned_buffer<float> k_norm;          // [head_dim]
+  aligned_buffer<float> post_attn_norm;  // [hidden]
+  aligned_buffer<float> post_mlp_norm;   // [hidden]
   tensor_view w_gate;               // [intermediate, hidden]
   tensor_view w_up;                 // [intermediate, hidden]
   tensor_view w_down;               // [hidden, intermediate]
@@ -70,6 +80,9 @@ struct model_weights {
   aligned_buffer<float> final_norm;   // [hidden]
   tensor_view lm_head_storage;        // [vocab, hidden]; empty when tied to token_embedding
   aligned_buffer<float> output_res_query;  // [hidden]; the final attention-residual site (block, full)
+  // Llama 3.1+ GGUF files: llama.cpp's `rope_freqs.weight`, the divisor of each RoPE frequency of the
+  // full-attention layers ([head_dim / 2]; empty: the configuration's rope_scaling alone).
+  aligned_buffer<float> rope_frequency_divisors;
 
   const tensor_view& lm_head() const noexcept { return lm_head_storage.empty() ? token_embedding : lm_head_storage; }
 
@@ -78,7 +91,9 @@ struct model_weights {
   std::size_t bytes_read_per_token() const noexcept {
     std::size_t bytes = (final_norm.size() + output_res_query.size()) * sizeof(float) + lm_head().bytes();
     for (const auto& l : layers) {
-      bytes += (l.attn_norm.size() + l.mlp_norm.size() + l.attn_res_query.size() + l.mlp_res_query.size()) * sizeof(float);
+      bytes += (l.attn_norm.size() + l.mlp_norm.size() + l.attn_res_query.size() + l.mlp_res_query.size() +
+                l.q_bias.size() + l.k_bias.size() + l.v_bias.size() + l.q_norm.size() + l.k_norm.size() +
+                l.post_attn_norm.size() + l.post_mlp_norm.size()) * sizeof(float);
       for (const tensor_view* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.mixer_gate, &l.mixer_up,
                                    &l.mixer_down})
         bytes += m->bytes();
@@ -426,6 +441,16 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
       }
       l.wv = detail::take_matrix(lookup(name("model.layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", i)), kv, h, options, place(matrix_role::attn_v, i));
       l.wo = detail::take_matrix(lookup(name("model.layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", i)), h, q, options, place(matrix_role::attn_output, i));
+      if (c.attention_bias) {
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_proj.bias", "blk.{}.attn_q.bias", i)), {q}, l.q_bias);
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_proj.bias", "blk.{}.attn_k.bias", i)), {kv}, l.k_bias);
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.v_proj.bias", "blk.{}.attn_v.bias", i)), {kv}, l.v_bias);
+      }
+      if (c.qk_norm) {
+        const auto d = static_cast<std::int64_t>(c.head_dim);
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.q_norm.weight", "blk.{}.attn_q_norm.weight", i)), {d}, l.q_norm);
+        detail::take_tensor(lookup(name("model.layers.{}.self_attn.k_norm.weight", "blk.{}.attn_k_norm.weight", i)), {d}, l.k_norm);
+      }
     }
     if (mixer == mixer_kind::rnd_emb_qk || mixer == mixer_kind::fixed_seq_qk) {
       // The q/k projections that made the fixed stream may stay in the checkpoint, unused.
@@ -446,8 +471,16 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
       l.mixer_up = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.up_proj.weight", "blk.{}.mixer_up.weight", i)), m, h, options, place(matrix_role::mixer, i));
       l.mixer_down = detail::take_matrix(lookup(name("model.layers.{}.mixer_mlp.down_proj.weight", "blk.{}.mixer_down.weight", i)), h, m, options, place(matrix_role::mixer, i));
     }
-    detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
-                        l.mlp_norm);
+    if (c.sandwich_norms) {
+      // Gemma: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm
+      // is the MLP's input norm (GGUF ffn_norm).
+      detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.post_attention_norm.weight", i)), {h}, l.post_attn_norm);
+      detail::take_tensor(lookup(name("model.layers.{}.pre_feedforward_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h}, l.mlp_norm);
+      detail::take_tensor(lookup(name("model.layers.{}.post_feedforward_layernorm.weight", "blk.{}.post_ffw_norm.weight", i)), {h}, l.post_mlp_norm);
+    } else {
+      detail::take_tensor(lookup(name("model.layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", i)), {h},
+                          l.mlp_norm);
+    }
     l.w_gate = detail::take_matrix(lookup(name("model.layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", i)), f, h, options, place(matrix_role::ffn_gate, i));
     l.w_up = detail::take_matrix(lookup(name("model.layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", i)), f, h, options, place(matrix_role::ffn_up, i));
     l.w_down = detail::take_matrix(lookup(name("model.layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", i)), h, f, options, place(matrix_role::ffn_down, i));
@@ -464,6 +497,23 @@ std::set<std::string> load_named_weights(model_weights& w, Lookup&& lookup_tenso
     res_query("model.output_attn_res_norm.weight", "model.output_attn_res_proj.weight", "output_res_score.weight", 0,
               w.output_res_query);
   detail::take_tensor(lookup(name("model.norm.weight", "output_norm.weight", 0)), {h}, w.final_norm);
+  if (gguf_names && contains("rope_freqs.weight")) {
+    detail::take_tensor(lookup("rope_freqs.weight"), {static_cast<std::int64_t>(c.head_dim / 2)}, w.rope_frequency_divisors);
+    for (const float r : w.rope_frequency_divisors)
+      if (!(r > 0.0f && r < 1e30f))
+        PITH_THROW(format_error, c.source + ": tensor 'rope_freqs.weight' holds " + std::to_string(r) +
+                                     "; RoPE frequency divisors must be positive and finite");
+  }
+  if (c.norm_plus_one) {
+    // Gemma's RMSNorm multiplies by 1 + w (Hugging Face stores w; llama.cpp's converter stores 1 + w).
+    auto plus_one = [](aligned_buffer<float>& gain) {
+      for (float& g : gain) g += 1.0f;
+    };
+    plus_one(w.final_norm);
+    for (auto& l : w.layers)
+      for (auto* gain : {&l.attn_norm, &l.mlp_norm, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_mlp_norm})
+        plus_one(*gain);
+  }
   if (!c.tie_word_embeddings || contains(head)) {
     if (!contains(head) && !gguf_names)
       PITH_THROW(format_error, c.source + ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
@@ -523,28 +573,74 @@ inline model_weights load_safetensors_model(const std::filesystem::path& directo
       if (file->contains(name)) return true;
     return false;
   };
-  auto lookup = [&](const std::string& name) {
+  auto find = [&](const std::string& name) {
     for (const auto& file : files)
       if (file->contains(name)) return detail::owned_tensor{file->tensor(name), file};
     PITH_THROW(format_error, directory.string() + ": tensor '" + name + "' is missing from the checkpoint");
   };
-  const auto used = load_named_weights(w, lookup, contains, false, options);
   std::vector<std::string> names;
   for (const auto& file : files)
     for (auto& name : file->names()) names.push_back(std::move(name));
+  if (!w.config.multimodal) {
+    const auto used = load_named_weights(w, find, contains, false, options);
+    detail::reject_unused_tensors(w.config, directory.string(), names, used);
+    return w;
+  }
+  // Gemma3ForConditionalGeneration: the text model's tensors under language_model.model.* (and
+  // language_model.lm_head) or, as newer transformers save them, model.language_model.* (and lm_head);
+  // the vision tower and the projector are not used.
+  std::string prefix, head;
+  if (contains("language_model.model.embed_tokens.weight")) {
+    prefix = "language_model.model.";
+    head = "language_model.lm_head.weight";
+  } else if (contains("model.language_model.embed_tokens.weight")) {
+    prefix = "model.language_model.";
+    head = "lm_head.weight";
+  } else {
+    PITH_THROW(format_error, directory.string() + ": neither 'language_model.model.embed_tokens.weight' nor "
+                                                  "'model.language_model.embed_tokens.weight' is in the checkpoint "
+                                                  "(the text model of Gemma3ForConditionalGeneration)");
+  }
+  const auto stored = [&](const std::string& name) {
+    return name == "lm_head.weight" ? head : name.starts_with("model.") ? prefix + name.substr(6) : name;
+  };
+  std::set<std::string> used;
+  auto lookup = [&](const std::string& name) {
+    used.insert(stored(name));
+    return find(stored(name));
+  };
+  auto has = [&](const std::string& name) { return contains(stored(name)); };
+  load_named_weights(w, lookup, has, false, options);
+  std::erase_if(names, [](const std::string& name) {
+    for (const char* vision : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."})
+      if (name.starts_with(vision)) return true;
+    return false;
+  });
   detail::reject_unused_tensors(w.config, directory.string(), names, used);
   return w;
 }
 
-/// The configuration stored in a GGUF file's metadata (architecture "llama"). Every integer key is
-/// range-checked as read (any GGUF integer type; a wider value is never truncated), and errors name
-/// the GGUF key (`llama.block_count`, not `num_hidden_layers`).
+/// The configuration stored in a GGUF file's metadata: general.architecture `llama` (Llama, Mistral,
+/// SmolLM2: q/k rows permuted for adjacent-pair RoPE), `qwen2` (q/k/v biases), `qwen3` (q/k norms),
+/// `gemma3` (llama.cpp's conventions: norms stored as 1 + w, every sixth layer global, local RoPE
+/// base 10000, sliding window from `gemma3.attention.sliding_window`); the others keep Hugging
+/// Face's half-split RoPE (llama.cpp's NEOX mode). Every integer key is range-checked as read (any
+/// GGUF integer type; a wider value is never truncated), and errors name the GGUF key
+/// (`qwen3.block_count`, not `num_hidden_layers`).
 inline model_config config_from_gguf(const gguf_file& file) {
   model_config c;
   c.source = file.path();
   c.format = config_format::gguf;
   const std::string& arch = file.get_string("general.architecture");
-  if (arch != "llama") PITH_THROW(config_error, file.path() + ": general.architecture is '" + arch + "', only 'llama' is supported");
+  if (arch == "llama") c.family = model_family::llama;
+  else if (arch == "qwen2") c.family = model_family::qwen2;
+  else if (arch == "qwen3") c.family = model_family::qwen3;
+  else if (arch == "gemma3") c.family = model_family::gemma3;
+  else
+    PITH_THROW(config_error, file.path() + ": general.architecture is '" + arch +
+                                 "', which pith does not implement (llama, qwen2, qwen3, gemma3)");
+  c.gguf_architecture = arch;
+  const std::string p = arch + ".";
   auto integer = [&](const std::string& key, std::size_t high) {
     const std::int64_t value = file.get_integer(key);  // config_error for other types
     if (value < 0 || static_cast<std::uint64_t>(value) > high)
@@ -553,21 +649,23 @@ inline model_config config_from_gguf(const gguf_file& file) {
     return static_cast<std::size_t>(value);
   };
   constexpr std::size_t dimension = config_limits::dimension;
-  c.hidden_size = integer("llama.embedding_length", dimension);
-  c.intermediate_size = integer("llama.feed_forward_length", dimension);
-  c.num_layers = integer("llama.block_count", config_limits::layers);
-  c.num_heads = integer("llama.attention.head_count", dimension);
-  c.num_kv_heads = file.has("llama.attention.head_count_kv") ? integer("llama.attention.head_count_kv", dimension) : c.num_heads;
-  if (c.num_heads == 0) PITH_THROW(config_error, file.path() + ": key 'llama.attention.head_count' must be positive");
-  c.head_dim = file.has("llama.attention.key_length") ? integer("llama.attention.key_length", dimension)
-                                                       : c.hidden_size / c.num_heads;
-  c.rms_norm_eps = file.has("llama.attention.layer_norm_rms_epsilon")
-                       ? file.get_float("llama.attention.layer_norm_rms_epsilon")
-                       : 1e-5f;
-  c.rope_theta = file.has("llama.rope.freq_base") ? file.get_float("llama.rope.freq_base") : 10000.0f;
-  c.max_position_embeddings = file.has("llama.context_length") ? integer("llama.context_length", config_limits::positions) : 2048;
-  if (file.has("llama.vocab_size"))
-    c.vocab_size = integer("llama.vocab_size", dimension);
+  c.hidden_size = integer(p + "embedding_length", dimension);
+  c.intermediate_size = integer(p + "feed_forward_length", dimension);
+  c.num_layers = integer(p + "block_count", config_limits::layers);
+  c.num_heads = integer(p + "attention.head_count", dimension);
+  c.num_kv_heads = file.has(p + "attention.head_count_kv") ? integer(p + "attention.head_count_kv", dimension) : c.num_heads;
+  if (c.num_heads == 0) PITH_THROW(config_error, file.path() + ": key '" + p + "attention.head_count' must be positive");
+  c.head_dim = file.has(p + "attention.key_length") ? integer(p + "attention.key_length", dimension)
+                                                     : c.hidden_size / c.num_heads;
+  if (file.has(p + "attention.value_length") && integer(p + "attention.value_length", dimension) != c.head_dim)
+    PITH_THROW(config_error, file.path() + ": key '" + p + "attention.value_length' differs from '" + p +
+                                 "attention.key_length'; pith needs equal key and value widths");
+  c.rms_norm_eps = file.has(p + "attention.layer_norm_rms_epsilon") ? file.get_float(p + "attention.layer_norm_rms_epsilon")
+                                                                    : 1e-5f;
+  c.rope_theta = file.has(p + "rope.freq_base") ? file.get_float(p + "rope.freq_base") : 10000.0f;
+  c.max_position_embeddings = file.has(p + "context_length") ? integer(p + "context_length", config_limits::positions) : 2048;
+  if (file.has(p + "vocab_size"))
+    c.vocab_size = integer(p + "vocab_size", dimension);
   else if (file.has("tokenizer.ggml.tokens"))
     c.vocab_size = file.get_array("tokenizer.ggml.tokens").size();
   else {
@@ -577,18 +675,53 @@ inline model_config config_from_gguf(const gguf_file& file) {
     c.vocab_size = static_cast<std::size_t>(shape.front());
   }
   c.tie_word_embeddings = !file.contains("output.weight");
-  if (file.has("llama.attn_res_block_size")) {
+  if (file.has(p + "attn_res_block_size")) {
     c.residual = residual_mode::block;
-    c.attn_res_block_size = integer("llama.attn_res_block_size", config_limits::layers);
+    c.attn_res_block_size = integer(p + "attn_res_block_size", config_limits::layers);
   }
-  if (file.has("llama.attn_res_mode")) {
-    const std::string& mode = file.get_string("llama.attn_res_mode");
+  if (file.has(p + "attn_res_mode")) {
+    const std::string& mode = file.get_string(p + "attn_res_mode");
     if (mode == "standard") c.residual = residual_mode::standard;
     else if (mode == "block") c.residual = residual_mode::block;
     else if (mode == "full") c.residual = residual_mode::full;
-    else PITH_THROW(config_error, file.path() + ": key 'llama.attn_res_mode': unknown mode '" + mode + "'");
+    else PITH_THROW(config_error, file.path() + ": key '" + p + "attn_res_mode': unknown mode '" + mode + "'");
   }
-  c.rope = kernels::rope_layout::interleaved;  // llama.cpp stores q/k rows permuted for adjacent pairs
+  for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping", "expert_count"})
+    if (file.has(p + key)) PITH_THROW(config_error, file.path() + ": key '" + p + key + "' is set; pith does not implement it");
+  if (file.has(p + "rope.scaling.type")) {
+    const std::string& type = file.get_string(p + "rope.scaling.type");
+    if (type == "linear") {
+      c.rope_scale.kind = rope_scaling_kind::linear;
+      c.rope_scale.factor = file.get_float(p + "rope.scaling.factor");
+    } else if (type != "none") {
+      PITH_THROW(config_error, file.path() + ": key '" + p + "rope.scaling.type' is '" + type +
+                                   "', which pith does not implement (none, linear; Llama 3's schedule comes as "
+                                   "the tensor rope_freqs.weight)");
+    }
+  }
+  // llama.cpp's converter permutes the q/k rows of `llama` files for adjacent-pair RoPE; qwen2,
+  // qwen3 and gemma3 keep Hugging Face's rows and rotate half-split pairs.
+  c.rope = arch == "llama" ? kernels::rope_layout::interleaved : kernels::rope_layout::half;
+  c.attention_bias = c.family == model_family::qwen2;
+  c.qk_norm = c.family == model_family::qwen3 || c.family == model_family::gemma3;
+  if (c.family == model_family::gemma3) {
+    c.activation = ffn_activation::gelu_tanh;
+    c.sandwich_norms = true;
+    c.norm_plus_one = false;  // the converter stored 1 + w
+    c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+    // llama.cpp: 1/sqrt(head_dim), except the 27B (62 layers) whose query_pre_attn_scalar is hidden / heads.
+    const std::size_t scalar = c.num_layers == 62 ? c.hidden_size / c.num_heads : c.head_dim;
+    c.attention_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(scalar)));
+    c.rope_theta_windowed = 10000.0f;
+    if (file.has(p + "attention.sliding_window")) {
+      const std::size_t window = integer(p + "attention.sliding_window", config_limits::positions);
+      c.sliding_windows.assign(c.num_layers, 0);
+      for (std::size_t i = 0; i < c.num_layers; ++i)
+        if ((i + 1) % 6 != 0) c.sliding_windows[i] = window;
+    }
+  } else if (c.rope_scale.kind == rope_scaling_kind::linear) {
+    PITH_THROW(config_error, file.path() + ": key '" + p + "rope.scaling.type' is linear; pith scales Gemma 3 only");
+  }
   c.validate();
   // Token ids are checked against the validated vocabulary.
   if (file.has("tokenizer.ggml.bos_token_id"))

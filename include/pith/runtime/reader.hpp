@@ -103,6 +103,10 @@ class reader {
                        std::max(options_.chunk_size, options_.max_answer_tokens) + instruction_.size() + 1;
     else
       so.max_context = options_.max_context != 0 ? options_.max_context : weights.config.max_position_embeddings;
+    // A sliding-window layer keeps its whole window (session::window_rows): the sessions hold at least W rows.
+    if (traits_.evicts)
+      for (std::size_t l = 0; l < weights.config.num_layers; ++l)
+        so.max_context = std::max(so.max_context, weights.config.sliding_window(l));
     // Reindexed positions never pass k + L + max(L, |I| + answer) (the fused instruction reuses the
     // chunk's positions), whatever the document's length.
     const std::size_t model_context = weights.config.max_position_embeddings;
@@ -244,10 +248,19 @@ class reader {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
-  // Rows of the first cached layer (all cached layers hold the same count under these policies).
+  // Whether the policy acts on layer l: a full-attention layer with a KV cache. A sliding-window layer
+  // keeps its last W states by construction (session::trim_windows) and a recurrent layer has no slots.
+  bool evicted_layer(std::size_t l) const noexcept {
+    return mixer_uses_kv_cache(w_.config.mixer(l)) && w_.config.sliding_window(l) == 0;
+  }
+  bool windowed_layer(std::size_t l) const noexcept {
+    return mixer_uses_kv_cache(w_.config.mixer(l)) && w_.config.sliding_window(l) != 0;
+  }
+
+  // Rows of the first layer the policy acts on (all such layers hold the same count under these policies).
   std::size_t cache_size(const session& s) const noexcept {
     for (std::size_t l = 0; l < w_.config.num_layers; ++l)
-      if (mixer_uses_kv_cache(w_.config.mixer(l))) return s.cache().size(l, 0);
+      if (evicted_layer(l)) return s.cache().size(l, 0);
     return 0;
   }
 
@@ -269,7 +282,7 @@ class reader {
     const std::size_t units = per_head ? c.num_kv_heads : 1;
     out.assign(c.num_layers * units * slots, 0.0f);
     for (std::size_t l = 0; l < c.num_layers; ++l) {
-      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      if (!evicted_layer(l)) continue;
       const head_scores heads = recorded(s, l, 0, c.num_heads, slots);
       const std::span<float> target(out.data() + l * units * slots, units * slots);
       if (per_head)
@@ -297,7 +310,8 @@ class reader {
     const auto& c = w_.config;
     const std::size_t old_slots = cache_size(*main_);
     const bool first = stats_.chunks == 0;
-    if (!traits_.evicts && main_->position() + chunk.size() > main_->cache().capacity(first_cached_layer()))
+    if (!traits_.evicts && first_cached_layer() < c.num_layers &&
+        main_->position() + chunk.size() > main_->cache().capacity(first_cached_layer()))
       PITH_THROW(argument_error, "reader: policy full keeps every state and the document exceeds its " +
                                      std::to_string(main_->cache().capacity(first_cached_layer())) +
                                      " rows (raise max_context)");
@@ -360,17 +374,19 @@ class reader {
     stats_.reading_seconds += seconds_since(start);
   }
 
+  // The first layer the policy acts on; num_layers when there is none (every layer windowed or recurrent).
   std::size_t first_cached_layer() const noexcept {
     for (std::size_t l = 0; l < w_.config.num_layers; ++l)
-      if (mixer_uses_kv_cache(w_.config.mixer(l))) return l;
-    return 0;
+      if (evicted_layer(l)) return l;
+    return w_.config.num_layers;
   }
 
-  // Layers without a KV cache have no slots: their lists stay empty (they would grow with the document).
+  // Layers without a KV cache have no slots and sliding-window layers keep their last W tokens: their
+  // lists stay empty (they would grow with the document).
   void append_document_positions(std::size_t count) {
     const auto& c = w_.config;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
-      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      if (!evicted_layer(l)) continue;
       for (std::size_t g = 0; g < c.num_kv_heads; ++g)
         for (std::size_t i = 0; i < count; ++i)
           document_positions_[l * c.num_kv_heads + g].push_back(static_cast<std::int64_t>(document_read_ + i));
@@ -383,7 +399,7 @@ class reader {
     const auto& c = w_.config;
     const std::size_t group = c.num_heads / c.num_kv_heads, total = old_slots + chunk;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
-      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      if (!evicted_layer(l)) continue;
       for (std::size_t g = 0; g < c.num_kv_heads; ++g)
         running_.add(l * c.num_kv_heads + g, recorded(*main_, l, g * group, group, total),
                      traits_.squares ? recorded(*main_, l, g * group, group, total, true) : head_scores{},
@@ -397,7 +413,19 @@ class reader {
     kv_cache& to = instruction_session_->cache();
     const std::size_t row = from.row_bytes();  // both caches store the reader's kv_type
     for (std::size_t l = 0; l < c.num_layers; ++l) {
-      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      if (windowed_layer(l)) {
+        // A sliding-window layer holds the same latest tokens in both caches: the instruction cache takes
+        // C_lm's rows (and their positions) whole.
+        for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+          const std::size_t rows = from.size(l, g);
+          std::copy_n(from.key_data(l, g), rows * row, to.key_data(l, g));
+          std::copy_n(from.value_data(l, g), rows * row, to.value_data(l, g));
+          std::copy_n(from.positions(l, g), rows, to.positions(l, g));
+          to.set_size(l, g, rows);
+        }
+        continue;
+      }
+      if (!evicted_layer(l)) continue;
       for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
         const std::size_t source = from.size(l, g) - count, target = to.size(l, g);
         std::copy_n(from.key_data(l, g) + source * row, count * row, to.key_data(l, g) + target * row);
@@ -428,7 +456,7 @@ class reader {
     };
     bool evicted = false;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
-      if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+      if (!evicted_layer(l)) continue;
       const std::size_t total = s.cache().size(l, 0);
       if (old_slots <= k) continue;
       evicted = true;
@@ -456,11 +484,23 @@ class reader {
     if (evicted && options_.positions == position_mode::reindexed) {
       std::size_t size = 0;
       for (std::size_t l = 0; l < c.num_layers; ++l) {
-        if (!mixer_uses_kv_cache(c.mixer(l))) continue;
+        if (!evicted_layer(l)) continue;
         for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
           size = s.cache().size(l, g);
           renumbered_.resize(size);
           std::iota(renumbered_.begin(), renumbered_.end(), std::int64_t{0});
+          s.rerotate(l, g, renumbered_);
+        }
+      }
+      // A sliding-window layer's rows are the latest tokens: they keep their distances to the next
+      // position, now `size` (the oldest may fall below 0, which RoPE rotates backwards alike).
+      for (std::size_t l = 0; l < c.num_layers; ++l) {
+        if (!windowed_layer(l)) continue;
+        for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+          const std::size_t rows = s.cache().size(l, g);
+          renumbered_.resize(rows);
+          std::iota(renumbered_.begin(), renumbered_.end(),
+                    static_cast<std::int64_t>(size) - static_cast<std::int64_t>(rows));
           s.rerotate(l, g, renumbered_);
         }
       }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // pith-evict-bench: accuracy, speed and memory of the eviction policies on generated long documents
-// (passkey, kv, hop; include/pith/runtime/toy_tasks.hpp), swept over budgets, lengths, tasks and seeds.
+// (the toy models' passkey, kv, hop: include/pith/runtime/toy_tasks.hpp; RULER's synthetic tasks in the
+// model's own tokens: include/pith/runtime/ruler_tasks.hpp), swept over budgets, lengths, tasks, needle
+// depths and seeds.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 
 #include <pith/core/memory.hpp>
 #include <pith/runtime/reader.hpp>
+#include <pith/runtime/ruler_tasks.hpp>
 #include <pith/runtime/toy_tasks.hpp>
 
 #include "common.hpp"
@@ -20,26 +23,43 @@ namespace {
 
 constexpr const char* usage =
     "usage: pith-evict-bench --model DIR [--policies LIST] [--budgets LIST] [--lengths LIST] [--tasks LIST]\n"
+    "                        [--suite toy|ruler] [--depths LIST] [--tokenizer FILE] [--answer-tokens N]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
     "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick] [--quantize TYPE]\n"
     "                        [--kv-type f32|f16|bf16|q8_0]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
+    "                        [--depth D] [--model DIR | --tokenizer FILE]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
     "              citrus-shared+pool7, pools its scores over K neighbouring slots (docs/eviction.md)\n"
-    "  --budgets   k values (default 16,32,64,128,256); --lengths in tokens, BOS included (default 1000,8000)\n"
-    "  --tasks     passkey, kv, hop (default passkey,kv); --seeds documents per cell (default 10, seeds S..S+N-1)\n"
+    "  --budgets   k values (default 16,32,64,128,256; RULER tasks alone: 512,1024,2048,3072)\n"
+    "  --lengths   in tokens, BOS included (default 1000,8000; RULER tasks alone: 4096)\n"
+    "  --tasks     the toy models' passkey, kv, hop (default passkey,kv; they need a toy model) and RULER's\n"
+    "              niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2,\n"
+    "              niah_multikey_3, niah_multivalue, niah_multiquery, vt, cwe, fwe, written in the model's\n"
+    "              tokenizer (docs/eviction.md, \"RULER's tasks\")\n"
+    "  --suite     ruler: every RULER task; toy: passkey, kv, hop (instead of --tasks)\n"
+    "  --depths    needle depths in 0..1 for the tasks with one asked needle (niah_single_*, niah_multikey_*),\n"
+    "              comma-separated (0,0.5,1) or even:N, N evenly spaced from 0 to 1 (RULER: even:40);\n"
+    "              default: one of RULER's 40 depths drawn per document\n"
+    "  --tokenizer the tokenizer of RULER documents (default: the one beside the model)\n"
+    "  --answer-tokens  tokens a RULER answer may take (default RULER's: niah 128, vt 30, cwe 120, fwe 50)\n"
+    "  --seeds     documents per cell (default 10, seeds S..S+N-1)\n"
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
     "  --citrus-pool K  the pooling window of the citrus-* names given without +poolK (default 1: off)\n"
     "  --threads   threads per document, 1..1024 (default 1: the toy models are too small to split)\n"
-    "  --quick     a sweep of about a minute: the 8 evicting policies and citrus-shared+pool7\n"
-    "              x budgets 16,64,256 x 8000 tokens\n"
+    "  --quick     a sweep of about a minute on a toy model: the 8 evicting policies and citrus-shared+pool7\n"
+    "              x budgets 16,64,256 x 8000 tokens (RULER tasks: 4096)\n"
     "              x passkey,kv x 10 seeds\n"
     "  --quantize  quantizes the model's weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
     "  --kv-type   what the KV caches store keys and values as: f32 (default, exact), f16, bf16 or q8_0\n"
     "              (q8_0: the model's head size must be a multiple of 32)\n"
-    "  --make-document writes the document's text to FILE and prints its instruction and expected answer\n"
+    "  --make-document writes the document's text to FILE and prints its instruction and expected answer;\n"
+    "              a RULER document's length is counted in the tokens of --tokenizer or --model's tokenizer,\n"
+    "              else in whitespace-separated words\n"
+    "  Score: toy tasks, the fraction answered exactly; RULER tasks, RULER's string_match_all (the fraction\n"
+    "  of the gold strings in the answer, averaged), with `correct` counting answers holding all of them.\n"
     "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
 
 std::vector<std::string> split(const std::string& text) {
@@ -96,8 +116,15 @@ constexpr std::size_t max_pool = 1001;
 
 struct cell {
   std::size_t runs = 0, correct = 0;
+  double score = 0.0;  // sum over the runs: 1/0 (toy: exact answer), RULER's string_match_all
   double tokens = 0.0, reading_seconds = 0.0, total_seconds = 0.0;
   std::size_t peak_bytes = 0, state_bytes = 0;
+
+  void add(const cell& other) {
+    runs += other.runs, correct += other.correct, score += other.score, tokens += other.tokens;
+    reading_seconds += other.reading_seconds, total_seconds += other.total_seconds;
+    peak_bytes = std::max(peak_bytes, other.peak_bytes), state_bytes = std::max(state_bytes, other.state_bytes);
+  }
 };
 
 // A policy as swept: CItruS with pooled scores ("citrus-shared+pool7") is a variant of its own.
@@ -125,27 +152,156 @@ policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool)
   return spec;
 }
 
-// (task, length, policy, budget): ordered for the tables.
-using cell_key = std::tuple<std::string, std::size_t, std::string, std::size_t>;
+// A task as swept: a toy task (token ids of the toy vocabulary) or a RULER task (text in the model's tokens).
+struct bench_task {
+  std::string name;
+  bool ruler = false;
+  pith::toy_task toy = pith::toy_task::kv;
+  pith::ruler_task ruler_kind = pith::ruler_task::niah_single_1;
+  const char* family() const { return ruler ? "ruler" : "toy"; }
+  bool has_depth() const { return ruler && pith::ruler_task_has_depth(ruler_kind); }
+};
+
+bench_task parse_bench_task(const std::string& name) {
+  if (const auto found = pith::find_ruler_task(name)) return {name, true, pith::toy_task::kv, *found};
+  for (const auto task : {pith::toy_task::passkey, pith::toy_task::kv, pith::toy_task::hop})
+    if (name == pith::toy_task_name(task)) return {name, false, task, pith::ruler_task::niah_single_1};
+  std::string ruler;
+  for (const auto task : pith::all_ruler_tasks) ruler += std::string(ruler.empty() ? "" : ", ") + pith::ruler_task_name(task);
+  throw pith::examples::usage_error("unknown task '" + name + "' (toy: passkey, kv, hop; RULER: " + ruler + ")");
+}
+
+std::string ruler_task_list() {
+  std::string out;
+  for (const auto task : pith::all_ruler_tasks) out += std::string(out.empty() ? "" : ",") + pith::ruler_task_name(task);
+  return out;
+}
+
+// --depths: fractions in 0..1, or even:N (N evenly spaced from 0 to 1).
+std::vector<double> parse_depths(const std::string& text) {
+  using pith::examples::usage_error;
+  std::vector<double> out;
+  if (text.rfind("even:", 0) == 0) {
+    const auto n = pith::examples::parse_number<std::size_t>(text.substr(5), "--depths even:N", 1, 1000);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(n == 1 ? 0.0 : static_cast<double>(i) / static_cast<double>(n - 1));
+    return out;
+  }
+  for (const auto& item : split(text)) {
+    const auto depth = pith::examples::parse_number<double>(item, "--depths");
+    if (depth < 0.0 || depth > 1.0) throw usage_error("--depths: " + item + " is outside 0..1");
+    if (std::find(out.begin(), out.end(), depth) == out.end()) out.push_back(depth);
+  }
+  if (out.empty()) throw usage_error("--depths needs at least one value (or even:N)");
+  return out;
+}
+
+// The depth as it goes into a cell's key and the CSV: millionths (the generator's ppm), -1 for none.
+std::int64_t depth_key(std::optional<double> depth) {
+  return depth ? static_cast<std::int64_t>(std::floor(*depth * 1000000.0 + 0.5)) : -1;
+}
+
+std::string depth_text(std::int64_t key) {
+  if (key < 0) return "";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", static_cast<double>(key) / 1e6);
+  return text;
+}
+
+// The id a tokenizer gives text it cannot spell, when it has one.
+std::optional<std::int32_t> unknown_id(const pith::tokenizer& tok) {
+  if (const auto* words = tok.as_words()) return words->unk_id();
+  if (const auto* spm = tok.as_spm()) return spm->unk_id();
+  return tok.token_id("<unk>");
+}
+
+std::size_t count_unknown(std::span<const std::int32_t> ids, std::optional<std::int32_t> unk) {
+  return unk ? static_cast<std::size_t>(std::count(ids.begin(), ids.end(), *unk)) : 0;
+}
+
+// RULER documents are text: they need a tokenizer that spells any English text. A toy word
+// vocabulary maps most of it to <unk>, and a run would measure nothing: refuse it, naming the counts.
+void check_free_text(const pith::tokenizer& tok, const std::string& source) {
+  const auto probe = pith::make_ruler_document_units(pith::ruler_task::niah_multikey_1, 8, 0, 4096);
+  const auto ids = tok.encode(probe.document + probe.instruction(), false, false);
+  const auto unknown = count_unknown(ids, unknown_id(tok));
+  if (unknown > 0)
+    throw pith::examples::usage_error(
+        "the RULER tasks need a tokenizer that encodes free text, but " + source + " (" +
+        std::to_string(tok.vocab_size()) + " tokens) maps " + std::to_string(unknown) + " of the " +
+        std::to_string(ids.size()) + " tokens of a RULER document to <unk>" +
+        (tok.as_words() ? " (a toy word vocabulary: the toy models can only run passkey, kv and hop)" : "") +
+        "; use a model with a real tokenizer or give --tokenizer");
+}
+
+// (task, length, depth in ppm or -1, policy, budget): ordered for the tables.
+using cell_key = std::tuple<std::string, std::size_t, std::int64_t, std::string, std::size_t>;
 
 int make_document(pith::examples::arguments& args, const std::string& file) {
   using namespace pith;
   using pith::examples::parse_number;
-  const auto task = parse_toy_task(args.take("--task").value_or("kv"));
-  const auto length = parse_number<std::size_t>(args.take("--length").value_or("100000"), "--length", 1, max_document_length);
+  const auto task = parse_bench_task(args.take("--task").value_or("kv"));
+  const auto length = parse_number<std::size_t>(args.take("--length").value_or(task.ruler ? "4096" : "100000"), "--length",
+                                                1, max_document_length);
   const auto seed = parse_number<std::uint64_t>(args.take("--seed").value_or("0"), "--seed");
-  const auto facts = parse_number<std::size_t>(args.take("--facts").value_or("8"), "--facts");
+  const auto facts_text = args.take("--facts");
+  const auto depth_text_given = args.take("--depth");
+  const auto model_path = args.take("--model");
+  const auto tokenizer_path = args.take("--tokenizer");
   if (!args.positional().empty()) throw pith::examples::usage_error("unexpected arguments");
-  const auto doc = make_toy_document(task, length, seed, facts);
-  std::ofstream out(file);
+  if (!task.ruler) {
+    if (depth_text_given || model_path || tokenizer_path)
+      throw pith::examples::usage_error("--depth, --model and --tokenizer apply to RULER tasks, not " + task.name);
+    const auto facts = parse_number<std::size_t>(facts_text.value_or("8"), "--facts");
+    const auto doc = make_toy_document(task.toy, length, seed, facts);
+    std::ofstream out(file);
+    if (!out) throw io_error(file + ": cannot write the document");
+    out << toy_text(doc.ids) << '\n';
+    out.close();
+    if (!out) throw io_error(file + ": writing the document failed");
+    std::printf("document: %s (%s task, %zu tokens with BOS, seed %llu, %zu facts)\n", file.c_str(), toy_task_name(task.toy),
+                length, static_cast<unsigned long long>(seed), doc.fact_offsets.size());
+    std::printf("instruction: %s\n", toy_text(doc.instruction).c_str());
+    std::printf("expected answer: %s\n", toy_text(doc.answer).c_str());
+    return 0;
+  }
+  if (facts_text) throw pith::examples::usage_error("--facts applies to kv and hop, not " + task.name);
+  if (model_path && tokenizer_path) throw pith::examples::usage_error("give --model or --tokenizer, not both");
+  ruler_options options;
+  if (depth_text_given) {
+    const auto depth = parse_number<double>(*depth_text_given, "--depth");
+    if (depth < 0.0 || depth > 1.0) throw pith::examples::usage_error("--depth: " + *depth_text_given + " is outside 0..1");
+    if (!task.has_depth()) throw pith::examples::usage_error("--depth: " + task.name + " has no needle depth");
+    options.depth = depth;
+  }
+  std::optional<tokenizer> tok;
+  std::string unit = "whitespace-separated words";
+  if (tokenizer_path) {
+    tok = load_tokenizer(*tokenizer_path);
+    unit = "tokens of " + *tokenizer_path;
+  } else if (model_path) {
+    const auto weights = load_model(*model_path, {});
+    tok = pith::examples::find_tokenizer(*model_path, std::nullopt, static_cast<std::int32_t>(weights.config.vocab_size));
+    if (!tok) throw pith::examples::usage_error("no tokenizer found beside " + *model_path + "; give --tokenizer");
+    unit = "tokens of " + *model_path + "'s tokenizer";
+  }
+  if (tok) check_free_text(*tok, tokenizer_path ? *tokenizer_path : *model_path);
+  const ruler_token_counter count = tok ? ruler_token_counter([&](std::string_view text) {
+    return tok->encode(text, true, false).size();
+  })
+                                        : ruler_token_counter(ruler_word_count);
+  const auto doc = make_ruler_document(task.ruler_kind, length, seed, count, options);
+  std::ofstream out(file, std::ios::binary);
   if (!out) throw io_error(file + ": cannot write the document");
-  out << toy_text(doc.ids) << '\n';
+  out << doc.document;
   out.close();
   if (!out) throw io_error(file + ": writing the document failed");
-  std::printf("document: %s (%s task, %zu tokens with BOS, seed %llu, %zu facts)\n", file.c_str(), toy_task_name(task),
-              length, static_cast<unsigned long long>(seed), doc.fact_offsets.size());
-  std::printf("instruction: %s\n", toy_text(doc.instruction).c_str());
-  std::printf("expected answer: %s\n", toy_text(doc.answer).c_str());
+  std::string gold;
+  for (const auto& g : doc.gold) gold += (gold.empty() ? "" : ", ") + g;
+  std::printf("document: %s (%s task, %zu of at most %zu %s, seed %llu, %s, haystack of %zu units)\n", file.c_str(),
+              task.name.c_str(), doc.tokens, length, unit.c_str(), static_cast<unsigned long long>(seed),
+              doc.depth ? ("needle depth " + depth_text(depth_key(doc.depth))).c_str() : "no needle depth", doc.haystack);
+  std::printf("instruction: %s\n", doc.instruction().c_str());
+  std::printf("expected answer: %s\n", gold.c_str());
   return 0;
 }
 
@@ -157,12 +313,30 @@ int run(int argc, char** argv) {
 
   const bool quick = args.flag("--quick");
   const auto model_path = args.take("--model");
+  const auto suite = args.take("--suite");
+  auto task_list_given = args.take("--tasks");
+  if (suite && task_list_given) throw usage_error("give --tasks or --suite, not both");
+  std::string task_list = "passkey,kv";
+  if (suite) {
+    if (*suite == "ruler") task_list = ruler_task_list();
+    else if (*suite == "toy") task_list = "passkey,kv,hop";
+    else throw usage_error("--suite must be ruler or toy, not '" + *suite + "'");
+  }
+  task_list = task_list_given.value_or(task_list);
+  std::vector<bench_task> tasks;
+  for (const auto& name : split(task_list)) tasks.push_back(parse_bench_task(name));
+  const bool any_toy = std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return !t.ruler; });
+  const bool any_ruler = std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return t.ruler; });
+  const bool ruler_only = any_ruler && !any_toy;
+
   std::string policy_list = "full,streaming,h2o,tova,snapkv,roco,citrus-cse,citrus-shared,citrus-separate";
-  std::string budget_list = "16,32,64,128,256", length_list = "1000,8000", task_list = "passkey,kv", seed_count = "10";
+  // RULER alone: kvpress's leaderboard setting, 4K tokens at compression ratios 0.875, 0.75, 0.5 and 0.25.
+  std::string budget_list = ruler_only ? "512,1024,2048,3072" : "16,32,64,128,256";
+  std::string length_list = ruler_only ? "4096" : "1000,8000", seed_count = "10";
   if (quick) {
     policy_list = "streaming,h2o,tova,snapkv,roco,citrus-cse,citrus-shared,citrus-separate,citrus-shared+pool7";
     budget_list = "16,64,256";
-    length_list = "8000";
+    length_list = ruler_only ? "4096" : "8000";
     seed_count = "10";
   }
   policy_list = args.take("--policies").value_or(policy_list);
@@ -170,7 +344,6 @@ int run(int argc, char** argv) {
   const auto lengths = numbers<std::size_t>(args.take("--lengths").value_or(length_list), "--lengths");
   if (std::find(budgets.begin(), budgets.end(), std::size_t{0}) != budgets.end())
     throw usage_error("--budgets: a budget of 0 keeps no document state; use at least 1");
-  task_list = args.take("--tasks").value_or(task_list);
   const auto seeds = parse_number<std::size_t>(args.take("--seeds").value_or(seed_count), "--seeds", 0, max_seeds);
   const auto seed_base = parse_number<std::uint64_t>(args.take("--seed-base").value_or("0"), "--seed-base");
   if (seeds > std::numeric_limits<std::uint64_t>::max() - seed_base)
@@ -181,6 +354,9 @@ int run(int argc, char** argv) {
   const auto full_max = parse_number<std::size_t>(args.take("--full-max-length").value_or("4096"), "--full-max-length");
   const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool", 1, max_pool);
   if (citrus_pool % 2 == 0) throw usage_error("--citrus-pool must be odd (a window centred on the slot)");
+  const auto depths_text = args.take("--depths");
+  const auto tokenizer_path = args.take("--tokenizer");
+  const auto answer_tokens_text = args.take("--answer-tokens");
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
@@ -188,19 +364,40 @@ int run(int argc, char** argv) {
   const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
+  // The depths: every value for the tasks with a needle depth; the others run once, without one.
+  std::vector<std::optional<double>> depths{std::nullopt};
+  if (depths_text) {
+    depths.clear();
+    for (const double depth : parse_depths(*depths_text)) depths.push_back(depth);
+    if (std::none_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return t.has_depth(); }))
+      throw usage_error("--depths: none of the tasks has a needle depth (niah_single_*, niah_multikey_*)");
+  }
+  const std::optional<std::size_t> answer_tokens =
+      answer_tokens_text ? std::optional(parse_number<std::size_t>(*answer_tokens_text, "--answer-tokens", 1, 65536))
+                         : std::nullopt;
+  if (answer_tokens && !any_ruler) throw usage_error("--answer-tokens applies to RULER tasks");
+  if (tokenizer_path && !any_ruler) throw usage_error("--tokenizer applies to RULER tasks (the toy tasks are token ids)");
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
   set_threads_option(threads.value_or("1"));
 
   std::vector<policy_spec> policies;
   for (const auto& name : split(policy_list)) policies.push_back(parse_policy_spec(name, citrus_pool));
-  std::vector<toy_task> tasks;
-  for (const auto& name : split(task_list)) tasks.push_back(parse_toy_task(name));
   if (policies.empty() || tasks.empty() || seeds == 0) throw usage_error("nothing to run");
 
   const auto weights = load_model(*model_path, load);
-  if (weights.config.vocab_size != toy_vocabulary().size())
+  if (any_toy && weights.config.vocab_size != toy_vocabulary().size())
     throw usage_error(*model_path + ": vocabulary of " + std::to_string(weights.config.vocab_size) +
                       " tokens; the toy tasks need a toy model (" + std::to_string(toy_vocabulary().size()) + " tokens)");
+  std::optional<tokenizer> tok;
+  if (any_ruler) {
+    tok = find_tokenizer(*model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
+    if (!tok) throw usage_error("the RULER tasks need the model's tokenizer: none found beside " + *model_path +
+                                "; give --tokenizer");
+    if (static_cast<std::size_t>(tok->vocab_size()) > weights.config.vocab_size)
+      throw usage_error("the tokenizer has " + std::to_string(tok->vocab_size()) + " tokens, more than the model's " +
+                        std::to_string(weights.config.vocab_size) + ": it is not this model's tokenizer");
+    check_free_text(*tok, tokenizer_path ? *tokenizer_path : *model_path + "'s tokenizer");
+  }
   check_kv_type(kv_type, weights.config.head_dim, "--kv-type");
   // Budgets, chunks and lengths are bounded before they size anything (their sums must not wrap):
   // budget and chunk by the model's context, lengths by what a document in memory may hold.
@@ -217,10 +414,11 @@ int run(int argc, char** argv) {
       throw usage_error("--lengths: " + std::to_string(length) + " is out of range (at most " +
                         std::to_string(max_document_length) + " tokens)");
 
-  // The plan: every (task, length, seed) document, every policy, every budget (full: once).
+  // The plan: every (task, length, depth, seed) document, every policy, every budget (full: once).
   struct planned {
-    toy_task task;
+    const bench_task* task;
     std::size_t length;
+    std::optional<double> depth;
     std::uint64_t seed;
     const policy_spec* policy;
     std::size_t budget;
@@ -228,27 +426,69 @@ int run(int argc, char** argv) {
   std::vector<planned> plan;
   double total_tokens = 0.0;
   std::size_t skipped_full = 0;
-  for (const auto task : tasks)
+  for (const auto& task : tasks)
     for (const auto length : lengths)
-      for (std::size_t s = 0; s < seeds; ++s)
-        for (const auto& policy : policies) {
-          if (policy.kind == policy_kind::full) {
-            if (length > full_max) {
-              ++skipped_full;
+      for (const auto& depth : task.has_depth() ? depths : std::vector<std::optional<double>>{std::nullopt})
+        for (std::size_t s = 0; s < seeds; ++s)
+          for (const auto& policy : policies) {
+            if (policy.kind == policy_kind::full) {
+              if (length > full_max) {
+                ++skipped_full;
+                continue;
+              }
+              plan.push_back({&task, length, depth, seed_base + s, &policy, length});
+              total_tokens += static_cast<double>(length);
               continue;
             }
-            plan.push_back({task, length, seed_base + s, &policy, length});
-            total_tokens += static_cast<double>(length);
-            continue;
+            for (const auto budget : budgets) {
+              plan.push_back({&task, length, depth, seed_base + s, &policy, budget});
+              total_tokens += static_cast<double>(length);
+            }
           }
-          for (const auto budget : budgets) {
-            plan.push_back({task, length, seed_base + s, &policy, budget});
-            total_tokens += static_cast<double>(length);
-          }
-        }
-  std::fprintf(stderr, "pith-evict-bench: %s, %zu runs (%.1f M tokens), chunk %zu, KV cache %s, %zu thread(s)%s\n",
+  std::fprintf(stderr, "pith-evict-bench: %s, %zu runs (%.1f M tokens), chunk %zu, KV cache %s, %zu thread(s)%s%s\n",
                model_path->c_str(), plan.size(), total_tokens / 1e6, chunk, kv_type_name(kv_type).c_str(), num_threads(),
-               skipped_full ? ", full cache skipped above --full-max-length" : "");
+               skipped_full ? ", full cache skipped above --full-max-length" : "",
+               any_ruler ? (", RULER documents in " + (tokenizer_path ? *tokenizer_path : "the model's tokenizer") + " (" +
+                            std::to_string(tok->vocab_size()) + " tokens)")
+                               .c_str()
+                         : "");
+
+  // One document: the ids read, the instruction, and what a right answer is.
+  struct bench_document {
+    std::vector<std::int32_t> ids, instruction;
+    std::vector<std::int32_t> answer;  // toy: the exact answer
+    std::vector<std::string> gold;     // RULER: the strings the answer must hold
+    std::size_t answer_tokens = 0;
+    std::optional<double> depth;       // the needle's depth (RULER tasks with one)
+  };
+  const ruler_token_counter count_tokens = [&](std::string_view text) { return tok->encode(text, true, false).size(); };
+  const auto unk = tok ? unknown_id(*tok) : std::nullopt;
+  bool warned_unknown = false;
+  const auto make = [&](const planned& p) {
+    bench_document doc;
+    if (!p.task->ruler) {
+      auto toy = make_toy_document(p.task->toy, p.length, p.seed, facts);
+      doc.ids = std::move(toy.ids);
+      doc.instruction = std::move(toy.instruction);
+      doc.answer = std::move(toy.answer);
+      doc.answer_tokens = doc.answer.size();
+      return doc;
+    }
+    ruler_options options;
+    options.depth = p.depth;
+    const auto text = make_ruler_document(p.task->ruler_kind, p.length, p.seed, count_tokens, options);
+    doc.ids = tok->encode(text.document, true, false);
+    doc.instruction = tok->encode(text.instruction(), false, false);
+    doc.gold = text.gold;
+    doc.depth = text.depth;
+    doc.answer_tokens = answer_tokens.value_or(ruler_answer_tokens(p.task->ruler_kind));
+    if (!warned_unknown && count_unknown(doc.ids, unk) + count_unknown(doc.instruction, unk) > 0) {
+      warned_unknown = true;
+      std::fprintf(stderr, "\npith-evict-bench: warning: the %s document (seed %llu) holds <unk> tokens\n",
+                   p.task->name.c_str(), static_cast<unsigned long long>(p.seed));
+    }
+    return doc;
+  };
 
   std::map<cell_key, cell> cells;
   std::map<std::string, std::size_t> errors;
@@ -256,13 +496,15 @@ int run(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   double done_tokens = 0.0;
   std::size_t runs_done = 0;
-  toy_document doc;
-  std::tuple<toy_task, std::size_t, std::uint64_t> current{toy_task::kv, 0, 0};
+  bench_document doc;
+  std::tuple<const bench_task*, std::size_t, std::int64_t, std::uint64_t> current{nullptr, 0, -1, 0};
   progress_bar(0.0, total_tokens, 0, plan.size(), 0.0);
   for (const auto& p : plan) {
-    if (runs_done == 0 || current != std::tuple{p.task, p.length, p.seed}) {
-      doc = make_toy_document(p.task, p.length, p.seed, facts);
-      current = {p.task, p.length, p.seed};
+    const std::tuple<const bench_task*, std::size_t, std::int64_t, std::uint64_t> wanted{p.task, p.length,
+                                                                                         depth_key(p.depth), p.seed};
+    if (runs_done == 0 || current != wanted) {
+      doc = make(p);
+      current = wanted;
     }
     reader_options options;
     options.policy = p.policy->kind;
@@ -270,20 +512,38 @@ int run(int argc, char** argv) {
     options.chunk_size = chunk;
     options.citrus_pool = p.policy->pool;
     options.kv_type = kv_type;
-    options.max_answer_tokens = doc.answer.size() + 1;
-    if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer.size() + 2;
-    const cell_key key{toy_task_name(p.task), p.length, p.policy->label, p.budget};
+    options.max_answer_tokens = doc.answer_tokens + 1;
+    if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer_tokens + 2;
+    // Seeded depths differ by document: the cell of a task with a needle depth and no --depths has none.
+    const cell_key key{p.task->name, p.length, depth_key(p.depth), p.policy->label, p.budget};
     try {
       reset_peak_memory();
       const auto t0 = std::chrono::steady_clock::now();
       reader r(weights, options, doc.instruction);
       r.feed(doc.ids);
       sampler greedy;
-      const auto answer = r.answer(doc.answer.size(), greedy, {}, weights.config.eos_token_id);
+      const auto answer = r.answer(doc.answer_tokens, greedy, {}, weights.config.eos_token_id);
       const double seconds = seconds_since(t0);
+      double score = 0.0;
+      bool exact = false;
+      if (!p.task->ruler) {
+        exact = answer == doc.answer;
+        score = exact ? 1.0 : 0.0;
+      } else {
+        std::string text;
+        std::int32_t previous = doc.instruction.empty() ? doc.ids.back() : doc.instruction.back();
+        for (const std::int32_t token : answer) {
+          if (token == weights.config.eos_token_id) break;
+          text += tok->decode(previous, token);
+          previous = token;
+        }
+        score = string_match_all(text, doc.gold);
+        exact = score == 1.0;
+      }
       cell& c = cells[key];
       ++c.runs;
-      c.correct += answer == doc.answer ? 1 : 0;
+      c.correct += exact ? 1 : 0;
+      c.score += score;
       c.tokens += static_cast<double>(r.stats().tokens_read);
       c.reading_seconds += r.stats().reading_seconds;
       c.total_seconds += seconds;
@@ -292,7 +552,7 @@ int run(int argc, char** argv) {
     } catch (const pith::argument_error& e) {
       ++failed_runs;
       if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", p.policy->label.c_str(),
-                                                toy_task_name(p.task), p.budget, e.what());
+                                                p.task->name.c_str(), p.budget, e.what());
     }
     done_tokens += static_cast<double>(p.length);
     ++runs_done;
@@ -300,11 +560,24 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "\n");
 
-  // Summary tables: one per task and length, policies x budgets.
-  for (const auto task : tasks)
+  // Summary tables: one per task and length (every depth together), policies x budgets.
+  const auto summed = [&](const std::string& task, std::size_t length, const std::string& policy,
+                          std::size_t budget) -> std::optional<cell> {
+    std::optional<cell> out;
+    for (const auto& [key, c] : cells)
+      if (std::get<0>(key) == task && std::get<1>(key) == length && std::get<3>(key) == policy && std::get<4>(key) == budget) {
+        if (!out) out = cell{};
+        out->add(c);
+      }
+    return out;
+  };
+  for (const auto& task : tasks)
     for (const auto length : lengths) {
-      std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", toy_task_name(task), length,
-                  seeds);
+      if (task.ruler)
+        std::printf("\n%s, %zu tokens: RULER score, string_match_all (%zu documents per cell%s)\n", task.name.c_str(), length,
+                    seeds * (task.has_depth() ? depths.size() : 1), task.has_depth() && depths_text ? ", every depth" : "");
+      else
+        std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", task.name.c_str(), length, seeds);
       std::printf("%-22s", "policy \\ budget");
       for (const auto budget : budgets) std::printf(" %6zu", budget);
       std::printf("   tok/s\n");
@@ -312,21 +585,21 @@ int run(int argc, char** argv) {
         std::printf("%-22s", policy.label.c_str());
         double tokens = 0.0, seconds = 0.0;
         if (policy.kind == policy_kind::full) {
-          const auto found = cells.find({toy_task_name(task), length, "full", length});
+          const auto found = summed(task.name, length, "full", length);
           for (std::size_t i = 0; i < budgets.size(); ++i)
-            if (found == cells.end()) std::printf(" %6s", "-");
-            else std::printf(" %6.2f", static_cast<double>(found->second.correct) / static_cast<double>(found->second.runs));
-          if (found != cells.end()) tokens = found->second.tokens, seconds = found->second.reading_seconds;
+            if (!found) std::printf(" %6s", "-");
+            else std::printf(" %6.2f", found->score / static_cast<double>(found->runs));
+          if (found) tokens = found->tokens, seconds = found->reading_seconds;
         } else {
           for (const auto budget : budgets) {
-            const auto found = cells.find({toy_task_name(task), length, policy.label, budget});
-            if (found == cells.end()) {
+            const auto found = summed(task.name, length, policy.label, budget);
+            if (!found) {
               std::printf(" %6s", "-");
               continue;
             }
-            std::printf(" %6.2f", static_cast<double>(found->second.correct) / static_cast<double>(found->second.runs));
-            tokens += found->second.tokens;
-            seconds += found->second.reading_seconds;
+            std::printf(" %6.2f", found->score / static_cast<double>(found->runs));
+            tokens += found->tokens;
+            seconds += found->reading_seconds;
           }
         }
         std::printf("   %.0f\n", seconds > 0 ? tokens / seconds : 0.0);
@@ -334,10 +607,15 @@ int run(int argc, char** argv) {
     }
 
   const auto row_values = [](const cell& c) {
-    const double score = static_cast<double>(c.correct) / static_cast<double>(c.runs);
+    const double score = c.score / static_cast<double>(c.runs);
     return std::tuple{score, c.reading_seconds > 0 ? c.tokens / c.reading_seconds : 0.0,
                       static_cast<double>(c.peak_bytes) / (1 << 20), static_cast<double>(c.state_bytes) / (1 << 20),
                       c.total_seconds / static_cast<double>(c.runs)};
+  };
+  const auto family_of = [&](const std::string& name) {
+    for (const auto& task : tasks)
+      if (task.name == name) return task.family();
+    return "?";
   };
   const std::string model_name = std::filesystem::path(*model_path).filename().string().empty()
                                      ? std::filesystem::path(*model_path).parent_path().filename().string()
@@ -345,13 +623,14 @@ int run(int argc, char** argv) {
   if (csv_path) {
     std::ofstream out(*csv_path);
     if (!out) throw io_error(*csv_path + ": cannot write");
-    out << "model,task,length,policy,budget,chunk,documents,correct,score,tokens_per_s,peak_memory_mib,state_mib,"
-           "seconds_per_document\n";
+    out << "model,task_family,task,length,depth,policy,budget,chunk,documents,correct,score,tokens_per_s,peak_memory_mib,"
+           "state_mib,seconds_per_document\n";
     for (const auto& [key, c] : cells) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
-      char line[512];
-      std::snprintf(line, sizeof line, "%s,%s,%zu,%s,%zu,%zu,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f\n", model_name.c_str(),
-                    std::get<0>(key).c_str(), std::get<1>(key), std::get<2>(key).c_str(), std::get<3>(key), chunk, c.runs,
+      char line[640];
+      std::snprintf(line, sizeof line, "%s,%s,%s,%zu,%s,%s,%zu,%zu,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f\n", model_name.c_str(),
+                    family_of(std::get<0>(key)), std::get<0>(key).c_str(), std::get<1>(key),
+                    depth_text(std::get<2>(key)).c_str(), std::get<3>(key).c_str(), std::get<4>(key), chunk, c.runs,
                     c.correct, score, speed, peak, state, seconds);
       out << line;
     }
@@ -363,17 +642,23 @@ int run(int argc, char** argv) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& [key, c] : cells) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
-      rows.push_back({{"task", std::get<0>(key)}, {"length", std::get<1>(key)}, {"policy", std::get<2>(key)},
-                      {"budget", std::get<3>(key)}, {"documents", c.runs}, {"correct", c.correct}, {"score", score},
-                      {"tokens_per_s", std::round(speed)}, {"peak_memory_mib", std::round(peak * 10) / 10},
-                      {"state_mib", std::round(state * 1000) / 1000}, {"seconds_per_document", seconds}});
+      const nlohmann::json depth =
+          std::get<2>(key) < 0 ? nlohmann::json(nullptr) : nlohmann::json(static_cast<double>(std::get<2>(key)) / 1e6);
+      rows.push_back({{"task_family", family_of(std::get<0>(key))}, {"task", std::get<0>(key)}, {"length", std::get<1>(key)},
+                      {"depth", depth}, {"policy", std::get<3>(key)}, {"budget", std::get<4>(key)}, {"documents", c.runs},
+                      {"correct", c.correct}, {"score", score}, {"tokens_per_s", std::round(speed)},
+                      {"peak_memory_mib", std::round(peak * 10) / 10}, {"state_mib", std::round(state * 1000) / 1000},
+                      {"seconds_per_document", seconds}});
     }
-    const nlohmann::json root{{"model", model_name},       {"model_path", *model_path}, {"chunk", chunk},
-                              {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
-                              {"threads", num_threads()},  {"full_max_length", full_max},
-                              {"kv_type", kv_type_name(kv_type)},
-                              {"note", "budget of the full policy = the document length (it keeps every state)"},
-                              {"rows", rows}};
+    nlohmann::json root{{"model", model_name},       {"model_path", *model_path}, {"chunk", chunk},
+                        {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
+                        {"threads", num_threads()},  {"full_max_length", full_max},
+                        {"kv_type", kv_type_name(kv_type)},
+                        {"note", "budget of the full policy = the document length (it keeps every state); score: toy "
+                                 "tasks the fraction answered exactly, RULER tasks string_match_all (correct: answers "
+                                 "holding every gold string); depth null: none, or drawn per document"},
+                        {"rows", rows}};
+    if (any_ruler) root["tokenizer"] = tokenizer_path.value_or("beside the model");
     std::ofstream out(*json_path);
     if (!out) throw io_error(*json_path + ": cannot write");
     out << root.dump(1) << '\n';

@@ -1,13 +1,20 @@
 # SPDX-License-Identifier: MIT
-"""Plots pith-evict-bench results: score against cache budget, one line per policy, one panel per task.
+"""Plots pith-evict-bench results: score against cache budget, one line per policy, one panel per task;
+or, with --heatmap, RULER's needle plot: score by needle depth and document length.
 
     /usr/bin/python3 tools/plot_eviction.py RESULTS.csv [MORE.csv ...] --out figure.png [--out figure.svg]
         [--length 32000] [--reference-length 512] [--model toy-block] [--table table.md]
+    /usr/bin/python3 tools/plot_eviction.py RESULTS.csv --heatmap depths.png [--task niah_single_1]
+        [--policy citrus-shared] [--budget 1024]
 
 Rows are filtered to one document length (default: the largest in the files) and, when the CSV
 holds several models, one panel row per model. The full cache (budget = document length in the
 CSV) is drawn as a dashed horizontal line. --table writes the same numbers as a Markdown table
-(policies x budgets, per model and task). Needs only Debian's python3-matplotlib.
+(policies x budgets, per model and task). --heatmap draws the rows that have a needle depth
+(pith-evict-bench --depths): one panel per task (columns) and policy and budget (rows; the full
+cache as one row), depth from 0 (top) to 1 down, length across, the score in colour (red 0, green 1),
+each cell's number written in it. CSV files of older versions (no task_family or depth column) are
+read as rows without a depth. Needs only Debian's python3-matplotlib.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 POLICY_ORDER = ["full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate"]
-TASK_ORDER = ["passkey", "kv", "hop"]
+TASK_ORDER = ["passkey", "kv", "hop", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1",
+              "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe"]
 STYLE = {
     "full": dict(color="black", linestyle="--"),
     "streaming": dict(color="#999999", marker="v"),
@@ -55,8 +63,35 @@ def read_rows(paths: list[Path]) -> list[dict]:
                 for key in ("length", "budget", "documents", "correct"):
                     row[key] = int(row[key])
                 row["score"] = float(row["score"])
+                row.setdefault("task_family", "toy")
+                depth = row.get("depth") or ""
+                row["depth"] = float(depth) if depth else None
                 rows.append(row)
     return rows
+
+
+def merge_depths(rows: list[dict]) -> list[dict]:
+    """One row per (model, task, length, policy, budget): rows of several needle depths are pooled
+    (scores weighted by their documents) for the plots and tables over budgets."""
+    merged: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["model"], r["task"], r["length"], r["policy"], r["budget"])
+        if key not in merged:
+            merged[key] = dict(r, depth=None, _weighted=r["score"] * r["documents"], _speeds=[float(r["tokens_per_s"])])
+            continue
+        m = merged[key]
+        m["documents"] += r["documents"]
+        m["correct"] += r["correct"]
+        m["_weighted"] += r["score"] * r["documents"]
+        m["_speeds"].append(float(r["tokens_per_s"]))
+        m["peak_memory_mib"] = str(max(float(m["peak_memory_mib"]), float(r["peak_memory_mib"])))
+    out = []
+    for m in merged.values():
+        m["score"] = m.pop("_weighted") / m["documents"] if m["documents"] else 0.0
+        speeds = m.pop("_speeds")
+        m["tokens_per_s"] = str(sum(speeds) / len(speeds))
+        out.append(m)
+    return out
 
 
 def ordered_policies(names) -> list[str]:
@@ -102,7 +137,10 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
             if i == len(models) - 1:
                 ax.set_xlabel("budget k (old states kept besides the newest chunk)")
             if j == 0:
-                ax.set_ylabel("fraction answered exactly")
+                families = {r["task_family"] for r in rows}
+                ax.set_ylabel("fraction answered exactly" if families == {"toy"} else
+                              "RULER score (string_match_all)" if families == {"ruler"} else
+                              "score (toy: exact, RULER: string_match_all)")
     handles, labels = {}, {}
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
@@ -133,7 +171,9 @@ def table(rows: list[dict]) -> str:
     for (model, task, length), cell in groups.items():
         budgets = sorted({r["budget"] for r in cell if r["policy"] != "full"})
         documents = max(r["documents"] for r in cell)
-        lines.append(f"**{model}, {task}, {length} tokens** ({documents} documents per cell; score = fraction answered exactly)\n")
+        what = ("score = RULER's string_match_all, every depth pooled" if cell[0]["task_family"] == "ruler"
+                else "score = fraction answered exactly")
+        lines.append(f"**{model}, {task}, {length} tokens** ({documents} documents per cell; {what})\n")
         columns = [f"k={b}" for b in budgets] or ["whole document"]
         lines.append("| policy | " + " | ".join(columns) + " | tokens/s | peak MiB |")
         lines.append("|---|" + "---:|" * (len(columns) + 2))
@@ -151,6 +191,59 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def heatmap(rows: list[dict], outputs: list[Path], title: str | None) -> None:
+    """Score by needle depth (down) and length (across): a panel per task (columns) and policy x budget (rows)."""
+    rows = [r for r in rows if r["depth"] is not None]
+    if not rows:
+        raise SystemExit("plot_eviction: no rows with a needle depth (run pith-evict-bench with --depths)")
+    tasks = sorted({r["task"] for r in rows}, key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else 99, t))
+
+    def setting(r: dict) -> tuple:
+        # the full cache keeps every state: one row whatever its budget (= the length)
+        return (r["model"], r["policy"], None if r["policy"] == "full" else r["budget"])
+
+    def setting_rank(key: tuple) -> tuple:
+        model, policy, budget = key
+        return (model, ordered_policies([policy, *POLICY_ORDER]).index(policy), budget or 0)
+
+    settings = sorted({setting(r) for r in rows}, key=setting_rank)
+    lengths = sorted({r["length"] for r in rows})
+    depths = sorted({r["depth"] for r in rows})
+    fig, axes = plt.subplots(len(settings), len(tasks), squeeze=False, constrained_layout=True,
+                             figsize=((0.55 * len(lengths) + 1.3) * len(tasks) + 1.2,
+                                      (0.2 * len(depths) + 1.3) * len(settings) + 0.4))
+    image = None
+    for i, key in enumerate(settings):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            cells = {(r["depth"], r["length"]): r for r in rows if setting(r) == key and r["task"] == task}
+            grid = [[cells[(d, n)]["score"] if (d, n) in cells else float("nan") for n in lengths] for d in depths]
+            image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+            for a, d in enumerate(depths):
+                for b, n in enumerate(lengths):
+                    if (d, n) in cells and len(depths) * len(lengths) <= 400:
+                        ax.text(b, a, f"{cells[(d, n)]['score']:.2f}", ha="center", va="center", fontsize=6)
+            ax.set_xticks(range(len(lengths)))
+            ax.set_xticklabels([str(n) for n in lengths], fontsize=7, rotation=45 if len(lengths) > 4 else 0)
+            step = max(1, len(depths) // 10)
+            ax.set_yticks(range(0, len(depths), step))
+            ax.set_yticklabels([f"{depths[a]:.2g}" for a in range(0, len(depths), step)], fontsize=7)
+            model, policy, budget = key
+            documents = max((r["documents"] for r in cells.values()), default=0)
+            name = "full cache" if budget is None else f"{policy}, k={budget}"
+            ax.set_title(f"{model}: {task}\n{name} ({documents} docs/cell)", fontsize=8)
+            if i == len(settings) - 1:
+                ax.set_xlabel("document length (tokens)", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("needle depth", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="score")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    for out in outputs:
+        fig.savefig(out, dpi=110)
+        print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("csv", type=Path, nargs="+")
@@ -162,14 +255,27 @@ def main() -> None:
                         help="also draw the full cache measured at this length (e.g. the training length)")
     parser.add_argument("--title")
     parser.add_argument("--table", type=Path, help="write a Markdown table of every length")
+    parser.add_argument("--heatmap", type=Path, action="append", default=[],
+                        help="PNG or SVG of score by needle depth x length (repeatable; rows with a depth)")
+    parser.add_argument("--policy", action="append", help="only these policies (repeatable)")
+    parser.add_argument("--budget", type=int, action="append", help="only these budgets (repeatable; full is kept)")
     args = parser.parse_args()
     rows = read_rows(args.csv)
     if args.model:
         rows = [r for r in rows if r["model"] in args.model]
     if args.task:
         rows = [r for r in rows if r["task"] in args.task]
+    if args.policy:
+        rows = [r for r in rows if r["policy"] in args.policy]
+    if args.budget:
+        rows = [r for r in rows if r["policy"] == "full" or r["budget"] in args.budget]
     if not rows:
         raise SystemExit("plot_eviction: no rows")
+    if args.heatmap:
+        heatmap(rows, args.heatmap, args.title)
+        if not args.out and not args.table:
+            return
+    rows = merge_depths(rows)
     if args.table:
         args.table.write_text(table(rows))
         print(f"wrote {args.table}")

@@ -31,4 +31,5 @@
 #include "pith/model/weights.hpp"
 #include "pith/model/random_weights.hpp"
 #include "pith/runtime/reader.hpp"
+#include "pith/runtime/ruler_tasks.hpp"
 #include "pith/runtime/toy_tasks.hpp"

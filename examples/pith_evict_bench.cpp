@@ -24,11 +24,12 @@ namespace {
 constexpr const char* usage =
     "usage: pith-evict-bench --model DIR [--policies LIST] [--budgets LIST] [--lengths LIST] [--tasks LIST]\n"
     "                        [--suite toy|ruler] [--depths LIST] [--tokenizer FILE] [--answer-tokens N]\n"
+    "                        [--vt-chains N]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
     "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick] [--quantize TYPE]\n"
     "                        [--kv-type f32|f16|bf16|q8_0]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
-    "                        [--depth D] [--model DIR | --tokenizer FILE]\n"
+    "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
     "              citrus-shared+pool7, pools its scores over K neighbouring slots (docs/eviction.md)\n"
@@ -44,6 +45,7 @@ constexpr const char* usage =
     "              default: one of RULER's 40 depths drawn per document\n"
     "  --tokenizer the tokenizer of RULER documents (default: the one beside the model)\n"
     "  --answer-tokens  tokens a RULER answer may take (default RULER's: niah 128, vt 30, cwe 120, fwe 50)\n"
+    "  --vt-chains vt's chains of assignments: the asked one and N - 1 distractors (default 1, as RULER)\n"
     "  --seeds     documents per cell (default 10, seeds S..S+N-1)\n"
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
@@ -245,12 +247,14 @@ int make_document(pith::examples::arguments& args, const std::string& file) {
   const auto seed = parse_number<std::uint64_t>(args.take("--seed").value_or("0"), "--seed");
   const auto facts_text = args.take("--facts");
   const auto depth_text_given = args.take("--depth");
+  const auto chains_text = args.take("--vt-chains");
   const auto model_path = args.take("--model");
   const auto tokenizer_path = args.take("--tokenizer");
   if (!args.positional().empty()) throw pith::examples::usage_error("unexpected arguments");
   if (!task.ruler) {
-    if (depth_text_given || model_path || tokenizer_path)
-      throw pith::examples::usage_error("--depth, --model and --tokenizer apply to RULER tasks, not " + task.name);
+    if (depth_text_given || chains_text || model_path || tokenizer_path)
+      throw pith::examples::usage_error("--depth, --vt-chains, --model and --tokenizer apply to RULER tasks, not " +
+                                        task.name);
     const auto facts = parse_number<std::size_t>(facts_text.value_or("8"), "--facts");
     const auto doc = make_toy_document(task.toy, length, seed, facts);
     std::ofstream out(file);
@@ -267,6 +271,10 @@ int make_document(pith::examples::arguments& args, const std::string& file) {
   if (facts_text) throw pith::examples::usage_error("--facts applies to kv and hop, not " + task.name);
   if (model_path && tokenizer_path) throw pith::examples::usage_error("give --model or --tokenizer, not both");
   ruler_options options;
+  if (chains_text) {
+    if (task.ruler_kind != ruler_task::vt) throw pith::examples::usage_error("--vt-chains applies to vt, not " + task.name);
+    options.vt_chains = parse_number<std::size_t>(*chains_text, "--vt-chains", 1, 1000);
+  }
   if (depth_text_given) {
     const auto depth = parse_number<double>(*depth_text_given, "--depth");
     if (depth < 0.0 || depth > 1.0) throw pith::examples::usage_error("--depth: " + *depth_text_given + " is outside 0..1");
@@ -357,6 +365,7 @@ int run(int argc, char** argv) {
   const auto depths_text = args.take("--depths");
   const auto tokenizer_path = args.take("--tokenizer");
   const auto answer_tokens_text = args.take("--answer-tokens");
+  const auto vt_chains = parse_number<std::size_t>(args.take("--vt-chains").value_or("1"), "--vt-chains", 1, 1000);
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
@@ -476,6 +485,7 @@ int run(int argc, char** argv) {
     }
     ruler_options options;
     options.depth = p.depth;
+    options.vt_chains = vt_chains;
     const auto text = make_ruler_document(p.task->ruler_kind, p.length, p.seed, count_tokens, options);
     doc.ids = tok->encode(text.document, true, false);
     doc.instruction = tok->encode(text.instruction(), false, false);
@@ -658,7 +668,10 @@ int run(int argc, char** argv) {
                                  "tasks the fraction answered exactly, RULER tasks string_match_all (correct: answers "
                                  "holding every gold string); depth null: none, or drawn per document"},
                         {"rows", rows}};
-    if (any_ruler) root["tokenizer"] = tokenizer_path.value_or("beside the model");
+    if (any_ruler) {
+      root["tokenizer"] = tokenizer_path.value_or("beside the model");
+      root["vt_chains"] = vt_chains;
+    }
     std::ofstream out(*json_path);
     if (!out) throw io_error(*json_path + ": cannot write");
     out << root.dump(1) << '\n';

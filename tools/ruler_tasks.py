@@ -572,9 +572,10 @@ def main() -> None:
     parser.add_argument("--show", nargs=3, metavar=("TASK", "LENGTH", "SEED"),
                         help="print one document (length in words), its instruction and gold answer")
     parser.add_argument("--depth", type=float, help="with --show: the asked needle's depth (0..1)")
+    parser.add_argument("--chains", type=int, default=1, help="with --show: vt's chains (default 1)")
     args = parser.parse_args()
     if args.show:
-        d = make_document(args.show[0], int(args.show[1]), int(args.show[2]), depth=args.depth)
+        d = make_document(args.show[0], int(args.show[1]), int(args.show[2]), depth=args.depth, chains=args.chains)
         print(d.document, end="")
         print("instruction:", d.instruction)
         print("gold:", ", ".join(d.gold))

@@ -73,8 +73,12 @@ TEST(RulerTasks, ScoringMatchesPython) {
 }
 
 // Each gold string is in the document, a needle holding gold sits where its offset says, and a
-// needle at depth d sits about d of the way through the haystack.
+// needle at depth d sits about d of the way through the document.
 TEST(RulerTasks, GoldIsInTheDocumentAndTheDepthIsWhereItSays) {
+  // The depth counts haystack units, the check bytes: the preamble (~130 bytes of ~18,000), the
+  // other needles (multikey_1's three, placed at random) and filler sentences of unequal length
+  // move the byte fraction (by at most 0.011 over 30 seeds of every task with a depth).
+  constexpr double depth_tolerance = 0.03;
   for (const auto task : pith::all_ruler_tasks) {
     for (std::uint64_t seed = 0; seed < 5; ++seed) {
       pith::ruler_options options;
@@ -89,7 +93,7 @@ TEST(RulerTasks, GoldIsInTheDocumentAndTheDepthIsWhereItSays) {
       if (doc.depth) {
         ASSERT_EQ(doc.gold_offsets.size(), 1u);
         const double where = static_cast<double>(doc.gold_offsets[0]) / static_cast<double>(doc.document.size());
-        EXPECT_NEAR(where, *doc.depth, 0.06) << "depth " << *doc.depth;
+        EXPECT_NEAR(where, *doc.depth, depth_tolerance) << "depth " << *doc.depth;
       }
       // The haystack is the largest the search found: one unit more is longer than the target.
       const auto longer = pith::make_ruler_document_units(task, doc.haystack + 1, seed, 3000, options);

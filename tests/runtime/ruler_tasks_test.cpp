@@ -80,9 +80,9 @@ TEST(RulerTasks, GoldIsInTheDocumentAndTheDepthIsWhereItSays) {
   // move the byte fraction (by at most 0.011 over 30 seeds of every task with a depth).
   constexpr double depth_tolerance = 0.03;
   for (const auto task : pith::all_ruler_tasks) {
-    for (std::uint64_t seed = 0; seed < 5; ++seed) {
+    for (std::uint64_t seed = 0; seed < 3; ++seed) {
       pith::ruler_options options;
-      if (pith::ruler_task_has_depth(task)) options.depth = 0.25 * static_cast<double>(seed % 5);
+      if (pith::ruler_task_has_depth(task)) options.depth = 0.5 * static_cast<double>(seed);  // 0, 0.5, 1
       const auto doc = pith::make_ruler_document(task, 3000, seed, pith::ruler_word_count, options);
       SCOPED_TRACE(std::string(pith::ruler_task_name(task)) + " seed " + std::to_string(seed));
       for (const auto& g : doc.gold) EXPECT_NE(doc.document.find(g), std::string::npos) << g;

@@ -386,6 +386,10 @@ int run(int argc, char** argv) {
                          : std::nullopt;
   if (answer_tokens && !any_ruler) throw usage_error("--answer-tokens applies to RULER tasks");
   if (tokenizer_path && !any_ruler) throw usage_error("--tokenizer applies to RULER tasks (the toy tasks are token ids)");
+  if (vt_chains != 1 && std::none_of(tasks.begin(), tasks.end(), [](const bench_task& t) {
+        return t.ruler && t.ruler_kind == ruler_task::vt;
+      }))
+    throw usage_error("--vt-chains applies to the vt task, which is not in the sweep");
   // One thread by default: the toy models' matrices (hidden 64) are too small to split across cores.
   set_threads_option(threads.value_or("1"));
 

@@ -56,18 +56,25 @@ TEST_P(ReaderPolicyTest, KeepsTheBudgetTheNewestChunkAndSortedSlots) {
   const auto doc = document(150);
   std::size_t fed = 0;
   const auto& c = small_model().config;
+  // pyramidkv: each layer keeps its own budget (they sum to budget x layers); the others keep o.budget.
+  const auto budgets = o.policy == pith::policy_kind::pyramidkv ? pith::pyramid_budgets(o.budget, c.num_layers)
+                                                                : std::vector<std::size_t>(c.num_layers, o.budget);
   while (fed < doc.size()) {
     const std::size_t n = std::min<std::size_t>(8, doc.size() - fed);
     r.feed(std::span(doc).subspan(fed, n));
     fed += n;
     const std::size_t read = r.stats().tokens_read;  // a partial last chunk waits for answer()
     if (read == 0) continue;
+    // Reindexed: every layer's slots end just before the next position (the largest layer's count).
+    std::size_t top = 0;
+    for (std::size_t l = 0; l < c.num_layers; ++l) top = std::max(top, r.main_session().cache().size(l, 0));
+    EXPECT_EQ(r.main_session().position(), top);
     for (std::size_t l = 0; l < c.num_layers; ++l)
       for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
         const auto& kept = r.document_positions(l, g);
         ASSERT_EQ(kept.size(), r.main_session().cache().size(l, g));
         if (o.policy != pith::policy_kind::full) {
-          ASSERT_LE(kept.size(), o.budget + o.chunk_size);
+          ASSERT_LE(kept.size(), budgets[l] + o.chunk_size);
         } else {
           ASSERT_EQ(kept.size(), read);
         }
@@ -75,9 +82,10 @@ TEST_P(ReaderPolicyTest, KeepsTheBudgetTheNewestChunkAndSortedSlots) {
         // The newest chunk is always there.
         for (std::size_t i = 0; i < o.chunk_size; ++i)
           ASSERT_EQ(kept[kept.size() - o.chunk_size + i], static_cast<std::int64_t>(read - o.chunk_size + i));
-        // Reindexed: RoPE positions are the slot indices.
+        // Reindexed: RoPE positions are the slot indices (shifted to end at the largest layer's count).
         const std::int64_t* positions = r.main_session().cache().positions(l, g);
-        for (std::size_t i = 0; i < kept.size(); ++i) ASSERT_EQ(positions[i], static_cast<std::int64_t>(i));
+        for (std::size_t i = 0; i < kept.size(); ++i)
+          ASSERT_EQ(positions[i], static_cast<std::int64_t>(top - kept.size() + i));
       }
   }
   pith::sampler greedy;

@@ -266,3 +266,38 @@ TEST(Reader, ReadersOnSeveralThreadsShareTheWeights) {
 }
 
 }  // namespace
+
+namespace {
+
+// pyramidkv: each layer's cache is sized for its own budget (session_options::layer_context), so the
+// layers together hold exactly the rows of a uniform budget's caches, and each layer keeps its own k_l.
+TEST(Reader, PyramidLayersKeepTheirOwnBudgetsInCachesOfTheirOwnSize) {
+  const auto& w = small_model();
+  const auto& c = w.config;
+  pith::reader_options o;
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  o.policy = pith::policy_kind::snapkv;
+  pith::reader uniform(w, o, instruction);
+  o.policy = pith::policy_kind::pyramidkv;
+  pith::reader pyramid(w, o, instruction);
+  const auto budgets = pith::pyramid_budgets(o.budget, c.num_layers);  // 39, 20, 1
+  ASSERT_EQ(budgets, (std::vector<std::size_t>{39, 20, 1}));
+  std::size_t uniform_rows = 0, pyramid_rows = 0;
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    uniform_rows += uniform.main_session().cache().capacity(l);
+    pyramid_rows += pyramid.main_session().cache().capacity(l);
+    if (l > 0) {
+      EXPECT_LT(pyramid.main_session().cache().capacity(l), pyramid.main_session().cache().capacity(l - 1));
+    }
+  }
+  EXPECT_EQ(pyramid_rows, uniform_rows);
+  pyramid.feed(document(200));
+  for (std::size_t l = 0; l < c.num_layers; ++l)
+    EXPECT_EQ(pyramid.main_session().cache().size(l, 0), budgets[l] + o.chunk_size) << "layer " << l;
+  pith::sampler greedy;
+  EXPECT_EQ(pyramid.answer(4, greedy).size(), 4u);
+}
+
+}  // namespace

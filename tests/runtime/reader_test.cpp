@@ -301,3 +301,35 @@ TEST(Reader, PyramidLayersKeepTheirOwnBudgetsInCachesOfTheirOwnSize) {
 }
 
 }  // namespace
+
+namespace {
+
+// pyramidkv with beta 1 gives every layer the same budget: it is snapkv, slot for slot.
+TEST(Reader, PyramidWithBetaOneKeepsWhatSnapkvKeeps) {
+  const auto& w = small_model();
+  const auto& c = w.config;
+  pith::reader_options o;
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  o.policy = pith::policy_kind::snapkv;
+  pith::reader snapkv(w, o, instruction);
+  o.policy = pith::policy_kind::pyramidkv;
+  o.pyramid_beta = 1;
+  pith::reader pyramid(w, o, instruction);
+  const auto doc = document(150);
+  for (std::size_t fed = 0; fed < doc.size(); fed += o.chunk_size) {
+    const auto part = std::span(doc).subspan(fed, std::min(o.chunk_size, doc.size() - fed));
+    snapkv.feed(part);
+    pyramid.feed(part);
+    for (std::size_t l = 0; l < c.num_layers; ++l)
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g)
+        ASSERT_EQ(pyramid.document_positions(l, g), snapkv.document_positions(l, g)) << fed << " " << l << " " << g;
+  }
+  pith::sampler greedy;
+  EXPECT_EQ(pyramid.answer(4, greedy), snapkv.answer(4, greedy));
+  o.pyramid_beta = 0;
+  EXPECT_THROW(pith::reader(w, o, instruction), pith::argument_error);
+}
+
+}  // namespace

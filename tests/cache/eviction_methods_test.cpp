@@ -8,7 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
-#include <set>
+#include <span>
+#include <string>
 #include <vector>
 
 #include <pith/cache/eviction_blocks.hpp>

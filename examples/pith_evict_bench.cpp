@@ -26,12 +26,13 @@ constexpr const char* usage =
     "                        [--suite toy|ruler] [--depths LIST] [--tokenizer FILE] [--answer-tokens N]\n"
     "                        [--vt-chains N]\n"
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
-    "                        [--full-max-length N] [--citrus-pool K] [--threads N] [--quick] [--quantize TYPE]\n"
-    "                        [--kv-type f32|f16|bf16|q8_0]\n"
+    "                        [--full-max-length N] [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max]\n"
+    "                        [--threads N] [--quick] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
-    "              citrus-separate (default: all of them); a citrus-* name with +poolK (K odd), e.g.\n"
+    "              citrus-separate (the default: these nine), random, knorm, observed-attention, chunkkv,\n"
+    "              snapkv-question, keydiff, pyramidkv, or all; a citrus-* name with +poolK (K odd), e.g.\n"
     "              citrus-shared+pool7, pools its scores over K neighbouring slots (docs/eviction.md)\n"
     "  --budgets   k values (default 16,32,64,128,256; RULER tasks alone: 512,1024,2048,3072)\n"
     "  --lengths   in tokens, BOS included (default 1000,8000; RULER tasks alone: 4096)\n"
@@ -50,6 +51,8 @@ constexpr const char* usage =
     "  --facts     kv/hop facts per document (default 8); --chunk L (default 64)\n"
     "  --full-max-length  the full cache runs only up to this length (default 4096: its cost grows as n^2)\n"
     "  --citrus-pool K  the pooling window of the citrus-* names given without +poolK (default 1: off)\n"
+    "  --pool-kernel K  the SnapKV family's pooling window (snapkv, snapkv-question, chunkkv, pyramidkv), odd\n"
+    "              (default 7); --pool-mode avg (default: zero padding, divided by K) or max\n"
     "  --threads   threads per document, 1..1024 (default 1: the toy models are too small to split)\n"
     "  --quick     a sweep of about a minute on a toy model: the 8 evicting policies and citrus-shared+pool7\n"
     "              x budgets 16,64,256 x 8000 tokens (RULER tasks: 4096)\n"
@@ -348,6 +351,10 @@ int run(int argc, char** argv) {
     seed_count = "10";
   }
   policy_list = args.take("--policies").value_or(policy_list);
+  if (policy_list == "all") {
+    policy_list.clear();
+    for (const auto kind : builtin_policies) policy_list += std::string(policy_list.empty() ? "" : ",") + policy_name(kind);
+  }
   const auto budgets = numbers<std::size_t>(args.take("--budgets").value_or(budget_list), "--budgets");
   const auto lengths = numbers<std::size_t>(args.take("--lengths").value_or(length_list), "--lengths");
   if (std::find(budgets.begin(), budgets.end(), std::size_t{0}) != budgets.end())
@@ -366,6 +373,12 @@ int run(int argc, char** argv) {
   const auto tokenizer_path = args.take("--tokenizer");
   const auto answer_tokens_text = args.take("--answer-tokens");
   const auto vt_chains = parse_number<std::size_t>(args.take("--vt-chains").value_or("1"), "--vt-chains", 1, 1000);
+  const auto pool_kernel = parse_number<std::size_t>(args.take("--pool-kernel").value_or("7"), "--pool-kernel", 1, max_pool);
+  if (pool_kernel % 2 == 0) throw usage_error("--pool-kernel must be odd (a window centred on the slot)");
+  const std::string pool_mode_name = args.take("--pool-mode").value_or("avg");
+  if (pool_mode_name != "avg" && pool_mode_name != "max")
+    throw usage_error("--pool-mode must be avg or max, not " + pool_mode_name);
+  const pool_mode snapkv_pool = parse_pool_mode(pool_mode_name);
   const auto csv_path = args.take("--csv");
   const auto json_path = args.take("--json");
   const auto threads = args.take("--threads");
@@ -525,6 +538,8 @@ int run(int argc, char** argv) {
     options.budget = p.budget;
     options.chunk_size = chunk;
     options.citrus_pool = p.policy->pool;
+    options.snapkv_kernel = pool_kernel;
+    options.snapkv_pool = snapkv_pool;
     options.kv_type = kv_type;
     options.max_answer_tokens = doc.answer_tokens + 1;
     if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer_tokens + 2;
@@ -668,6 +683,7 @@ int run(int argc, char** argv) {
                         {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
                         {"threads", num_threads()},  {"full_max_length", full_max},
                         {"kv_type", kv_type_name(kv_type)},
+                        {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name},
                         {"note", "budget of the full policy = the document length (it keeps every state); score: toy "
                                  "tasks the fraction answered exactly, RULER tasks string_match_all (correct: answers "
                                  "holding every gold string); depth null: none, or drawn per document"},

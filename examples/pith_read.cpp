@@ -26,7 +26,8 @@ namespace {
 constexpr const char* usage =
     "usage: pith-read MODEL [--tokenizer FILE] --document FILE|- --instruction TEXT [--policy NAME] [--budget K]\n"
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
-    "                 [--citrus-pool K] [--logits-out FILE.json] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
+    "                 [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max] [--logits-out FILE.json]\n"
+    "                 [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "                 [--raw | --system TEXT | --chat-template FILE]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --raw      no chat template: BOS, the document, the instruction (the default when the model has no\n"
@@ -35,11 +36,15 @@ constexpr const char* usage =
     "             and the answer is the assistant's turn; it ends at the family's end-of-turn token\n"
     "  --system   a system message before the user turn (with a template)\n"
     "  --chat-template F  the template from F (a tokenizer_config.json, a .gguf or a Jinja text file)\n"
-    "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate\n"
+    "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate,\n"
+    "             random, knorm, observed-attention, chunkkv, snapkv-question, keydiff, pyramidkv\n"
+    "             (docs/eviction.md)\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
     "  --citrus-pool  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off)\n"
+    "  --pool-kernel  the SnapKV family's pooling window (snapkv, snapkv-question, chunkkv, pyramidkv), odd\n"
+    "             (default 7); --pool-mode avg (default: zero padding, divided by K) or max\n"
     "  --quantize quantizes the weight matrices at load: q8_0, q4_0, q4_k, q6_k, ... or q4_k_m / q5_k_m\n"
     "  --expect   the expected answer: printed after the answer with whether the answer starts with it\n"
     "             (exit status 0 either way)\n"
@@ -156,6 +161,12 @@ int run(int argc, char** argv) {
   const auto logits_path = args.take("--logits-out");
   const auto load = parse_quantize(args.take("--quantize"));
   options.citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool");
+  options.snapkv_kernel = parse_number<std::size_t>(args.take("--pool-kernel").value_or("7"), "--pool-kernel", 1, 1001);
+  if (options.snapkv_kernel % 2 == 0) throw usage_error("--pool-kernel must be odd (a window centred on the slot)");
+  if (const auto mode = args.take("--pool-mode")) {
+    if (*mode != "avg" && *mode != "max") throw usage_error("--pool-mode must be avg or max, not " + *mode);
+    options.snapkv_pool = parse_pool_mode(*mode);
+  }
   options.kv_type = parse_kv_type_option(args.take("--kv-type"));
   const bool raw = args.flag("--raw");
   const auto system = args.take("--system");

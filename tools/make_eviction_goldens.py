@@ -4,6 +4,7 @@
     /usr/bin/python3 tools/make_eviction_goldens.py            # self-check, write, then re-check the files
     /usr/bin/python3 tools/make_eviction_goldens.py --check    # only re-check the committed files
     /usr/bin/python3 tools/make_eviction_goldens.py --out DIR  # write somewhere else
+    /usr/bin/python3 tools/make_eviction_goldens.py --cases knorm,random   # (re)write these cases only
 
 Every case reads a seeded random document with tools/pith_eviction.py on the gqa_untied golden model
 (tests/data/llama/gqa_untied/model.safetensors, read with tools/safetensors_io.py), or for the hybrid
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pith_eviction  # noqa: E402
-from pith_eviction import Model, PER_HEAD_POLICIES, read  # noqa: E402
+from pith_eviction import Model, Options, PER_HEAD_POLICIES, read  # noqa: E402
 from pith_reference import LlamaConfig, weights_from_numpy  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
 
@@ -53,9 +54,22 @@ class Case:
     positions: str = "reindexed"
     citrus_pool: int = 1
     model: str = MODEL                # relative to tests/data
+    pool_kernel: int = pith_eviction.SNAPKV_KERNEL   # the SnapKV family's pooling (reader_options::snapkv_kernel)
+    pool_mode: str = "avg"                            # reader_options::snapkv_pool
+    chunkkv_size: int = pith_eviction.CHUNKKV_SIZE
+    random_seed: int = 0
+    # The smallest decision gap accepted. Scores from the cached keys (knorm, keydiff) come from keys that
+    # pith's kernels and PyTorch compute and re-rotate with their own roundings: a wider margin.
+    min_gap: float = MIN_SCORE_GAP
+
+    def options(self) -> Options:
+        return Options(self.pool_kernel, self.pool_mode, self.chunkkv_size, self.random_seed)
 
 
-CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLICIES] + [
+# The first nine policies, one default case each; the later ones below with their own settings.
+FIRST_POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate")
+
+CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + [
     # original positions: the document must fit the model's 64 positions (max_position_embeddings)
     Case("citrus_shared_original", "citrus-shared", document_length=56, positions="original"),
     Case("citrus_cse_budget0", "citrus-cse", budget=0),
@@ -74,6 +88,21 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in pith_eviction.POLI
     # another family: Qwen3 (per-head q/k norms before RoPE, head_dim 12 with heads * head_dim != hidden)
     Case("citrus_shared_qwen3", "citrus-shared", model="families/qwen3_head_dim"),
     Case("snapkv_qwen3", "snapkv", model="families/qwen3_head_dim"),
+    # the policies of the method table (docs/eviction.md)
+    Case("random", "random", random_seed=20250611),
+    Case("knorm", "knorm", min_gap=1e-4),
+    Case("observed_attention", "observed-attention"),
+    Case("chunkkv", "chunkkv"),
+    # chunks of 6 over 40 old slots: six whole chunks and one of 4; a budget of 24 may end inside a chunk
+    Case("chunkkv_size6", "chunkkv", chunkkv_size=6),
+    Case("snapkv_question", "snapkv-question"),
+    Case("keydiff", "keydiff", min_gap=1e-5),
+    # layer budgets 23, 12, 1 (pyramid_budgets(12, 3)): 23 + 16 + max(16, 6 + 8) = 55 positions fit the 64
+    Case("pyramidkv", "pyramidkv", budget=12),
+    # the two cached layers of toy-hybrid (0 and 2; 1 and 3 are recurrent) share 2 x 24: budgets 47 and 1
+    Case("pyramidkv_hybrid", "pyramidkv", model="../../examples/models/toy-hybrid"),
+    # SnapKV's max pooling (the paper's LongBench configuration) over 5 slots
+    Case("snapkv_max5", "snapkv", pool_kernel=5, pool_mode="max"),
 ]
 
 
@@ -95,14 +124,14 @@ def draw_inputs(seed: int, document_length: int, vocab: int) -> tuple[list[int],
 def run_case(model: Model, case: Case, seed: int):
     document, instruction = draw_inputs(seed, case.document_length, model.config.vocab_size)
     reading = read(model, document, instruction, case.policy, CHUNK, case.budget, case.positions, ANSWER_TOKENS,
-                   citrus_pool=case.citrus_pool)
+                   citrus_pool=case.citrus_pool, options=case.options())
     return document, instruction, reading
 
 
 def same_in_float64(model: Model, case: Case, document, instruction, reading) -> bool:
     """Whether the float64 twin keeps the same positions at every step and gives the same answer."""
     wide = read(model.cast(torch.float64), document, instruction, case.policy, CHUNK, case.budget, case.positions,
-                ANSWER_TOKENS, citrus_pool=case.citrus_pool)
+                ANSWER_TOKENS, citrus_pool=case.citrus_pool, options=case.options())
     return ([s["kept"] for s in wide.steps] == [s["kept"] for s in reading.steps]
             and wide.final_kept == reading.final_kept and wide.answer == reading.answer)
 
@@ -124,7 +153,11 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             f'  "chunk": {CHUNK},\n'
             f'  "budget": {case.budget},\n'
             f'  "positions": "{case.positions}",\n'
-            + (f'  "citrus_pool": {case.citrus_pool},\n' if case.citrus_pool != 1 else "") +
+            + (f'  "citrus_pool": {case.citrus_pool},\n' if case.citrus_pool != 1 else "")
+            + (f'  "pool_kernel": {case.pool_kernel},\n' if case.pool_kernel != pith_eviction.SNAPKV_KERNEL else "")
+            + (f'  "pool_mode": "{case.pool_mode}",\n' if case.pool_mode != "avg" else "")
+            + (f'  "chunkkv_size": {case.chunkkv_size},\n' if case.policy == "chunkkv" else "")
+            + (f'  "random_seed": {case.random_seed},\n' if case.policy == "random" else "") +
             f'  "model": "{case.model}",\n'
             f'  "seed": {seed},\n'
             f'  "selection": "{"per_head" if case.policy in PER_HEAD_POLICIES else "per_layer"}",\n'
@@ -152,23 +185,30 @@ def describe_gaps(reading) -> str:
     return "; ".join(parts) or "no scored decision"
 
 
-def write(root: Path) -> int:
+def write(root: Path, names: list[str] | None = None) -> int:
     model = load_golden_model()
     failures = pith_eviction.self_check(model, verbose=False)
     if failures:
         print("pith_eviction self-check failed:", *failures, sep="\n  ")
         return 1
     print("pith_eviction self-check: ok")
+    unknown = set(names or []) - {case.name for case in CASES}
+    if unknown:
+        print("unknown cases:", *sorted(unknown))
+        return 1
     for case in CASES:
+        if names and case.name not in names:
+            continue
         model = load_golden_model(case.model)
         seed = BASE_SEED
         while True:
             document, instruction, reading = run_case(model, case, seed)
             gap = reading.min_gap()
             robust = same_in_float64(model, case, document, instruction, reading)
-            if (gap is None or gap >= MIN_SCORE_GAP) and robust:
+            if (gap is None or gap >= case.min_gap) and robust:
                 break
-            print(f"  {case.name}: seed {seed}: decision gap {gap:.3g} (minimum {MIN_SCORE_GAP}), "
+            print(f"  {case.name}: seed {seed}: decision gap {'none' if gap is None else f'{gap:.3g}'} "
+                  f"(minimum {case.min_gap}), "
                   f"float64 {'agrees' if robust else 'differs'}; trying {seed + 1}")
             seed += 1
         folder = root / case.name
@@ -188,13 +228,15 @@ def check(root: Path) -> int:
         path = root / case.name / "expected.json"
         expected = json.loads(path.read_text())
         document, instruction = draw_inputs(expected["seed"], case.document_length, model.config.vocab_size)
+        options = Options(expected.get("pool_kernel", pith_eviction.SNAPKV_KERNEL), expected.get("pool_mode", "avg"),
+                          expected.get("chunkkv_size", pith_eviction.CHUNKKV_SIZE), expected.get("random_seed", 0))
         reading = read(model, expected["document"], expected["instruction"], expected["policy"], expected["chunk"],
                        expected["budget"], expected["positions"], ANSWER_TOKENS,
-                       citrus_pool=expected.get("citrus_pool", 1))
+                       citrus_pool=expected.get("citrus_pool", 1), options=options)
         logits = torch.tensor(expected["answer_logits_first"], dtype=torch.float32)
         problems = []
         if ((expected["policy"], expected["budget"], expected["positions"], expected["model"])
-                != (case.policy, case.budget, case.positions, case.model)):
+                != (case.policy, case.budget, case.positions, case.model) or options != case.options()):
             problems.append("case parameters")
         if expected["document"] != document or expected["instruction"] != instruction:
             problems.append("inputs are not the seed's")
@@ -217,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "eviction")
     parser.add_argument("--check", action="store_true", help="only re-check the files in --out")
+    parser.add_argument("--cases", help="comma-separated case names: write only these (every case is re-checked)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one summation order
-    return check(args.out) if args.check else write(args.out)
+    return check(args.out) if args.check else write(args.out, args.cases.split(",") if args.cases else None)
 
 
 if __name__ == "__main__":

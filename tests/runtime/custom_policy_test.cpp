@@ -279,3 +279,59 @@ TEST(CustomPolicy, RequestsTheReaderCannotServeAreRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+// KnormPress over the view's keys (policy_request::keys): the lowest-norm keys of each KV head.
+struct lowest_key_norms {
+  static constexpr pith::policy_request request{.chunk_scores = false, .per_head = true, .keys = true};
+  std::size_t* views;
+  pith::selection_scratch scratch;
+  void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
+    ++*views;
+    EXPECT_EQ(view.key_heads, 1u);
+    EXPECT_EQ(view.keys.size(), view.old_slots * view.head_dim);
+    EXPECT_TRUE(view.scores.empty());
+    pith::select_knorm(view.keys, view.head_dim, view.budget, keep, scratch);
+  }
+};
+
+// The keys of every KV head of the layer in a per-layer view: keeps what the first head's norms choose.
+struct first_head_norms {
+  static constexpr pith::policy_request request{.chunk_scores = false, .keys = true};
+  std::size_t kv_heads = 0;
+  pith::selection_scratch scratch;
+  void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
+    EXPECT_EQ(view.key_heads, kv_heads);
+    EXPECT_EQ(view.keys.size(), kv_heads * view.old_slots * view.head_dim);
+    pith::select_knorm(view.keys.first(view.old_slots * view.head_dim), view.head_dim, view.budget, keep, scratch);
+  }
+};
+
+TEST(CustomPolicy, KeysInTheViewReproduceKnorm) {
+  const auto* w = toy_standard();
+  if (w == nullptr) GTEST_SKIP() << "examples/models/toy-standard is absent";
+  for (const pith::dtype kv_type : {pith::dtype::f32, pith::dtype::f16}) {  // read in place; decoded
+    auto o = options();
+    o.kv_type = kv_type;
+    o.policy = pith::policy_kind::knorm;
+    pith::reader builtin(*w, o, document().instruction);
+    o.policy = pith::policy_kind::citrus_cse;  // replaced by use_policy
+    pith::reader custom(*w, o, document().instruction);
+    std::size_t views = 0;
+    custom.use_policy(lowest_key_norms{&views, {}});
+    EXPECT_EQ(read(custom, w->config), read(builtin, w->config));
+    EXPECT_GT(views, 0u);
+    // A per-layer view carries every KV head's keys, head after head.
+    o.policy = pith::policy_kind::citrus_cse;
+    pith::reader per_layer(*w, o, document().instruction);
+    per_layer.use_policy(first_head_norms{w->config.num_kv_heads, {}});
+    const auto steps = read(per_layer, w->config);
+    ASSERT_FALSE(steps.empty());
+    const auto& c = w->config;
+    for (std::size_t l = 0; l < c.num_layers; ++l)  // one keep list per layer: every head holds the same slots
+      EXPECT_EQ(per_layer.document_positions(l, 0), per_layer.document_positions(l, c.num_kv_heads - 1));
+  }
+}
+
+}  // namespace

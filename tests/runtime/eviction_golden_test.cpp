@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The reader against the PyTorch twin (tools/pith_eviction.py): the same document positions kept per
 // layer (per KV head) after every chunk and after the final cut, the same answer and its first logits,
-// per policy, on a standard and on hybrid (recurrent token mixer) layouts.
+// per policy, on a standard and on hybrid (recurrent token mixer) layouts; pyramidkv's layers each keep
+// their own budget.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -55,6 +56,10 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   o.chunk_size = g.at("chunk").get<std::size_t>();
   o.positions = g.at("positions") == "original" ? pith::position_mode::original : pith::position_mode::reindexed;
   o.citrus_pool = g.value("citrus_pool", std::size_t{1});
+  o.snapkv_kernel = g.value("pool_kernel", std::size_t{7});
+  o.snapkv_pool = pith::parse_pool_mode(g.value("pool_mode", std::string("avg")));
+  o.chunkkv_size = g.value("chunkkv_size", std::size_t{20});
+  o.random_seed = g.value("random_seed", std::uint64_t{0});
   o.max_answer_tokens = 8;
   o.max_context = 256;
   const auto document = g.at("document").get<std::vector<std::int32_t>>();
@@ -97,7 +102,10 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "citrus_shared", "citrus_separate", "citrus_shared_original",
                                            "citrus_cse_budget0", "citrus_cse_budget1", "citrus_cse_budget30",
                                            "citrus_shared_pool7", "citrus_separate_pool5", "citrus_shared_hybrid",
-                                           "citrus_separate_hybrid", "h2o_hybrid", "citrus_shared_qwen3", "snapkv_qwen3"));
+                                           "citrus_separate_hybrid", "h2o_hybrid", "citrus_shared_qwen3", "snapkv_qwen3",
+                                           "random", "knorm", "observed_attention", "chunkkv", "chunkkv_size6",
+                                           "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
+                                           "snapkv_max5"));
 
 }  // namespace
 

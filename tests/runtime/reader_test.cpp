@@ -56,18 +56,25 @@ TEST_P(ReaderPolicyTest, KeepsTheBudgetTheNewestChunkAndSortedSlots) {
   const auto doc = document(150);
   std::size_t fed = 0;
   const auto& c = small_model().config;
+  // pyramidkv: each layer keeps its own budget (they sum to budget x layers); the others keep o.budget.
+  const auto budgets = o.policy == pith::policy_kind::pyramidkv ? pith::pyramid_budgets(o.budget, c.num_layers)
+                                                                : std::vector<std::size_t>(c.num_layers, o.budget);
   while (fed < doc.size()) {
     const std::size_t n = std::min<std::size_t>(8, doc.size() - fed);
     r.feed(std::span(doc).subspan(fed, n));
     fed += n;
     const std::size_t read = r.stats().tokens_read;  // a partial last chunk waits for answer()
     if (read == 0) continue;
+    // Reindexed: every layer's slots end just before the next position (the largest layer's count).
+    std::size_t top = 0;
+    for (std::size_t l = 0; l < c.num_layers; ++l) top = std::max(top, r.main_session().cache().size(l, 0));
+    EXPECT_EQ(r.main_session().position(), top);
     for (std::size_t l = 0; l < c.num_layers; ++l)
       for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
         const auto& kept = r.document_positions(l, g);
         ASSERT_EQ(kept.size(), r.main_session().cache().size(l, g));
         if (o.policy != pith::policy_kind::full) {
-          ASSERT_LE(kept.size(), o.budget + o.chunk_size);
+          ASSERT_LE(kept.size(), budgets[l] + o.chunk_size);
         } else {
           ASSERT_EQ(kept.size(), read);
         }
@@ -75,9 +82,10 @@ TEST_P(ReaderPolicyTest, KeepsTheBudgetTheNewestChunkAndSortedSlots) {
         // The newest chunk is always there.
         for (std::size_t i = 0; i < o.chunk_size; ++i)
           ASSERT_EQ(kept[kept.size() - o.chunk_size + i], static_cast<std::int64_t>(read - o.chunk_size + i));
-        // Reindexed: RoPE positions are the slot indices.
+        // Reindexed: RoPE positions are the slot indices (shifted to end at the largest layer's count).
         const std::int64_t* positions = r.main_session().cache().positions(l, g);
-        for (std::size_t i = 0; i < kept.size(); ++i) ASSERT_EQ(positions[i], static_cast<std::int64_t>(i));
+        for (std::size_t i = 0; i < kept.size(); ++i)
+          ASSERT_EQ(positions[i], static_cast<std::int64_t>(top - kept.size() + i));
       }
   }
   pith::sampler greedy;
@@ -255,6 +263,73 @@ TEST(Reader, ReadersOnSeveralThreadsShareTheWeights) {
   for (auto& result : results) threads.emplace_back([&] { run(result); });
   for (auto& t : threads) t.join();
   for (const auto& result : results) EXPECT_EQ(result, alone);
+}
+
+}  // namespace
+
+namespace {
+
+// pyramidkv: each layer's cache is sized for its own budget (session_options::layer_context), so the
+// layers together hold exactly the rows of a uniform budget's caches, and each layer keeps its own k_l.
+TEST(Reader, PyramidLayersKeepTheirOwnBudgetsInCachesOfTheirOwnSize) {
+  const auto& w = small_model();
+  const auto& c = w.config;
+  pith::reader_options o;
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  o.policy = pith::policy_kind::snapkv;
+  pith::reader uniform(w, o, instruction);
+  o.policy = pith::policy_kind::pyramidkv;
+  pith::reader pyramid(w, o, instruction);
+  const auto budgets = pith::pyramid_budgets(o.budget, c.num_layers);  // 39, 20, 1
+  ASSERT_EQ(budgets, (std::vector<std::size_t>{39, 20, 1}));
+  std::size_t uniform_rows = 0, pyramid_rows = 0;
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    uniform_rows += uniform.main_session().cache().capacity(l);
+    pyramid_rows += pyramid.main_session().cache().capacity(l);
+    if (l > 0) {
+      EXPECT_LT(pyramid.main_session().cache().capacity(l), pyramid.main_session().cache().capacity(l - 1));
+    }
+  }
+  EXPECT_EQ(pyramid_rows, uniform_rows);
+  pyramid.feed(document(200));
+  for (std::size_t l = 0; l < c.num_layers; ++l)
+    EXPECT_EQ(pyramid.main_session().cache().size(l, 0), budgets[l] + o.chunk_size) << "layer " << l;
+  pith::sampler greedy;
+  EXPECT_EQ(pyramid.answer(4, greedy).size(), 4u);
+}
+
+}  // namespace
+
+namespace {
+
+// pyramidkv with beta 1 gives every layer the same budget: it is snapkv, slot for slot.
+TEST(Reader, PyramidWithBetaOneKeepsWhatSnapkvKeeps) {
+  const auto& w = small_model();
+  const auto& c = w.config;
+  pith::reader_options o;
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  o.policy = pith::policy_kind::snapkv;
+  pith::reader snapkv(w, o, instruction);
+  o.policy = pith::policy_kind::pyramidkv;
+  o.pyramid_beta = 1;
+  pith::reader pyramid(w, o, instruction);
+  const auto doc = document(150);
+  for (std::size_t fed = 0; fed < doc.size(); fed += o.chunk_size) {
+    const auto part = std::span(doc).subspan(fed, std::min(o.chunk_size, doc.size() - fed));
+    snapkv.feed(part);
+    pyramid.feed(part);
+    for (std::size_t l = 0; l < c.num_layers; ++l)
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g)
+        ASSERT_EQ(pyramid.document_positions(l, g), snapkv.document_positions(l, g)) << fed << " " << l << " " << g;
+  }
+  pith::sampler greedy;
+  EXPECT_EQ(pyramid.answer(4, greedy), snapkv.answer(4, greedy));
+  o.pyramid_beta = 0;
+  EXPECT_THROW(pith::reader(w, o, instruction), pith::argument_error);
 }
 
 }  // namespace

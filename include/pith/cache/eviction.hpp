@@ -19,11 +19,17 @@
 
 namespace pith {
 
-enum class policy_kind { full, streaming, h2o, tova, snapkv, roco, citrus_cse, citrus_shared, citrus_separate, custom };
+enum class policy_kind {
+  full, streaming, h2o, tova, snapkv, roco, citrus_cse, citrus_shared, citrus_separate,
+  random, knorm, observed_attention, chunkkv, snapkv_question, keydiff, pyramidkv,
+  custom
+};
 
 inline constexpr policy_kind builtin_policies[] = {
-    policy_kind::full,   policy_kind::streaming,  policy_kind::h2o,           policy_kind::tova,           policy_kind::snapkv,
-    policy_kind::roco,   policy_kind::citrus_cse, policy_kind::citrus_shared, policy_kind::citrus_separate};
+    policy_kind::full,          policy_kind::streaming,       policy_kind::h2o,       policy_kind::tova,
+    policy_kind::snapkv,        policy_kind::roco,            policy_kind::citrus_cse, policy_kind::citrus_shared,
+    policy_kind::citrus_separate, policy_kind::random,        policy_kind::knorm,     policy_kind::observed_attention,
+    policy_kind::chunkkv,       policy_kind::snapkv_question, policy_kind::keydiff,   policy_kind::pyramidkv};
 
 inline const char* policy_name(policy_kind kind) noexcept {
   switch (kind) {
@@ -36,16 +42,48 @@ inline const char* policy_name(policy_kind kind) noexcept {
     case policy_kind::citrus_cse: return "citrus-cse";
     case policy_kind::citrus_shared: return "citrus-shared";
     case policy_kind::citrus_separate: return "citrus-separate";
+    case policy_kind::random: return "random";
+    case policy_kind::knorm: return "knorm";
+    case policy_kind::observed_attention: return "observed-attention";
+    case policy_kind::chunkkv: return "chunkkv";
+    case policy_kind::snapkv_question: return "snapkv-question";
+    case policy_kind::keydiff: return "keydiff";
+    case policy_kind::pyramidkv: return "pyramidkv";
     case policy_kind::custom: return "custom";
   }
   return "?";
 }
 
+/// Every built-in policy's name, comma-separated ("full, streaming, ..."): for messages and --help.
+inline std::string policy_names() {
+  std::string names;
+  for (const policy_kind kind : builtin_policies) names += (names.empty() ? "" : ", ") + std::string(policy_name(kind));
+  return names;
+}
+
 inline policy_kind parse_policy(std::string_view name) {
   for (const policy_kind kind : builtin_policies)
     if (name == policy_name(kind)) return kind;
-  PITH_THROW(argument_error, "unknown eviction policy '" + std::string(name) +
-                                 "' (full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared, citrus-separate)");
+  PITH_THROW(argument_error, "unknown eviction policy '" + std::string(name) + "' (" + policy_names() + ")");
+}
+
+/// Whether a policy is one of CItruS's variants (citrus-cse, citrus-shared, citrus-separate).
+constexpr bool is_citrus(policy_kind kind) noexcept {
+  return kind == policy_kind::citrus_cse || kind == policy_kind::citrus_shared || kind == policy_kind::citrus_separate;
+}
+
+/// How the SnapKV family (snapkv, snapkv-question, chunkkv, pyramidkv) pools its scores over
+/// neighbouring slots: `average` (zero padding, divided by the kernel: SnapKV's code, kvpress) or `max`
+/// (the largest score in the window, the window clipped at both ends: the SnapKV paper's LongBench runs).
+enum class pool_mode { average, max };
+
+inline const char* pool_mode_name(pool_mode mode) noexcept { return mode == pool_mode::max ? "max" : "avg"; }
+
+/// "avg" (or "average") and "max".
+inline pool_mode parse_pool_mode(std::string_view name) {
+  if (name == "avg" || name == "average") return pool_mode::average;
+  if (name == "max") return pool_mode::max;
+  PITH_THROW(argument_error, "unknown pooling mode '" + std::string(name) + "' (avg, max)");
 }
 
 /// The choices that make up a built-in policy.
@@ -55,10 +93,12 @@ struct policy_traits {
   bool chunk_scores = false;       // scores come from the chunk's own attention
   std::size_t last_queries = 0;    // only the chunk's last queries score (0: all)
   bool squares = false;            // also the mean of squared probabilities (RoCo)
-  bool accumulates = false;        // scores persist and accumulate across chunks (H2O, RoCo)
-  bool instruction_scores = false; // the instruction's attention scores (CItruS)
+  bool accumulates = false;        // scores persist and accumulate across chunks (H2O, RoCo, ObservedAttention)
+  bool instruction_scores = false; // the instruction's attention scores (CItruS, question-aware SnapKV)
   bool separate_cache = false;     // a second, instruction-scored cache (CItruS separate)
   bool final_cut = false;          // the final instruction-scored cut to the budget before answering
+  bool keys = false;               // the selection reads the cached keys (KnormPress, KeyDiff)
+  bool layer_budgets = false;      // each layer keeps its own budget (PyramidKV)
 };
 
 inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noexcept {
@@ -74,6 +114,16 @@ inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noex
     case policy_kind::citrus_shared: t.instruction_scores = t.final_cut = true; break;
     case policy_kind::citrus_separate:
       t.chunk_scores = t.instruction_scores = t.separate_cache = t.final_cut = true;
+      break;
+    case policy_kind::random: t.per_head = true; break;
+    case policy_kind::knorm:
+    case policy_kind::keydiff: t.per_head = t.keys = true; break;
+    case policy_kind::observed_attention: t.per_head = t.chunk_scores = t.accumulates = true; break;
+    case policy_kind::chunkkv: t.chunk_scores = true; t.last_queries = snapkv_window; break;
+    case policy_kind::snapkv_question: t.per_head = t.instruction_scores = t.final_cut = true; break;
+    case policy_kind::pyramidkv:
+      t.per_head = t.chunk_scores = t.layer_budgets = true;
+      t.last_queries = snapkv_window;
       break;
     case policy_kind::custom: t.chunk_scores = true; break;
   }
@@ -94,6 +144,12 @@ struct eviction_view {
   // instruction pass, docs/eviction.md), when the policy asked for it; pooled like `scores`.
   std::span<const float> instruction_scores;
   std::span<const std::int64_t> document_positions;  // [old_slots]: where each slot came from
+  // The cached keys of the old slots as floats (after RoPE, at the positions the cache holds them at),
+  // when the policy asked for them (policy_request::keys): [key_heads][old_slots][head_dim], the view's
+  // KV head alone (key_heads 1) for a per-head view, every KV head of the layer for a per-layer view.
+  std::span<const float> keys;
+  std::size_t key_heads = 0;
+  std::size_t head_dim = 0;
   bool final_cut = false;  // the cut to the budget before the answer (policy_request::final_cut)
 };
 
@@ -106,6 +162,7 @@ struct policy_request {
   bool instruction_scores = false;  // eviction_view::instruction_scores: an instruction pass per chunk
   bool per_head = false;            // one selection per KV head (scores averaged over its group)
   bool final_cut = false;           // before answering: a cut to the budget with instruction_scores only
+  bool keys = false;                // eviction_view::keys: the old slots' cached keys as floats
 };
 
 /// The traits the reader runs a user-defined policy with.
@@ -115,6 +172,7 @@ inline policy_traits traits_of(const policy_request& request) noexcept {
   t.instruction_scores = request.instruction_scores;
   t.per_head = request.per_head;
   t.final_cut = request.final_cut;
+  t.keys = request.keys;
   return t;
 }
 

@@ -55,6 +55,7 @@
 #include "pith/cache/compaction.hpp"
 #include "pith/cache/eviction.hpp"
 #include "pith/core/error.hpp"
+#include "pith/core/splitmix64.hpp"
 
 namespace pith {
 
@@ -237,6 +238,38 @@ inline void average_pool(std::span<const float> scores, std::size_t kernel, std:
   average_pool(scores, kernel, std::span<float>(out));
 }
 
+/// out[j] = max(scores[j - kernel/2], ..., scores[j + kernel/2]) over the slots that exist (the window
+/// clipped at both ends: PyTorch's max_pool1d with padding kernel/2, which pads with -inf; SnapKV's
+/// max pooling). kernel must be odd; out must have scores.size() elements and must not alias scores.
+inline void max_pool(std::span<const float> scores, std::size_t kernel, std::span<float> out) {
+  if (kernel % 2 == 0)
+    PITH_THROW(argument_error, "pith::max_pool: kernel " + std::to_string(kernel) +
+                                   " must be odd (a window centred on the slot)");
+  if (out.size() != scores.size())
+    PITH_THROW(shape_error, "pith::max_pool: " + std::to_string(out.size()) + " outputs for " +
+                                std::to_string(scores.size()) + " scores");
+  const std::size_t n = scores.size(), half = kernel / 2;
+  for (std::size_t j = 0; j < n; ++j) {
+    float best = scores[j];
+    for (std::size_t t = j >= half ? j - half : 0; t <= std::min(n - 1, j + half); ++t) best = std::max(best, scores[t]);
+    out[j] = best;
+  }
+}
+
+/// The same into a vector resized to scores.size().
+inline void max_pool(std::span<const float> scores, std::size_t kernel, std::vector<float>& out) {
+  out.resize(scores.size());
+  max_pool(scores, kernel, std::span<float>(out));
+}
+
+/// average_pool or max_pool by `mode` (the SnapKV family's pooling, reader_options::snapkv_pool).
+inline void pool_scores(std::span<const float> scores, std::size_t kernel, pool_mode mode, std::vector<float>& out) {
+  if (mode == pool_mode::max)
+    max_pool(scores, kernel, out);
+  else
+    average_pool(scores, kernel, out);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Selection rules: each fills `keep` with the old slots [0, old_slots) to keep, sorted, at most
 // `budget` of them; with old_slots <= budget every slot is kept, with budget 0 none. The newest chunk
@@ -246,8 +279,10 @@ inline void average_pool(std::span<const float> scores, std::size_t kernel, std:
 /// Scratch the rules reuse, so that a warm selection allocates nothing.
 struct selection_scratch {
   std::vector<std::uint32_t> order, candidates, eligible, guarded;
-  std::vector<float> values, mean, deviation;
+  std::vector<float> values, mean, deviation, chunk_means;
   std::vector<std::uint8_t> gone;
+  std::vector<std::uint64_t> draws;
+  std::vector<double> anchor;
 };
 
 namespace detail {
@@ -285,19 +320,216 @@ inline void select_tova(std::span<const float> scores, std::size_t budget, std::
   select_top_k(scores, budget, keep, scratch);
 }
 
-/// The k highest scores after average_pool(scores, kernel). SnapKV: the last w queries of the chunk,
-/// mean over the KV head's group, kernel 7 in pith (5 in SnapKV's code and kvpress).
+/// The k highest scores after pool_scores(scores, kernel, mode) (average pooling unless told). SnapKV:
+/// the last w queries of the chunk, mean over the KV head's group, kernel 7 in pith (5 in SnapKV's code
+/// and kvpress).
 inline void select_pooled_top_k(std::span<const float> scores, std::size_t budget, std::size_t kernel,
-                                std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+                                std::vector<std::uint32_t>& keep, selection_scratch& scratch,
+                                pool_mode mode = pool_mode::average) {
   detail::check_slots(scores.size(), "pith::select_pooled_top_k");
-  average_pool(scores, kernel, scratch.values);
+  pool_scores(scores, kernel, mode, scratch.values);
   top_k(scratch.values, budget, keep, scratch.order);
 }
 
-/// SnapKV's rule (select_pooled_top_k with the SnapKV kernel).
+/// SnapKV's rule (select_pooled_top_k with the SnapKV kernel and pooling mode). Also question-aware
+/// SnapKV (the scores are the instruction's attention) and PyramidKV (the budget is the layer's).
 inline void select_snapkv(std::span<const float> scores, std::size_t budget, std::size_t kernel,
+                          std::vector<std::uint32_t>& keep, selection_scratch& scratch,
+                          pool_mode mode = pool_mode::average) {
+  select_pooled_top_k(scores, budget, kernel, keep, scratch, mode);
+}
+
+/// ChunkKV's rule over per-slot scores: the old slots are cut into chunks of `chunk_length`
+/// consecutive slots ([0, L), [L, 2L), ...; the last may be shorter), each scored by the mean of its
+/// slots' scores (summed left to right, divided by its size); chunks are taken whole in rank order
+/// (higher mean first, equal means: the lower chunk) while they fit in the budget; the first chunk
+/// that does not fit gives its highest-scoring slots to fill the budget exactly (select_top_k's tie
+/// rule) and the selection stops there. Exactly min(budget, old_slots) slots are kept.
+inline void select_chunks(std::span<const float> scores, std::size_t budget, std::size_t chunk_length,
                           std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
-  select_pooled_top_k(scores, budget, kernel, keep, scratch);
+  if (chunk_length == 0) PITH_THROW(argument_error, "pith::select_chunks: chunk_length 0 (chunks of at least 1 slot)");
+  const std::size_t n = scores.size();
+  detail::check_slots(n, "pith::select_chunks");
+  if (detail::keep_all(n, budget, keep)) return;
+  const std::size_t chunks = (n + chunk_length - 1) / chunk_length;
+  auto& means = scratch.chunk_means;
+  means.resize(chunks);
+  for (std::size_t c = 0; c < chunks; ++c) {
+    const std::size_t first = c * chunk_length, last = std::min(n, first + chunk_length);
+    float total = 0.0f;
+    for (std::size_t j = first; j < last; ++j) total += scores[j];
+    means[c] = total / static_cast<float>(last - first);
+  }
+  auto& order = scratch.eligible;
+  order.resize(chunks);
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return means[a] > means[b] || (means[a] == means[b] && a < b); });
+  keep.clear();
+  std::size_t room = budget;
+  for (const std::uint32_t c : order) {
+    const std::size_t first = c * chunk_length, size = std::min(n, first + chunk_length) - first;
+    if (size <= room) {
+      for (std::size_t j = first; j < first + size; ++j) keep.push_back(static_cast<std::uint32_t>(j));
+      room -= size;
+    } else {
+      // The part of this chunk that fits: its `room` highest-scoring slots.
+      top_k(scores.subspan(first, size), room, scratch.candidates, scratch.order);
+      for (const std::uint32_t j : scratch.candidates) keep.push_back(static_cast<std::uint32_t>(first + j));
+      room = 0;
+    }
+    if (room == 0) break;
+  }
+  std::sort(keep.begin(), keep.end());
+}
+
+/// ChunkKV over SnapKV's scores: pool_scores(scores, kernel, mode), then select_chunks.
+inline void select_chunkkv(std::span<const float> scores, std::size_t budget, std::size_t kernel, pool_mode mode,
+                           std::size_t chunk_length, std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  detail::check_slots(scores.size(), "pith::select_chunkkv");
+  pool_scores(scores, kernel, mode, scratch.values);  // select_chunks does not use scratch.values
+  select_chunks(scratch.values, budget, chunk_length, keep, scratch);
+}
+
+/// Uniformly random old slots: draws one rng.next() (pith::splitmix64) per old slot, in slot order, and keeps the
+/// `budget` slots with the largest draws (equal draws: the lower slot), so every subset of that size
+/// is equally likely. With old_slots <= budget every slot is kept and nothing is drawn.
+inline void select_random(std::size_t old_slots, std::size_t budget, splitmix64& rng, std::vector<std::uint32_t>& keep,
+                          selection_scratch& scratch) {
+  detail::check_slots(old_slots, "pith::select_random");
+  if (detail::keep_all(old_slots, budget, keep)) return;
+  auto& draws = scratch.draws;
+  draws.resize(old_slots);
+  for (auto& draw : draws) draw = rng.next();
+  auto& order = scratch.order;
+  order.resize(old_slots);
+  std::iota(order.begin(), order.end(), 0u);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(budget), order.end(),
+                    [&](std::uint32_t a, std::uint32_t b) { return draws[a] > draws[b] || (draws[a] == draws[b] && a < b); });
+  keep.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(budget));
+  std::sort(keep.begin(), keep.end());
+}
+
+namespace detail {
+inline std::size_t key_rows(std::span<const float> keys, std::size_t head_dim, const char* who) {
+  if (head_dim == 0 || keys.size() % head_dim != 0)
+    PITH_THROW(shape_error, std::string(who) + ": " + std::to_string(keys.size()) + " floats are not rows of head_dim " +
+                                std::to_string(head_dim));
+  return keys.size() / head_dim;
+}
+inline double norm(const float* x, std::size_t d) noexcept {
+  double total = 0.0;
+  for (std::size_t i = 0; i < d; ++i) total += static_cast<double>(x[i]) * x[i];
+  return std::sqrt(total);
+}
+}  // namespace detail
+
+/// KnormPress: out[j] = -||k_j||₂ (summed in double, rounded to float), keys [slots, head_dim]
+/// row-major. A rotation leaves a norm unchanged, so keys before or after RoPE score alike (up to
+/// rounding). out [keys.size() / head_dim].
+inline void key_norm_scores(std::span<const float> keys, std::size_t head_dim, std::span<float> out) {
+  const std::size_t n = detail::key_rows(keys, head_dim, "pith::key_norm_scores");
+  if (out.size() != n)
+    PITH_THROW(shape_error, "pith::key_norm_scores: " + std::to_string(out.size()) + " outputs for " + std::to_string(n) + " keys");
+  for (std::size_t j = 0; j < n; ++j) out[j] = static_cast<float>(-detail::norm(keys.data() + j * head_dim, head_dim));
+}
+
+/// KeyDiff: out[j] = -cos(k_j, a), a = the mean over the slots of k_j / max(||k_j||, 1e-12) (the anchor),
+/// cos(x, a) = x·a / (max(||x||, 1e-8) max(||a||, 1e-8)); computed in double, rounded to float. Keys
+/// after RoPE (a rotation changes the directions: the anchor depends on where the keys sit). keys
+/// [slots, head_dim] row-major; out [slots]; `anchor` is reused storage.
+inline void keydiff_scores(std::span<const float> keys, std::size_t head_dim, std::span<float> out,
+                           std::vector<double>& anchor) {
+  const std::size_t n = detail::key_rows(keys, head_dim, "pith::keydiff_scores");
+  if (out.size() != n)
+    PITH_THROW(shape_error, "pith::keydiff_scores: " + std::to_string(out.size()) + " outputs for " + std::to_string(n) + " keys");
+  anchor.assign(head_dim, 0.0);
+  for (std::size_t j = 0; j < n; ++j) {
+    const float* k = keys.data() + j * head_dim;
+    const double scale = 1.0 / std::max(detail::norm(k, head_dim), 1e-12);
+    for (std::size_t i = 0; i < head_dim; ++i) anchor[i] += k[i] * scale;
+  }
+  double anchor_norm = 0.0;
+  for (auto& a : anchor) {
+    a /= static_cast<double>(n);
+    anchor_norm += a * a;
+  }
+  anchor_norm = std::max(std::sqrt(anchor_norm), 1e-8);
+  for (std::size_t j = 0; j < n; ++j) {
+    const float* k = keys.data() + j * head_dim;
+    double dot = 0.0;
+    for (std::size_t i = 0; i < head_dim; ++i) dot += k[i] * anchor[i];
+    out[j] = static_cast<float>(-dot / (std::max(detail::norm(k, head_dim), 1e-8) * anchor_norm));
+  }
+}
+
+/// KnormPress's rule: the `budget` old slots whose keys have the lowest L2 norm (the top of
+/// key_norm_scores). keys [old_slots, head_dim] of one KV head.
+inline void select_knorm(std::span<const float> keys, std::size_t head_dim, std::size_t budget,
+                         std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  const std::size_t n = detail::key_rows(keys, head_dim, "pith::select_knorm");
+  detail::check_slots(n, "pith::select_knorm");
+  if (detail::keep_all(n, budget, keep)) return;
+  scratch.values.resize(n);
+  key_norm_scores(keys, head_dim, scratch.values);
+  top_k(scratch.values, budget, keep, scratch.order);
+}
+
+/// KeyDiff's rule: the `budget` old slots whose keys are least similar to the anchor (the top of
+/// keydiff_scores over the old slots). keys [old_slots, head_dim] of one KV head.
+inline void select_keydiff(std::span<const float> keys, std::size_t head_dim, std::size_t budget,
+                           std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  const std::size_t n = detail::key_rows(keys, head_dim, "pith::select_keydiff");
+  detail::check_slots(n, "pith::select_keydiff");
+  if (detail::keep_all(n, budget, keep)) return;
+  scratch.values.resize(n);
+  keydiff_scores(keys, head_dim, scratch.values, scratch.anchor);
+  top_k(scratch.values, budget, keep, scratch.order);
+}
+
+/// ObservedAttention: out[j] = sums[j] / max(counts[j], 1), the attention a slot received, summed over
+/// every query that saw it (running_scores::sums), divided by how many did (running_scores::counts).
+inline void observed_attention_scores(std::span<const float> sums, std::span<const float> counts, std::span<float> out) {
+  if (counts.size() != sums.size() || out.size() != sums.size())
+    PITH_THROW(shape_error, "pith::observed_attention_scores: " + std::to_string(sums.size()) + " sums, " +
+                                std::to_string(counts.size()) + " counts and " + std::to_string(out.size()) +
+                                " outputs (one of each per slot)");
+  for (std::size_t j = 0; j < sums.size(); ++j) out[j] = sums[j] / std::max(counts[j], 1.0f);
+}
+
+/// ObservedAttention's rule: the top `budget` of observed_attention_scores (no protected slots).
+inline void select_observed_attention(std::span<const float> sums, std::span<const float> counts, std::size_t budget,
+                                      std::vector<std::uint32_t>& keep, selection_scratch& scratch) {
+  detail::check_slots(sums.size(), "pith::select_observed_attention");
+  scratch.values.resize(sums.size());
+  observed_attention_scores(sums, counts, scratch.values);
+  top_k(scratch.values, budget, keep, scratch.order);
+}
+
+/// PyramidKV's budgets of `layers` layers around an average `budget` k: layer l keeps
+/// k_l = k_max - l (k_max - k_min) / (layers - 1), k_min = k / beta, k_max = 2k - k_min (kvpress's
+/// formula with C - w = k), rounded to the nearest integer with halves away from k (exact integer
+/// arithmetic): layers l and layers - 1 - l round symmetrically, so the budgets sum to exactly
+/// k x layers. One layer: [k]. beta >= 1 (1: every layer k). Throws argument_error for beta 0 or
+/// sizes whose product overflows.
+inline std::vector<std::size_t> pyramid_budgets(std::size_t budget, std::size_t layers, std::size_t beta = 20) {
+  if (beta == 0) PITH_THROW(argument_error, "pith::pyramid_budgets: beta 0 (at least 1)");
+  std::vector<std::size_t> out(layers, budget);
+  if (layers < 2) return out;
+  // k_l - k = k (beta - 1) (layers - 1 - 2l) / (beta (layers - 1)).
+  const std::uint64_t limit = std::uint64_t{1} << 62;
+  const std::uint64_t span = layers - 1, denominator = beta * span;
+  if (budget > limit / beta || beta > limit / span || (beta > 1 && budget * (beta - 1) > limit / span))
+    PITH_THROW(argument_error, "pith::pyramid_budgets: budget " + std::to_string(budget) + ", beta " + std::to_string(beta) +
+                                   " and " + std::to_string(layers) + " layers overflow");
+  for (std::size_t l = 0; l < layers; ++l) {
+    const bool below = 2 * l > span;  // the deeper half gets less than k
+    const std::uint64_t distance = below ? 2 * l - span : span - 2 * l;
+    const std::uint64_t numerator = static_cast<std::uint64_t>(budget) * (beta - 1) * distance;
+    const std::uint64_t step = (2 * numerator + denominator) / (2 * denominator);  // halves away from 0
+    out[l] = below ? budget - static_cast<std::size_t>(step) : budget + static_cast<std::size_t>(step);
+  }
+  return out;
 }
 
 /// CItruS's cut (CN §A.1 step 4, §A.2): the top `budget` of the scores, optionally pooled over `pool`

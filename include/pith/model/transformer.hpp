@@ -58,6 +58,10 @@ struct session_options {
   // by the session; the attention is split into min(heads, concurrency) parts. nullptr: the calling
   // thread's current executor (the process-wide pool unless an executor_scope is active).
   std::shared_ptr<pith::executor> executor = nullptr;
+  // Per layer: the KV rows of a full-attention layer's cache (a missing or 0 entry: max_context; at
+  // most max_context). A reader whose layers keep budgets of their own (PyramidKV) sizes each layer to
+  // its budget. Sliding-window and recurrent layers ignore it.
+  std::vector<std::size_t> layer_context = {};
 };
 
 inline namespace PITH_ISA_NAMESPACE {  // calls the kernels of this unit's ISA (simd/simd.hpp)
@@ -96,8 +100,15 @@ class session {
       // A sliding-window layer keeps its last W rows between calls, and a chunk more while one runs:
       // fixed memory, whatever the context (a window wider than max_context: max_context rows, as a
       // full-attention layer).
-      if (mixer_uses_kv_cache(mixer))
-        capacities[l] = window_rows(l) != 0 ? window_rows(l) + t : options_.max_context;
+      std::size_t rows = options_.max_context;
+      if (l < options_.layer_context.size() && options_.layer_context[l] != 0) {
+        if (options_.layer_context[l] > options_.max_context)
+          PITH_THROW(argument_error, "session: layer_context[" + std::to_string(l) + "] = " +
+                                         std::to_string(options_.layer_context[l]) + " rows exceed max_context " +
+                                         std::to_string(options_.max_context));
+        rows = options_.layer_context[l];
+      }
+      if (mixer_uses_kv_cache(mixer)) capacities[l] = window_rows(l) != 0 ? window_rows(l) + t : rows;
       if (mixer == mixer_kind::approximate)
         for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
           approximate_[l].emplace_back(c_.head_dim, c_.approximate_outer, c_.approximate_per_term);

@@ -31,7 +31,14 @@ struct reader_options {
   std::size_t max_answer_tokens = 256;  // cache room reserved for the answer
   std::size_t sink = 4;                 // protected first slots (streaming, h2o, roco)
   std::size_t snapkv_window = 32;
+  // The SnapKV family's pooling (snapkv, snapkv-question, chunkkv, pyramidkv): an odd kernel, average
+  // (zero padding, divided by the kernel) or max (the window clipped at the ends). SnapKV's code and
+  // kvpress average over 5; the SnapKV paper's LongBench runs max-pool over 7.
   std::size_t snapkv_kernel = 7;
+  pool_mode snapkv_pool = pool_mode::average;
+  std::size_t chunkkv_size = 20;  // chunkkv: slots per chunk (ChunkKV's chunk_length)
+  std::size_t pyramid_beta = 20;  // pyramidkv: k_min = budget / beta (docs/eviction.md)
+  std::uint64_t random_seed = 0;  // random: the splitmix64 generator's initial state
   // CItruS and user-defined policies: the scores are averaged over this many (odd) neighbouring slots
   // before the selection, as SnapKV does (1: off, the official CItruS). A state the instruction looks
   // at then keeps its neighbours, which multi-token answers need (docs/eviction.md, "Score pooling").
@@ -84,6 +91,8 @@ class reader {
     bound("instruction length", instruction_.size());
     if (options_.snapkv_kernel % 2 == 0 || options_.citrus_pool % 2 == 0)
       PITH_THROW(argument_error, "reader: snapkv_kernel and citrus_pool must be odd (a window centred on the slot)");
+    if (options_.chunkkv_size == 0) PITH_THROW(argument_error, "reader: chunkkv_size must be at least 1");
+    if (options_.pyramid_beta == 0) PITH_THROW(argument_error, "reader: pyramid_beta must be at least 1");
     if (traits_.evicts && options_.budget == 0)
       PITH_THROW(argument_error, "reader: a budget of 0 keeps no document state; use at least 1");
     if (traits_.instruction_scores && instruction_.empty())
@@ -93,15 +102,40 @@ class reader {
       if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
         PITH_THROW(argument_error, "reader: instruction token " + std::to_string(token) + " is outside the vocabulary");
     check_kv_type(options_.kv_type, weights.config.head_dim, "reader_options::kv_type");
+    // Every full-attention layer's own budget: the reader's budget, or PyramidKV's per-layer budgets
+    // (pyramid_budgets over the layers the policy acts on, in depth order).
+    {
+      std::size_t evicted = 0;
+      for (std::size_t l = 0; l < weights.config.num_layers; ++l) evicted += evicted_layer(l) ? 1 : 0;
+      const std::vector<std::size_t> pyramid = traits_.layer_budgets
+                                                   ? pyramid_budgets(options_.budget, evicted, options_.pyramid_beta)
+                                                   : std::vector<std::size_t>(evicted, options_.budget);
+      layer_budgets_.assign(weights.config.num_layers, 0);
+      for (std::size_t l = 0, i = 0; l < weights.config.num_layers; ++l)
+        if (evicted_layer(l)) layer_budgets_[l] = pyramid[i++];
+    }
+    std::size_t largest_budget = options_.budget;
+    for (const std::size_t b : layer_budgets_) largest_budget = std::max(largest_budget, b);
     session_options so;
     so.executor = options_.executor;
     so.kv_type = options_.kv_type;
     so.max_chunk = options_.chunk_size + instruction_.size();  // the chunk and the instruction in one pass
-    if (traits_.evicts)
-      // Largest moment: k + L old states plus either the next chunk or the instruction and answer.
-      so.max_context = options_.budget + options_.chunk_size +
-                       std::max(options_.chunk_size, options_.max_answer_tokens) + instruction_.size() + 1;
-    else
+    // Largest moment of a layer with budget b: b + L old states plus either the next chunk or the
+    // instruction and answer.
+    const auto rows_for = [&](std::size_t budget) {
+      return budget + options_.chunk_size + std::max(options_.chunk_size, options_.max_answer_tokens) +
+             instruction_.size() + 1;
+    };
+    if (traits_.evicts) {
+      so.max_context = rows_for(largest_budget);
+      // Per-layer budgets: each layer's cache holds its own budget's rows, so the layers together hold
+      // what a uniform budget's would (the budgets sum to budget x layers).
+      if (traits_.layer_budgets) {
+        so.layer_context.assign(weights.config.num_layers, 0);
+        for (std::size_t l = 0; l < weights.config.num_layers; ++l)
+          if (evicted_layer(l)) so.layer_context[l] = rows_for(layer_budgets_[l]);
+      }
+    } else
       so.max_context = options_.max_context != 0 ? options_.max_context : weights.config.max_position_embeddings;
     // A sliding-window layer keeps its whole window (session::window_rows): the sessions hold at least W rows.
     if (traits_.evicts)
@@ -110,10 +144,11 @@ class reader {
     // Reindexed positions never pass k + L + max(L, |I| + answer) (the fused instruction reuses the
     // chunk's positions), whatever the document's length.
     const std::size_t model_context = weights.config.max_position_embeddings;
-    const std::size_t positions = options_.budget + options_.chunk_size +
+    const std::size_t positions = largest_budget + options_.chunk_size +
                                   std::max(options_.chunk_size, instruction_.size() + options_.max_answer_tokens);
     if (options_.positions == position_mode::reindexed && positions > model_context && traits_.evicts)
-      PITH_THROW(argument_error, "reader: budget + chunk + max(chunk, instruction + answer) = " + std::to_string(positions) +
+      PITH_THROW(argument_error, std::string("reader: ") + (traits_.layer_budgets ? "the first layer's budget" : "budget") +
+                                     " + chunk + max(chunk, instruction + answer) = " + std::to_string(positions) +
                                      " positions exceed the model's context of " + std::to_string(model_context));
     main_ = std::make_unique<session>(weights, so);
     if (traits_.separate_cache) instruction_session_ = std::make_unique<session>(weights, so);
@@ -121,6 +156,7 @@ class reader {
     document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.separate_cache) instruction_document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
+    random_ = splitmix64(options_.random_seed);
   }
 
   reader(const model_weights&& weights, reader_options options, std::vector<std::int32_t> instruction) = delete;
@@ -192,9 +228,12 @@ class reader {
       const auto start = std::chrono::steady_clock::now();
       instruction_scores(s);
       if (options_.policy == policy_kind::custom)
-        evict(s, positions, cache_size(s), {}, scores_, true);
-      else
-        evict(s, positions, cache_size(s), citrus_cut_scores(options_.policy, citrus_cut::final_cut, {}, scores_), {}, true);
+        evict(s, positions, scored_sizes_, scored_stride_, {}, scores_, true);
+      else if (is_citrus(options_.policy))
+        evict(s, positions, scored_sizes_, scored_stride_,
+              citrus_cut_scores(options_.policy, citrus_cut::final_cut, {}, scores_), {}, true);
+      else  // snapkv-question: the instruction's scores of the whole cache, per KV head
+        evict(s, positions, scored_sizes_, scored_stride_, scores_, {}, true);
       stats_.instruction_seconds += seconds_since(start);
     }
     std::vector<float> logits(w_.config.vocab_size);
@@ -257,13 +296,6 @@ class reader {
     return mixer_uses_kv_cache(w_.config.mixer(l)) && w_.config.sliding_window(l) != 0;
   }
 
-  // Rows of the first layer the policy acts on (all such layers hold the same count under these policies).
-  std::size_t cache_size(const session& s) const noexcept {
-    for (std::size_t l = 0; l < w_.config.num_layers; ++l)
-      if (evicted_layer(l)) return s.cache().size(l, 0);
-    return 0;
-  }
-
   // Rows [first_head, first_head + heads) of the session's per-query-head scores (or squares) of
   // `layer`, for cache slots [0, slots), as a view over the session's storage.
   static head_scores recorded(const session& s, std::size_t layer, std::size_t first_head, std::size_t heads,
@@ -275,40 +307,53 @@ class reader {
     return {std::span(first, heads == 0 ? 0 : (heads - 1) * stride + slots), heads, slots, stride};
   }
 
-  // out = [layer][slot] (per layer) or [layer][kv head][slot] (per head): the mean over all query heads
-  // or over each KV head's group of the session's recorded scores.
-  void aggregate(const session& s, std::size_t slots, bool per_head, std::vector<float>& out) const {
+  // Per layer, the rows of s's cache the policy acts on (0 for the layers it does not act on); returns
+  // the largest. Every layer holds the same count unless the layers keep budgets of their own.
+  std::size_t layer_sizes(const session& s, std::vector<std::size_t>& sizes) const {
+    sizes.assign(w_.config.num_layers, 0);
+    std::size_t largest = 0;
+    for (std::size_t l = 0; l < w_.config.num_layers; ++l)
+      if (evicted_layer(l)) largest = std::max(largest, sizes[l] = s.cache().size(l, 0));
+    return largest;
+  }
+
+  // out = [layer][unit][stride], unit a KV head (per head) or the layer (one unit): the mean over each
+  // KV head's group of query heads (mean_over_groups) or over all of them (mean_over_heads) of the
+  // session's recorded scores of layer l's first sizes[l] slots (the rest of each row stays 0).
+  void aggregate(const session& s, std::span<const std::size_t> sizes, std::size_t stride, bool per_head,
+                 std::vector<float>& out) const {
     const auto& c = w_.config;
-    const std::size_t units = per_head ? c.num_kv_heads : 1;
-    out.assign(c.num_layers * units * slots, 0.0f);
+    const std::size_t units = per_head ? c.num_kv_heads : 1, group = c.num_heads / units;
+    out.assign(c.num_layers * units * stride, 0.0f);
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!evicted_layer(l)) continue;
-      const head_scores heads = recorded(s, l, 0, c.num_heads, slots);
-      const std::span<float> target(out.data() + l * units * slots, units * slots);
-      if (per_head)
-        mean_over_groups(heads, c.num_kv_heads, target);
-      else
-        mean_over_heads(heads, target);
+      const std::size_t n = sizes[l];
+      // One group's mean_over_heads is mean_over_groups's row for that KV head (same sums, same order).
+      for (std::size_t unit = 0; unit < units; ++unit)
+        mean_over_heads(recorded(s, l, unit * group, group, n),
+                        std::span<float>(out.data() + (l * units + unit) * stride, n));
     }
   }
 
   // The instruction's attention over s's cache, mean over heads (per layer or per KV head's group) and
   // instruction queries (scores_). The pass leaves s exactly as it was: cache rows, position and the
   // recurrent mixers' states.
+  // The layers' slot counts scored are in scored_sizes_ (the largest: scored_stride_, the row stride of scores_).
   void instruction_scores(session& s) {
-    const std::size_t slots = cache_size(s);
+    scored_stride_ = layer_sizes(s, scored_sizes_);
     s.mark(scoring_mark_);
     s.set_scoring({true, 0, false});
     s.forward(instruction_, nullptr);  // only the attention is wanted: no logits
     s.set_scoring({});
-    aggregate(s, slots, traits_.per_head, scores_);
+    aggregate(s, scored_sizes_, scored_stride_, traits_.per_head, scores_);
     s.rollback(scoring_mark_);
   }
 
   void read_chunk(std::span<const std::int32_t> chunk) {
     const auto start = std::chrono::steady_clock::now();
     const auto& c = w_.config;
-    const std::size_t old_slots = cache_size(*main_);
+    // The old slots of every layer (all equal unless the layers keep budgets of their own).
+    const std::size_t old_slots = layer_sizes(*main_, old_sizes_);
     const bool first = stats_.chunks == 0;
     if (!traits_.evicts && first_cached_layer() < c.num_layers &&
         main_->position() + chunk.size() > main_->cache().capacity(first_cached_layer()))
@@ -327,12 +372,13 @@ class reader {
       last_logits_.resize(c.vocab_size);
       main_->forward_with_side(chunk, instruction_, last_logits_.data());
       main_->set_scoring({});
-      aggregate(*main_, old_slots, traits_.per_head, instruction_cut);
+      aggregate(*main_, old_sizes_, old_slots, traits_.per_head, instruction_cut);
     } else if (!first && traits_.instruction_scores) {
       const auto t0 = std::chrono::steady_clock::now();
       session& scored = traits_.separate_cache ? *instruction_session_ : *main_;
-      instruction_old = cache_size(scored);
       instruction_scores(scored);
+      instruction_old = scored_stride_;
+      instruction_sizes_ = scored_sizes_;
       instruction_cut = scores_;
       stats_.instruction_seconds += seconds_since(t0);
     }
@@ -349,21 +395,23 @@ class reader {
     const auto t1 = std::chrono::steady_clock::now();
     if (!first && traits_.evicts) {
       std::vector<float> chunk_scores;
-      if (chunk_scored) aggregate(*main_, old_slots, traits_.per_head, chunk_scores);
+      if (chunk_scored) aggregate(*main_, old_sizes_, old_slots, traits_.per_head, chunk_scores);
       const policy_kind policy = options_.policy;
       if (traits_.separate_cache) {
-        evict(*main_, document_positions_, old_slots,
+        evict(*main_, document_positions_, old_sizes_, old_slots,
               citrus_cut_scores(policy, citrus_cut::reading, chunk_scores, instruction_cut), {}, false);
         copy_chunk_to_instruction_cache(chunk.size());
-        evict(*instruction_session_, instruction_document_positions_, instruction_old,
+        evict(*instruction_session_, instruction_document_positions_, instruction_sizes_, instruction_old,
               citrus_cut_scores(policy, citrus_cut::instruction_cache, chunk_scores, instruction_cut), {}, false);
       } else if (policy == policy_kind::custom) {
-        evict(*main_, document_positions_, old_slots, chunk_scores, instruction_cut, false);
-      } else if (traits_.instruction_scores || policy == policy_kind::citrus_cse) {
-        evict(*main_, document_positions_, old_slots,
+        evict(*main_, document_positions_, old_sizes_, old_slots, chunk_scores, instruction_cut, false);
+      } else if (is_citrus(policy)) {
+        evict(*main_, document_positions_, old_sizes_, old_slots,
               citrus_cut_scores(policy, citrus_cut::reading, chunk_scores, instruction_cut), {}, false);
+      } else if (traits_.instruction_scores) {  // snapkv-question: the instruction's scores
+        evict(*main_, document_positions_, old_sizes_, old_slots, instruction_cut, {}, false);
       } else {
-        evict(*main_, document_positions_, old_slots, chunk_scores, {}, false);
+        evict(*main_, document_positions_, old_sizes_, old_slots, chunk_scores, {}, false);
       }
     } else if (traits_.separate_cache) {
       copy_chunk_to_instruction_cache(chunk.size());
@@ -442,21 +490,22 @@ class reader {
     instruction_session_->set_position(main_->position());
   }
 
-  // Keeps, per layer (or per KV head), the budget's worth of the `old_slots` oldest slots chosen by
-  // the policy plus every newer slot; compacts and, in reindexed mode, renumbers and re-rotates.
-  // scores / instruction: unit-major ([layer][unit][old slot]) or empty; built-in rules read `scores`.
-  void evict(session& s, std::vector<std::vector<std::int64_t>>& positions, std::size_t old_slots,
-             std::span<const float> scores, std::span<const float> instruction, bool final_cut) {
+  // Keeps, per layer (or per KV head), the layer's budget's worth of its sizes[l] oldest slots chosen
+  // by the policy plus every newer slot; compacts and, in reindexed mode, renumbers and re-rotates.
+  // scores / instruction: unit-major ([layer][unit][stride], layer l's first sizes[l] entries of a row)
+  // or empty; built-in rules read `scores`.
+  void evict(session& s, std::vector<std::vector<std::int64_t>>& positions, std::span<const std::size_t> sizes,
+             std::size_t stride, std::span<const float> scores, std::span<const float> instruction, bool final_cut) {
     const auto& c = w_.config;
-    const std::size_t k = options_.budget;
     const bool per_head = traits_.per_head;
     const std::size_t units = per_head ? c.num_kv_heads : 1;
-    const auto unit_scores = [&](std::span<const float> all, std::size_t l, std::size_t unit) {
-      return all.empty() ? all : all.subspan((l * units + unit) * old_slots, old_slots);
-    };
     bool evicted = false;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!evicted_layer(l)) continue;
+      const std::size_t old_slots = sizes[l], k = layer_budgets_[l];
+      const auto unit_scores = [&](std::span<const float> all, std::size_t unit) {
+        return all.empty() ? all : all.subspan((l * units + unit) * stride, old_slots);
+      };
       const std::size_t total = s.cache().size(l, 0);
       if (old_slots <= k) continue;
       evicted = true;
@@ -466,10 +515,11 @@ class reader {
         view.head = unit;
         view.old_slots = old_slots;
         view.budget = k;
-        view.scores = unit_scores(scores, l, unit);
-        view.instruction_scores = unit_scores(instruction, l, unit);
+        view.scores = unit_scores(scores, unit);
+        view.instruction_scores = unit_scores(instruction, unit);
         view.document_positions = std::span(positions[l * c.num_kv_heads + unit]).first(old_slots);
         view.final_cut = final_cut;
+        if (traits_.keys) old_keys(s, l, per_head ? unit : c.num_kv_heads, old_slots, view);
         select(view, keep_);
         check_selection(keep_, view, policy_name(options_.policy));
         keep_newest(keep_, old_slots, total);
@@ -482,30 +532,46 @@ class reader {
       }
     }
     if (evicted && options_.positions == position_mode::reindexed) {
-      std::size_t size = 0;
-      for (std::size_t l = 0; l < c.num_layers; ++l) {
-        if (!evicted_layer(l)) continue;
-        for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
-          size = s.cache().size(l, g);
-          renumbered_.resize(size);
-          std::iota(renumbered_.begin(), renumbered_.end(), std::int64_t{0});
-          s.rerotate(l, g, renumbered_);
-        }
-      }
+      // Every layer's slots end just before the next position, the largest layer's count (all layers
+      // hold the same count unless they keep budgets of their own; a smaller layer then starts above 0).
+      std::size_t top = 0;
+      for (std::size_t l = 0; l < c.num_layers; ++l)
+        if (evicted_layer(l)) top = std::max(top, s.cache().size(l, 0));
+      const auto renumber_ending_at_top = [&](std::size_t l, std::size_t g) {
+        const std::size_t rows = s.cache().size(l, g);
+        renumbered_.resize(rows);
+        std::iota(renumbered_.begin(), renumbered_.end(), static_cast<std::int64_t>(top) - static_cast<std::int64_t>(rows));
+        s.rerotate(l, g, renumbered_);
+      };
+      for (std::size_t l = 0; l < c.num_layers; ++l)
+        if (evicted_layer(l))
+          for (std::size_t g = 0; g < c.num_kv_heads; ++g) renumber_ending_at_top(l, g);
       // A sliding-window layer's rows are the latest tokens: they keep their distances to the next
-      // position, now `size` (the oldest may fall below 0, which RoPE rotates backwards alike).
-      for (std::size_t l = 0; l < c.num_layers; ++l) {
-        if (!windowed_layer(l)) continue;
-        for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
-          const std::size_t rows = s.cache().size(l, g);
-          renumbered_.resize(rows);
-          std::iota(renumbered_.begin(), renumbered_.end(),
-                    static_cast<std::int64_t>(size) - static_cast<std::int64_t>(rows));
-          s.rerotate(l, g, renumbered_);
-        }
-      }
-      s.set_position(size);
+      // position, now `top` (the oldest may fall below 0, which RoPE rotates backwards alike).
+      for (std::size_t l = 0; l < c.num_layers; ++l)
+        if (windowed_layer(l))
+          for (std::size_t g = 0; g < c.num_kv_heads; ++g) renumber_ending_at_top(l, g);
+      s.set_position(top);
     }
+  }
+
+  // The old slots' keys of layer l as floats into view.keys: KV head `head`'s (a per-head view) or every
+  // KV head's (head == num_kv_heads: a per-layer view). An F32 cache's rows of one head are read in place.
+  void old_keys(const session& s, std::size_t l, std::size_t head, std::size_t old_slots, eviction_view& view) {
+    const auto& cache = s.cache();
+    const std::size_t d = w_.config.head_dim;
+    const std::size_t first = head == w_.config.num_kv_heads ? 0 : head;
+    const std::size_t last = head == w_.config.num_kv_heads ? w_.config.num_kv_heads : head + 1;
+    view.key_heads = last - first;
+    view.head_dim = d;
+    if (cache.kv_type() == dtype::f32 && view.key_heads == 1) {
+      view.keys = std::span<const float>(cache.keys(l, first), old_slots * d);
+      return;
+    }
+    keys_.resize(view.key_heads * old_slots * d);
+    for (std::size_t g = first; g < last; ++g)
+      for (std::size_t j = 0; j < old_slots; ++j) cache.read_key(l, g, j, keys_.data() + ((g - first) * old_slots + j) * d);
+    view.keys = keys_;
   }
 
   // The policy's rule (cache/eviction_blocks.hpp) on one view.
@@ -527,7 +593,13 @@ class reader {
         return custom_(pooled, keep);
       }
       case policy_kind::streaming: return select_streaming(n, k, options_.sink, keep);
-      case policy_kind::snapkv: return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_);
+      case policy_kind::snapkv:
+      case policy_kind::snapkv_question:
+      case policy_kind::pyramidkv:
+        return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_, options_.snapkv_pool);
+      case policy_kind::chunkkv:
+        return select_chunkkv(view.scores, k, options_.snapkv_kernel, options_.snapkv_pool, options_.chunkkv_size, keep,
+                              scratch_);
       case policy_kind::citrus_cse:
       case policy_kind::citrus_shared:
       case policy_kind::citrus_separate: return select_citrus(view.scores, k, options_.citrus_pool, keep, scratch_);
@@ -535,7 +607,12 @@ class reader {
       case policy_kind::roco:
         return select_roco(running_.sums(unit).first(n), running_.squares(unit).first(n), running_.counts(unit).first(n),
                            k, options_.sink, keep, scratch_);
+      case policy_kind::observed_attention:
+        return select_observed_attention(running_.sums(unit).first(n), running_.counts(unit).first(n), k, keep, scratch_);
       case policy_kind::tova: return select_tova(view.scores, k, keep, scratch_);
+      case policy_kind::random: return select_random(n, k, random_, keep, scratch_);
+      case policy_kind::knorm: return select_knorm(view.keys, view.head_dim, k, keep, scratch_);
+      case policy_kind::keydiff: return select_keydiff(view.keys, view.head_dim, k, keep, scratch_);
       case policy_kind::full: break;  // never evicts
     }
     PITH_THROW(argument_error, std::string("reader: policy ") + policy_name(options_.policy) + " has no selection rule");
@@ -555,7 +632,14 @@ class reader {
   session_mark scoring_mark_;  // what an instruction-scoring pass returns its session to
   std::vector<std::vector<std::int64_t>> document_positions_;              // [layers * kv_heads][slot]
   std::vector<std::vector<std::int64_t>> instruction_document_positions_;  // citrus-separate's C_ins
-  running_scores running_;  // h2o, roco: [layers * kv_heads] units
+  running_scores running_;  // h2o, roco, observed-attention: [layers * kv_heads] units
+  splitmix64 random_;       // random: the selection's draws
+  std::vector<std::size_t> layer_budgets_;  // per layer: the old slots it keeps (0: a layer the policy does not act on)
+  std::vector<std::size_t> old_sizes_;      // per layer: the old slots of the chunk being read
+  std::vector<std::size_t> scored_sizes_;   // per layer: the slots the last instruction pass scored
+  std::vector<std::size_t> instruction_sizes_;  // per layer: the old slots of the cache the instruction scored
+  std::size_t scored_stride_ = 0;           // the largest of scored_sizes_ (the row stride of scores_)
+  std::vector<float> keys_;                 // old_keys's decoded keys
   std::size_t document_read_ = 0;
   bool answered_ = false;
   reader_stats stats_;

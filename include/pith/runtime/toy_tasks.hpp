@@ -13,26 +13,9 @@
 #include <vector>
 
 #include "pith/core/error.hpp"
+#include "pith/core/splitmix64.hpp"
 
 namespace pith {
-
-/// splitmix64 (Steele, Lea and Flood, 2014): the generator both languages use.
-class splitmix64 {
- public:
-  explicit splitmix64(std::uint64_t seed) noexcept : state_(seed) {}
-  std::uint64_t next() noexcept {
-    state_ += 0x9E3779B97F4A7C15ull;
-    std::uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  /// next() % n (the specification accepts the modulo bias, < 2^-50 for these n).
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
-
- private:
-  std::uint64_t state_;
-};
 
 enum class toy_task { passkey, kv, hop };
 

@@ -28,13 +28,26 @@ constexpr const char* usage =
     "                        [--seeds N] [--seed-base S] [--facts F] [--chunk L] [--csv FILE] [--json FILE]\n"
     "                        [--full-max-length N] [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max]\n"
     "                        [--threads N] [--quick] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
+    "                        [--protocol chunked|oneshot|chunked,oneshot] [--ratios LIST] [--question-in-cut]\n"
+    "                        [--different-question]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
     "              citrus-separate (the default: these nine), random, knorm, observed-attention, chunkkv,\n"
     "              snapkv-question, keydiff, pyramidkv, or all; a citrus-* name with +poolK (K odd), e.g.\n"
     "              citrus-shared+pool7, pools its scores over K neighbouring slots (docs/eviction.md)\n"
-    "  --budgets   k values (default 16,32,64,128,256; RULER tasks alone: 512,1024,2048,3072)\n"
+    "  --budgets   k values (default 16,32,64,128,256; RULER tasks alone: 512,1024,2048,3072; none when only\n"
+    "              --ratios is given)\n"
+    "  --protocol  chunked (default: the document read in chunks of --chunk with a cache bounded by the budget),\n"
+    "              oneshot (kvpress's: the whole document prefilled with every state kept, one cut by the policy,\n"
+    "              then the question), or both, comma-separated (docs/eviction.md, \"Protocols\")\n"
+    "  --ratios    compression ratios r in [0, 1), comma-separated, beside the budgets: a document of n tokens\n"
+    "              keeps floor(n (1 - r)) states (kvpress's convention); the chunked protocol reads with that\n"
+    "              budget k, the oneshot protocol cuts to it\n"
+    "  --question-in-cut  oneshot: the question's queries score the cut (default: the document's own last\n"
+    "              queries, kvpress's default); applies to the policies that score with a window of queries\n"
+    "  --different-question  kv task only: the instruction read with names another fact of the document\n"
+    "              than the question asked at the end (the cut's scores follow the instruction)\n"
     "  --lengths   in tokens, BOS included (default 1000,8000; RULER tasks alone: 4096)\n"
     "  --tasks     the toy models' passkey, kv, hop (default passkey,kv; they need a toy model) and RULER's\n"
     "              niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2,\n"
@@ -238,8 +251,39 @@ void check_free_text(const pith::tokenizer& tok, const std::string& source) {
         "; use a model with a real tokenizer or give --tokenizer");
 }
 
-// (task, length, depth in ppm or -1, policy, budget): ordered for the tables.
-using cell_key = std::tuple<std::string, std::size_t, std::int64_t, std::string, std::size_t>;
+// (task, length, depth in ppm or -1, policy, budget, protocol, ratio in ppm or -1): ordered for the tables.
+// A ratio cell's budget is floor(length (1 - r)) of the nominal length.
+using cell_key = std::tuple<std::string, std::size_t, std::int64_t, std::string, std::size_t, std::string, std::int64_t>;
+
+// --ratios: compression ratios in [0, 1), the spec's "Budgets and protocols".
+std::vector<double> parse_ratios(const std::string& text) {
+  std::vector<double> out;
+  for (const auto& item : split(text)) {
+    const auto ratio = pith::examples::parse_number<double>(item, "--ratios");
+    if (!(ratio >= 0.0 && ratio < 1.0)) throw pith::examples::usage_error("--ratios: " + item + " is outside [0, 1)");
+    if (std::find(out.begin(), out.end(), ratio) == out.end()) out.push_back(ratio);
+  }
+  if (out.empty()) throw pith::examples::usage_error("--ratios needs at least one value");
+  return out;
+}
+
+std::int64_t ratio_key(std::optional<double> ratio) {
+  return ratio ? static_cast<std::int64_t>(std::floor(*ratio * 1000000.0 + 0.5)) : -1;
+}
+
+// The different-question variant on the kv task: the instruction that names the next fact of the
+// document (in document order) instead of the asked one. ids[fact_offsets[i] + 3] is fact i's name.
+std::vector<std::int32_t> other_kv_instruction(const pith::toy_document& doc) {
+  constexpr std::size_t name_at = 3, asked_at = 5;  // "the code of NAME is ...", "what is the code of NAME ?"
+  std::vector<std::int32_t> out = doc.instruction;
+  const auto& facts = doc.fact_offsets;
+  for (std::size_t i = 0; i < facts.size(); ++i)
+    if (doc.ids[facts[i] + name_at] == doc.instruction[asked_at]) {
+      out[asked_at] = doc.ids[facts[(i + 1) % facts.size()] + name_at];
+      return out;
+    }
+  PITH_THROW(pith::argument_error, "pith-evict-bench: the kv document does not hold the asked fact");
+}
 
 int make_document(pith::examples::arguments& args, const std::string& file) {
   using namespace pith;
@@ -355,7 +399,24 @@ int run(int argc, char** argv) {
     policy_list.clear();
     for (const auto kind : builtin_policies) policy_list += std::string(policy_list.empty() ? "" : ",") + policy_name(kind);
   }
-  const auto budgets = numbers<std::size_t>(args.take("--budgets").value_or(budget_list), "--budgets");
+  // The spec's "Budgets and protocols": --ratios beside (or instead of) --budgets, either protocol.
+  const auto budgets_text = args.take("--budgets");
+  const auto ratios_text = args.take("--ratios");
+  const std::vector<double> ratios = ratios_text ? parse_ratios(*ratios_text) : std::vector<double>{};
+  const auto budgets = budgets_text || !ratios_text ? numbers<std::size_t>(budgets_text.value_or(budget_list), "--budgets")
+                                                    : std::vector<std::size_t>{};
+  std::vector<reading_protocol> protocols;
+  for (const auto& name : split(args.take("--protocol").value_or("chunked"))) {
+    if (name != "chunked" && name != "oneshot")
+      throw usage_error("--protocol must be chunked, oneshot or both (chunked,oneshot), not '" + name + "'");
+    if (std::find(protocols.begin(), protocols.end(), parse_protocol(name)) == protocols.end())
+      protocols.push_back(parse_protocol(name));
+  }
+  if (protocols.empty()) throw usage_error("--protocol needs chunked, oneshot or both");
+  const bool any_oneshot = std::find(protocols.begin(), protocols.end(), reading_protocol::oneshot) != protocols.end();
+  const bool question_in_cut = args.flag("--question-in-cut");
+  if (question_in_cut && !any_oneshot) throw usage_error("--question-in-cut applies to --protocol oneshot");
+  const bool different_question = args.flag("--different-question");
   const auto lengths = numbers<std::size_t>(args.take("--lengths").value_or(length_list), "--lengths");
   if (std::find(budgets.begin(), budgets.end(), std::size_t{0}) != budgets.end())
     throw usage_error("--budgets: a budget of 0 keeps no document state; use at least 1");
@@ -386,6 +447,9 @@ int run(int argc, char** argv) {
   const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
+  if (different_question &&
+      (std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return t.ruler || t.toy != toy_task::kv; }) || facts < 2))
+    throw usage_error("--different-question runs the kv task alone, with at least 2 --facts (it asks about another fact)");
   // The depths: every value for the tasks with a needle depth; the others run once, without one.
   std::vector<std::optional<double>> depths{std::nullopt};
   if (depths_text) {
@@ -447,7 +511,9 @@ int run(int argc, char** argv) {
     std::optional<double> depth;
     std::uint64_t seed;
     const policy_spec* policy;
-    std::size_t budget;
+    std::size_t budget;  // a ratio's: floor(length (1 - r)) of the nominal length
+    reading_protocol protocol;
+    std::optional<double> ratio;
   };
   std::vector<planned> plan;
   double total_tokens = 0.0;
@@ -456,21 +522,26 @@ int run(int argc, char** argv) {
     for (const auto length : lengths)
       for (const auto& depth : task.has_depth() ? depths : std::vector<std::optional<double>>{std::nullopt})
         for (std::size_t s = 0; s < seeds; ++s)
-          for (const auto& policy : policies) {
-            if (policy.kind == policy_kind::full) {
-              if (length > full_max) {
-                ++skipped_full;
+          for (const auto protocol : protocols)
+            for (const auto& policy : policies) {
+              if (policy.kind == policy_kind::full) {
+                if (length > full_max) {
+                  ++skipped_full;
+                  continue;
+                }
+                plan.push_back({&task, length, depth, seed_base + s, &policy, length, protocol, std::nullopt});
+                total_tokens += static_cast<double>(length);
                 continue;
               }
-              plan.push_back({&task, length, depth, seed_base + s, &policy, length});
-              total_tokens += static_cast<double>(length);
-              continue;
+              for (const auto budget : budgets) {
+                plan.push_back({&task, length, depth, seed_base + s, &policy, budget, protocol, std::nullopt});
+                total_tokens += static_cast<double>(length);
+              }
+              for (const double ratio : ratios) {
+                plan.push_back({&task, length, depth, seed_base + s, &policy, ratio_budget(length, ratio), protocol, ratio});
+                total_tokens += static_cast<double>(length);
+              }
             }
-            for (const auto budget : budgets) {
-              plan.push_back({&task, length, depth, seed_base + s, &policy, budget});
-              total_tokens += static_cast<double>(length);
-            }
-          }
   std::fprintf(stderr, "pith-evict-bench: %s, %zu runs (%.1f M tokens), chunk %zu, KV cache %s, %zu thread(s)%s%s\n",
                model_path->c_str(), plan.size(), total_tokens / 1e6, chunk, kv_type_name(kv_type).c_str(), num_threads(),
                skipped_full ? ", full cache skipped above --full-max-length" : "",
@@ -482,6 +553,7 @@ int run(int argc, char** argv) {
   // One document: the ids read, the instruction, and what a right answer is.
   struct bench_document {
     std::vector<std::int32_t> ids, instruction;
+    std::vector<std::int32_t> reading;  // --different-question: the instruction read with
     std::vector<std::int32_t> answer;  // toy: the exact answer
     std::vector<std::string> gold;     // RULER: the strings the answer must hold
     std::size_t answer_tokens = 0;
@@ -494,6 +566,7 @@ int run(int argc, char** argv) {
     bench_document doc;
     if (!p.task->ruler) {
       auto toy = make_toy_document(p.task->toy, p.length, p.seed, facts);
+      if (different_question) doc.reading = other_kv_instruction(toy);
       doc.ids = std::move(toy.ids);
       doc.instruction = std::move(toy.instruction);
       doc.answer = std::move(toy.answer);
@@ -543,12 +616,18 @@ int run(int argc, char** argv) {
     options.kv_type = kv_type;
     options.max_answer_tokens = doc.answer_tokens + 1;
     if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer_tokens + 2;
+    options.protocol = p.protocol;
+    const bool oneshot = p.protocol == reading_protocol::oneshot;
+    options.question_in_cut = oneshot && question_in_cut;
+    if (p.ratio && oneshot) options.ratio = p.ratio;
+    if (p.ratio && !oneshot) options.budget = ratio_budget(doc.ids.size(), *p.ratio);  // this document's n
     // Seeded depths differ by document: the cell of a task with a needle depth and no --depths has none.
-    const cell_key key{p.task->name, p.length, depth_key(p.depth), p.policy->label, p.budget};
+    const cell_key key{p.task->name, p.length,       depth_key(p.depth), p.policy->label,
+                       p.budget,     protocol_name(p.protocol), ratio_key(p.ratio)};
     try {
       reset_peak_memory();
       const auto t0 = std::chrono::steady_clock::now();
-      reader r(weights, options, doc.instruction);
+      reader r(weights, options, different_question ? doc.reading : doc.instruction, doc.instruction);
       r.feed(doc.ids);
       sampler greedy;
       const auto answer = r.answer(doc.answer_tokens, greedy, {}, weights.config.eos_token_id);
@@ -580,8 +659,9 @@ int run(int argc, char** argv) {
       c.state_bytes = std::max(c.state_bytes, r.state_bytes());
     } catch (const pith::argument_error& e) {
       ++failed_runs;
-      if (errors[e.what()]++ == 0) std::fprintf(stderr, "\n%s %s k=%zu: %s (cell skipped)\n", p.policy->label.c_str(),
-                                                p.task->name.c_str(), p.budget, e.what());
+      if (errors[e.what()]++ == 0)
+        std::fprintf(stderr, "\n%s %s %s k=%zu: %s (cell skipped)\n", p.policy->label.c_str(), protocol_name(p.protocol),
+                     p.task->name.c_str(), p.budget, e.what());
     }
     done_tokens += static_cast<double>(p.length);
     ++runs_done;
@@ -589,12 +669,14 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "\n");
 
-  // Summary tables: one per task and length (every depth together), policies x budgets.
-  const auto summed = [&](const std::string& task, std::size_t length, const std::string& policy,
-                          std::size_t budget) -> std::optional<cell> {
+  // Summary tables: one per task and length (every depth together), policies (per protocol) x budgets
+  // and ratios.
+  const auto summed = [&](const std::string& task, std::size_t length, const std::string& policy, std::size_t budget,
+                          const std::string& protocol, std::int64_t ratio) -> std::optional<cell> {
     std::optional<cell> out;
     for (const auto& [key, c] : cells)
-      if (std::get<0>(key) == task && std::get<1>(key) == length && std::get<3>(key) == policy && std::get<4>(key) == budget) {
+      if (std::get<0>(key) == task && std::get<1>(key) == length && std::get<3>(key) == policy &&
+          std::get<4>(key) == budget && std::get<5>(key) == protocol && std::get<6>(key) == ratio) {
         if (!out) out = cell{};
         out->add(c);
       }
@@ -607,32 +689,44 @@ int run(int argc, char** argv) {
                     seeds * (task.has_depth() ? depths.size() : 1), task.has_depth() && depths_text ? ", every depth" : "");
       else
         std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", task.name.c_str(), length, seeds);
-      std::printf("%-22s", "policy \\ budget");
+      if (any_oneshot || different_question)
+        std::printf("(%s%s%s)\n", question_in_cut ? "oneshot: the question scores the cut" : "",
+                    question_in_cut && different_question ? "; " : "",
+                    different_question ? "read with an instruction about another fact than the question asked" : "");
+      std::printf("%-32s", "policy \\ budget");
       for (const auto budget : budgets) std::printf(" %6zu", budget);
+      for (const double ratio : ratios) std::printf(" r=%-4g", ratio);
       std::printf("   tok/s\n");
-      for (const auto& policy : policies) {
-        std::printf("%-22s", policy.label.c_str());
-        double tokens = 0.0, seconds = 0.0;
-        if (policy.kind == policy_kind::full) {
-          const auto found = summed(task.name, length, "full", length);
-          for (std::size_t i = 0; i < budgets.size(); ++i)
-            if (!found) std::printf(" %6s", "-");
-            else std::printf(" %6.2f", found->score / static_cast<double>(found->runs));
-          if (found) tokens = found->tokens, seconds = found->reading_seconds;
-        } else {
-          for (const auto budget : budgets) {
-            const auto found = summed(task.name, length, policy.label, budget);
+      for (const auto protocol : protocols)
+        for (const auto& policy : policies) {
+          const std::string label =
+              policy.label + (protocols.size() > 1 || any_oneshot ? std::string(" [") + protocol_name(protocol) + "]" : "");
+          std::printf("%-32s", label.c_str());
+          double tokens = 0.0, seconds = 0.0;
+          const auto column = [&](const std::optional<cell>& found) {
             if (!found) {
               std::printf(" %6s", "-");
-              continue;
+              return;
             }
             std::printf(" %6.2f", found->score / static_cast<double>(found->runs));
-            tokens += found->tokens;
-            seconds += found->reading_seconds;
+          };
+          if (policy.kind == policy_kind::full) {
+            const auto found = summed(task.name, length, "full", length, protocol_name(protocol), -1);
+            for (std::size_t i = 0; i < budgets.size() + ratios.size(); ++i) column(found);
+            if (found) tokens = found->tokens, seconds = found->reading_seconds;
+          } else {
+            const auto add = [&](const std::optional<cell>& found) {
+              column(found);
+              if (found) tokens += found->tokens, seconds += found->reading_seconds;
+            };
+            for (const auto budget : budgets)
+              add(summed(task.name, length, policy.label, budget, protocol_name(protocol), -1));
+            for (const double ratio : ratios)
+              add(summed(task.name, length, policy.label, ratio_budget(length, ratio), protocol_name(protocol),
+                         ratio_key(ratio)));
           }
+          std::printf("   %.0f\n", seconds > 0 ? tokens / seconds : 0.0);
         }
-        std::printf("   %.0f\n", seconds > 0 ? tokens / seconds : 0.0);
-      }
     }
 
   const auto row_values = [](const cell& c) {
@@ -640,6 +734,10 @@ int run(int argc, char** argv) {
     return std::tuple{score, c.reading_seconds > 0 ? c.tokens / c.reading_seconds : 0.0,
                       static_cast<double>(c.peak_bytes) / (1 << 20), static_cast<double>(c.state_bytes) / (1 << 20),
                       c.total_seconds / static_cast<double>(c.runs)};
+  };
+  // same / different (--different-question), "+seen" on oneshot rows whose cut the question scored.
+  const auto question_text = [&](bool oneshot) {
+    return std::string(different_question ? "different" : "same") + (oneshot && question_in_cut ? "+seen" : "");
   };
   const auto family_of = [&](const std::string& name) {
     for (const auto& task : tasks)
@@ -652,15 +750,17 @@ int run(int argc, char** argv) {
   if (csv_path) {
     std::ofstream out(*csv_path);
     if (!out) throw io_error(*csv_path + ": cannot write");
-    out << "model,task_family,task,length,depth,policy,budget,chunk,documents,correct,score,tokens_per_s,peak_memory_mib,"
-           "state_mib,seconds_per_document\n";
+    out << "model,task_family,task,length,depth,policy,protocol,budget,ratio,question,chunk,documents,correct,score,"
+           "tokens_per_s,peak_memory_mib,state_mib,seconds_per_document\n";
     for (const auto& [key, c] : cells) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
-      char line[640];
-      std::snprintf(line, sizeof line, "%s,%s,%s,%zu,%s,%s,%zu,%zu,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f\n", model_name.c_str(),
-                    family_of(std::get<0>(key)), std::get<0>(key).c_str(), std::get<1>(key),
-                    depth_text(std::get<2>(key)).c_str(), std::get<3>(key).c_str(), std::get<4>(key), chunk, c.runs,
-                    c.correct, score, speed, peak, state, seconds);
+      const bool oneshot = std::get<5>(key) == "oneshot";
+      char line[768];
+      std::snprintf(line, sizeof line, "%s,%s,%s,%zu,%s,%s,%s,%zu,%s,%s,%s,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f\n",
+                    model_name.c_str(), family_of(std::get<0>(key)), std::get<0>(key).c_str(), std::get<1>(key),
+                    depth_text(std::get<2>(key)).c_str(), std::get<3>(key).c_str(), std::get<5>(key).c_str(),
+                    std::get<4>(key), depth_text(std::get<6>(key)).c_str(), question_text(oneshot).c_str(),
+                    oneshot ? "" : std::to_string(chunk).c_str(), c.runs, c.correct, score, speed, peak, state, seconds);
       out << line;
     }
     out.close();
@@ -673,8 +773,12 @@ int run(int argc, char** argv) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
       const nlohmann::json depth =
           std::get<2>(key) < 0 ? nlohmann::json(nullptr) : nlohmann::json(static_cast<double>(std::get<2>(key)) / 1e6);
+      const nlohmann::json ratio =
+          std::get<6>(key) < 0 ? nlohmann::json(nullptr) : nlohmann::json(static_cast<double>(std::get<6>(key)) / 1e6);
       rows.push_back({{"task_family", family_of(std::get<0>(key))}, {"task", std::get<0>(key)}, {"length", std::get<1>(key)},
-                      {"depth", depth}, {"policy", std::get<3>(key)}, {"budget", std::get<4>(key)}, {"documents", c.runs},
+                      {"depth", depth}, {"policy", std::get<3>(key)}, {"protocol", std::get<5>(key)},
+                      {"budget", std::get<4>(key)}, {"ratio", ratio},
+                      {"question", question_text(std::get<5>(key) == "oneshot")}, {"documents", c.runs},
                       {"correct", c.correct}, {"score", score}, {"tokens_per_s", std::round(speed)},
                       {"peak_memory_mib", std::round(peak * 10) / 10}, {"state_mib", std::round(state * 1000) / 1000},
                       {"seconds_per_document", seconds}});
@@ -684,7 +788,11 @@ int run(int argc, char** argv) {
                         {"threads", num_threads()},  {"full_max_length", full_max},
                         {"kv_type", kv_type_name(kv_type)},
                         {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name},
-                        {"note", "budget of the full policy = the document length (it keeps every state); score: toy "
+                        {"question_in_cut", question_in_cut}, {"different_question", different_question},
+                        {"note", "budget of the full policy = the document length (it keeps every state); a ratio row's "
+                                 "budget: floor(length (1 - ratio)), each document keeping floor(n (1 - ratio)) of its n "
+                                 "tokens; question: same or different (the instruction read with), oneshot rows add "
+                                 "+seen when the question scored the cut; score: toy "
                                  "tasks the fraction answered exactly, RULER tasks string_match_all (correct: answers "
                                  "holding every gold string); depth null: none, or drawn per document"},
                         {"rows", rows}};

@@ -28,6 +28,7 @@ constexpr const char* usage =
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
     "                 [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max] [--logits-out FILE.json]\n"
     "                 [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
+    "                 [--protocol chunked|oneshot] [--ratio R] [--question-in-cut]\n"
     "                 [--raw | --system TEXT | --chat-template FILE]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --raw      no chat template: BOS, the document, the instruction (the default when the model has no\n"
@@ -42,6 +43,11 @@ constexpr const char* usage =
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
+    "  --protocol chunked (default: chunks of --chunk, the cache bounded by --budget) or oneshot (the whole\n"
+    "             document in one pass with every state kept, one cut by the policy, then the instruction;\n"
+    "             memory grows with the document; docs/eviction.md, \"Protocols\")\n"
+    "  --ratio    oneshot: a compression ratio r in [0, 1) instead of --budget: floor(n (1 - r)) states kept\n"
+    "  --question-in-cut  oneshot: the instruction's queries score the cut (default: the document's own)\n"
     "  --citrus-pool  CItruS scores averaged over K neighbouring slots before the top-k (default 1: off)\n"
     "  --pool-kernel  the SnapKV family's pooling window (snapkv, snapkv-question, chunkkv, pyramidkv), odd\n"
     "             (default 7); --pool-mode avg (default: zero padding, divided by K) or max\n"
@@ -168,6 +174,20 @@ int run(int argc, char** argv) {
     options.snapkv_pool = parse_pool_mode(*mode);
   }
   options.kv_type = parse_kv_type_option(args.take("--kv-type"));
+  // The spec's "Budgets and protocols" (docs/eviction.md, "Protocols").
+  if (const auto protocol = args.take("--protocol")) {
+    if (*protocol != "chunked" && *protocol != "oneshot")
+      throw usage_error("--protocol must be chunked or oneshot, not '" + *protocol + "'");
+    options.protocol = parse_protocol(*protocol);
+  }
+  const bool oneshot = options.protocol == reading_protocol::oneshot;
+  if (const auto ratio = args.take("--ratio")) {
+    if (!oneshot) throw usage_error("--ratio applies to --protocol oneshot");
+    options.ratio = parse_number<double>(*ratio, "--ratio");
+    if (!(*options.ratio >= 0.0 && *options.ratio < 1.0)) throw usage_error("--ratio: " + *ratio + " is outside [0, 1)");
+  }
+  options.question_in_cut = args.flag("--question-in-cut");
+  if (options.question_in_cut && !oneshot) throw usage_error("--question-in-cut applies to --protocol oneshot");
   const bool raw = args.flag("--raw");
   const auto system = args.take("--system");
   const auto chat_template_path = args.take("--chat-template");

@@ -66,6 +66,12 @@ def read_rows(paths: list[Path]) -> list[dict]:
                 row.setdefault("task_family", "toy")
                 depth = row.get("depth") or ""
                 row["depth"] = float(depth) if depth else None
+                # The oneshot protocol and the different-question variant are series of their own; a
+                # ratio row's budget is floor(length (1 - ratio)), plotted with the others.
+                if row.get("protocol") == "oneshot":
+                    row["policy"] += " [oneshot]"
+                if row.get("question", "same") != "same":
+                    row["policy"] += f" [{row['question']}]"
                 rows.append(row)
     return rows
 

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The chunked reader with every policy: budgets, the newest chunk, sorted unique selections,
-// re-rotation, memory that does not grow, edge cases, a user-defined policy, concurrent readers.
+// re-rotation, memory that does not grow, edge cases, a user-defined policy, concurrent readers; the
+// oneshot protocol (kept counts at a ratio, r = 0 equals the full cache, the question seen or not) and
+// the different-question variant.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
 #include <set>
 #include <string>
@@ -330,6 +333,200 @@ TEST(Reader, PyramidWithBetaOneKeepsWhatSnapkvKeeps) {
   EXPECT_EQ(pyramid.answer(4, greedy), snapkv.answer(4, greedy));
   o.pyramid_beta = 0;
   EXPECT_THROW(pith::reader(w, o, instruction), pith::argument_error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Protocols (docs/eviction.md, "Protocols")
+
+// Largest |logit difference| between one pass over a document and the same document read in chunks
+// with every state kept: the same float32 model, its sums taken in other orders over ~160 positions.
+constexpr float one_pass_logit_tolerance = 1e-4f;
+
+float largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float largest = 0.0f;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) largest = std::max(largest, std::abs(a[i] - b[i]));
+  return largest;
+}
+
+pith::reader_options oneshot_options(pith::policy_kind policy, double ratio, bool question_in_cut = false) {
+  pith::reader_options o;
+  o.policy = policy;
+  o.protocol = pith::reading_protocol::oneshot;
+  o.ratio = ratio;
+  o.question_in_cut = question_in_cut;
+  o.max_answer_tokens = 4;
+  return o;
+}
+
+class OneshotPolicyTest : public ::testing::TestWithParam<pith::policy_kind> {};
+
+// One cut to floor(n (1 - r)) per layer (or KV head), with and without the question.
+TEST_P(OneshotPolicyTest, KeepsFloorOfNTimesOneMinusRPerHead) {
+  const auto& c = small_model().config;
+  const auto doc = document(150);
+  for (const double ratio : {0.5, 0.75, 0.875})
+    for (const bool seen : {false, true}) {
+      pith::reader r(small_model(), oneshot_options(GetParam(), ratio, seen), instruction);
+      r.feed(std::span(doc).first(70));
+      r.feed(std::span(doc).subspan(70));  // fed in parts, read in one pass
+      EXPECT_EQ(r.stats().tokens_read, 0u);
+      pith::sampler greedy;
+      EXPECT_EQ(r.answer(3, greedy).size(), 3u);
+      const auto keep = static_cast<std::size_t>(std::floor(150.0 * (1.0 - ratio)));  // 75, 37, 18
+      EXPECT_EQ(keep, pith::ratio_budget(150, ratio));
+      EXPECT_EQ(r.stats().tokens_read, 150u);
+      EXPECT_EQ(r.stats().chunks, 1u);
+      for (std::size_t l = 0; l < c.num_layers; ++l)
+        for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+          const auto& kept = r.document_positions(l, g);
+          ASSERT_EQ(kept.size(), keep) << "r " << ratio << " layer " << l << " head " << g;
+          for (std::size_t i = 1; i < kept.size(); ++i) ASSERT_LT(kept[i - 1], kept[i]);
+          ASSERT_GE(kept.front(), 0);
+          ASSERT_LT(kept.back(), 150);
+          // Reindexed: the kept states are renumbered 0..keep-1, then come the question and the answer.
+          EXPECT_EQ(r.main_session().cache().positions(l, g)[keep - 1], static_cast<std::int64_t>(keep - 1));
+          EXPECT_EQ(r.main_session().cache().size(l, g), keep + instruction.size() + 2);
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, OneshotPolicyTest,
+                         ::testing::Values(pith::policy_kind::streaming, pith::policy_kind::h2o, pith::policy_kind::tova,
+                                           pith::policy_kind::snapkv, pith::policy_kind::roco,
+                                           pith::policy_kind::citrus_cse, pith::policy_kind::citrus_shared,
+                                           pith::policy_kind::citrus_separate, pith::policy_kind::random,
+                                           pith::policy_kind::knorm, pith::policy_kind::observed_attention,
+                                           pith::policy_kind::chunkkv, pith::policy_kind::snapkv_question,
+                                           pith::policy_kind::keydiff),
+                         [](const auto& info) {
+                           std::string name = pith::policy_name(info.param);
+                           for (auto& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+// r = 0 keeps every state: the answer is the full cache's, read in chunks or in one pass.
+TEST(ReaderProtocol, OneshotAtRatioZeroEqualsFull) {
+  const auto doc = document(150);
+  pith::reader_options full;
+  full.policy = pith::policy_kind::full;
+  full.chunk_size = 8;
+  full.max_answer_tokens = 4;
+  pith::reader chunked(small_model(), full, instruction);
+  chunked.feed(doc);
+  pith::sampler greedy;
+  const auto expected = chunked.answer(4, greedy);
+  for (const auto policy : {pith::policy_kind::snapkv, pith::policy_kind::citrus_shared, pith::policy_kind::full}) {
+    pith::reader oneshot(small_model(), oneshot_options(policy, 0.0, true), instruction);
+    oneshot.feed(doc);
+    EXPECT_EQ(oneshot.answer(4, greedy), expected) << pith::policy_name(policy);
+    EXPECT_EQ(oneshot.document_positions(2, 1).size(), 150u);
+    EXPECT_LE(largest_difference(oneshot.answer_logits(), chunked.answer_logits()), one_pass_logit_tolerance)
+        << pith::policy_name(policy);
+  }
+}
+
+// An absolute budget works in oneshot too; the question seen changes what an attention policy keeps
+// and nothing for a policy that reads no attention (knorm).
+TEST(ReaderProtocol, OneshotBudgetAndTheQuestionInTheCut) {
+  const auto doc = document(150);
+  const auto kept = [&](pith::policy_kind policy, bool seen) {
+    auto o = oneshot_options(policy, 0.0, seen);
+    o.ratio.reset();
+    o.budget = 30;
+    pith::reader r(small_model(), o, instruction);
+    r.feed(doc);
+    pith::sampler greedy;
+    r.answer(1, greedy);
+    std::vector<std::vector<std::int64_t>> all;
+    for (std::size_t l = 0; l < small_model().config.num_layers; ++l)
+      for (std::size_t g = 0; g < small_model().config.num_kv_heads; ++g) {
+        EXPECT_EQ(r.document_positions(l, g).size(), 30u);
+        all.push_back(r.document_positions(l, g));
+      }
+    return all;
+  };
+  EXPECT_NE(kept(pith::policy_kind::snapkv, false), kept(pith::policy_kind::snapkv, true));
+  EXPECT_NE(kept(pith::policy_kind::citrus_shared, false), kept(pith::policy_kind::citrus_shared, true));
+  EXPECT_EQ(kept(pith::policy_kind::knorm, false), kept(pith::policy_kind::knorm, true));
+}
+
+TEST(ReaderProtocol, BadOptionsNameTheOption) {
+  const auto message = [](const pith::reader_options& o) {
+    try {
+      pith::reader r(small_model(), o, instruction);
+    } catch (const pith::argument_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const double bad : {-0.1, 1.0, 1.5, std::nan("")})
+    EXPECT_NE(message(oneshot_options(pith::policy_kind::snapkv, bad)).find("ratio"), std::string::npos) << bad;
+  auto chunked = oneshot_options(pith::policy_kind::snapkv, 0.5);
+  chunked.protocol = pith::reading_protocol::chunked;
+  EXPECT_NE(message(chunked).find("ratio applies to the oneshot protocol"), std::string::npos);
+  chunked.ratio.reset();
+  chunked.question_in_cut = true;
+  EXPECT_NE(message(chunked).find("question_in_cut"), std::string::npos);
+  EXPECT_THROW(pith::parse_protocol("streaming"), pith::argument_error);
+  EXPECT_EQ(pith::parse_protocol("oneshot"), pith::reading_protocol::oneshot);
+  // A ratio that keeps nothing of this document: refused when the document's length is known.
+  pith::reader r(small_model(), oneshot_options(pith::policy_kind::snapkv, 0.999), instruction);
+  r.feed(document(150));  // floor(150 x 0.001) = 0
+  pith::sampler greedy;
+  EXPECT_THROW(r.answer(1, greedy), pith::argument_error);
+  // Without the question in the cut, the instruction-aware policies need no instruction.
+  pith::reader blind(small_model(), oneshot_options(pith::policy_kind::citrus_shared, 0.5), {});
+  blind.feed(document(40));
+  EXPECT_EQ(blind.answer(1, greedy).size(), 1u);
+  EXPECT_NE(message(oneshot_options(pith::policy_kind::citrus_shared, 0.5, true)).find("accepted"), std::string::npos);
+  EXPECT_THROW(pith::reader(small_model(), oneshot_options(pith::policy_kind::snapkv, 0.5, true), {}), pith::argument_error);
+}
+
+// The different-question variant: the reading (and its final cut) follows the instruction, the
+// answer the question.
+TEST(ReaderProtocol, DifferentQuestionReadsWithOneInstructionAndAsksAnother) {
+  const auto doc = document(150);
+  const std::vector<std::int32_t> question{7, 30, 12};
+  for (const auto protocol : {pith::reading_protocol::chunked, pith::reading_protocol::oneshot}) {
+    pith::reader_options o;
+    o.policy = pith::policy_kind::citrus_shared;
+    o.protocol = protocol;
+    o.question_in_cut = protocol == pith::reading_protocol::oneshot;
+    o.budget = 20;
+    o.chunk_size = 8;
+    o.max_answer_tokens = 4;
+    pith::reader same(small_model(), o, instruction);
+    pith::reader different(small_model(), o, instruction, question);
+    pith::reader guided_by_question(small_model(), o, question);
+    pith::sampler greedy;
+    for (auto* r : {&same, &different, &guided_by_question}) {
+      r->feed(doc);
+      r->answer(2, greedy);
+    }
+    bool differs_from_question = false;
+    for (std::size_t l = 0; l < small_model().config.num_layers; ++l) {
+      EXPECT_EQ(different.document_positions(l, 0), same.document_positions(l, 0)) << l;
+      differs_from_question |= different.document_positions(l, 0) != guided_by_question.document_positions(l, 0);
+    }
+    EXPECT_TRUE(differs_from_question) << pith::protocol_name(protocol);
+    EXPECT_GT(largest_difference(different.answer_logits(), same.answer_logits()), 0.0f);
+  }
+  // Nothing evicted: the answer is the question's, whatever guided the reading.
+  pith::reader_options o;
+  o.budget = 200;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 4;
+  pith::reader different(small_model(), o, instruction, question);
+  pith::reader asked(small_model(), o, question);
+  pith::sampler greedy;
+  for (auto* r : {&different, &asked}) {
+    r->feed(document(60));
+    r->answer(1, greedy);
+  }
+  EXPECT_LE(largest_difference(different.answer_logits(), asked.answer_logits()), one_pass_logit_tolerance);
+  EXPECT_THROW(pith::reader(small_model(), o, instruction, {1, 99}), pith::argument_error);  // outside the vocabulary
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pith/cache/eviction.hpp"
@@ -22,6 +24,33 @@
 namespace pith {
 
 enum class position_mode { reindexed, original };
+
+/// How a document is read (docs/eviction.md, "Protocols"; the spec's "Budgets and protocols"):
+/// `chunked`, CItruS's reading: chunks of L tokens, the cache bounded by the budget, any length;
+/// `oneshot`, kvpress's: the whole document prefilled in one pass with the full cache, compressed
+/// once by the policy (to the budget k, or to floor(n (1 - r)) states at a ratio r), then the question.
+enum class reading_protocol { chunked, oneshot };
+
+inline const char* protocol_name(reading_protocol protocol) noexcept {
+  return protocol == reading_protocol::oneshot ? "oneshot" : "chunked";
+}
+
+/// "chunked" and "oneshot".
+inline reading_protocol parse_protocol(std::string_view name) {
+  if (name == "chunked") return reading_protocol::chunked;
+  if (name == "oneshot") return reading_protocol::oneshot;
+  PITH_THROW(argument_error, "unknown protocol '" + std::string(name) + "' (chunked, oneshot)");
+}
+
+/// The states a compression ratio r keeps of n: floor(n (1 - r)) (kvpress's convention). Throws
+/// argument_error naming the ratio when r is outside [0, 1) or not a number.
+inline std::size_t ratio_budget(std::size_t n, double ratio) {
+  if (!(ratio >= 0.0 && ratio < 1.0))
+    PITH_THROW(argument_error, "reader: ratio " + std::to_string(ratio) + " is outside [0, 1)");
+  // n (1 - r) in long double: exact for every n below 2^32 and the ratios written in decimal the
+  // sweeps use, whose products land on integers (0.875 x 1000 = 875).
+  return static_cast<std::size_t>(std::floor(static_cast<long double>(n) * (1.0L - static_cast<long double>(ratio))));
+}
 
 struct reader_options {
   policy_kind policy = policy_kind::citrus_shared;
@@ -52,6 +81,15 @@ struct reader_options {
   // What the sessions' KV caches store keys and values as (session_options::kv_type): f32 (exact),
   // f16, bf16 or q8_0. Compaction moves stored rows; re-rotation rounds a key back to the type.
   dtype kv_type = dtype::f32;
+  // The spec's "Budgets and protocols" (docs/eviction.md, "Protocols"). oneshot sizes its sessions to
+  // the document (chunk_size and max_context do not apply) and makes one cut before the question.
+  reading_protocol protocol = reading_protocol::chunked;
+  // oneshot only: a compression ratio r in [0, 1) instead of `budget`: the cut keeps floor(n (1 - r))
+  // of the document's n states per layer (or KV head). The chunked reader does not know n in advance.
+  std::optional<double> ratio = std::nullopt;
+  // oneshot only: whether the question is seen during compression. true: the instruction's queries
+  // score the cut; false (kvpress's default): the document's own last queries do (docs/eviction.md).
+  bool question_in_cut = false;
 };
 
 struct reader_stats {
@@ -75,8 +113,27 @@ class reader {
   static constexpr std::size_t max_reader_size = (std::size_t{1} << 32) - 1;
 
   reader(const model_weights& weights, reader_options options, std::vector<std::int32_t> instruction)
-      : w_(weights), options_(options), instruction_(std::move(instruction)) {
+      : reader(weights, std::move(options), std::move(instruction), std::vector<std::int32_t>{}) {}
+
+  /// The different-question variant (docs/eviction.md, "Protocols"): `instruction` guides the reading
+  /// (the instruction-aware scores and cuts), `question` is what answer() asks (empty: the instruction).
+  reader(const model_weights& weights, reader_options options, std::vector<std::int32_t> instruction,
+         std::vector<std::int32_t> question)
+      : w_(weights), options_(std::move(options)), instruction_(std::move(instruction)), question_(std::move(question)) {
+    if (question_.empty()) question_ = instruction_;
     traits_ = traits_of(options_.policy, options_.snapkv_window);
+    const bool oneshot = options_.protocol == reading_protocol::oneshot;
+    if (options_.ratio) {
+      if (!oneshot)
+        PITH_THROW(argument_error, "reader: ratio applies to the oneshot protocol (the chunked reader does not know the "
+                                   "document's length: give budget = floor(n (1 - r)))");
+      (void)ratio_budget(0, *options_.ratio);  // throws for a ratio outside [0, 1)
+    }
+    if (options_.question_in_cut && !oneshot)
+      PITH_THROW(argument_error, "reader: question_in_cut applies to the oneshot protocol");
+    if (oneshot && options_.question_in_cut && instruction_.empty())
+      PITH_THROW(argument_error, "reader: question_in_cut scores the cut with the instruction, which is empty");
+    if (oneshot) one_cut_traits();
     if (options_.chunk_size == 0) PITH_THROW(argument_error, "reader: chunk_size must be at least 1");
     // Each size below 2^32, so the sums that size the caches cannot wrap (and no cache that large fits).
     const auto bound = [](const char* name, std::size_t value) {
@@ -89,42 +146,40 @@ class reader {
     bound("max_answer_tokens", options_.max_answer_tokens);
     bound("max_context", options_.max_context);
     bound("instruction length", instruction_.size());
+    bound("question length", question_.size());
     if (options_.snapkv_kernel % 2 == 0 || options_.citrus_pool % 2 == 0)
       PITH_THROW(argument_error, "reader: snapkv_kernel and citrus_pool must be odd (a window centred on the slot)");
     if (options_.chunkkv_size == 0) PITH_THROW(argument_error, "reader: chunkkv_size must be at least 1");
     if (options_.pyramid_beta == 0) PITH_THROW(argument_error, "reader: pyramid_beta must be at least 1");
-    if (traits_.evicts && options_.budget == 0)
+    if (traits_.evicts && options_.budget == 0 && !options_.ratio)
       PITH_THROW(argument_error, "reader: a budget of 0 keeps no document state; use at least 1");
-    if (traits_.instruction_scores && instruction_.empty())
+    // oneshot without the question: the instruction-aware policies score with the document's queries.
+    if (traits_.instruction_scores && instruction_.empty() && (!oneshot || options_.question_in_cut))
       PITH_THROW(argument_error, std::string("reader: policy ") + policy_name(options_.policy) +
                                      " scores with the instruction, which is empty");
-    for (const std::int32_t token : instruction_)
-      if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
-        PITH_THROW(argument_error, "reader: instruction token " + std::to_string(token) + " is outside the vocabulary");
+    for (const auto* tokens : {&instruction_, &question_})
+      for (const std::int32_t token : *tokens)
+        if (token < 0 || static_cast<std::size_t>(token) >= weights.config.vocab_size)
+          PITH_THROW(argument_error, std::string("reader: ") + (tokens == &instruction_ ? "instruction" : "question") +
+                                         " token " + std::to_string(token) + " is outside the vocabulary");
     check_kv_type(options_.kv_type, weights.config.head_dim, "reader_options::kv_type");
-    // Every full-attention layer's own budget: the reader's budget, or PyramidKV's per-layer budgets
-    // (pyramid_budgets over the layers the policy acts on, in depth order).
-    {
-      std::size_t evicted = 0;
-      for (std::size_t l = 0; l < weights.config.num_layers; ++l) evicted += evicted_layer(l) ? 1 : 0;
-      const std::vector<std::size_t> pyramid = traits_.layer_budgets
-                                                   ? pyramid_budgets(options_.budget, evicted, options_.pyramid_beta)
-                                                   : std::vector<std::size_t>(evicted, options_.budget);
-      layer_budgets_.assign(weights.config.num_layers, 0);
-      for (std::size_t l = 0, i = 0; l < weights.config.num_layers; ++l)
-        if (evicted_layer(l)) layer_budgets_[l] = pyramid[i++];
-    }
+    const auto& c = weights.config;
+    document_positions_.resize(c.num_layers * c.num_kv_heads);
+    if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
+    random_ = splitmix64(options_.random_seed);
+    if (oneshot) return;  // the sessions are sized to the document when it is read (read_whole_document)
+    set_layer_budgets(options_.budget);
+    const std::size_t prompt = std::max(instruction_.size(), question_.size());
     std::size_t largest_budget = options_.budget;
     for (const std::size_t b : layer_budgets_) largest_budget = std::max(largest_budget, b);
     session_options so;
     so.executor = options_.executor;
     so.kv_type = options_.kv_type;
-    so.max_chunk = options_.chunk_size + instruction_.size();  // the chunk and the instruction in one pass
+    so.max_chunk = options_.chunk_size + prompt;  // the chunk and the instruction in one pass
     // Largest moment of a layer with budget b: b + L old states plus either the next chunk or the
     // instruction and answer.
     const auto rows_for = [&](std::size_t budget) {
-      return budget + options_.chunk_size + std::max(options_.chunk_size, options_.max_answer_tokens) +
-             instruction_.size() + 1;
+      return budget + options_.chunk_size + std::max(options_.chunk_size, options_.max_answer_tokens) + prompt + 1;
     };
     if (traits_.evicts) {
       so.max_context = rows_for(largest_budget);
@@ -145,21 +200,19 @@ class reader {
     // chunk's positions), whatever the document's length.
     const std::size_t model_context = weights.config.max_position_embeddings;
     const std::size_t positions = largest_budget + options_.chunk_size +
-                                  std::max(options_.chunk_size, instruction_.size() + options_.max_answer_tokens);
+                                  std::max(options_.chunk_size, prompt + options_.max_answer_tokens);
     if (options_.positions == position_mode::reindexed && positions > model_context && traits_.evicts)
       PITH_THROW(argument_error, std::string("reader: ") + (traits_.layer_budgets ? "the first layer's budget" : "budget") +
                                      " + chunk + max(chunk, instruction + answer) = " + std::to_string(positions) +
                                      " positions exceed the model's context of " + std::to_string(model_context));
     main_ = std::make_unique<session>(weights, so);
     if (traits_.separate_cache) instruction_session_ = std::make_unique<session>(weights, so);
-    const auto& c = weights.config;
-    document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.separate_cache) instruction_document_positions_.resize(c.num_layers * c.num_kv_heads);
-    if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
-    random_ = splitmix64(options_.random_seed);
   }
 
   reader(const model_weights&& weights, reader_options options, std::vector<std::int32_t> instruction) = delete;
+  reader(const model_weights&& weights, reader_options options, std::vector<std::int32_t> instruction,
+         std::vector<std::int32_t> question) = delete;
 
   /// Replaces the policy's selection rule by a user-defined one. What the policy's views carry is
   /// P::request if P declares one (policy_request), else the defaults: the chunk's own attention (mean
@@ -179,20 +232,33 @@ class reader {
     custom_ = [policy](const eviction_view& view, std::vector<std::uint32_t>& keep) mutable { policy.select(view, keep); };
     options_.policy = policy_kind::custom;
     traits_ = traits_of(request);
+    if (options_.protocol == reading_protocol::oneshot) one_cut_traits();
   }
 
   const reader_options& options() const noexcept { return options_; }
   const reader_stats& stats() const noexcept { return stats_; }
-  session& main_session() noexcept { return *main_; }
+  /// The session the document is read into (oneshot: made when the document is read; throws before).
+  session& main_session() {
+    if (!main_) PITH_THROW(argument_error, "reader::main_session: the oneshot reader makes its session when it reads the document");
+    return *main_;
+  }
 
   /// Reads `tokens` (appended to what was fed before); whole chunks are processed at once, a
   /// partial chunk waits for more tokens or for answer().
+  /// oneshot: the tokens wait for answer() (or finish_document()), which reads them in one pass.
   void feed(std::span<const std::int32_t> tokens, const progress_callback& progress = {}) {
-    const auto in_use = main_->claim("pith::reader");
     for (const std::int32_t token : tokens)
       if (token < 0 || static_cast<std::size_t>(token) >= w_.config.vocab_size)
         PITH_THROW(argument_error, "reader::feed: token " + std::to_string(token) + " is outside the vocabulary");
-    if (answered_) PITH_THROW(argument_error, "reader::feed: the document was already answered; make a new reader");
+    if (answered_ || (oneshot() && main_))
+      PITH_THROW(argument_error, "reader::feed: the document was already read; make a new reader");
+    if (oneshot()) {
+      if (tokens.size() > max_reader_size - pending_.size())
+        PITH_THROW(argument_error, "reader::feed: a oneshot document above " + std::to_string(max_reader_size) + " tokens");
+      pending_.insert(pending_.end(), tokens.begin(), tokens.end());
+      return;
+    }
+    const auto in_use = main_->claim("pith::reader");
     pending_.insert(pending_.end(), tokens.begin(), tokens.end());
     std::size_t used = 0;
     while (pending_.size() - used >= options_.chunk_size) {
@@ -204,7 +270,12 @@ class reader {
   }
 
   /// Reads the partial last chunk, if any, now (answer() does it too).
+  /// oneshot: reads the whole document in one pass and makes the one cut.
   void finish_document() {
+    if (oneshot()) {
+      if (!main_) read_whole_document();
+      return;
+    }
     if (pending_.empty()) return;
     read_chunk(pending_);
     pending_.clear();
@@ -214,9 +285,9 @@ class reader {
   /// `steps` tokens (stopping after `stop_token` if it is >= 0). on_token sees each token.
   std::vector<std::int32_t> answer(std::size_t steps, sampler& pick, const std::function<void(std::int32_t)>& on_token = {},
                                    std::int32_t stop_token = -1) {
-    const auto in_use = main_->claim("pith::reader");
     if (answered_) PITH_THROW(argument_error, "reader::answer: already answered");
     finish_document();
+    const auto in_use = main_->claim("pith::reader");
     if (stats_.tokens_read == 0) PITH_THROW(argument_error, "reader::answer: the document is empty");
     if (steps > options_.max_answer_tokens)
       PITH_THROW(argument_error, "reader::answer: " + std::to_string(steps) + " steps exceed max_answer_tokens (" +
@@ -237,8 +308,8 @@ class reader {
       stats_.instruction_seconds += seconds_since(start);
     }
     std::vector<float> logits(w_.config.vocab_size);
-    if (!instruction_.empty()) {
-      s.forward(instruction_, logits.data());
+    if (!question_.empty()) {
+      s.forward(question_, logits.data());
     } else {
       logits = last_logits_;
     }
@@ -265,12 +336,14 @@ class reader {
   }
 
   std::size_t state_bytes() const noexcept {
+    if (!main_) return 0;  // oneshot before the document is read
     return main_->bytes_allocated() + (instruction_session_ ? instruction_session_->bytes_allocated() : 0);
   }
 
   /// Per layer: the memory the reader's sessions hold (session::memory_report, the instruction
   /// cache's added when the policy keeps one), with the KV type the caches store.
   std::vector<layer_memory> memory_report() const {
+    if (!main_) return {};  // oneshot before the document is read
     std::vector<layer_memory> report = main_->memory_report();
     if (instruction_session_) {
       const std::vector<layer_memory> second = instruction_session_->memory_report();
@@ -283,6 +356,93 @@ class reader {
   }
 
  private:
+  bool oneshot() const noexcept { return options_.protocol == reading_protocol::oneshot; }
+
+  // oneshot makes one cut, on the one cache: no final cut after it, no second (instruction) cache.
+  void one_cut_traits() noexcept {
+    traits_.final_cut = false;
+    traits_.separate_cache = false;
+  }
+
+  // Every full-attention layer's own budget: `budget`, or PyramidKV's per-layer budgets
+  // (pyramid_budgets over the layers the policy acts on, in depth order).
+  void set_layer_budgets(std::size_t budget) {
+    const auto& c = w_.config;
+    std::size_t evicted = 0;
+    for (std::size_t l = 0; l < c.num_layers; ++l) evicted += evicted_layer(l) ? 1 : 0;
+    const std::vector<std::size_t> pyramid = traits_.layer_budgets ? pyramid_budgets(budget, evicted, options_.pyramid_beta)
+                                                                   : std::vector<std::size_t>(evicted, budget);
+    layer_budgets_.assign(c.num_layers, 0);
+    for (std::size_t l = 0, i = 0; l < c.num_layers; ++l)
+      if (evicted_layer(l)) layer_budgets_[l] = pyramid[i++];
+  }
+
+  // The oneshot protocol (docs/eviction.md, "Protocols"; the spec's "Budgets and protocols"): the n
+  // document tokens in one pass with a cache of every state, then one cut per layer (or KV head) to
+  // k = budget or floor(n (1 - r)) by the policy's scores, made from the document's own queries (its
+  // last snapkv_window, or the policy's own window: tova's last one; h2o, roco and observed-attention
+  // sum every query's) or, with question_in_cut, from the instruction's queries.
+  void read_whole_document() {
+    const auto start = std::chrono::steady_clock::now();
+    const auto& c = w_.config;
+    if (pending_.empty()) PITH_THROW(argument_error, "reader::answer: the document is empty");
+    const std::size_t n = pending_.size();
+    std::size_t k = n;  // full keeps every state
+    if (traits_.evicts) {
+      k = options_.ratio ? ratio_budget(n, *options_.ratio) : options_.budget;
+      if (k == 0)
+        PITH_THROW(argument_error, "reader: ratio " + std::to_string(*options_.ratio) + " keeps floor(n (1 - r)) = 0 of the " +
+                                       std::to_string(n) + " document states; use a smaller ratio");
+    }
+    const std::size_t prompt = std::max(instruction_.size(), question_.size());
+    session_options so;
+    so.executor = options_.executor;
+    so.kv_type = options_.kv_type;
+    so.max_chunk = std::max(n, prompt);
+    so.max_context = n + prompt + options_.max_answer_tokens + 1;  // the full cache: document, question, answer
+    for (std::size_t l = 0; l < c.num_layers; ++l) so.max_context = std::max(so.max_context, c.sliding_window(l));
+    main_ = std::make_unique<session>(w_, so);
+    const auto in_use = main_->claim("pith::reader");
+    // The document's scores: the accumulators every query's, the others the last window's.
+    const bool attention = traits_.chunk_scores || traits_.instruction_scores || traits_.accumulates;
+    const bool question_scored = options_.question_in_cut && attention && !traits_.accumulates;
+    const bool custom = options_.policy == policy_kind::custom;
+    const bool document_scored = traits_.evicts && attention && (traits_.accumulates || custom || !question_scored);
+    const std::size_t window = traits_.accumulates ? 0 : traits_.last_queries != 0 ? traits_.last_queries
+                                                                                    : options_.snapkv_window;
+    main_->set_scoring({document_scored, window, traits_.squares});
+    last_logits_.resize(c.vocab_size);
+    main_->forward(pending_, last_logits_.data());
+    main_->set_scoring({});
+    append_document_positions(n);
+    if (traits_.accumulates) accumulate(0, n);
+    // The document's scores are read before the question's pass records over them.
+    layer_sizes(*main_, old_sizes_);
+    std::vector<float> document;
+    if (document_scored && !traits_.accumulates) aggregate(*main_, old_sizes_, n, traits_.per_head, document);
+    std::vector<float> question;
+    if (question_scored && traits_.evicts) {
+      const auto t0 = std::chrono::steady_clock::now();
+      instruction_scores(*main_);
+      question = scores_;
+      stats_.instruction_seconds += seconds_since(t0);
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    if (traits_.evicts) {
+      set_layer_budgets(k);
+      if (custom)
+        evict(*main_, document_positions_, old_sizes_, n, document, question, false);
+      else
+        evict(*main_, document_positions_, old_sizes_, n, question_scored ? std::span<const float>(question) : document, {},
+              false);
+    }
+    stats_.eviction_seconds += seconds_since(t1);
+    stats_.tokens_read = n;
+    stats_.chunks = 1;
+    pending_.clear();
+    stats_.reading_seconds += seconds_since(start);
+  }
+
   static double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pith_eviction  # noqa: E402
-from pith_eviction import Model, Options, PER_HEAD_POLICIES, read  # noqa: E402
+from pith_eviction import Model, Options, PER_HEAD_POLICIES, read, read_oneshot  # noqa: E402
 from pith_reference import LlamaConfig, weights_from_numpy  # noqa: E402
 from safetensors_io import read_safetensors  # noqa: E402
 
@@ -61,6 +61,11 @@ class Case:
     # The smallest decision gap accepted. Scores from the cached keys (knorm, keydiff) come from keys that
     # pith's kernels and PyTorch compute and re-rotate with their own roundings: a wider margin.
     min_gap: float = MIN_SCORE_GAP
+    # The oneshot protocol (docs/eviction.md, "Protocols"): one pass, one cut at `ratio`, the question in
+    # the cut or not; no steps.
+    protocol: str = "chunked"
+    ratio: float | None = None
+    question_in_cut: bool = False
 
     def options(self) -> Options:
         return Options(self.pool_kernel, self.pool_mode, self.chunkkv_size, self.random_seed)
@@ -103,6 +108,10 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     Case("pyramidkv_hybrid", "pyramidkv", model="../../examples/models/toy-hybrid"),
     # SnapKV's max pooling (the paper's LongBench configuration) over 5 slots
     Case("snapkv_max5", "snapkv", pool_kernel=5, pool_mode="max"),
+    # the oneshot protocol at a compression ratio: 120 states cut once to floor(120 (1 - r))
+    Case("snapkv_oneshot", "snapkv", protocol="oneshot", ratio=0.75),
+    Case("citrus_shared_oneshot_seen", "citrus-shared", protocol="oneshot", ratio=0.5, question_in_cut=True),
+    Case("h2o_oneshot", "h2o", protocol="oneshot", ratio=0.875),
 ]
 
 
@@ -121,17 +130,23 @@ def draw_inputs(seed: int, document_length: int, vocab: int) -> tuple[list[int],
     return document, instruction
 
 
+def read_case(model: Model, case: Case, document, instruction):
+    if case.protocol == "oneshot":
+        return read_oneshot(model, document, instruction, case.policy, ratio=case.ratio,
+                            question_in_cut=case.question_in_cut, positions=case.positions,
+                            answer_tokens=ANSWER_TOKENS, citrus_pool=case.citrus_pool, options=case.options())
+    return read(model, document, instruction, case.policy, CHUNK, case.budget, case.positions, ANSWER_TOKENS,
+                citrus_pool=case.citrus_pool, options=case.options())
+
+
 def run_case(model: Model, case: Case, seed: int):
     document, instruction = draw_inputs(seed, case.document_length, model.config.vocab_size)
-    reading = read(model, document, instruction, case.policy, CHUNK, case.budget, case.positions, ANSWER_TOKENS,
-                   citrus_pool=case.citrus_pool, options=case.options())
-    return document, instruction, reading
+    return document, instruction, read_case(model, case, document, instruction)
 
 
 def same_in_float64(model: Model, case: Case, document, instruction, reading) -> bool:
     """Whether the float64 twin keeps the same positions at every step and gives the same answer."""
-    wide = read(model.cast(torch.float64), document, instruction, case.policy, CHUNK, case.budget, case.positions,
-                ANSWER_TOKENS, citrus_pool=case.citrus_pool, options=case.options())
+    wide = read_case(model.cast(torch.float64), case, document, instruction)
     return ([s["kept"] for s in wide.steps] == [s["kept"] for s in reading.steps]
             and wide.final_kept == reading.final_kept and wide.answer == reading.answer)
 
@@ -153,6 +168,9 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             f'  "chunk": {CHUNK},\n'
             f'  "budget": {case.budget},\n'
             f'  "positions": "{case.positions}",\n'
+            + (f'  "protocol": "oneshot",\n  "ratio": {case.ratio},\n'
+               f'  "question_in_cut": {"true" if case.question_in_cut else "false"},\n'
+               if case.protocol == "oneshot" else "")
             + (f'  "citrus_pool": {case.citrus_pool},\n' if case.citrus_pool != 1 else "")
             + (f'  "pool_kernel": {case.pool_kernel},\n' if case.pool_kernel != pith_eviction.SNAPKV_KERNEL else "")
             + (f'  "pool_mode": "{case.pool_mode}",\n' if case.pool_mode != "avg" else "")
@@ -230,13 +248,21 @@ def check(root: Path) -> int:
         document, instruction = draw_inputs(expected["seed"], case.document_length, model.config.vocab_size)
         options = Options(expected.get("pool_kernel", pith_eviction.SNAPKV_KERNEL), expected.get("pool_mode", "avg"),
                           expected.get("chunkkv_size", pith_eviction.CHUNKKV_SIZE), expected.get("random_seed", 0))
-        reading = read(model, expected["document"], expected["instruction"], expected["policy"], expected["chunk"],
-                       expected["budget"], expected["positions"], ANSWER_TOKENS,
-                       citrus_pool=expected.get("citrus_pool", 1), options=options)
+        if expected.get("protocol", "chunked") == "oneshot":
+            reading = read_oneshot(model, expected["document"], expected["instruction"], expected["policy"],
+                                   ratio=expected["ratio"], question_in_cut=expected["question_in_cut"],
+                                   positions=expected["positions"], answer_tokens=ANSWER_TOKENS,
+                                   citrus_pool=expected.get("citrus_pool", 1), options=options)
+        else:
+            reading = read(model, expected["document"], expected["instruction"], expected["policy"], expected["chunk"],
+                           expected["budget"], expected["positions"], ANSWER_TOKENS,
+                           citrus_pool=expected.get("citrus_pool", 1), options=options)
         logits = torch.tensor(expected["answer_logits_first"], dtype=torch.float32)
         problems = []
         if ((expected["policy"], expected["budget"], expected["positions"], expected["model"])
-                != (case.policy, case.budget, case.positions, case.model) or options != case.options()):
+                != (case.policy, case.budget, case.positions, case.model) or options != case.options()
+                or (expected.get("protocol", "chunked"), expected.get("ratio"), expected.get("question_in_cut", False))
+                != (case.protocol, case.ratio, case.question_in_cut)):
             problems.append("case parameters")
         if expected["document"] != document or expected["instruction"] != instruction:
             problems.append("inputs are not the seed's")

@@ -817,6 +817,99 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
     return result
 
 
+def ratio_budget(n: int, ratio: float) -> int:
+    """floor(n (1 - r)) (kvpress's convention; the reader's ratio_budget)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio {ratio} is outside [0, 1)")
+    return math.floor(n * (1.0 - ratio))
+
+
+def read_oneshot(model: Model, document: list[int], instruction: list[int], policy: str, budget: int | None = None,
+                 ratio: float | None = None, question_in_cut: bool = False, question: list[int] | None = None,
+                 positions: str = "reindexed", answer_tokens: int = 8, citrus_pool: int = 1,
+                 options: Options | None = None) -> Reading:
+    """The oneshot protocol (docs/eviction.md, "Protocols"): the whole document in one pass with every
+    state kept, one cut per layer (or KV head) to k = budget or floor(n (1 - ratio)), then `question`
+    (default: the instruction) and the answer. The cut's scores: with question_in_cut, the instruction's
+    queries (snapkv, snapkv-question, pyramidkv and chunkkv per their pooling, the CItruS variants and
+    tova by the mean over heads); without, the document's own: its last SNAPKV_WINDOW queries (tova:
+    the last one; h2o, roco, observed-attention: every query's sums)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+    if (budget is None) == (ratio is None):
+        raise ValueError("give a budget or a ratio")
+    options = copy.copy(options or Options())
+    options.rng = SplitMix64(options.random_seed)
+    c, reindex = model.config, positions == "reindexed"
+    kv, theta = c.num_key_value_heads, c.rope_theta
+    n = len(document)
+    k = n if policy == "full" else budget if ratio is None else ratio_budget(n, ratio)
+    if k < 1:
+        raise ValueError(f"the cut keeps {k} of {n} states")
+    per_head = policy in PER_HEAD_POLICIES
+    result = Reading(policy, n, k, positions)
+    cache = ReaderCache.empty(c, model.dtype)
+    encoded = run_pass(model, cache, document, list(range(n)), append=True)
+    result.chunk_logits.append(encoded.logits[-1])
+    accumulates = policy in ("h2o", "roco", "observed-attention")
+    if accumulates:
+        for layer, probs in zip(cache.layers, encoded.probs):
+            if probs is not None:
+                accumulate(layer, probs, 0)
+    window_policies = ("tova", "snapkv", "pyramidkv", "chunkkv", "snapkv-question") + CITRUS_POLICIES
+    seen = question_in_cut and policy in window_policies
+    scoring = run_pass(model, cache, instruction, append=False) if seen else None
+    cached = [i for i in range(c.num_hidden_layers) if cache.cached(i)]
+    pyramid = pyramid_budgets(k, len(cached)) if policy == "pyramidkv" else [k] * len(cached)
+    budgets = dict(zip(cached, pyramid))
+    choices = []
+    for i in range(c.num_hidden_layers):
+        if not cache.cached(i):
+            choices.append([])
+            continue
+        b, where = budgets[i], f"oneshot layer {i}"
+        probs = scoring.probs[i] if seen else encoded.probs[i]
+        if policy == "full" or n <= b:
+            choices.append([list(range(n))] * kv)
+            continue
+        plateaus = options.pool_mode == "max"
+        if policy in ("snapkv", "pyramidkv", "snapkv-question"):
+            raw = question_scores(probs, n, kv) if seen else snapkv_window_scores(probs, n, kv)
+            heads = [top_k(row, b, plateaus=plateaus) for row in pool(raw, options.pool_kernel, options.pool_mode)]
+            choices.append([kept for kept, _ in heads])
+            result.gaps += [Gap(f"{where} head {h}", gap) for h, (_, gap) in enumerate(heads)]
+        elif policy == "chunkkv":
+            raw = cse_scores(probs, n)[None, :] if seen else snapkv_window_scores(probs, n, None)
+            kept, gap = keep_chunks(pool(raw, options.pool_kernel, options.pool_mode)[0], b, options.chunkkv_size,
+                                    plateaus)
+            choices.append([kept] * kv)
+            result.gaps.append(Gap(where, gap))
+        elif policy in CITRUS_POLICIES or (policy == "tova" and seen):
+            raw = cse_scores(probs, n) if seen else snapkv_window_scores(probs, n, None)[0]
+            kept, gap = top_k(raw if policy == "tova" else pool_scores(raw, citrus_pool), b)
+            choices.append([kept] * kv)
+            result.gaps.append(Gap(where, gap))
+        else:  # tova unseen, streaming, h2o, roco, observed-attention, random, knorm, keydiff: as a chunk would
+            heads, gaps = select_old(policy, cache.layers[i], encoded, None, i, n, b, kv, where, citrus_pool, options)
+            choices.append(heads)
+            result.gaps += gaps
+    result.rerotation_error = cut(cache, choices, n, reindex, theta)
+    result.final_kept = cache.kept(per_head)
+    logits = run_pass(model, cache, question or instruction, append=True).logits[-1]
+    result.answer_logits_first = logits.clone()
+    while True:
+        token = argmax_lowest(logits)
+        top2 = torch.topk(logits.to(torch.float64), 2).values
+        result.answer.append(token)
+        result.answer_margins.append(float(top2[0] - top2[1]))
+        if len(result.answer) == answer_tokens:
+            break
+        logits = run_pass(model, cache, [token], append=True).logits[-1]
+    if result.rerotation_error > REROTATION_TOLERANCE:
+        raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
+    return result
+
+
 # ----------------------------------------------------------------------------------------------
 # Self-check
 

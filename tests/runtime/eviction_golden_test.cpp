@@ -2,7 +2,8 @@
 // The reader against the PyTorch twin (tools/pith_eviction.py): the same document positions kept per
 // layer (per KV head) after every chunk and after the final cut, the same answer and its first logits,
 // per policy, on a standard and on hybrid (recurrent token mixer) layouts; pyramidkv's layers each keep
-// their own budget.
+// their own budget; the oneshot protocol's one cut at a compression ratio, with and without the
+// question.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,6 +63,13 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   o.random_seed = g.value("random_seed", std::uint64_t{0});
   o.max_answer_tokens = 8;
   o.max_context = 256;
+  // The oneshot protocol (docs/eviction.md, "Protocols"): the document in one pass, no steps.
+  const bool oneshot = g.value("protocol", std::string("chunked")) == "oneshot";
+  if (oneshot) {
+    o.protocol = pith::reading_protocol::oneshot;
+    o.ratio = g.at("ratio").get<double>();
+    o.question_in_cut = g.at("question_in_cut").get<bool>();
+  }
   const auto document = g.at("document").get<std::vector<std::int32_t>>();
   const auto instruction = g.at("instruction").get<std::vector<std::int32_t>>();
   if (o.budget == 0) {
@@ -74,6 +82,11 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   pith::reader r(model, o, instruction);
   const auto& steps = g.at("steps");
   std::size_t fed = 0;
+  if (oneshot) {
+    ASSERT_TRUE(steps.empty());
+    r.feed(document);
+    fed = document.size();
+  }
   for (const auto& step : steps) {
     const std::size_t n = std::min(o.chunk_size, document.size() - fed);
     r.feed(std::span(document).subspan(fed, n));
@@ -105,7 +118,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "citrus_separate_hybrid", "h2o_hybrid", "citrus_shared_qwen3", "snapkv_qwen3",
                                            "random", "knorm", "observed_attention", "chunkkv", "chunkkv_size6",
                                            "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
-                                           "snapkv_max5"));
+                                           "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
+                                           "h2o_oneshot"));
 
 }  // namespace
 

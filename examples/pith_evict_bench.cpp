@@ -689,7 +689,7 @@ int run(int argc, char** argv) {
                     seeds * (task.has_depth() ? depths.size() : 1), task.has_depth() && depths_text ? ", every depth" : "");
       else
         std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", task.name.c_str(), length, seeds);
-      if (any_oneshot || different_question)
+      if (question_in_cut || different_question)
         std::printf("(%s%s%s)\n", question_in_cut ? "oneshot: the question scores the cut" : "",
                     question_in_cut && different_question ? "; " : "",
                     different_question ? "read with an instruction about another fact than the question asked" : "");

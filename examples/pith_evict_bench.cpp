@@ -282,7 +282,7 @@ std::vector<std::int32_t> other_kv_instruction(const pith::toy_document& doc) {
       out[asked_at] = doc.ids[facts[(i + 1) % facts.size()] + name_at];
       return out;
     }
-  PITH_THROW(pith::argument_error, "pith-evict-bench: the kv document does not hold the asked fact");
+  throw pith::argument_error("pith-evict-bench: the kv document does not hold the asked fact");
 }
 
 int make_document(pith::examples::arguments& args, const std::string& file) {

@@ -781,7 +781,8 @@ class reader {
   const model_weights& w_;
   reader_options options_;
   policy_traits traits_;
-  std::vector<std::int32_t> instruction_;
+  std::vector<std::int32_t> instruction_;  // what the reading is guided by
+  std::vector<std::int32_t> question_;     // what answer() asks: the instruction unless told otherwise
   std::unique_ptr<session> main_;
   std::unique_ptr<session> instruction_session_;  // citrus-separate's instruction-aware cache
   std::function<void(const eviction_view&, std::vector<std::uint32_t>&)> custom_;

@@ -1041,6 +1041,18 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
     greedy, _ = ref.greedy_decode(model.weights, c, document + instruction, 8)
     check(full.answer == greedy, f"full: answer equals pith_reference.greedy_decode ({full.answer})")
 
+    # The oneshot protocol at r = 0 keeps every state: one forward over document + instruction; at a
+    # ratio every cached layer and head keeps floor(n (1 - r)) states.
+    for policy in ("snapkv", "citrus-shared", "h2o"):
+        whole = read_oneshot(model, document, instruction, policy, ratio=0.0, question_in_cut=True)
+        difference = float((whole.answer_logits_first - plain[-1]).abs().max())
+        check(difference <= 1e-4 and whole.answer == greedy,
+              f"{policy} oneshot at r = 0 equals one forward over document + instruction: {difference:.2g}")
+        cut_to = read_oneshot(model, document, instruction, policy, ratio=0.75)
+        counts = {len(head) for layer in cut_to.final_kept for head in (layer if policy in PER_HEAD_POLICIES else [layer])
+                  if head}
+        check(counts == {ratio_budget(len(document), 0.75)}, f"{policy} oneshot at r = 0.75 keeps {counts}")
+
     # A budget that never evicts is the full reading (citrus-cse: also no final cut).
     roomy = read(model, document, instruction, "citrus-cse", 16, len(document))
     check(roomy.answer == full.answer and torch.equal(roomy.answer_logits_first, full.answer_logits_first),

@@ -768,6 +768,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "wrote %s\n", csv_path->c_str());
   }
   if (json_path) {
+    std::vector<std::string> protocol_names;
+    for (const auto protocol : protocols) protocol_names.emplace_back(protocol_name(protocol));
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& [key, c] : cells) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
@@ -788,6 +790,7 @@ int run(int argc, char** argv) {
                         {"threads", num_threads()},  {"full_max_length", full_max},
                         {"kv_type", kv_type_name(kv_type)},
                         {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name},
+                        {"protocols", protocol_names}, {"ratios", ratios},
                         {"question_in_cut", question_in_cut}, {"different_question", different_question},
                         {"note", "budget of the full policy = the document length (it keeps every state); a ratio row's "
                                  "budget: floor(length (1 - ratio)), each document keeping floor(n (1 - ratio)) of its n "

@@ -474,11 +474,13 @@ int run(int argc, char** argv) {
       if (id < 0 || static_cast<std::size_t>(id) >= weights.config.vocab_size)
         throw usage_error("--perplexity: the tokenizer gives id " + std::to_string(id) + ", outside the model's " +
                           std::to_string(weights.config.vocab_size) + " tokens: it is not this model's tokenizer");
-    for (const auto length : lengths)
-      if (length == 0 || length > text_ids.size() || text_ids.size() - length < ppl_tokens)
+    for (const auto length : lengths) {
+      if (length == 0) throw usage_error("--lengths: a document of 0 tokens has nothing to read");
+      if (length > text_ids.size() || text_ids.size() - length < ppl_tokens)
         throw usage_error("--perplexity: " + *perplexity_path + " holds " + std::to_string(text_ids.size()) +
-                          " tokens; --lengths " + std::to_string(length) + " needs at least 1 + --ppl-tokens " +
-                          std::to_string(ppl_tokens) + " more beyond its document");
+                          " tokens, and --lengths " + std::to_string(length) + " leaves fewer than --ppl-tokens " +
+                          std::to_string(ppl_tokens) + " after its document");
+    }
     if (const auto unknown = count_unknown(text_ids, unknown_id(*tok)))
       std::fprintf(stderr, "pith-evict-bench: note: the tokenizer spells %zu of the text's %zu tokens as <unk>\n",
                    unknown, text_ids.size());
@@ -686,7 +688,10 @@ int run(int argc, char** argv) {
         std::printf("\n%s, %zu tokens: fraction answered exactly (%zu documents per cell)\n", task.name.c_str(), length, seeds);
       std::printf("%-22s", "policy \\ budget");
       // Perplexities with three decimals; the tasks' fractions with two.
-      const char* value_format = task.perplexity ? " %6.3f" : " %6.2f";
+      const auto print_value = [&](double value) {
+        if (task.perplexity) std::printf(" %6.3f", value);
+        else std::printf(" %6.2f", value);
+      };
       for (const auto budget : budgets) std::printf(" %6zu", budget);
       std::printf("   tok/s\n");
       for (const auto& policy : policies) {
@@ -696,7 +701,7 @@ int run(int argc, char** argv) {
           const auto found = summed(task.name, length, "full", length);
           for (std::size_t i = 0; i < budgets.size(); ++i)
             if (!found) std::printf(" %6s", "-");
-            else std::printf(value_format, found->score / static_cast<double>(found->runs));
+            else print_value(found->score / static_cast<double>(found->runs));
           if (found) tokens = found->tokens, seconds = found->reading_seconds;
         } else {
           for (const auto budget : budgets) {
@@ -705,7 +710,7 @@ int run(int argc, char** argv) {
               std::printf(" %6s", "-");
               continue;
             }
-            std::printf(value_format, found->score / static_cast<double>(found->runs));
+            print_value(found->score / static_cast<double>(found->runs));
             tokens += found->tokens;
             seconds += found->reading_seconds;
           }

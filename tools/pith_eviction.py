@@ -727,6 +727,8 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
     without eviction. `Reading.continuation_log_probs` holds them."""
     if continuation is not None and len(continuation) == 0:
         raise ValueError("the continuation is empty")
+    if policy in ("citrus-shared", "citrus-separate", "snapkv-question") and not instruction:
+        raise ValueError(f"policy {policy} scores with the instruction, which is empty")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     if positions not in POSITION_MODES:

@@ -170,9 +170,9 @@ policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool)
 struct bench_task {
   std::string name;
   bool ruler = false;
-  bool perplexity = false;  // --perplexity: a text's continuation scored after reading
   pith::toy_task toy = pith::toy_task::kv;
   pith::ruler_task ruler_kind = pith::ruler_task::niah_single_1;
+  bool perplexity = false;  // --perplexity: a text's continuation scored after reading
   const char* family() const { return perplexity ? "text" : ruler ? "ruler" : "toy"; }
   bool has_depth() const { return ruler && pith::ruler_task_has_depth(ruler_kind); }
 };

@@ -2,7 +2,7 @@
 // pith-evict-bench: accuracy, speed and memory of the eviction policies on generated long documents
 // (the toy models' passkey, kv, hop: include/pith/runtime/toy_tasks.hpp; RULER's synthetic tasks in the
 // model's own tokens: include/pith/runtime/ruler_tasks.hpp), swept over budgets, lengths, tasks, needle
-// depths and seeds.
+// depths and seeds; and the perplexity of a text's continuation after reading it with each policy.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +30,7 @@ constexpr const char* usage =
     "                        [--threads N] [--quick] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "                        [--protocol chunked|oneshot|chunked,oneshot] [--ratios LIST] [--question-in-cut]\n"
     "                        [--different-question]\n"
+    "                        [--perplexity FILE [--ppl-tokens N]]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
     "  --policies  comma-separated: full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared,\n"
@@ -76,6 +77,14 @@ constexpr const char* usage =
     "  --make-document writes the document's text to FILE and prints its instruction and expected answer;\n"
     "              a RULER document's length is counted in the tokens of --tokenizer or --model's tokenizer,\n"
     "              else in whitespace-separated words\n"
+    "  --perplexity  instead of tasks: reads FILE's text in the model's tokenizer (or --tokenizer), BOS first;\n"
+    "              for each length L the first L tokens are the document and the next --ppl-tokens N\n"
+    "              (default 256) the continuation, scored after reading with each policy and budget\n"
+    "              (reader::log_likelihood: no final cut, no instruction). Policies that score with an\n"
+    "              instruction (citrus-shared, citrus-separate, snapkv-question) do not apply; the default\n"
+    "              list is full, streaming, h2o, tova, snapkv, roco, citrus-cse; --lengths defaults to 1000.\n"
+    "              One document per length (--seeds 1). The task is `perplexity` (task_family `text`), its\n"
+    "              score the continuation's perplexity exp(-mean ln p), lower is better\n"
     "  Score: toy tasks, the fraction answered exactly; RULER tasks, RULER's string_match_all (the fraction\n"
     "  of the gold strings in the answer, averaged), with `correct` counting answers holding all of them.\n"
     "  Exit status 1 when a run failed (its cell has no number) or an output file could not be written.\n";
@@ -176,7 +185,8 @@ struct bench_task {
   bool ruler = false;
   pith::toy_task toy = pith::toy_task::kv;
   pith::ruler_task ruler_kind = pith::ruler_task::niah_single_1;
-  const char* family() const { return ruler ? "ruler" : "toy"; }
+  bool perplexity = false;  // --perplexity: a text's continuation scored after reading
+  const char* family() const { return perplexity ? "text" : ruler ? "ruler" : "toy"; }
   bool has_depth() const { return ruler && pith::ruler_task_has_depth(ruler_kind); }
 };
 
@@ -371,6 +381,11 @@ int run(int argc, char** argv) {
   const auto suite = args.take("--suite");
   auto task_list_given = args.take("--tasks");
   if (suite && task_list_given) throw usage_error("give --tasks or --suite, not both");
+  const auto perplexity_path = args.take("--perplexity");
+  const auto ppl_tokens_text = args.take("--ppl-tokens");
+  if (perplexity_path && (suite || task_list_given)) throw usage_error("--perplexity replaces --tasks and --suite");
+  if (ppl_tokens_text && !perplexity_path) throw usage_error("--ppl-tokens applies to --perplexity");
+  const auto ppl_tokens = parse_number<std::size_t>(ppl_tokens_text.value_or("256"), "--ppl-tokens", 1, 65536);
   std::string task_list = "passkey,kv";
   if (suite) {
     if (*suite == "ruler") task_list = ruler_task_list();
@@ -379,8 +394,16 @@ int run(int argc, char** argv) {
   }
   task_list = task_list_given.value_or(task_list);
   std::vector<bench_task> tasks;
-  for (const auto& name : split(task_list)) tasks.push_back(parse_bench_task(name));
-  const bool any_toy = std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return !t.ruler; });
+  if (perplexity_path) {
+    bench_task text_task;
+    text_task.name = "perplexity";
+    text_task.perplexity = true;
+    tasks.push_back(text_task);
+  } else {
+    for (const auto& name : split(task_list)) tasks.push_back(parse_bench_task(name));
+  }
+  const bool any_toy =
+      std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return !t.ruler && !t.perplexity; });
   const bool any_ruler = std::any_of(tasks.begin(), tasks.end(), [](const bench_task& t) { return t.ruler; });
   const bool ruler_only = any_ruler && !any_toy;
 
@@ -393,6 +416,11 @@ int run(int argc, char** argv) {
     budget_list = "16,64,256";
     length_list = ruler_only ? "4096" : "8000";
     seed_count = "10";
+  }
+  if (perplexity_path) {
+    policy_list = "full,streaming,h2o,tova,snapkv,roco,citrus-cse";
+    length_list = "1000";
+    seed_count = "1";
   }
   policy_list = args.take("--policies").value_or(policy_list);
   if (policy_list == "all") {
@@ -462,7 +490,9 @@ int run(int argc, char** argv) {
       answer_tokens_text ? std::optional(parse_number<std::size_t>(*answer_tokens_text, "--answer-tokens", 1, 65536))
                          : std::nullopt;
   if (answer_tokens && !any_ruler) throw usage_error("--answer-tokens applies to RULER tasks");
-  if (tokenizer_path && !any_ruler) throw usage_error("--tokenizer applies to RULER tasks (the toy tasks are token ids)");
+  if (tokenizer_path && !any_ruler && !perplexity_path)
+    throw usage_error("--tokenizer applies to RULER tasks and --perplexity (the toy tasks are token ids)");
+  if (perplexity_path && seeds != 1) throw usage_error("--seeds: --perplexity reads one text, one document per length");
   if (vt_chains != 1 && std::none_of(tasks.begin(), tasks.end(), [](const bench_task& t) {
         return t.ruler && t.ruler_kind == ruler_task::vt;
       }))
@@ -472,6 +502,11 @@ int run(int argc, char** argv) {
 
   std::vector<policy_spec> policies;
   for (const auto& name : split(policy_list)) policies.push_back(parse_policy_spec(name, citrus_pool));
+  if (perplexity_path)
+    for (const auto& policy : policies)
+      if (traits_of(policy.kind, 32).instruction_scores)
+        throw usage_error("--perplexity: policy " + policy.label +
+                          " scores with an instruction, and a perplexity run reads the text without one");
   if (policies.empty() || tasks.empty() || seeds == 0) throw usage_error("nothing to run");
 
   const auto weights = load_model(*model_path, load);
@@ -487,6 +522,32 @@ int run(int argc, char** argv) {
       throw usage_error("the tokenizer has " + std::to_string(tok->vocab_size()) + " tokens, more than the model's " +
                         std::to_string(weights.config.vocab_size) + ": it is not this model's tokenizer");
     check_free_text(*tok, tokenizer_path ? *tokenizer_path : *model_path + "'s tokenizer");
+  }
+  // --perplexity: the text in the model's tokens, BOS first; every length must leave the continuation.
+  std::vector<std::int32_t> text_ids;
+  if (perplexity_path) {
+    tok = find_tokenizer(*model_path, tokenizer_path, static_cast<std::int32_t>(weights.config.vocab_size));
+    if (!tok) throw usage_error("--perplexity needs the model's tokenizer: none found beside " + *model_path +
+                                "; give --tokenizer");
+    std::ifstream in(*perplexity_path, std::ios::binary);
+    if (!in) throw usage_error("--perplexity: cannot read " + *perplexity_path);
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (!in.good() && !in.eof()) throw io_error(*perplexity_path + ": reading failed");
+    text_ids = tok->encode(text, true, false);
+    for (const std::int32_t id : text_ids)
+      if (id < 0 || static_cast<std::size_t>(id) >= weights.config.vocab_size)
+        throw usage_error("--perplexity: the tokenizer gives id " + std::to_string(id) + ", outside the model's " +
+                          std::to_string(weights.config.vocab_size) + " tokens: it is not this model's tokenizer");
+    for (const auto length : lengths) {
+      if (length == 0) throw usage_error("--lengths: a document of 0 tokens has nothing to read");
+      if (length > text_ids.size() || text_ids.size() - length < ppl_tokens)
+        throw usage_error("--perplexity: " + *perplexity_path + " holds " + std::to_string(text_ids.size()) +
+                          " tokens, and --lengths " + std::to_string(length) + " leaves fewer than --ppl-tokens " +
+                          std::to_string(ppl_tokens) + " after its document");
+    }
+    if (const auto unknown = count_unknown(text_ids, unknown_id(*tok)))
+      std::fprintf(stderr, "pith-evict-bench: note: the tokenizer spells %zu of the text's %zu tokens as <unk>\n",
+                   unknown, text_ids.size());
   }
   check_kv_type(kv_type, weights.config.head_dim, "--kv-type");
   // Budgets, chunks and lengths are bounded before they size anything (their sums must not wrap):
@@ -554,7 +615,7 @@ int run(int argc, char** argv) {
   struct bench_document {
     std::vector<std::int32_t> ids, instruction;
     std::vector<std::int32_t> reading;  // --different-question: the instruction read with
-    std::vector<std::int32_t> answer;  // toy: the exact answer
+    std::vector<std::int32_t> answer;  // toy: the exact answer; --perplexity: the continuation scored
     std::vector<std::string> gold;     // RULER: the strings the answer must hold
     std::size_t answer_tokens = 0;
     std::optional<double> depth;       // the needle's depth (RULER tasks with one)
@@ -564,6 +625,14 @@ int run(int argc, char** argv) {
   bool warned_unknown = false;
   const auto make = [&](const planned& p) {
     bench_document doc;
+    if (p.task->perplexity) {
+      const auto ids = std::span<const std::int32_t>(text_ids);
+      doc.ids.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(p.length));
+      const auto continuation = ids.subspan(p.length, ppl_tokens);
+      doc.answer.assign(continuation.begin(), continuation.end());
+      doc.answer_tokens = ppl_tokens;
+      return doc;
+    }
     if (!p.task->ruler) {
       auto toy = make_toy_document(p.task->toy, p.length, p.seed, facts);
       if (different_question) doc.reading = other_kv_instruction(toy);
@@ -629,12 +698,19 @@ int run(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       reader r(weights, options, different_question ? doc.reading : doc.instruction, doc.instruction);
       r.feed(doc.ids);
-      sampler greedy;
-      const auto answer = r.answer(doc.answer_tokens, greedy, {}, weights.config.eos_token_id);
-      const double seconds = seconds_since(t0);
+      std::vector<std::int32_t> answer;
       double score = 0.0;
+      if (p.task->perplexity) {
+        score = r.log_likelihood(doc.answer).perplexity();
+      } else {
+        sampler greedy;
+        answer = r.answer(doc.answer_tokens, greedy, {}, weights.config.eos_token_id);
+      }
+      const double seconds = seconds_since(t0);
       bool exact = false;
-      if (!p.task->ruler) {
+      if (p.task->perplexity) {
+        // no answer: the score is the continuation's perplexity
+      } else if (!p.task->ruler) {
         exact = answer == doc.answer;
         score = exact ? 1.0 : 0.0;
       } else {
@@ -684,7 +760,10 @@ int run(int argc, char** argv) {
   };
   for (const auto& task : tasks)
     for (const auto length : lengths) {
-      if (task.ruler)
+      if (task.perplexity)
+        std::printf("\nperplexity of the %zu tokens after the first %zu of %s (lower is better; full: the whole cache)\n",
+                    ppl_tokens, length, perplexity_path->c_str());
+      else if (task.ruler)
         std::printf("\n%s, %zu tokens: RULER score, string_match_all (%zu documents per cell%s)\n", task.name.c_str(), length,
                     seeds * (task.has_depth() ? depths.size() : 1), task.has_depth() && depths_text ? ", every depth" : "");
       else
@@ -694,6 +773,11 @@ int run(int argc, char** argv) {
                     question_in_cut && different_question ? "; " : "",
                     different_question ? "read with an instruction about another fact than the question asked" : "");
       std::printf("%-32s", "policy \\ budget");
+      // Perplexities with three decimals; the tasks' fractions with two.
+      const auto print_value = [&](double value) {
+        if (task.perplexity) std::printf(" %6.3f", value);
+        else std::printf(" %6.2f", value);
+      };
       for (const auto budget : budgets) std::printf(" %6zu", budget);
       for (const double ratio : ratios) std::printf(" r=%-4g", ratio);
       std::printf("   tok/s\n");
@@ -708,7 +792,7 @@ int run(int argc, char** argv) {
               std::printf(" %6s", "-");
               return;
             }
-            std::printf(" %6.2f", found->score / static_cast<double>(found->runs));
+            print_value(found->score / static_cast<double>(found->runs));
           };
           if (policy.kind == policy_kind::full) {
             const auto found = summed(task.name, length, "full", length, protocol_name(protocol), -1);
@@ -797,8 +881,13 @@ int run(int argc, char** argv) {
                                  "tokens; question: same or different (the instruction read with), oneshot rows add "
                                  "+seen when the question scored the cut; score: toy "
                                  "tasks the fraction answered exactly, RULER tasks string_match_all (correct: answers "
-                                 "holding every gold string); depth null: none, or drawn per document"},
+                                 "holding every gold string), task perplexity the perplexity of the continuation "
+                                 "(lower is better); depth null: none, or drawn per document"},
                         {"rows", rows}};
+    if (perplexity_path) {
+      root["perplexity_file"] = *perplexity_path;
+      root["ppl_tokens"] = ppl_tokens;
+    }
     if (any_ruler) {
       root["tokenizer"] = tokenizer_path.value_or("beside the model");
       root["vt_chains"] = vt_chains;

@@ -5,6 +5,7 @@
     /usr/bin/python3 tools/make_eviction_goldens.py --check    # only re-check the committed files
     /usr/bin/python3 tools/make_eviction_goldens.py --out DIR  # write somewhere else
     /usr/bin/python3 tools/make_eviction_goldens.py --cases knorm,random   # (re)write these cases only
+    /usr/bin/python3 tools/make_eviction_goldens.py --cases perplexity     # (re)write perplexity.json only
 
 Every case reads a seeded random document with tools/pith_eviction.py on the gqa_untied golden model
 (tests/data/llama/gqa_untied/model.safetensors, read with tools/safetensors_io.py), or for the hybrid
@@ -115,6 +116,18 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
 ]
 
 
+# Perplexity under eviction (tests/data/eviction/perplexity.json): the documents of these cases' goldens
+# (their seeds make every selection win by MIN_SCORE_GAP and agree in float64; the continuation does not
+# change the reading), each read again and followed by one continuation of PERPLEXITY_TOKENS ids drawn
+# from [3, vocab) by a torch.Generator seeded with PERPLEXITY_SEED; per case the log-probability of
+# every continuation token (reader::log_likelihood), their sum and the perplexity.
+PERPLEXITY_CASES = ("full", "streaming", "snapkv", "h2o", "tova", "citrus_cse")
+PERPLEXITY_SEED = 4001
+PERPLEXITY_TOKENS = 16
+PERPLEXITY_FILE = "perplexity.json"
+LOG_PROB_TOLERANCE = 1e-6             # --check: same code, same weights (float64 log-softmax of float32 logits)
+
+
 def load_golden_model(model: str = MODEL) -> Model:
     folder = ROOT / "tests" / "data" / model
     config = LlamaConfig.load(folder / "config.json")
@@ -190,6 +203,57 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             "}\n")
 
 
+def perplexity_readings(root: Path) -> dict:
+    """The perplexity golden's content, computed from the committed goldens' documents."""
+    model = load_golden_model()
+    continuation = torch.randint(3, model.config.vocab_size, (PERPLEXITY_TOKENS,),
+                                 generator=torch.Generator().manual_seed(PERPLEXITY_SEED)).tolist()
+    cases = []
+    for name in PERPLEXITY_CASES:
+        case = next(c for c in CASES if c.name == name)
+        assert case.model == MODEL and case.positions == "reindexed" and case.budget == BUDGET, name
+        expected = json.loads((root / name / "expected.json").read_text())
+        reading = read(model, expected["document"], [], case.policy, CHUNK, case.budget, case.positions,
+                       options=case.options(), continuation=continuation)
+        # the same selections as the golden's reading: the seed's decision gaps hold
+        assert [s["kept"] for s in reading.steps] == [s["kept"] for s in expected["steps"]], name
+        cases.append({"case": name, "policy": case.policy, "selection": expected["selection"],
+                      "document": expected["document"], "final_kept": reading.final_kept,
+                      "log_probs": [float(f"{v:.10g}") for v in reading.continuation_log_probs],
+                      "log_likelihood": float(f"{reading.log_likelihood:.10g}"),
+                      "perplexity": float(f"{reading.perplexity:.10g}")})
+    return {"model": MODEL, "chunk": CHUNK, "budget": BUDGET, "positions": "reindexed",
+            "continuation_seed": PERPLEXITY_SEED, "continuation": continuation, "cases": cases}
+
+
+def write_perplexity(root: Path) -> None:
+    content = perplexity_readings(root)
+    dump = lambda value: json.dumps(value, separators=(",", ":"))
+    cases = ",\n    ".join(dump(case) for case in content["cases"])
+    head = {k: v for k, v in content.items() if k != "cases"}
+    text = "{\n" + "".join(f'  "{k}": {dump(v)},\n' for k, v in head.items()) + f'  "cases": [\n    {cases}\n  ]\n}}\n'
+    (root / PERPLEXITY_FILE).write_text(text)
+    for case in content["cases"]:
+        print(f"perplexity {case['case']}: {case['perplexity']:.6g} (log-likelihood {case['log_likelihood']:.6g})")
+
+
+def check_perplexity(root: Path) -> int:
+    expected = json.loads((root / PERPLEXITY_FILE).read_text())
+    content = perplexity_readings(root)
+    problems = []
+    if {k: v for k, v in expected.items() if k != "cases"} != {k: v for k, v in content.items() if k != "cases"}:
+        problems.append("parameters or continuation")
+    for want, got in zip(expected["cases"], content["cases"]):
+        if (want["case"], want["document"], want["final_kept"]) != (got["case"], got["document"], got["final_kept"]):
+            problems.append(f"{want['case']}: inputs or kept positions")
+        elif max(abs(a - b) for a, b in zip(want["log_probs"], got["log_probs"])) > LOG_PROB_TOLERANCE:
+            problems.append(f"{want['case']}: log_probs")
+    if len(expected["cases"]) != len(content["cases"]):
+        problems.append("case count")
+    print(("  ok    " if not problems else "  FAIL  ") + PERPLEXITY_FILE + (f": {problems}" if problems else ""))
+    return 1 if problems else 0
+
+
 def describe_gaps(reading) -> str:
     scored = [g for g in reading.gaps if g.score is not None]
     stds = [g for g in reading.gaps if g.std is not None]
@@ -210,7 +274,7 @@ def write(root: Path, names: list[str] | None = None) -> int:
         print("pith_eviction self-check failed:", *failures, sep="\n  ")
         return 1
     print("pith_eviction self-check: ok")
-    unknown = set(names or []) - {case.name for case in CASES}
+    unknown = set(names or []) - {case.name for case in CASES} - {"perplexity"}
     if unknown:
         print("unknown cases:", *sorted(unknown))
         return 1
@@ -235,6 +299,8 @@ def write(root: Path, names: list[str] | None = None) -> int:
         print(f"{case.name}: seed {seed} (float64 agrees), answer {reading.answer}, smallest answer margin "
               f"{min(reading.answer_margins):.3g}; {describe_gaps(reading)}; "
               f"re-rotation error {reading.rerotation_error:.2g}")
+    if not names or "perplexity" in names:
+        write_perplexity(root)
     return check(root)
 
 
@@ -276,6 +342,7 @@ def check(root: Path) -> int:
             problems.append("answer_logits_first")
         print(("  ok    " if not problems else "  FAIL  ") + f"{case.name}" + (f": {problems}" if problems else ""))
         failures += bool(problems)
+    failures += check_perplexity(root)
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     print(f"{len(CASES)} cases, {size} bytes in {root}")
     return 1 if failures else 0
@@ -285,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "eviction")
     parser.add_argument("--check", action="store_true", help="only re-check the files in --out")
-    parser.add_argument("--cases", help="comma-separated case names: write only these (every case is re-checked)")
+    parser.add_argument("--cases", help="comma-separated case names, or perplexity (perplexity.json): write only these "
+                        "(every case is re-checked)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one summation order
     return check(args.out) if args.check else write(args.out, args.cases.split(",") if args.cases else None)

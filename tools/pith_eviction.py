@@ -604,6 +604,16 @@ class Reading:
     gaps: list[Gap] = field(default_factory=list)
     rerotation_error: float = 0.0
     chunk_logits: list[torch.Tensor] = field(default_factory=list)  # last-token logits of every chunk pass
+    # read(..., continuation=...): per continuation token, log p(token | what precedes it), in float64
+    continuation_log_probs: list[float] | None = None
+
+    @property
+    def log_likelihood(self) -> float:
+        return math.fsum(self.continuation_log_probs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.log_likelihood / len(self.continuation_log_probs))
 
     def min_gap(self) -> float | None:
         values = [g.smallest() for g in self.gaps if g.smallest() is not None]
@@ -705,9 +715,20 @@ def cut(cache: ReaderCache, keep_old: list[list[list[int]]], n, reindex: bool, t
 
 def read(model: Model, document: list[int], instruction: list[int], policy: str, chunk: int, budget: int,
          positions: str = "reindexed", answer_tokens: int = 8, key_storage: str = "post_rope",
-         reference_check: bool = False, citrus_pool: int = 1, options: Options | None = None) -> Reading:
+         reference_check: bool = False, citrus_pool: int = 1, options: Options | None = None,
+         continuation: list[int] | None = None) -> Reading:
     """Reads `document` chunk by chunk under `policy`, answers `instruction` (docs/eviction.md). `options`:
-    the pooling of the SnapKV family, chunkkv's chunk length, random's seed."""
+    the pooling of the SnapKV family, chunkkv's chunk length, random's seed.
+
+    With `continuation` (the C++ reader::log_likelihood) nothing is answered: after the reading, with no
+    final cut and without the instruction, every continuation token is scored, log-softmax in float64 of
+    the logits that predict it: the first from the document's last chunk pass, the others from one pass
+    of the continuation but its last token over the evicted cache (citrus-separate: C_ins), appended
+    without eviction. `Reading.continuation_log_probs` holds them."""
+    if continuation is not None and len(continuation) == 0:
+        raise ValueError("the continuation is empty")
+    if policy in ("citrus-shared", "citrus-separate", "snapkv-question") and not instruction:
+        raise ValueError(f"policy {policy} scores with the instruction, which is empty")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     if positions not in POSITION_MODES:
@@ -775,6 +796,20 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         if ins_cache is not None:
             step["kept_lm"] = cache.kept(per_head)
         result.steps.append(step)
+
+    if continuation is not None:
+        if not document:
+            raise ValueError("the document is empty")
+        final = ins_cache if ins_cache is not None else cache
+        result.final_kept = final.kept(per_head)
+        rows = [result.chunk_logits[-1]]
+        if len(continuation) > 1:
+            rows += list(run_pass(model, final, continuation[:-1], append=True, key_storage=key_storage).logits)
+        result.continuation_log_probs = [float(torch.log_softmax(row.to(torch.float64), dim=-1)[token])
+                                         for row, token in zip(rows, continuation)]
+        if result.rerotation_error > REROTATION_TOLERANCE:
+            raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
+        return result
 
     # The final instruction-scored cut (CItruS variants, snapkv-question): score the cache with I's
     # attention, keep the top k (snapkv-question: per KV head, pooled as SnapKV pools).
@@ -1052,6 +1087,18 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
         counts = {len(head) for layer in cut_to.final_kept for head in (layer if policy in PER_HEAD_POLICIES else [layer])
                   if head}
         check(counts == {ratio_budget(len(document), 0.75)}, f"{policy} oneshot at r = 0.75 keeps {counts}")
+    # Perplexity under eviction: full's continuation log-probabilities are those of one forward over
+    # document + continuation; an evicting reading scores the same tokens, finitely.
+    continuation = torch.randint(3, c.vocab_size, (12,), generator=torch.Generator().manual_seed(12)).tolist()
+    scored = read(model, document, [], "full", 16, 24, continuation=continuation)
+    plain_ll = torch.log_softmax(ref.forward_logits(model.weights, c, document + continuation).to(torch.float64), -1)
+    expected = [float(plain_ll[len(document) - 1 + i, token]) for i, token in enumerate(continuation)]
+    difference = max(abs(a - b) for a, b in zip(scored.continuation_log_probs, expected))
+    check(difference <= 1e-4, f"full: continuation log-probabilities equal one forward over document + continuation: "
+          f"{difference:.2g}")
+    streamed = read(model, document, [], "streaming", 16, 24, continuation=continuation)
+    check(len(streamed.continuation_log_probs) == len(continuation) and math.isfinite(streamed.perplexity)
+          and streamed.perplexity >= 1.0, f"streaming: perplexity {streamed.perplexity:.4g} (full {scored.perplexity:.4g})")
 
     # A budget that never evicts is the full reading (citrus-cse: also no final cut).
     roomy = read(model, document, instruction, "citrus-cse", 16, len(document))

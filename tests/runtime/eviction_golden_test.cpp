@@ -121,6 +121,41 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
                                            "h2o_oneshot"));
 
+// Perplexity under eviction (tests/data/eviction/perplexity.json): a golden's document read again, then
+// one continuation scored by reader::log_likelihood, against the twin's log-probabilities.
+// Per token |log p - twin's log p|: each log-softmax takes two logits within answer_logit_tolerance of
+// the twin's (the token's and, through the normalizer, all of them), so twice that bounds it.
+constexpr double log_prob_tolerance = 2.0 * answer_logit_tolerance;
+
+TEST(EvictionGolden, PerplexityAfterReadingEqualsTheTwins) {
+  std::ifstream in(data / "eviction" / "perplexity.json");
+  const auto g = nlohmann::json::parse(in);
+  const auto& model = twin_model(g.at("model").get<std::string>());
+  const auto continuation = g.at("continuation").get<std::vector<std::int32_t>>();
+  ASSERT_FALSE(g.at("cases").empty());
+  for (const auto& c : g.at("cases")) {
+    const std::string name = c.at("case").get<std::string>();
+    pith::reader_options o;
+    o.policy = pith::parse_policy(c.at("policy").get<std::string>());
+    o.budget = g.at("budget").get<std::size_t>();
+    o.chunk_size = g.at("chunk").get<std::size_t>();
+    o.max_answer_tokens = continuation.size();
+    o.max_context = 256;
+    pith::reader r(model, o, {});
+    r.feed(c.at("document").get<std::vector<std::int32_t>>());
+    const auto scored = r.log_likelihood(continuation);
+    // The continuation was scored against the cache the twin kept (positions checked before the pass
+    // appended its rows: the continuation's own rows have none).
+    expect_kept(r, c.at("final_kept"), c.at("selection") == "per_head", false, name, model.config);
+    EXPECT_EQ(scored.tokens, continuation.size()) << name;
+    const auto expected = c.at("log_probs").get<std::vector<double>>();
+    ASSERT_EQ(expected.size(), continuation.size()) << name;
+    EXPECT_NEAR(scored.sum, c.at("log_likelihood").get<double>(), log_prob_tolerance * static_cast<double>(expected.size()))
+        << name;
+    EXPECT_NEAR(std::log(scored.perplexity()), std::log(c.at("perplexity").get<double>()), log_prob_tolerance) << name;
+  }
+}
+
 }  // namespace
 
 namespace family_reader {

@@ -223,6 +223,112 @@ TEST(Reader, EmptyDocumentAndEmptyInstruction) {
   EXPECT_EQ(r.answer(2, greedy).size(), 2u);
 }
 
+// Perplexity under eviction (reader::log_likelihood). The full policy's chunked reading and chunked
+// continuation compute what one whole-sequence pass computes, up to the float32 kernels' summation
+// order: per token, log-probabilities within this of the plain session's.
+constexpr double continuation_log_prob_tolerance = 1e-4;
+
+// Sum over continuation[i] of log softmax(logits predicting it), from one session pass over doc + cont.
+double plain_log_likelihood(const std::vector<std::int32_t>& doc, const std::vector<std::int32_t>& continuation) {
+  const auto& w = small_model();
+  std::vector<std::int32_t> all = doc;
+  all.insert(all.end(), continuation.begin(), continuation.end());
+  pith::session s(w, {256, 256});
+  std::vector<float> logits(all.size() * w.config.vocab_size);
+  s.forward(all, logits.data(), true);
+  double sum = 0.0;
+  for (std::size_t i = 0; i < continuation.size(); ++i) {
+    const std::size_t row = doc.size() - 1 + i;
+    sum += pith::log_softmax_at(std::span<const float>(logits).subspan(row * w.config.vocab_size, w.config.vocab_size),
+                                continuation[i]);
+  }
+  return sum;
+}
+
+TEST(ReaderLogLikelihood, FullPolicyEqualsAPlainForwardOverDocumentAndContinuation) {
+  pith::reader_options o;
+  o.policy = pith::policy_kind::full;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 20;
+  o.max_context = 256;
+  const auto doc = document(61), continuation = document(20, 5);  // a partial last chunk; 20 > one chunk
+  pith::reader r(small_model(), o, {});
+  r.feed(doc);
+  const auto scored = r.log_likelihood(continuation);
+  EXPECT_EQ(scored.tokens, continuation.size());
+  const double plain = plain_log_likelihood(doc, continuation);
+  EXPECT_NEAR(scored.sum, plain, continuation_log_prob_tolerance * static_cast<double>(continuation.size()));
+  EXPECT_NEAR(scored.perplexity(), std::exp(-plain / static_cast<double>(continuation.size())),
+              scored.perplexity() * continuation_log_prob_tolerance);
+  // One token: the document's last logits alone.
+  pith::reader one(small_model(), o, {});
+  one.feed(doc);
+  EXPECT_NEAR(one.log_likelihood(std::span(continuation).first(1)).sum,
+              plain_log_likelihood(doc, {continuation[0]}), continuation_log_prob_tolerance);
+}
+
+TEST(ReaderLogLikelihood, EvictingPoliciesGiveAFinitePerplexityOfAtLeastOne) {
+  pith::reader_options o;
+  o.budget = 12;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 16;
+  const auto doc = document(150), continuation = document(16, 3);
+  double full_sum = 0.0;
+  {
+    pith::reader_options f = o;
+    f.policy = pith::policy_kind::full;
+    f.max_context = 200;
+    pith::reader r(small_model(), f, {});
+    r.feed(doc);
+    full_sum = r.log_likelihood(continuation).sum;
+  }
+  for (const auto policy : {pith::policy_kind::streaming, pith::policy_kind::snapkv, pith::policy_kind::h2o,
+                            pith::policy_kind::citrus_cse, pith::policy_kind::pyramidkv}) {
+    o.policy = policy;
+    pith::reader r(small_model(), o, {});
+    r.feed(doc);
+    const auto scored = r.log_likelihood(continuation);
+    const std::string name = pith::policy_name(policy);
+    EXPECT_EQ(scored.tokens, continuation.size()) << name;
+    EXPECT_LE(scored.sum, 0.0) << name;
+    EXPECT_TRUE(std::isfinite(scored.perplexity())) << name;
+    EXPECT_GE(scored.perplexity(), 1.0) << name;
+    // The evicted cache reads a shorter context: the continuation's score is not the full cache's.
+    EXPECT_NE(scored.sum, full_sum) << name;
+  }
+}
+
+TEST(ReaderLogLikelihood, BadContinuationsAndTheStateAfterwards) {
+  pith::reader_options o;
+  o.policy = pith::policy_kind::streaming;
+  o.budget = 8;
+  o.chunk_size = 4;
+  o.max_answer_tokens = 6;
+  const auto doc = document(30);
+  const std::vector<std::int32_t> empty;
+  const auto expect_message = [](const auto& call, const std::string& part) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted; expected an argument_error naming " << part;
+    } catch (const pith::argument_error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  pith::reader r(small_model(), o, {});
+  expect_message([&] { r.log_likelihood(std::vector<std::int32_t>{5}); }, "the document is empty");
+  pith::reader a(small_model(), o, {});
+  a.feed(doc);
+  expect_message([&] { a.log_likelihood(empty); }, "the continuation is empty");
+  expect_message([&] { a.log_likelihood(std::vector<std::int32_t>{5, 50}); }, "token 50 is outside the vocabulary");
+  expect_message([&] { a.log_likelihood(std::vector<std::int32_t>(7, 5)); }, "exceeds max_answer_tokens (6)");
+  // A refused continuation leaves the reader as it was: it still scores one, and is then finished.
+  EXPECT_GE(a.log_likelihood(std::vector<std::int32_t>(6, 5)).perplexity(), 1.0);
+  expect_message([&] { a.log_likelihood(std::vector<std::int32_t>{5}); }, "already answered or scored");
+  expect_message([&] { a.feed(doc); }, "already answered");
+  pith::sampler greedy;
+  expect_message([&] { a.answer(1, greedy); }, "already answered");
+}
+
 // A user-defined policy: the most attended slots, but always the first one (a sink).
 struct sink_and_top {
   void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
@@ -341,6 +447,8 @@ TEST(Reader, PyramidWithBetaOneKeepsWhatSnapkvKeeps) {
 // Largest |logit difference| between one pass over a document and the same document read in chunks
 // with every state kept: the same float32 model, its sums taken in other orders over ~160 positions.
 constexpr float one_pass_logit_tolerance = 1e-4f;
+// The same for a sum of 10 log-probabilities (each within about the logits' difference).
+constexpr double one_pass_log_likelihood_tolerance = 1e-3;
 
 float largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
@@ -482,6 +590,34 @@ TEST(ReaderProtocol, BadOptionsNameTheOption) {
   EXPECT_EQ(blind.answer(1, greedy).size(), 1u);
   EXPECT_NE(message(oneshot_options(pith::policy_kind::citrus_shared, 0.5, true)).find("accepted"), std::string::npos);
   EXPECT_THROW(pith::reader(small_model(), oneshot_options(pith::policy_kind::snapkv, 0.5, true), {}), pith::argument_error);
+}
+
+// Perplexity under eviction in oneshot: at r = 0 the continuation scores as after the full cache;
+// at a ratio it scores after the one cut (the default chunk of 256 exceeds the document).
+TEST(ReaderProtocol, OneshotScoresAContinuation) {
+  const auto doc = document(150);
+  const std::vector<std::int32_t> continuation{5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  pith::reader_options full;
+  full.policy = pith::policy_kind::full;
+  full.chunk_size = 8;
+  full.max_answer_tokens = 16;
+  pith::reader chunked(small_model(), full, {});
+  chunked.feed(doc);
+  const auto expected = chunked.log_likelihood(continuation);
+  auto o = oneshot_options(pith::policy_kind::snapkv, 0.0);
+  o.max_answer_tokens = 16;
+  pith::reader whole(small_model(), o, {});
+  whole.feed(doc);
+  const auto scored = whole.log_likelihood(continuation);
+  EXPECT_EQ(scored.tokens, continuation.size());
+  EXPECT_NEAR(scored.sum, expected.sum, one_pass_log_likelihood_tolerance);
+  o.ratio = 0.75;
+  pith::reader cut(small_model(), o, {});
+  cut.feed(doc);
+  const auto after_cut = cut.log_likelihood(continuation);
+  EXPECT_TRUE(std::isfinite(after_cut.sum));
+  EXPECT_NE(after_cut.sum, scored.sum);
+  EXPECT_EQ(cut.document_positions(0, 0).size(), 37u);
 }
 
 // The different-question variant: the reading (and its final cut) follows the instruction, the

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -100,6 +101,23 @@ struct reader_stats {
   double instruction_seconds = 0.0;  // instruction-scoring passes (CItruS)
   std::size_t state_bytes = 0;    // bytes of session state (KV caches, activations) allocated
 };
+
+/// reader::log_likelihood's result: the sum of the continuation tokens' natural log-probabilities.
+struct continuation_likelihood {
+  double sum = 0.0;        // <= 0
+  std::size_t tokens = 0;  // >= 1
+  /// exp(-sum / tokens): 1 when every token was certain, the vocabulary's size for a uniform guess.
+  double perplexity() const noexcept { return std::exp(-sum / static_cast<double>(tokens)); }
+};
+
+/// log softmax(row)[token] in double: the largest logit subtracted before the exponentials.
+inline double log_softmax_at(std::span<const float> row, std::int32_t token) {
+  double largest = -std::numeric_limits<double>::infinity();
+  for (const float x : row) largest = std::max(largest, static_cast<double>(x));
+  double sum = 0.0;
+  for (const float x : row) sum += std::exp(static_cast<double>(x) - largest);
+  return static_cast<double>(row[static_cast<std::size_t>(token)]) - largest - std::log(sum);
+}
 
 inline namespace PITH_ISA_NAMESPACE {  // holds sessions of this unit's ISA (simd/simd.hpp)
 
@@ -326,6 +344,50 @@ class reader {
     return out;
   }
 
+  /// Reads any partial last chunk and scores `continuation` as the text that follows the document:
+  /// the sum over its tokens of log p(token | document as the cache holds it, earlier continuation
+  /// tokens), natural logarithms, each from a log-softmax of the logits row in double. The first token
+  /// is scored from the logits of the document's last token (computed as that token was read, before
+  /// its chunk's eviction), the others by running the continuation but its last token through the
+  /// session the answer would use (citrus-separate: the instruction cache), with the evicted cache
+  /// and without evicting. Nothing is sampled; the instruction is not run and no final cut is made
+  /// (it only guided the eviction while reading). The continuation takes the room kept for the
+  /// answer: at most max_answer_tokens tokens. Afterwards the reader is finished, as after answer():
+  /// feed, answer and log_likelihood throw argument_error. Throws argument_error for an empty
+  /// document or continuation, a token outside the vocabulary or a continuation that does not fit.
+  continuation_likelihood log_likelihood(std::span<const std::int32_t> continuation) {
+    if (answered_) PITH_THROW(argument_error, "reader::log_likelihood: the reader has already answered or scored");
+    if (continuation.empty()) PITH_THROW(argument_error, "reader::log_likelihood: the continuation is empty");
+    if (continuation.size() > options_.max_answer_tokens)
+      PITH_THROW(argument_error, "reader::log_likelihood: a continuation of " + std::to_string(continuation.size()) +
+                                     " tokens exceeds max_answer_tokens (" + std::to_string(options_.max_answer_tokens) +
+                                     "), the cache room kept after the document");
+    for (const std::int32_t token : continuation)
+      if (token < 0 || static_cast<std::size_t>(token) >= w_.config.vocab_size)
+        PITH_THROW(argument_error, "reader::log_likelihood: continuation token " + std::to_string(token) +
+                                       " is outside the vocabulary");
+    finish_document();  // oneshot: makes the session, reads the document and cuts
+    const auto in_use = main_->claim("pith::reader");
+    if (stats_.tokens_read == 0) PITH_THROW(argument_error, "reader::log_likelihood: the document is empty");
+    answered_ = true;
+    session& s = traits_.separate_cache ? *instruction_session_ : *main_;
+    continuation_likelihood out;
+    out.tokens = continuation.size();
+    out.sum = log_softmax_at(last_logits_, continuation[0]);
+    // Every continuation token but the last, a chunk's worth per pass (one logits row per token).
+    const std::size_t vocab = w_.config.vocab_size, inputs = continuation.size() - 1;
+    std::vector<float> rows;
+    for (std::size_t first = 0; first < inputs; first += options_.chunk_size) {
+      const std::size_t n = std::min(options_.chunk_size, inputs - first);
+      rows.resize(n * vocab);
+      s.forward(continuation.subspan(first, n), rows.data(), true);
+      for (std::size_t i = 0; i < n; ++i)
+        out.sum += log_softmax_at(std::span<const float>(rows.data() + i * vocab, vocab), continuation[first + i + 1]);
+    }
+    stats_.state_bytes = state_bytes();
+    return out;
+  }
+
   /// The logits row the first answer token was sampled from ([vocab]; empty before answer()).
   const std::vector<float>& answer_logits() const noexcept { return answer_logits_; }
 
@@ -398,7 +460,8 @@ class reader {
     session_options so;
     so.executor = options_.executor;
     so.kv_type = options_.kv_type;
-    so.max_chunk = std::max(n, prompt);
+    // The document in one pass; the question, or log_likelihood's continuation in passes of chunk_size.
+    so.max_chunk = std::max({n, prompt, std::min(options_.chunk_size, options_.max_answer_tokens)});
     so.max_context = n + prompt + options_.max_answer_tokens + 1;  // the full cache: document, question, answer
     for (std::size_t l = 0; l < c.num_layers; ++l) so.max_context = std::max(so.max_context, c.sliding_window(l));
     main_ = std::make_unique<session>(w_, so);

@@ -268,8 +268,9 @@ class reader {
     for (const std::int32_t token : tokens)
       if (token < 0 || static_cast<std::size_t>(token) >= w_.config.vocab_size)
         PITH_THROW(argument_error, "reader::feed: token " + std::to_string(token) + " is outside the vocabulary");
-    if (answered_ || (oneshot() && main_))
-      PITH_THROW(argument_error, "reader::feed: the document was already read; make a new reader");
+    if (answered_) PITH_THROW(argument_error, "reader::feed: the document was already answered; make a new reader");
+    if (oneshot() && main_)
+      PITH_THROW(argument_error, "reader::feed: the oneshot document was already read; make a new reader");
     if (oneshot()) {
       if (tokens.size() > max_reader_size - pending_.size())
         PITH_THROW(argument_error, "reader::feed: a oneshot document above " + std::to_string(max_reader_size) + " tokens");

@@ -713,6 +713,21 @@ def cut(cache: ReaderCache, keep_old: list[list[list[int]]], n, reindex: bool, t
     return error
 
 
+def greedy_answer(model: Model, cache: ReaderCache, prompt, answer_tokens: int, result: Reading, **pass_options) -> None:
+    """The answer: the prompt appended over the cache, then greedy decoding (ties to the lowest id)
+    with no eviction; fills result.answer, answer_margins and answer_logits_first."""
+    logits = run_pass(model, cache, prompt, append=True, **pass_options).logits[-1]
+    result.answer_logits_first = logits.clone()
+    while True:
+        token = argmax_lowest(logits)
+        top2 = torch.topk(logits.to(torch.float64), 2).values
+        result.answer.append(token)
+        result.answer_margins.append(float(top2[0] - top2[1]))
+        if len(result.answer) == answer_tokens:
+            return
+        logits = run_pass(model, cache, [token], append=True, **pass_options).logits[-1]
+
+
 def read(model: Model, document: list[int], instruction: list[int], policy: str, chunk: int, budget: int,
          positions: str = "reindexed", answer_tokens: int = 8, key_storage: str = "post_rope",
          reference_check: bool = False, citrus_pool: int = 1, options: Options | None = None,
@@ -837,16 +852,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
 
     # The answer: I appended over the cache (a fresh pass; the scoring pass's KV was discarded), then
     # greedy decoding, ties to the lowest id, with no eviction.
-    logits = run_pass(model, final, instruction, append=True, key_storage=key_storage).logits[-1]
-    result.answer_logits_first = logits.clone()
-    while True:
-        token = argmax_lowest(logits)
-        top2 = torch.topk(logits.to(torch.float64), 2).values
-        result.answer.append(token)
-        result.answer_margins.append(float(top2[0] - top2[1]))
-        if len(result.answer) == answer_tokens:
-            break
-        logits = run_pass(model, final, [token], append=True, key_storage=key_storage).logits[-1]
+    greedy_answer(model, final, instruction, answer_tokens, result, key_storage=key_storage)
     if result.rerotation_error > REROTATION_TOLERANCE:
         raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
     return result
@@ -930,16 +936,7 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
             result.gaps += gaps
     result.rerotation_error = cut(cache, choices, n, reindex, theta)
     result.final_kept = cache.kept(per_head)
-    logits = run_pass(model, cache, question or instruction, append=True).logits[-1]
-    result.answer_logits_first = logits.clone()
-    while True:
-        token = argmax_lowest(logits)
-        top2 = torch.topk(logits.to(torch.float64), 2).values
-        result.answer.append(token)
-        result.answer_margins.append(float(top2[0] - top2[1]))
-        if len(result.answer) == answer_tokens:
-            break
-        logits = run_pass(model, cache, [token], append=True).logits[-1]
+    greedy_answer(model, cache, question or instruction, answer_tokens, result)
     if result.rerotation_error > REROTATION_TOLERANCE:
         raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
     return result

@@ -119,6 +119,17 @@ constexpr bool is_valid_utf8(std::string_view text) noexcept {
 /// Deepest nesting of arrays and objects the JSON readers accept. Configurations and safetensors
 /// headers nest 2 to 5 levels; the limit keeps every recursive walk of a parsed value (printing,
 /// comparing) shallow, whatever the file holds.
+/// FNV-1a over left, a separator byte (0xFF, never in well-formed UTF-8) and right: the key of a
+/// pair of token texts that the tokenizers' added-token checks look up in a sorted list.
+inline std::uint64_t token_pair_key(std::string_view left, std::string_view right) noexcept {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  const auto mix = [&](unsigned char byte) { hash = (hash ^ byte) * 0x100000001b3ull; };
+  for (const char c : left) mix(static_cast<unsigned char>(c));
+  mix(0xff);
+  for (const char c : right) mix(static_cast<unsigned char>(c));
+  return hash;
+}
+
 inline constexpr std::size_t max_json_depth = 64;
 
 /// Offset of the first bracket of `text` that opens an array or object deeper than `limit`,

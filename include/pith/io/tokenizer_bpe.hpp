@@ -810,14 +810,8 @@ class bpe_tokenizer final : public tokenizer_model {
                                      std::to_string(vocab_size()));
   }
 
-  // FNV-1a over left, a byte never in UTF-8 (0xFF) and right.
   static std::uint64_t pair_key(std::string_view left, std::string_view right) noexcept {
-    std::uint64_t hash = 0xcbf29ce484222325ull;
-    const auto mix = [&](unsigned char byte) { hash = (hash ^ byte) * 0x100000001b3ull; };
-    for (const char c : left) mix(static_cast<unsigned char>(c));
-    mix(0xff);
-    for (const char c : right) mix(static_cast<unsigned char>(c));
-    return hash;
+    return detail::token_pair_key(left, right);
   }
 
   // ---- encoding -------------------------------------------------------------------------------

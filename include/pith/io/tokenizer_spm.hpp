@@ -439,14 +439,8 @@ class spm_tokenizer {
                                      std::to_string(vocab_size()));
   }
 
-  // FNV-1a over left, a separator byte (0xFF, never in well-formed UTF-8) and right.
   static std::uint64_t normalized_pair_key(std::string_view left, std::string_view right) noexcept {
-    std::uint64_t hash = 0xcbf29ce484222325ull;
-    const auto mix = [&](unsigned char byte) { hash = (hash ^ byte) * 0x100000001b3ull; };
-    for (const char c : left) mix(static_cast<unsigned char>(c));
-    mix(0xff);
-    for (const char c : right) mix(static_cast<unsigned char>(c));
-    return hash;
+    return detail::token_pair_key(left, right);
   }
 
   std::int32_t find_mergeable(std::string_view text) const {

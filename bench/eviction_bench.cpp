@@ -204,6 +204,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     for (const auto policy : pith::builtin_policies) {
       if (policy == pith::policy_kind::full) continue;  // grows with the document: no steady state
       const std::string key = std::string("BM_chunk_with_policy/") + pith::policy_name(policy);
+      if (seconds_.count(key) == 0) continue;  // not run (--benchmark_filter)
       const double t = seconds_[key];
       std::printf("%-19s %10.2f %+9.1f%% %12.3f %14.3f\n", pith::policy_name(policy), t * 1e3,
                   base > 0 ? 100.0 * (t / base - 1.0) : 0.0, values_[key + ":eviction_ms_per_chunk"],

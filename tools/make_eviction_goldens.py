@@ -113,6 +113,8 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     Case("snapkv_oneshot", "snapkv", protocol="oneshot", ratio=0.75),
     Case("citrus_shared_oneshot_seen", "citrus-shared", protocol="oneshot", ratio=0.5, question_in_cut=True),
     Case("h2o_oneshot", "h2o", protocol="oneshot", ratio=0.875),
+    # FinchPress: snapkv-question's instruction window, each query weighted by the keys it sees
+    Case("finch", "finch"),
 ]
 
 

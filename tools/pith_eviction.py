@@ -54,12 +54,14 @@ from pith_reference import (ApproximateState, LlamaConfig, NonApproximateState, 
 from toy_tasks import SplitMix64  # noqa: E402
 
 POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate",
-            "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv")
+            "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv", "finch")
 PER_HEAD_POLICIES = ("h2o", "snapkv", "roco", "random", "knorm", "observed-attention", "snapkv-question", "keydiff",
-                     "pyramidkv")
+                     "pyramidkv", "finch")
 CITRUS_POLICIES = ("citrus-cse", "citrus-shared", "citrus-separate")
 # Policies that make the final instruction-scored cut to the budget before answering.
-FINAL_CUT_POLICIES = CITRUS_POLICIES + ("snapkv-question",)
+FINAL_CUT_POLICIES = CITRUS_POLICIES + ("snapkv-question", "finch")
+# Policies that score with the instruction's queries while reading (an instruction pass before each chunk).
+QUESTION_POLICIES = ("citrus-shared", "citrus-separate", "snapkv-question", "finch")
 POOL_MODES = ("avg", "max")
 POSITION_MODES = ("reindexed", "original")
 SINK = 4                # streaming, h2o, roco: the first SINK old slots are protected
@@ -396,6 +398,17 @@ def question_scores(probs: torch.Tensor, n_old: int, kv_heads: int) -> torch.Ten
     return group_average(probs[:, :, :n_old], kv_heads).mean(dim=1)
 
 
+def finch_scores(probs: torch.Tensor, n_old: int, kv_heads: int) -> torch.Tensor:
+    """[kv, n_old]: finch's unpooled scores: the pass's queries' attention to each old slot, each query's
+    probabilities times the number of keys it sees (normalising the causal mask), mean over the G heads of
+    each group and over the queries. probs [H, m, N] are the last m queries of a pass whose keys are N
+    slots in order, query i seeing the first N - m + i + 1 of them (an instruction pass over an old cache:
+    the n_old slots and its own keys up to itself; the oneshot document's window: the document up to it)."""
+    m, total = probs.shape[1], probs.shape[2]
+    counts = torch.arange(total - m + 1, total + 1, dtype=probs.dtype)
+    return group_average(probs[:, :, :n_old] * counts[None, :, None], kv_heads).mean(dim=1)
+
+
 def knorm_scores(keys: torch.Tensor) -> torch.Tensor:
     """[n]: -||k_j|| of keys [n, d] (after RoPE as cached: a rotation keeps the norm), computed in float64
     and rounded to the keys' type (the C++ reader sums in double)."""
@@ -673,9 +686,9 @@ def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | No
         if policy in ("snapkv", "pyramidkv"):
             kept, gap = top_k(snapkv_scores(probs, n, kv, options.pool_kernel, options.pool_mode)[head], budget,
                               plateaus=plateaus)
-        elif policy == "snapkv-question":
-            scores = pool(question_scores(scoring.probs[index], n, kv), options.pool_kernel, options.pool_mode)
-            kept, gap = top_k(scores[head], budget, plateaus=plateaus)
+        elif policy in ("snapkv-question", "finch"):
+            raw = (finch_scores if policy == "finch" else question_scores)(scoring.probs[index], n, kv)
+            kept, gap = top_k(pool(raw, options.pool_kernel, options.pool_mode)[head], budget, plateaus=plateaus)
         elif policy == "random":
             kept, gap = keep_random(n, budget, options.rng), None
         elif policy == "knorm":
@@ -742,7 +755,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
     without eviction. `Reading.continuation_log_probs` holds them."""
     if continuation is not None and len(continuation) == 0:
         raise ValueError("the continuation is empty")
-    if policy in ("citrus-shared", "citrus-separate", "snapkv-question") and not instruction:
+    if policy in QUESTION_POLICIES and not instruction:
         raise ValueError(f"policy {policy} scores with the instruction, which is empty")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
@@ -779,7 +792,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
         n = max(sizes, default=0)
         evict = s > 0 and policy != "full" and any(sizes[i] > budgets[i] for i in cached)
         scoring = None
-        if evict and policy in ("citrus-shared", "snapkv-question"):
+        if evict and policy in QUESTION_POLICIES and policy != "citrus-separate":
             scoring = run_pass(model, cache, instruction, append=False, key_storage=key_storage)
         if evict and policy == "citrus-separate":
             scoring = run_pass(model, ins_cache, instruction, append=False, key_storage=key_storage)
@@ -837,8 +850,9 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
             if not final.cached(i):
                 choices.append([])
                 continue
-            if policy == "snapkv-question":
-                scores = pool(question_scores(scoring.probs[i], n, kv), options.pool_kernel, options.pool_mode)
+            if policy in ("snapkv-question", "finch"):
+                raw = (finch_scores if policy == "finch" else question_scores)(scoring.probs[i], n, kv)
+                scores = pool(raw, options.pool_kernel, options.pool_mode)
                 heads = [top_k(scores[head], budget, plateaus=options.pool_mode == "max") for head in range(kv)]
                 choices.append([kept for kept, _ in heads])
                 result.gaps += [Gap(f"final cut layer {i} head {head}", gap) for head, (_, gap) in enumerate(heads)]
@@ -897,7 +911,7 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
         for layer, probs in zip(cache.layers, encoded.probs):
             if probs is not None:
                 accumulate(layer, probs, 0)
-    window_policies = ("tova", "snapkv", "pyramidkv", "chunkkv", "snapkv-question") + CITRUS_POLICIES
+    window_policies = ("tova", "snapkv", "pyramidkv", "chunkkv", "snapkv-question", "finch") + CITRUS_POLICIES
     seen = question_in_cut and policy in window_policies
     scoring = run_pass(model, cache, instruction, append=False) if seen else None
     cached = [i for i in range(c.num_hidden_layers) if cache.cached(i)]
@@ -914,7 +928,13 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
             choices.append([list(range(n))] * kv)
             continue
         plateaus = options.pool_mode == "max"
-        if policy in ("snapkv", "pyramidkv", "snapkv-question"):
+        if policy == "finch":  # the window's queries weighted by the keys they see
+            w = probs.shape[1] if seen else min(SNAPKV_WINDOW, n)
+            raw = finch_scores(probs[:, probs.shape[1] - w:, :], n, kv)
+            heads = [top_k(row, b, plateaus=plateaus) for row in pool(raw, options.pool_kernel, options.pool_mode)]
+            choices.append([kept for kept, _ in heads])
+            result.gaps += [Gap(f"{where} head {h}", gap) for h, (_, gap) in enumerate(heads)]
+        elif policy in ("snapkv", "pyramidkv", "snapkv-question"):
             raw = question_scores(probs, n, kv) if seen else snapkv_window_scores(probs, n, kv)
             heads = [top_k(row, b, plateaus=plateaus) for row in pool(raw, options.pool_kernel, options.pool_mode)]
             choices.append([kept for kept, _ in heads])
@@ -1024,6 +1044,11 @@ def selection_unit_checks() -> list[str]:
     kept, _ = top_k(keydiff_scores(keys), 1)
     if kept != [3]:
         failures.append(f"keydiff: {kept}")
+    # finch: query 0 sees 3 keys (2 old slots and itself), query 1 sees 4; weighting by those counts moves
+    # the top slot from 0 (plain means 0.3 and 0.275) to 1 (weighted 0.95 and 1.05)
+    probs = torch.tensor([[[0.5, 0.1, 0.4, 0.0], [0.1, 0.45, 0.2, 0.25]]])
+    if top_k(question_scores(probs, 2, 1)[0], 1)[0] != [0] or top_k(finch_scores(probs, 2, 1)[0], 1)[0] != [1]:
+        failures.append(f"finch: {finch_scores(probs, 2, 1)}")
     # pyramid budgets: 3 layers around 24 -> 47, 24, 1 (k_min = 1.2, k_max = 46.8); they sum to 24 x 3
     if pyramid_budgets(24, 3) != [47, 24, 1] or any(sum(pyramid_budgets(k, L)) != k * L
                                                     for k in (1, 7, 24, 100, 768) for L in (1, 2, 3, 5, 28, 32)):
@@ -1048,7 +1073,7 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
     for failure in selection_unit_checks():
         check(False, "selection rule: " + failure)
     check(not selection_unit_checks(), "selection rules on hand-made scores (tie rule, streaming, h2o, roco candidates, "
-          "random, chunkkv, knorm, keydiff, pyramid budgets)")
+          "random, chunkkv, knorm, keydiff, finch, pyramid budgets)")
 
     # Re-rotation: a key rotated at p and re-rotated by (q - p) equals the pre-RoPE key rotated to q.
     generator = torch.Generator().manual_seed(7)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The selection rules of the method table (docs/eviction.md): random, KnormPress, KeyDiff,
-// ObservedAttention, ChunkKV, max pooling for the SnapKV family and PyramidKV's per-layer budgets, on
-// hand-made data with known answers.
+// ObservedAttention, ChunkKV, max pooling for the SnapKV family, PyramidKV's per-layer budgets and
+// FinchPress's query weights, on hand-made data with known answers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <pith/cache/eviction_blocks.hpp>
+#include <pith/core/aligned_buffer.hpp>
+#include <pith/kernels/softmax_importance.hpp>
 
 namespace {
 
@@ -239,6 +241,86 @@ TEST(EvictionMethods, PyramidBudgetsDecreaseLinearlyAndSumToBudgetTimesLayers) {
                     0.5 + 1e-9);
     }
   EXPECT_THROW(pith::pyramid_budgets(24, 3, 0), pith::argument_error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// FinchPress: each scoring query's probabilities count as many times as it sees keys (the session's
+// attention_scoring::count_weighted through the kernel's importance_weights).
+
+// The kernel's importance over keys [0, old) of `m` queries that see the old keys and, causally, their
+// own: query i sees old + i + 1 keys. d-dimensional rows, scale 1.
+std::vector<float> importance(const std::vector<float>& queries, const std::vector<float>& keys, std::size_t m,
+                              std::size_t old, std::size_t d, const float* weights) {
+  std::vector<float> out(old);
+  pith::kernels::softmax_importance_args a;
+  a.queries = queries.data();
+  a.query_stride = d;
+  a.keys = keys.data();
+  a.key_stride = d;
+  a.m = m;
+  a.n = old + m;
+  a.d = d;
+  a.causal = true;
+  a.causal_offset = old;
+  a.importance = out.data();
+  a.importance_end = old;
+  a.importance_weights = weights;
+  pith::aligned_buffer<float> scratch(pith::kernels::softmax_importance_scratch_size(m, a.n, d));
+  pith::kernels::softmax_importance(a, scratch.data());
+  return out;
+}
+
+TEST(EvictionMethods, FinchCountWeightingChangesTheKeptSlot) {
+  // d = 1, two old keys (+1, -1) and the pass's own keys (0, 0); query 0 (+1) sees 3 keys and prefers
+  // slot 0, query 1 (-1) sees 4 and prefers slot 1. Plain means: slot 0 0.369, slot 1 0.312; weighted by
+  // 3 and 4: 1.143 against 1.204.
+  const std::vector<float> queries{1.0f, -1.0f}, keys{1.0f, -1.0f, 0.0f, 0.0f};
+  const std::vector<float> counts{3.0f, 4.0f};
+  pith::selection_scratch scratch;
+  slots keep;
+  const auto plain = importance(queries, keys, 2, 2, 1, nullptr);
+  pith::select_snapkv(plain, 1, 1, keep, scratch);
+  EXPECT_EQ(keep, (slots{0}));
+  const auto weighted = importance(queries, keys, 2, 2, 1, counts.data());
+  pith::select_snapkv(weighted, 1, 1, keep, scratch);
+  EXPECT_EQ(keep, (slots{1}));
+  const double e = std::exp(1.0), z0 = e + 1.0 / e + 1.0, z1 = e + 1.0 / e + 2.0;
+  // float softmax (exp within 2 ulp) of a few terms against double
+  constexpr double tolerance = 1e-5;
+  EXPECT_NEAR(weighted[0], (3.0 * e / z0 + 4.0 / e / z1) / 2.0, tolerance);
+  EXPECT_NEAR(weighted[1], (3.0 / e / z0 + 4.0 * e / z1) / 2.0, tolerance);
+}
+
+TEST(EvictionMethods, FinchWeightsMatchADoubleReferenceInTheBlockedPath) {
+  // 40 queries (the kernel's blocked path on every ISA) over 10 old keys and their own, d = 8.
+  const std::size_t m = 40, old = 10, d = 8, n = old + m;
+  std::vector<float> queries(m * d), keys(n * d), counts(m);
+  for (std::size_t i = 0; i < queries.size(); ++i) queries[i] = static_cast<float>((i * 37) % 19) / 19.0f - 0.5f;
+  for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = static_cast<float>((i * 53) % 23) / 23.0f - 0.5f;
+  for (std::size_t i = 0; i < m; ++i) counts[i] = static_cast<float>(old + i + 1);
+  const auto got = importance(queries, keys, m, old, d, counts.data());
+  std::vector<double> expected(old, 0.0);
+  for (std::size_t i = 0; i < m; ++i) {
+    std::vector<double> s(old + i + 1);
+    double largest = -1e300, total = 0.0;
+    for (std::size_t j = 0; j < s.size(); ++j) {
+      s[j] = 0.0;
+      for (std::size_t c = 0; c < d; ++c) s[j] += static_cast<double>(queries[i * d + c]) * keys[j * d + c];
+      largest = std::max(largest, s[j]);
+    }
+    for (double& x : s) total += x = std::exp(x - largest);
+    for (std::size_t j = 0; j < old; ++j) expected[j] += counts[i] * s[j] / total / static_cast<double>(m);
+  }
+  // float sums of 40 weighted probabilities of magnitude ~1 each
+  constexpr double tolerance = 1e-5;
+  for (std::size_t j = 0; j < old; ++j) EXPECT_NEAR(got[j], expected[j], tolerance * std::max(1.0, expected[j])) << j;
+  // Weights with squares are refused.
+  pith::kernels::softmax_importance_args a;
+  float sink = 0.0f;
+  a.importance = &sink;
+  a.importance_squares = &sink;
+  a.importance_weights = counts.data();
+  EXPECT_NE(pith::kernels::validate_softmax_importance(a), nullptr);
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 // For one head, with S = scale * Q K^T (Q: m x d queries, K: n x d keys) and P = softmax(S) by rows
 // over the keys each query sees, one call produces, as requested by non-null output pointers:
 //   output              O = P V                                            [m, d]
-//   importance          imp[j - b] (+)= (1/m) sum_i P[i, j]   for j in [b, e) [e - b]
+//   importance          imp[j - b] (+)= (1/m) sum_i w_i P[i, j] for j in [b, e) [e - b]
+//                       (w_i = importance_weights[i], or 1 without them)
 //   importance_squares  sq[j - b]  (+)= (1/m) sum_i P[i, j]^2               [e - b]
 //   row_max, row_sum    max_j S[i, j] and sum_j exp(S[i, j] - row_max[i])   [m]
 // Importance is normalised over all keys even when only the column range [b, e) is reported
@@ -87,6 +88,9 @@ struct softmax_importance_args {
   std::size_t output_stride = 0;
   float* importance = nullptr;          // [importance_end - importance_begin]
   float* importance_squares = nullptr;  // [importance_end - importance_begin]
+  // [m]: query i's probabilities count importance_weights[i] times in `importance` (null: once each).
+  // FinchPress weighs each query by the number of keys it sees (docs/eviction.md). Not with squares.
+  const float* importance_weights = nullptr;
   std::size_t importance_begin = 0;
   std::size_t importance_end = all_keys;  // all_keys: n
   bool accumulate = false;
@@ -136,6 +140,8 @@ inline const char* validate_softmax_importance(const softmax_importance_args& a)
   if (a.importance_begin > end || end > a.n) return "softmax_importance: importance range outside [0, n]";
   if (a.importance_squares != nullptr && a.importance == nullptr)
     return "softmax_importance: importance_squares requires importance";
+  if (a.importance_weights != nullptr && (a.importance == nullptr || a.importance_squares != nullptr))
+    return "softmax_importance: importance_weights requires importance and no importance_squares";
   return nullptr;
 }
 
@@ -378,7 +384,7 @@ struct softmax_importance_impl {
     }
     if (a.importance != nullptr) {
       const std::size_t end = std::min(imp_end, n_visible);
-      const float weight = inv_sum * inv_m;
+      const float weight = inv_sum * inv_m * (a.importance_weights != nullptr ? a.importance_weights[i] : 1.0f);
       for (j = imp_begin; j < end; ++j) {
         const float p = s[j] * inv_sum;
         a.importance[j - imp_begin] += s[j] * weight;
@@ -631,6 +637,11 @@ struct softmax_importance_impl {
     if (a.importance != nullptr) {
       vec weight[V];
       for (std::size_t v = 0; v < V; ++v) weight[v] = Ops::load(inv_sum + v * W);
+      if (a.importance_weights != nullptr) {
+        alignas(64) float weighted[stride];
+        for (std::size_t i = 0; i < stride; ++i) weighted[i] = i < count ? inv_sum[i] * a.importance_weights[q0 + i] : 0.0f;
+        for (std::size_t v = 0; v < V; ++v) weight[v] = Ops::load(weighted + v * W);
+      }
       const std::size_t end = std::min(imp_end, n_visible);
       for (j = imp_begin; j < end; ++j) {
         vec total = Ops::zero(), squares = Ops::zero();

@@ -46,6 +46,9 @@ struct attention_scoring {
   bool enabled = false;
   std::size_t last_queries = 0;  // 0: every query of the chunk
   bool squares = false;          // also the mean of squared probabilities
+  // Each scoring query's probabilities times the number of keys it sees (FinchPress's normalisation of
+  // the causal mask, docs/eviction.md); not with squares.
+  bool count_weighted = false;
 };
 
 struct session_options {
@@ -183,6 +186,10 @@ class session {
     const std::size_t size = checked_size("session: scores", {c_.num_layers, c_.num_heads, options_.max_context});
     if (scoring.enabled && scores_.size() != size) scores_.resize(size);
     if (scoring.enabled && scoring.squares && score_squares_.size() != size) score_squares_.resize(size);
+    if (scoring.count_weighted && scoring.squares)
+      PITH_THROW(argument_error, "session::set_scoring: count_weighted scores come without squares");
+    if (scoring.enabled && scoring.count_weighted && query_weights_.size() < options_.max_chunk)
+      query_weights_.resize(options_.max_chunk);  // a scoring pass's queries never exceed max_chunk
     scoring_ = scoring;
   }
   /// Query head `head` of layer `layer`: mean over the scoring queries of the last forward call of
@@ -309,7 +316,7 @@ class session {
                                cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size() +
                                windowed_inv_freq_.size() + windowed_cos_.size() + windowed_sin_.size();
     const std::size_t lists = combined_.capacity() * sizeof(std::int32_t) + side_mask_.capacity() +
-                              scored_queries_.capacity() * sizeof(std::size_t);
+                              scored_queries_.capacity() * sizeof(std::size_t) + query_weights_.capacity() * sizeof(float);
     std::size_t states = 0;
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       for (const auto& a : approximate_[l]) states += a.bytes();
@@ -566,6 +573,15 @@ class session {
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
     const float scale = c_.attention_scale_or_default();
     const std::size_t window = c_.sliding_window(l);
+    // count_weighted: scoring query i counts as many times as it sees keys: the old slots and, causally,
+    // its own pass's keys up to itself (side queries: the old slots and the side keys; the chunk's are
+    // masked). Exact in float below 2^24.
+    const float* query_weights = nullptr;
+    if (scoring_.enabled && scoring_.count_weighted && window == 0) {
+      const std::size_t scored = side_ > 0 ? side_ : t;
+      for (std::size_t i = 0; i < scored; ++i) query_weights_[i] = static_cast<float>(before + i + 1);
+      query_weights = query_weights_.data();
+    }
     // A sliding-window layer: query row r of the cache sees rows (r - W, r] (its rows are the layer's
     // latest tokens in order: never evicted, only trimmed from the front). While every row of the
     // chunk sees all of them, the causal call below is that already; otherwise one call per query.
@@ -619,6 +635,7 @@ class session {
             if (scoring_.enabled) {
               side.importance = scores;
               side.importance_end = before;
+              side.importance_weights = query_weights;
             }
             kernels::softmax_importance(side, scratch);
             kernels::softmax_importance(a, scratch);
@@ -628,6 +645,7 @@ class session {
             // The chunk's own attention yields the scores: no extra pass.
             a.importance = scores;
             a.importance_squares = squares;
+            a.importance_weights = query_weights;
           }
           kernels::softmax_importance(a, scratch);
           if (scoring_.enabled && window == 0 && scoring_.last_queries != 0 && scoring_.last_queries < t) {
@@ -642,6 +660,7 @@ class session {
             b.value_data = nullptr;
             b.importance = scores;
             b.importance_squares = squares;
+            b.importance_weights = query_weights == nullptr ? nullptr : query_weights + skip;
             kernels::softmax_importance(b, scratch);
           }
         }
@@ -743,6 +762,7 @@ class session {
   aligned_buffer<float> scores_;         // [layers, heads, max_context] once scoring was enabled
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
+  std::vector<float> query_weights_;         // [scoring queries]: attention_scoring::count_weighted's counts
   rerotator rerotator_;                  // rerotate(): its table [max_context, head_dim] once used
   aligned_buffer<float> windowed_inv_freq_;  // [head_dim / 2] sliding-window layers' own RoPE (Gemma 3), else empty
   aligned_buffer<float> windowed_cos_;       // [max_chunk, head_dim / 2]

@@ -322,7 +322,7 @@ class reader {
       else if (is_citrus(options_.policy))
         evict(s, positions, scored_sizes_, scored_stride_,
               citrus_cut_scores(options_.policy, citrus_cut::final_cut, {}, scores_), {}, true);
-      else  // snapkv-question: the instruction's scores of the whole cache, per KV head
+      else  // snapkv-question, finch: the instruction's scores of the whole cache, per KV head
         evict(s, positions, scored_sizes_, scored_stride_, scores_, {}, true);
       stats_.instruction_seconds += seconds_since(start);
     }
@@ -474,7 +474,7 @@ class reader {
     const bool document_scored = traits_.evicts && attention && (traits_.accumulates || custom || !question_scored);
     const std::size_t window = traits_.accumulates ? 0 : traits_.last_queries != 0 ? traits_.last_queries
                                                                                     : options_.snapkv_window;
-    main_->set_scoring({document_scored, window, traits_.squares});
+    main_->set_scoring({document_scored, window, traits_.squares, traits_.count_weighted});
     last_logits_.resize(c.vocab_size);
     main_->forward(pending_, last_logits_.data());
     main_->set_scoring({});
@@ -566,7 +566,7 @@ class reader {
   void instruction_scores(session& s) {
     scored_stride_ = layer_sizes(s, scored_sizes_);
     s.mark(scoring_mark_);
-    s.set_scoring({true, 0, false});
+    s.set_scoring({true, 0, false, traits_.count_weighted});
     s.forward(instruction_, nullptr);  // only the attention is wanted: no logits
     s.set_scoring({});
     aggregate(s, scored_sizes_, scored_stride_, traits_.per_head, scores_);
@@ -592,7 +592,7 @@ class reader {
     const bool fused = !first && traits_.instruction_scores && !traits_.separate_cache && !traits_.chunk_scores &&
                        main_->supports_side_queries();
     if (fused) {
-      main_->set_scoring({true, 0, false});
+      main_->set_scoring({true, 0, false, traits_.count_weighted});
       last_logits_.resize(c.vocab_size);
       main_->forward_with_side(chunk, instruction_, last_logits_.data());
       main_->set_scoring({});
@@ -632,7 +632,7 @@ class reader {
       } else if (is_citrus(policy)) {
         evict(*main_, document_positions_, old_sizes_, old_slots,
               citrus_cut_scores(policy, citrus_cut::reading, chunk_scores, instruction_cut), {}, false);
-      } else if (traits_.instruction_scores) {  // snapkv-question: the instruction's scores
+      } else if (traits_.instruction_scores) {  // snapkv-question, finch: the instruction's scores
         evict(*main_, document_positions_, old_sizes_, old_slots, instruction_cut, {}, false);
       } else {
         evict(*main_, document_positions_, old_sizes_, old_slots, chunk_scores, {}, false);
@@ -820,6 +820,7 @@ class reader {
       case policy_kind::snapkv:
       case policy_kind::snapkv_question:
       case policy_kind::pyramidkv:
+      case policy_kind::finch:
         return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_, options_.snapkv_pool);
       case policy_kind::chunkkv:
         return select_chunkkv(view.scores, k, options_.snapkv_kernel, options_.snapkv_pool, options_.chunkkv_size, keep,

@@ -115,6 +115,9 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     Case("h2o_oneshot", "h2o", protocol="oneshot", ratio=0.875),
     # FinchPress: snapkv-question's instruction window, each query weighted by the keys it sees
     Case("finch", "finch"),
+    # CriticalKV: snapkv's scores; half the budget by score, the rest by score x ||W_o v||_1 (values
+    # computed by pith's kernels and PyTorch with their own roundings: a wider margin)
+    Case("criticalkv", "criticalkv", min_gap=1e-5),
 ]
 
 

@@ -54,9 +54,10 @@ from pith_reference import (ApproximateState, LlamaConfig, NonApproximateState, 
 from toy_tasks import SplitMix64  # noqa: E402
 
 POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate",
-            "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv", "finch")
+            "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv", "finch",
+            "criticalkv")
 PER_HEAD_POLICIES = ("h2o", "snapkv", "roco", "random", "knorm", "observed-attention", "snapkv-question", "keydiff",
-                     "pyramidkv", "finch")
+                     "pyramidkv", "finch", "criticalkv")
 CITRUS_POLICIES = ("citrus-cse", "citrus-shared", "citrus-separate")
 # Policies that make the final instruction-scored cut to the budget before answering.
 FINAL_CUT_POLICIES = CITRUS_POLICIES + ("snapkv-question", "finch")
@@ -70,6 +71,7 @@ SNAPKV_WINDOW = 32      # snapkv: the last min(32, |chunk|) queries of the chunk
 SNAPKV_KERNEL = 7       # snapkv: average pooling over neighbouring old slots, zero padding 3, divided by 7
 CHUNKKV_SIZE = 20       # chunkkv: slots per chunk
 PYRAMID_BETA = 20       # pyramidkv: k_min = budget / beta
+CRITICALKV_EPSILON = 1e-4  # criticalkv: the second stage ranks (score + epsilon) x value weight
 REROTATION_TOLERANCE = 1e-5
 # Token mixers the twin runs: softmax attention through the cache, or a recurrent state (no cache slots).
 RECURRENT_MIXERS = ("approximate", "non_approximate")
@@ -409,6 +411,29 @@ def finch_scores(probs: torch.Tensor, n_old: int, kv_heads: int) -> torch.Tensor
     return group_average(probs[:, :, :n_old] * counts[None, :, None], kv_heads).mean(dim=1)
 
 
+def critical_value_weights(model: Model, index: int, values: torch.Tensor, head: int) -> torch.Tensor:
+    """[n]: criticalkv's value weights of one KV head's values [n, d]: the L1 norm of each value through
+    the output projection of every query head of the group, ||W_o^h v_j||_1, averaged over the group;
+    in float64, rounded to the values' type."""
+    c = model.config
+    d, group = c.head_dim, c.num_attention_heads // c.num_key_value_heads
+    wo = model.w(f"model.layers.{index}.self_attn.o_proj.weight").to(torch.float64)   # [hidden, heads * d]
+    v = values.to(torch.float64)
+    norms = [(v @ wo[:, h * d:(h + 1) * d].T).abs().sum(dim=-1) for h in range(head * group, (head + 1) * group)]
+    return torch.stack(norms).mean(dim=0).to(values.dtype)
+
+
+def keep_criticalkv(pooled: torch.Tensor, weights: torch.Tensor, budget: int) -> tuple[list[int], float | None]:
+    """CriticalKV's rule on pooled scores: the budget // 2 best are kept (first stage), then the rest of
+    the budget among the others by (score + epsilon) x value weight (second stage), both by the tie rule.
+    The gap is the smaller of the two stages'."""
+    first, gap1 = top_k(pooled, budget // 2)
+    rest = [j for j in range(len(pooled)) if j not in set(first)]
+    second, gap2 = top_k((pooled + CRITICALKV_EPSILON) * weights, budget - budget // 2, rest)
+    gaps = [g for g in (gap1, gap2) if g is not None]
+    return sorted(first + second), (min(gaps) if gaps else None)
+
+
 def knorm_scores(keys: torch.Tensor) -> torch.Tensor:
     """[n]: -||k_j|| of keys [n, d] (after RoPE as cached: a rotation keeps the norm), computed in float64
     and rounded to the keys' type (the C++ reader sums in double)."""
@@ -649,6 +674,7 @@ class Options:
     chunkkv_size: int = CHUNKKV_SIZE
     random_seed: int = 0
     rng: SplitMix64 | None = None        # random: the reader's generator (made from random_seed by read())
+    model: Model | None = None           # criticalkv: the model whose W_o weighs the values (set by read())
 
 
 def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | None, index: int,
@@ -689,6 +715,10 @@ def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | No
         elif policy in ("snapkv-question", "finch"):
             raw = (finch_scores if policy == "finch" else question_scores)(scoring.probs[index], n, kv)
             kept, gap = top_k(pool(raw, options.pool_kernel, options.pool_mode)[head], budget, plateaus=plateaus)
+        elif policy == "criticalkv":
+            pooled = snapkv_scores(probs, n, kv, options.pool_kernel, options.pool_mode)[head]
+            weights = critical_value_weights(options.model, index, layer.values[head, :n], head)
+            kept, gap = keep_criticalkv(pooled, weights, budget)
         elif policy == "random":
             kept, gap = keep_random(n, budget, options.rng), None
         elif policy == "knorm":
@@ -771,6 +801,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
     if options.chunkkv_size < 1:
         raise ValueError("chunkkv_size must be >= 1")
     options.rng = SplitMix64(options.random_seed)
+    options.model = model
     c, reindex = model.config, positions == "reindexed"
     kv, theta = c.num_key_value_heads, c.rope_theta
     per_head = policy in PER_HEAD_POLICIES
@@ -895,6 +926,7 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
         raise ValueError("give a budget or a ratio")
     options = copy.copy(options or Options())
     options.rng = SplitMix64(options.random_seed)
+    options.model = model
     c, reindex = model.config, positions == "reindexed"
     kv, theta = c.num_key_value_heads, c.rope_theta
     n = len(document)
@@ -911,7 +943,7 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
         for layer, probs in zip(cache.layers, encoded.probs):
             if probs is not None:
                 accumulate(layer, probs, 0)
-    window_policies = ("tova", "snapkv", "pyramidkv", "chunkkv", "snapkv-question", "finch") + CITRUS_POLICIES
+    window_policies = ("tova", "snapkv", "pyramidkv", "chunkkv", "snapkv-question", "finch", "criticalkv") + CITRUS_POLICIES
     seen = question_in_cut and policy in window_policies
     scoring = run_pass(model, cache, instruction, append=False) if seen else None
     cached = [i for i in range(c.num_hidden_layers) if cache.cached(i)]
@@ -932,6 +964,13 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
             w = probs.shape[1] if seen else min(SNAPKV_WINDOW, n)
             raw = finch_scores(probs[:, probs.shape[1] - w:, :], n, kv)
             heads = [top_k(row, b, plateaus=plateaus) for row in pool(raw, options.pool_kernel, options.pool_mode)]
+            choices.append([kept for kept, _ in heads])
+            result.gaps += [Gap(f"{where} head {h}", gap) for h, (_, gap) in enumerate(heads)]
+        elif policy == "criticalkv":
+            raw = question_scores(probs, n, kv) if seen else snapkv_window_scores(probs, n, kv)
+            pooled = pool(raw, options.pool_kernel, options.pool_mode)
+            heads = [keep_criticalkv(pooled[h], critical_value_weights(model, i, cache.layers[i].values[h, :n], h), b)
+                     for h in range(kv)]
             choices.append([kept for kept, _ in heads])
             result.gaps += [Gap(f"{where} head {h}", gap) for h, (_, gap) in enumerate(heads)]
         elif policy in ("snapkv", "pyramidkv", "snapkv-question"):
@@ -1049,6 +1088,11 @@ def selection_unit_checks() -> list[str]:
     probs = torch.tensor([[[0.5, 0.1, 0.4, 0.0], [0.1, 0.45, 0.2, 0.25]]])
     if top_k(question_scores(probs, 2, 1)[0], 1)[0] != [0] or top_k(finch_scores(probs, 2, 1)[0], 1)[0] != [1]:
         failures.append(f"finch: {finch_scores(probs, 2, 1)}")
+    # criticalkv: budget 2 keeps the best score (slot 0), then among the rest (score + eps) x weight picks
+    # slot 3 (0.11 x 10) over slot 1 (0.3001 x 1); without the weights slot 1 would follow
+    kept, _ = keep_criticalkv(torch.tensor([0.5, 0.3, 0.2, 0.11]), torch.tensor([1.0, 1.0, 1.0, 10.0]), 2)
+    if kept != [0, 3] or top_k(torch.tensor([0.5, 0.3, 0.2, 0.11]), 2)[0] != [0, 1]:
+        failures.append(f"criticalkv: {kept}")
     # pyramid budgets: 3 layers around 24 -> 47, 24, 1 (k_min = 1.2, k_max = 46.8); they sum to 24 x 3
     if pyramid_budgets(24, 3) != [47, 24, 1] or any(sum(pyramid_budgets(k, L)) != k * L
                                                     for k in (1, 7, 24, 100, 768) for L in (1, 2, 3, 5, 28, 32)):
@@ -1073,7 +1117,7 @@ def self_check(model: Model | None = None, verbose: bool = True) -> list[str]:
     for failure in selection_unit_checks():
         check(False, "selection rule: " + failure)
     check(not selection_unit_checks(), "selection rules on hand-made scores (tie rule, streaming, h2o, roco candidates, "
-          "random, chunkkv, knorm, keydiff, finch, pyramid budgets)")
+          "random, chunkkv, knorm, keydiff, finch, criticalkv, pyramid budgets)")
 
     # Re-rotation: a key rotated at p and re-rotated by (q - p) equals the pre-RoPE key rotated to q.
     generator = torch.Generator().manual_seed(7)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The selection rules of the method table (docs/eviction.md): random, KnormPress, KeyDiff,
 // ObservedAttention, ChunkKV, max pooling for the SnapKV family, PyramidKV's per-layer budgets and
-// FinchPress's query weights, on hand-made data with known answers.
+// FinchPress's query weights, CriticalKV's two stages, on hand-made data with known answers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -321,6 +321,43 @@ TEST(EvictionMethods, FinchWeightsMatchADoubleReferenceInTheBlockedPath) {
   a.importance_squares = &sink;
   a.importance_weights = counts.data();
   EXPECT_NE(pith::kernels::validate_softmax_importance(a), nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CriticalKV
+
+TEST(EvictionMethods, CriticalKvProtectsHalfTheBudgetThenWeighsTheRestByTheirValues) {
+  pith::selection_scratch scratch;
+  slots keep;
+  // Budget 2: slot 0 (the best score) is kept by the first stage; the second ranks (score + 1e-4) x
+  // weight: slot 3 (0.1101 x 10) beats slot 1 (0.3001 x 1). Without the weights slots 0 and 1 win.
+  const std::vector<float> scores{0.5f, 0.3f, 0.2f, 0.11f}, weights{1.0f, 1.0f, 1.0f, 10.0f}, flat(4, 1.0f);
+  pith::select_criticalkv(scores, weights, 2, 1, pith::pool_mode::average, keep, scratch);
+  EXPECT_EQ(keep, (slots{0, 3}));
+  pith::select_criticalkv(scores, flat, 2, 1, pith::pool_mode::average, keep, scratch);
+  EXPECT_EQ(keep, (slots{0, 1}));
+  // The first stage is protected whatever its weight: a weight of 0 on the best slot keeps it.
+  const std::vector<float> zero_first{0.0f, 1.0f, 1.0f, 10.0f};
+  pith::select_criticalkv(scores, zero_first, 3, 1, pith::pool_mode::average, keep, scratch);
+  EXPECT_EQ(keep, (slots{0, 1, 3}));  // first stage {0}; second: slot 3 (1.1), slot 1 (0.3001)
+  // Budget 1: no first stage (1 / 2 = 0), the one slot by score x weight.
+  pith::select_criticalkv(scores, weights, 1, 1, pith::pool_mode::average, keep, scratch);
+  EXPECT_EQ(keep, (slots{3}));
+  // Within the budget: everything; sizes that disagree are refused.
+  pith::select_criticalkv(scores, weights, 4, 1, pith::pool_mode::average, keep, scratch);
+  EXPECT_EQ(keep, (slots{0, 1, 2, 3}));
+  EXPECT_THROW(pith::select_criticalkv(scores, std::span(weights).first(3), 2, 1, pith::pool_mode::average, keep, scratch),
+               pith::shape_error);
+}
+
+TEST(EvictionMethods, CriticalValueWeightsAreTheMeanL1NormOverTheGroup) {
+  // Two heads, two values, three outputs: value 0 projects to (1, -2, 0) and (0, 0, 4), value 1 to
+  // (-1, -1, -1) and (3, 0, 0): means (3 + 4) / 2 and (3 + 3) / 2.
+  const std::vector<float> projected{1, -2, 0, -1, -1, -1, 0, 0, 4, 3, 0, 0};
+  std::vector<float> out(2);
+  pith::critical_value_weights(projected, 2, 2, 3, out);
+  EXPECT_EQ(out, (std::vector<float>{3.5f, 3.0f}));
+  EXPECT_THROW(pith::critical_value_weights(projected, 2, 2, 2, out), pith::shape_error);
 }
 
 }  // namespace

@@ -506,7 +506,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, OneshotPolicyTest,
                                            pith::policy_kind::citrus_separate, pith::policy_kind::random,
                                            pith::policy_kind::knorm, pith::policy_kind::observed_attention,
                                            pith::policy_kind::chunkkv, pith::policy_kind::snapkv_question,
-                                           pith::policy_kind::keydiff, pith::policy_kind::finch),
+                                           pith::policy_kind::keydiff, pith::policy_kind::finch,
+                                           pith::policy_kind::criticalkv),
                          [](const auto& info) {
                            std::string name = pith::policy_name(info.param);
                            for (auto& ch : name)

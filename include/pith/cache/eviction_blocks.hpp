@@ -391,6 +391,66 @@ inline void select_chunkkv(std::span<const float> scores, std::size_t budget, st
   select_chunks(scratch.values, budget, chunk_length, keep, scratch);
 }
 
+/// CriticalKV's second-stage epsilon (kvpress's): a slot ranks by (score + epsilon) x its value weight,
+/// so a slot the window ignores still ranks by what its value would add to the output.
+inline constexpr float criticalkv_epsilon = 1e-4f;
+
+/// CriticalKV's rule (docs/eviction.md): after pool_scores(scores, kernel, mode), the floor(budget / 2)
+/// highest pooled scores are kept (the first stage), then the remaining budget - floor(budget / 2) slots
+/// among the others by (pooled score + criticalkv_epsilon) x value_weights[j] (the second stage), both
+/// with pith's tie rule (the higher first, equal values: the lower slot). value_weights[j]: the L1 norm
+/// of slot j's value through the output projection, ||W_o^h v_j||_1, averaged over the KV head's group
+/// of query heads (critical_value_weights).
+inline void select_criticalkv(std::span<const float> scores, std::span<const float> value_weights, std::size_t budget,
+                              std::size_t kernel, pool_mode mode, std::vector<std::uint32_t>& keep,
+                              selection_scratch& scratch) {
+  const std::size_t n = scores.size();
+  if (value_weights.size() != n)
+    PITH_THROW(shape_error, "pith::select_criticalkv: " + std::to_string(n) + " scores and " +
+                                std::to_string(value_weights.size()) + " value weights (one of each per slot)");
+  detail::check_slots(n, "pith::select_criticalkv");
+  if (detail::keep_all(n, budget, keep)) return;
+  pool_scores(scores, kernel, mode, scratch.values);
+  top_k(scratch.values, budget / 2, keep, scratch.order);  // the first stage, in slot order
+  auto& gone = scratch.gone;
+  gone.assign(n, 0);
+  for (const std::uint32_t j : keep) gone[j] = 1;
+  auto& rescaled = scratch.mean;
+  rescaled.resize(n);
+  auto& rest = scratch.candidates;
+  rest.clear();
+  for (std::size_t j = 0; j < n; ++j) {
+    rescaled[j] = (scratch.values[j] + criticalkv_epsilon) * value_weights[j];
+    if (gone[j] == 0) rest.push_back(static_cast<std::uint32_t>(j));
+  }
+  const std::size_t second = budget - budget / 2;  // < rest.size() since n > budget
+  std::partial_sort(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(second), rest.end(),
+                    [&](std::uint32_t a, std::uint32_t b) {
+                      return rescaled[a] > rescaled[b] || (rescaled[a] == rescaled[b] && a < b);
+                    });
+  keep.insert(keep.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(second));
+  std::sort(keep.begin(), keep.end());
+}
+
+/// CriticalKV's value weights of `rows` values from their projections through each query head of the
+/// group: projected[h][j][hidden] = W_o^h v_j (W_o's columns of query head h times value j); out[j] = the
+/// mean over the `heads` heads of sum_r |projected[h][j][r]|, summed in double, rounded to float.
+inline void critical_value_weights(std::span<const float> projected, std::size_t heads, std::size_t rows,
+                                   std::size_t hidden, std::span<float> out) {
+  if (projected.size() != heads * rows * hidden || out.size() != rows || heads == 0)
+    PITH_THROW(shape_error, "pith::critical_value_weights: " + std::to_string(projected.size()) + " projections for " +
+                                std::to_string(heads) + " heads x " + std::to_string(rows) + " values x " +
+                                std::to_string(hidden) + " outputs, " + std::to_string(out.size()) + " outputs");
+  for (std::size_t j = 0; j < rows; ++j) {
+    double total = 0.0;
+    for (std::size_t h = 0; h < heads; ++h) {
+      const float* y = projected.data() + (h * rows + j) * hidden;
+      for (std::size_t r = 0; r < hidden; ++r) total += std::abs(static_cast<double>(y[r]));
+    }
+    out[j] = static_cast<float>(total / static_cast<double>(heads));
+  }
+}
+
 /// Uniformly random old slots: draws one rng.next() (pith::splitmix64) per old slot, in slot order, and keeps the
 /// `budget` slots with the largest draws (equal draws: the lower slot), so every subset of that size
 /// is equally likely. With old_slots <= budget every slot is kept and nothing is drawn.

@@ -184,6 +184,7 @@ class reader {
     const auto& c = weights.config;
     document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
+    if (traits_.value_weights) value_weights_.resize(c.num_layers * c.num_kv_heads);
     random_ = splitmix64(options_.random_seed);
     if (oneshot) return;  // the sessions are sized to the document when it is read (read_whole_document)
     set_layer_budgets(options_.budget);
@@ -479,6 +480,7 @@ class reader {
     main_->forward(pending_, last_logits_.data());
     main_->set_scoring({});
     append_document_positions(n);
+    if (traits_.value_weights) append_value_weights(n);
     if (traits_.accumulates) accumulate(0, n);
     // The document's scores are read before the question's pass records over them.
     layer_sizes(*main_, old_sizes_);
@@ -615,6 +617,7 @@ class reader {
       main_->set_scoring({});
     }
     append_document_positions(chunk.size());
+    if (traits_.value_weights) append_value_weights(chunk.size());
     if (traits_.accumulates) accumulate(old_slots, chunk.size());
     const auto t1 = std::chrono::steady_clock::now();
     if (!first && traits_.evicts) {
@@ -676,6 +679,38 @@ class reader {
         running_.add(l * c.num_kv_heads + g, recorded(*main_, l, g * group, group, total),
                      traits_.squares ? recorded(*main_, l, g * group, group, total, true) : head_scores{},
                      main_->scored_queries(l), old_slots);
+    }
+  }
+
+  // CriticalKV's value weights (critical_value_weights) of the `count` newest rows of every KV head of
+  // the layers the policy acts on, kept beside the slots (a value never changes once cached, so each is
+  // computed once): W_o's columns of each query head as floats ([heads][hidden][head_dim], W_o's rows
+  // read in its storage type), times the rows' values as the cache holds them, per query head of the group.
+  void append_value_weights(std::size_t count) {
+    const auto& c = w_.config;
+    const std::size_t d = c.head_dim, hidden = c.hidden_size, heads = c.num_heads, group = heads / c.num_kv_heads;
+    const kv_cache& cache = main_->cache();
+    wo_heads_.resize(heads * hidden * d);
+    wo_row_.resize(heads * d);
+    value_rows_.resize(count * d);
+    projected_.resize(group * count * hidden);
+    for (std::size_t l = 0; l < c.num_layers; ++l) {
+      if (!evicted_layer(l)) continue;
+      for (std::size_t r = 0; r < hidden; ++r) {
+        kernels::embedding_row(w_.layers[l].wo, r, wo_row_.data());
+        for (std::size_t h = 0; h < heads; ++h) std::copy_n(wo_row_.data() + h * d, d, wo_heads_.data() + (h * hidden + r) * d);
+      }
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+        const std::size_t first = cache.size(l, g) - count;
+        for (std::size_t j = 0; j < count; ++j) cache.read_value(l, g, first + j, value_rows_.data() + j * d);
+        for (std::size_t h = 0; h < group; ++h)
+          kernels::matmul_transposed(value_rows_.data(), count, d, d, wo_heads_.data() + (g * group + h) * hidden * d, hidden,
+                                     projected_.data() + h * count * hidden, hidden);
+        auto& list = value_weights_[l * c.num_kv_heads + g];
+        const std::size_t before = list.size();
+        list.resize(before + count);
+        critical_value_weights(projected_, group, count, hidden, std::span(list).subspan(before));
+      }
     }
   }
 
@@ -752,6 +787,7 @@ class reader {
           compact(s.cache(), l, g, keep_);
           gather_kept(positions[l * c.num_kv_heads + g], keep_);
           if (traits_.accumulates && &s == main_.get()) running_.gather(l * c.num_kv_heads + g, keep_);
+          if (traits_.value_weights && &s == main_.get()) gather_kept(value_weights_[l * c.num_kv_heads + g], keep_);
         }
       }
     }
@@ -822,6 +858,9 @@ class reader {
       case policy_kind::pyramidkv:
       case policy_kind::finch:
         return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_, options_.snapkv_pool);
+      case policy_kind::criticalkv:
+        return select_criticalkv(view.scores, std::span<const float>(value_weights_[unit]).first(n), k, options_.snapkv_kernel,
+                                 options_.snapkv_pool, keep, scratch_);
       case policy_kind::chunkkv:
         return select_chunkkv(view.scores, k, options_.snapkv_kernel, options_.snapkv_pool, options_.chunkkv_size, keep,
                               scratch_);
@@ -866,6 +905,9 @@ class reader {
   std::vector<std::size_t> instruction_sizes_;  // per layer: the old slots of the cache the instruction scored
   std::size_t scored_stride_ = 0;           // the largest of scored_sizes_ (the row stride of scores_)
   std::vector<float> keys_;                 // old_keys's decoded keys
+  // criticalkv: [layers * kv_heads][slot] value weights beside the slots; append_value_weights's scratch
+  std::vector<std::vector<float>> value_weights_;
+  std::vector<float> wo_heads_, wo_row_, value_rows_, projected_;
   std::size_t document_read_ = 0;
   bool answered_ = false;
   reader_stats stats_;

@@ -39,7 +39,7 @@ constexpr const char* usage =
     "  --chat-template F  the template from F (a tokenizer_config.json, a .gguf or a Jinja text file)\n"
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate,\n"
     "             random, knorm, observed-attention, chunkkv, snapkv-question, keydiff, pyramidkv, finch,\n"
-    "             criticalkv\n"
+    "             criticalkv, expected-attention\n"
     "             (docs/eviction.md)\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"

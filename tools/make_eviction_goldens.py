@@ -118,6 +118,9 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     # CriticalKV: snapkv's scores; half the budget by score, the rest by score x ||W_o v||_1 (values
     # computed by pith's kernels and PyTorch with their own roundings: a wider margin)
     Case("criticalkv", "criticalkv", min_gap=1e-5),
+    # ExpectedAttention: scores from the document's query statistics and the cached keys and values
+    # (pith's float GEMM against float64 here: a wider margin)
+    Case("expected_attention", "expected-attention", min_gap=1e-5),
 ]
 
 

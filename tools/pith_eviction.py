@@ -55,9 +55,9 @@ from toy_tasks import SplitMix64  # noqa: E402
 
 POLICIES = ("full", "streaming", "tova", "h2o", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate",
             "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv", "finch",
-            "criticalkv")
+            "criticalkv", "expected-attention")
 PER_HEAD_POLICIES = ("h2o", "snapkv", "roco", "random", "knorm", "observed-attention", "snapkv-question", "keydiff",
-                     "pyramidkv", "finch", "criticalkv")
+                     "pyramidkv", "finch", "criticalkv", "expected-attention")
 CITRUS_POLICIES = ("citrus-cse", "citrus-shared", "citrus-separate")
 # Policies that make the final instruction-scored cut to the budget before answering.
 FINAL_CUT_POLICIES = CITRUS_POLICIES + ("snapkv-question", "finch")
@@ -72,6 +72,7 @@ SNAPKV_KERNEL = 7       # snapkv: average pooling over neighbouring old slots, z
 CHUNKKV_SIZE = 20       # chunkkv: slots per chunk
 PYRAMID_BETA = 20       # pyramidkv: k_min = budget / beta
 CRITICALKV_EPSILON = 1e-4  # criticalkv: the second stage ranks (score + epsilon) x value weight
+EXPECTED_POSITIONS = 512   # expected-attention: RoPE averaged over the next 512 positions
 REROTATION_TOLERANCE = 1e-5
 # Token mixers the twin runs: softmax attention through the cache, or a recurrent state (no cache slots).
 RECURRENT_MIXERS = ("approximate", "non_approximate")
@@ -127,6 +128,11 @@ class LayerCache:
     att_sum: torch.Tensor    # [kv, n] h2o/roco: mean over the G heads of Σ over queries of the attention received
     att_sq: torch.Tensor     # [kv, n] roco: mean over the G heads of Σ over queries of its square
     att_count: torch.Tensor  # [kv, n] roco: how many queries saw the slot
+    # expected-attention: the document's pre-RoPE queries (the first SINK document tokens excepted), per
+    # query head: their count, sum [H, d] and sum of outer products [H, d, d], in float64
+    q_count: int = 0
+    q_sum: torch.Tensor | None = None
+    q_outer: torch.Tensor | None = None
 
     @staticmethod
     def empty(config: LlamaConfig, dtype: torch.dtype) -> "LayerCache":
@@ -303,7 +309,16 @@ def run_pass(model: Model, cache: ReaderCache, ids, doc_positions=None, append: 
             new.append(None)
             states.append(state)
             continue
-        q = apply_rope(project(model, p, "q", x, d), positions, c.rope_theta)
+        q_pre = project(model, p, "q", x, d)
+        q = apply_rope(q_pre, positions, c.rope_theta)
+        if append and doc_positions is not None:  # a reading pass: the document's queries' moments
+            rows = q_pre[doc >= SINK].to(torch.float64)                          # [r, H, d]
+            if layer.q_sum is None:
+                layer.q_sum = torch.zeros(rows.shape[1:], dtype=torch.float64)
+                layer.q_outer = torch.zeros((rows.shape[1], d, d), dtype=torch.float64)
+            layer.q_count += rows.shape[0]
+            layer.q_sum = layer.q_sum + rows.sum(dim=0)
+            layer.q_outer = layer.q_outer + torch.einsum("rha,rhb->hab", rows, rows)
         k_pre = project(model, p, "k", x, d)
         k = apply_rope(k_pre, positions, c.rope_theta).transpose(0, 1)          # [kv, m, d]
         v = project(model, p, "v", x, d).transpose(0, 1)
@@ -421,6 +436,46 @@ def critical_value_weights(model: Model, index: int, values: torch.Tensor, head:
     v = values.to(torch.float64)
     norms = [(v @ wo[:, h * d:(h + 1) * d].T).abs().sum(dim=-1) for h in range(head * group, (head + 1) * group)]
     return torch.stack(norms).mean(dim=0).to(values.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    """[head_dim / 2] inverse frequencies in float32 as pith forms them: 1 / theta^(2i / head_dim)."""
+    import numpy as np
+    i = np.arange(head_dim // 2, dtype=np.float32)
+    return torch.from_numpy(np.float32(1.0) / np.power(np.float32(theta), i * np.float32(2) / np.float32(head_dim)))
+
+
+def expected_attention_scores(model: Model, layer: LayerCache, n: int, head: int, sink: int,
+                              next_position: int) -> torch.Tensor:
+    """[n]: expected-attention's scores of one KV head's first n slots (the first `sink` get +inf): per
+    query head h of the group, mu and S the mean and (biased) covariance of the document's pre-RoPE
+    queries, R the RoPE rotation averaged over positions next_position .. + EXPECTED_POSITIONS - 1, the
+    logits k_j . R mu / sqrt(d) + k_j^T R S R^T k_j / (2d) over the cached keys, a softmax over the slots
+    [sink, n), the mean over the group, times ||v_j||; in float64, rounded to the keys' type."""
+    c = model.config
+    d, group = c.head_dim, c.num_attention_heads // c.num_key_value_heads
+    half = d // 2
+    positions = torch.arange(next_position, next_position + EXPECTED_POSITIONS, dtype=torch.float64)
+    angles = positions[:, None] * rope_frequencies(d, c.rope_theta).to(torch.float64)[None, :]
+    cos, sin = torch.cos(angles).mean(dim=0), torch.sin(angles).mean(dim=0)
+    rotation = torch.zeros((d, d), dtype=torch.float64)   # half layout: pairs (i, i + d/2)
+    i = torch.arange(half)
+    rotation[i, i], rotation[i, i + half], rotation[i + half, i], rotation[i + half, i + half] = cos, -sin, sin, cos
+    keys = layer.keys[head, :n].to(torch.float64)
+    probs = []
+    for h in range(head * group, (head + 1) * group):
+        if layer.q_count:
+            mean = layer.q_sum[h] / layer.q_count
+            covariance = layer.q_outer[h] / layer.q_count - torch.outer(mean, mean)
+        else:
+            mean, covariance = torch.zeros(d, dtype=torch.float64), torch.zeros((d, d), dtype=torch.float64)
+        m, cov = rotation @ mean, rotation @ covariance @ rotation.T
+        logits = keys @ m / math.sqrt(d) + torch.einsum("na,ab,nb->n", keys, cov, keys) / (2 * d)
+        probs.append(torch.softmax(logits[sink:], dim=0))
+    scores = torch.stack(probs).mean(dim=0) * layer.values[head, sink:n].to(torch.float64).norm(dim=-1)
+    out = torch.full((n,), float("inf"), dtype=torch.float64)
+    out[sink:] = scores
+    return out.to(layer.keys.dtype)
 
 
 def keep_criticalkv(pooled: torch.Tensor, weights: torch.Tensor, budget: int) -> tuple[list[int], float | None]:
@@ -679,7 +734,7 @@ class Options:
 
 def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | None, index: int,
                n: int, budget: int, kv: int, where: str, citrus_pool: int = 1,
-               options: Options | None = None) -> tuple[list[list[int]], list[Gap]]:
+               options: Options | None = None, next_position: int = 0) -> tuple[list[list[int]], list[Gap]]:
     """Per KV head, the kept old slot indices of one layer, and the gaps of the decisions (nothing for
     a recurrent layer: it has no slots). n and budget are this layer's (pyramidkv: its own budget)."""
     options = options or Options()
@@ -719,6 +774,11 @@ def select_old(policy: str, layer: LayerCache, encoded: Pass, scoring: Pass | No
             pooled = snapkv_scores(probs, n, kv, options.pool_kernel, options.pool_mode)[head]
             weights = critical_value_weights(options.model, index, layer.values[head, :n], head)
             kept, gap = keep_criticalkv(pooled, weights, budget)
+        elif policy == "expected-attention":
+            sink = min(SINK, budget)
+            scores = expected_attention_scores(options.model, layer, n, head, sink, next_position)
+            chosen, gap = top_k(scores, budget - sink, list(range(sink, n)))
+            kept = list(range(sink)) + chosen
         elif policy == "random":
             kept, gap = keep_random(n, budget, options.rng), None
         elif policy == "knorm":
@@ -841,7 +901,7 @@ def read(model: Model, document: list[int], instruction: list[int], policy: str,
             lm_policy = "citrus-cse" if policy == "citrus-separate" else policy
             choices = [select_old(lm_policy, cache.layers[i], encoded, scoring, i, sizes[i], budgets[i], kv,
                                   f"chunk {s} layer {i}" + (" C_lm" if ins_cache is not None else ""), citrus_pool,
-                                  options)
+                                  options, cache.next_position)
                        for i in range(c.num_hidden_layers)]
             result.gaps += [g for _, gaps in choices for g in gaps]
             error = cut(cache, [keep for keep, _ in choices], sizes, reindex, theta)
@@ -989,8 +1049,9 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
             kept, gap = top_k(raw if policy == "tova" else pool_scores(raw, citrus_pool), b)
             choices.append([kept] * kv)
             result.gaps.append(Gap(where, gap))
-        else:  # tova unseen, streaming, h2o, roco, observed-attention, random, knorm, keydiff: as a chunk would
-            heads, gaps = select_old(policy, cache.layers[i], encoded, None, i, n, b, kv, where, citrus_pool, options)
+        else:  # tova unseen, streaming, h2o, roco, observed-attention, random, knorm, keydiff, expected-attention
+            heads, gaps = select_old(policy, cache.layers[i], encoded, None, i, n, b, kv, where, citrus_pool, options,
+                                     cache.next_position)
             choices.append(heads)
             result.gaps += gaps
     result.rerotation_error = cut(cache, choices, n, reindex, theta)

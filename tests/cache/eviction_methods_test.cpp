@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The selection rules of the method table (docs/eviction.md): random, KnormPress, KeyDiff,
 // ObservedAttention, ChunkKV, max pooling for the SnapKV family, PyramidKV's per-layer budgets and
-// FinchPress's query weights, CriticalKV's two stages, on hand-made data with known answers.
+// FinchPress's query weights, CriticalKV's two stages and ExpectedAttention's scores, on hand-made data with known answers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 
 #include <pith/cache/eviction_blocks.hpp>
 #include <pith/core/aligned_buffer.hpp>
+#include <pith/kernels/rope.hpp>
 #include <pith/kernels/softmax_importance.hpp>
 
 namespace {
@@ -358,6 +359,116 @@ TEST(EvictionMethods, CriticalValueWeightsAreTheMeanL1NormOverTheGroup) {
   pith::critical_value_weights(projected, 2, 2, 3, out);
   EXPECT_EQ(out, (std::vector<float>{3.5f, 3.0f}));
   EXPECT_THROW(pith::critical_value_weights(projected, 2, 2, 2, out), pith::shape_error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ExpectedAttention
+
+TEST(EvictionMethods, QueryMomentsGiveTheMeanAndTheBiasedCovariance) {
+  pith::query_moments m(2, 2);
+  const std::vector<float> q{1, 2, 3, 6};  // unit 1: (1, 2) and (3, 6)
+  m.add(1, q.data(), 2, 2);
+  std::vector<double> mean, covariance;
+  m.moments(1, mean, covariance);
+  EXPECT_EQ(m.count(1), 2u);
+  EXPECT_EQ(mean, (std::vector<double>{2, 4}));
+  EXPECT_EQ(covariance, (std::vector<double>{1, 2, 2, 4}));  // ((1-2)^2 + (3-2)^2) / 2, ...
+  m.moments(0, mean, covariance);                             // no query yet: zeros
+  EXPECT_EQ(mean, (std::vector<double>{0, 0}));
+  EXPECT_THROW(m.add(2, q.data(), 1, 2), pith::argument_error);
+}
+
+TEST(EvictionMethods, ExpectedAttentionScoresMatchADoubleReference) {
+  // Two query heads of one KV head, head_dim 8, 30 queries, 12 slots (4 sinks), the rotation averaged
+  // over positions 100..611; the reference builds R from pith's RoPE kernel applied to the basis
+  // vectors at every position and computes everything else in double from the definition.
+  const std::size_t d = 8, heads = 2, queries = 30, n = 12, sink = 4, first = 100, count = 512;
+  const auto wave = [](std::size_t i, std::size_t a, std::size_t b) {
+    return static_cast<float>(std::sin(0.37 * static_cast<double>(i * a + b) + 0.1 * static_cast<double>(b)));
+  };
+  std::vector<float> q(heads * queries * d), keys(n * d), values(n * d);
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = 0.5f + wave(i, 7, 3);
+  for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = 2.0f * wave(i, 5, 1);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = wave(i, 3, 2);
+  std::vector<float> frequencies(d / 2);
+  pith::kernels::rope_inverse_frequencies(10000.0f, d, frequencies.data());
+  for (const auto layout : {pith::kernels::rope_layout::half, pith::kernels::rope_layout::interleaved}) {
+    // pith: the blocks as the reader composes them (float logits)
+    pith::query_moments moments(heads, d);
+    for (std::size_t h = 0; h < heads; ++h) moments.add(h, q.data() + h * queries * d, queries, d);
+    std::vector<double> cos, sin, mean, covariance;
+    pith::average_rotation(frequencies, first, count, cos, sin);
+    std::vector<float> logits(heads * n), m(d), c(d * d), norms(n), got(n);
+    for (std::size_t h = 0; h < heads; ++h) {
+      moments.moments(h, mean, covariance);
+      pith::rotate_moments(layout, cos, sin, mean, covariance, m, c);
+      for (std::size_t j = 0; j < n; ++j) {
+        float linear = 0.0f, quadratic = 0.0f;
+        for (std::size_t a = 0; a < d; ++a) {
+          linear += keys[j * d + a] * m[a];
+          for (std::size_t b = 0; b < d; ++b) quadratic += keys[j * d + a] * c[a * d + b] * keys[j * d + b];
+        }
+        logits[h * n + j] = linear / std::sqrt(static_cast<float>(d)) + quadratic / static_cast<float>(2 * d);
+      }
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      double squares = 0.0;
+      for (std::size_t a = 0; a < d; ++a) squares += static_cast<double>(values[j * d + a]) * values[j * d + a];
+      norms[j] = static_cast<float>(std::sqrt(squares));
+    }
+    pith::expected_attention_scores(logits, heads, sink, norms, got);
+    // the reference: R = mean over p of RoPE(p) as a matrix (column b: the rotated basis vector e_b)
+    std::vector<double> rotation(d * d, 0.0);
+    std::vector<float> basis(d), cos_p(d / 2), sin_p(d / 2);
+    for (std::size_t p = first; p < first + count; ++p) {
+      pith::kernels::rope_angles(static_cast<double>(p), frequencies.data(), d, cos_p.data(), sin_p.data());
+      for (std::size_t b = 0; b < d; ++b) {
+        std::fill(basis.begin(), basis.end(), 0.0f);
+        basis[b] = 1.0f;
+        pith::kernels::apply_rope(layout, basis.data(), 1, d, d, cos_p.data(), sin_p.data());
+        for (std::size_t a = 0; a < d; ++a) rotation[a * d + b] += basis[a] / static_cast<double>(count);
+      }
+    }
+    std::vector<double> expected(n, 0.0);
+    for (std::size_t h = 0; h < heads; ++h) {
+      std::vector<double> mu(d, 0.0), sigma(d * d, 0.0), rm(d, 0.0), rs(d * d, 0.0), rsr(d * d, 0.0), z(n);
+      for (std::size_t i = 0; i < queries; ++i)
+        for (std::size_t a = 0; a < d; ++a) mu[a] += q[(h * queries + i) * d + a] / static_cast<double>(queries);
+      for (std::size_t i = 0; i < queries; ++i)
+        for (std::size_t a = 0; a < d; ++a)
+          for (std::size_t b = 0; b < d; ++b)
+            sigma[a * d + b] += (q[(h * queries + i) * d + a] - mu[a]) * (q[(h * queries + i) * d + b] - mu[b]) /
+                                static_cast<double>(queries);
+      for (std::size_t a = 0; a < d; ++a)
+        for (std::size_t b = 0; b < d; ++b) {
+          rm[a] += rotation[a * d + b] * mu[b];
+          for (std::size_t e = 0; e < d; ++e) rs[a * d + b] += rotation[a * d + e] * sigma[e * d + b];
+        }
+      for (std::size_t a = 0; a < d; ++a)
+        for (std::size_t b = 0; b < d; ++b)
+          for (std::size_t e = 0; e < d; ++e) rsr[a * d + b] += rs[a * d + e] * rotation[b * d + e];
+      double total = 0.0;
+      for (std::size_t j = sink; j < n; ++j) {
+        double linear = 0.0, quadratic = 0.0;
+        for (std::size_t a = 0; a < d; ++a) {
+          linear += keys[j * d + a] * rm[a];
+          for (std::size_t b = 0; b < d; ++b) quadratic += keys[j * d + a] * rsr[a * d + b] * keys[j * d + b];
+        }
+        total += z[j] = std::exp(linear / std::sqrt(static_cast<double>(d)) + quadratic / (2.0 * static_cast<double>(d)));
+      }
+      for (std::size_t j = sink; j < n; ++j) expected[j] += z[j] / total / static_cast<double>(heads);
+    }
+    // float logits of size ~1 (sums of 64 products) and RoPE's float angles at positions up to 612
+    // (2^-24 relative, 4e-5 rad): the scores agree to 1e-4 of their size
+    constexpr double tolerance = 1e-4;
+    for (std::size_t j = 0; j < sink; ++j) EXPECT_TRUE(std::isinf(got[j]) && got[j] > 0) << j;
+    for (std::size_t j = sink; j < n; ++j) {
+      const double want = expected[j] * norms[j];
+      EXPECT_NEAR(got[j], want, tolerance * want) << "slot " << j << (layout == pith::kernels::rope_layout::half ? " half" : " interleaved");
+    }
+  }
+  std::vector<float> out(3);
+  EXPECT_THROW(pith::expected_attention_scores(std::vector<float>(5), 2, 0, std::vector<float>(3), out), pith::shape_error);
 }
 
 }  // namespace

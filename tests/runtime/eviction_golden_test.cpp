@@ -3,7 +3,8 @@
 // layer (per KV head) after every chunk and after the final cut, the same answer and its first logits,
 // per policy, on a standard and on hybrid (recurrent token mixer) layouts; pyramidkv's layers each keep
 // their own budget; the oneshot protocol's one cut at a compression ratio, with and without the
-// question.
+// question; finch's count-weighted instruction scores, criticalkv's value weights through W_o and
+// expected-attention's query statistics.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -119,7 +120,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "random", "knorm", "observed_attention", "chunkkv", "chunkkv_size6",
                                            "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
                                            "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
-                                           "h2o_oneshot", "finch", "criticalkv"));
+                                           "h2o_oneshot", "finch", "criticalkv", "expected_attention"));
 
 // Perplexity under eviction (tests/data/eviction/perplexity.json): a golden's document read again, then
 // one continuation scored by reader::log_likelihood, against the twin's log-probabilities.

@@ -507,7 +507,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, OneshotPolicyTest,
                                            pith::policy_kind::knorm, pith::policy_kind::observed_attention,
                                            pith::policy_kind::chunkkv, pith::policy_kind::snapkv_question,
                                            pith::policy_kind::keydiff, pith::policy_kind::finch,
-                                           pith::policy_kind::criticalkv),
+                                           pith::policy_kind::criticalkv, pith::policy_kind::expected_attention),
                          [](const auto& info) {
                            std::string name = pith::policy_name(info.param);
                            for (auto& ch : name)

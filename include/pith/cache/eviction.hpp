@@ -22,7 +22,7 @@ namespace pith {
 enum class policy_kind {
   full, streaming, h2o, tova, snapkv, roco, citrus_cse, citrus_shared, citrus_separate,
   random, knorm, observed_attention, chunkkv, snapkv_question, keydiff, pyramidkv, finch,
-  criticalkv, custom
+  criticalkv, expected_attention, custom
 };
 
 inline constexpr policy_kind builtin_policies[] = {
@@ -30,7 +30,7 @@ inline constexpr policy_kind builtin_policies[] = {
     policy_kind::snapkv,        policy_kind::roco,            policy_kind::citrus_cse, policy_kind::citrus_shared,
     policy_kind::citrus_separate, policy_kind::random,        policy_kind::knorm,     policy_kind::observed_attention,
     policy_kind::chunkkv,       policy_kind::snapkv_question, policy_kind::keydiff,   policy_kind::pyramidkv,
-    policy_kind::finch,         policy_kind::criticalkv};
+    policy_kind::finch,         policy_kind::criticalkv,      policy_kind::expected_attention};
 
 inline const char* policy_name(policy_kind kind) noexcept {
   switch (kind) {
@@ -52,6 +52,7 @@ inline const char* policy_name(policy_kind kind) noexcept {
     case policy_kind::pyramidkv: return "pyramidkv";
     case policy_kind::finch: return "finch";
     case policy_kind::criticalkv: return "criticalkv";
+    case policy_kind::expected_attention: return "expected-attention";
     case policy_kind::custom: return "custom";
   }
   return "?";
@@ -104,6 +105,7 @@ struct policy_traits {
   bool layer_budgets = false;      // each layer keeps its own budget (PyramidKV)
   bool count_weighted = false;     // each scoring query weighs as many keys as it sees (FinchPress)
   bool value_weights = false;      // the selection weighs each slot's value through W_o (CriticalKV)
+  bool query_statistics = false;   // running moments of the document's pre-RoPE queries (ExpectedAttention)
 };
 
 inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noexcept {
@@ -127,6 +129,7 @@ inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noex
     case policy_kind::chunkkv: t.chunk_scores = true; t.last_queries = snapkv_window; break;
     case policy_kind::snapkv_question: t.per_head = t.instruction_scores = t.final_cut = true; break;
     case policy_kind::finch: t.per_head = t.instruction_scores = t.final_cut = t.count_weighted = true; break;
+    case policy_kind::expected_attention: t.per_head = t.keys = t.query_statistics = true; break;
     case policy_kind::criticalkv:
       t.per_head = t.chunk_scores = t.value_weights = true;
       t.last_queries = snapkv_window;

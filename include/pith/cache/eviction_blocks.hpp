@@ -47,6 +47,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <span>
 #include <string>
@@ -56,6 +57,7 @@
 #include "pith/cache/eviction.hpp"
 #include "pith/core/error.hpp"
 #include "pith/core/splitmix64.hpp"
+#include "pith/kernels/rope.hpp"
 
 namespace pith {
 
@@ -449,6 +451,144 @@ inline void critical_value_weights(std::span<const float> projected, std::size_t
     }
     out[j] = static_cast<float>(total / static_cast<double>(heads));
   }
+}
+
+/// ExpectedAttention's query statistics: per unit (a layer's query head) the count N of queries seen,
+/// their sum and the sum of their outer products, in double ([dim] and [dim][dim], the upper triangle
+/// accumulated and mirrored when read). Memory: units x (dim + dim^2 + 1) doubles; each query adds
+/// dim (dim + 3) / 2 multiply-adds.
+class query_moments {
+ public:
+  query_moments() = default;
+  query_moments(std::size_t units, std::size_t dim)
+      : dim_(dim), counts_(units, 0), sums_(units * dim, 0.0), products_(units * dim * dim, 0.0) {}
+
+  std::size_t units() const noexcept { return counts_.size(); }
+  std::size_t dim() const noexcept { return dim_; }
+  std::size_t count(std::size_t unit) const { return counts_.at(unit); }
+  std::size_t bytes() const noexcept {
+    return counts_.size() * sizeof(std::size_t) + (sums_.size() + products_.size()) * sizeof(double);
+  }
+
+  /// Adds `rows` queries of `unit`: row i at q + i * stride, dim floats each.
+  void add(std::size_t unit, const float* q, std::size_t rows, std::size_t stride) {
+    if (unit >= counts_.size())
+      PITH_THROW(argument_error, "pith::query_moments::add: unit " + std::to_string(unit) + " of " + std::to_string(counts_.size()));
+    double* sum = sums_.data() + unit * dim_;
+    double* products = products_.data() + unit * dim_ * dim_;
+    for (std::size_t i = 0; i < rows; ++i) {
+      const float* x = q + i * stride;
+      for (std::size_t a = 0; a < dim_; ++a) {
+        const double xa = x[a];
+        sum[a] += xa;
+        double* row = products + a * dim_;
+        for (std::size_t b = a; b < dim_; ++b) row[b] += xa * static_cast<double>(x[b]);
+      }
+    }
+    counts_[unit] += rows;
+  }
+
+  /// The mean [dim] and the covariance [dim][dim] (biased: the products / N - mean mean^T) of `unit`'s
+  /// queries; zeros before any query.
+  void moments(std::size_t unit, std::vector<double>& mean, std::vector<double>& covariance) const {
+    const std::size_t n = count(unit);
+    mean.assign(dim_, 0.0);
+    covariance.assign(dim_ * dim_, 0.0);
+    if (n == 0) return;
+    const double inv = 1.0 / static_cast<double>(n);
+    for (std::size_t a = 0; a < dim_; ++a) mean[a] = sums_[unit * dim_ + a] * inv;
+    const double* products = products_.data() + unit * dim_ * dim_;
+    for (std::size_t a = 0; a < dim_; ++a)
+      for (std::size_t b = a; b < dim_; ++b)
+        covariance[a * dim_ + b] = covariance[b * dim_ + a] = products[a * dim_ + b] * inv - mean[a] * mean[b];
+  }
+
+ private:
+  std::size_t dim_ = 0;
+  std::vector<std::size_t> counts_;
+  std::vector<double> sums_, products_;
+};
+
+/// The RoPE rotation averaged over positions [first, first + count): per frequency i of `frequencies`
+/// (a head's inverse frequencies), cos_out[i] = mean over p of cos(p f_i) and sin_out[i] the same of
+/// sin, in double (angles p f_i formed in double from the float frequencies).
+inline void average_rotation(std::span<const float> frequencies, std::size_t first, std::size_t count,
+                             std::vector<double>& cos_out, std::vector<double>& sin_out) {
+  if (count == 0) PITH_THROW(argument_error, "pith::average_rotation: no positions to average over");
+  cos_out.assign(frequencies.size(), 0.0);
+  sin_out.assign(frequencies.size(), 0.0);
+  for (std::size_t i = 0; i < frequencies.size(); ++i) {
+    double c = 0.0, s = 0.0;
+    for (std::size_t p = first; p < first + count; ++p) {
+      const double angle = static_cast<double>(p) * static_cast<double>(frequencies[i]);
+      c += std::cos(angle);
+      s += std::sin(angle);
+    }
+    cos_out[i] = c / static_cast<double>(count);
+    sin_out[i] = s / static_cast<double>(count);
+  }
+}
+
+/// R mean and R covariance R^T as floats, R the averaged rotation (average_rotation) acting on RoPE's
+/// pairs of `layout` (half: (i, i + dim/2); interleaved: (2i, 2i + 1)) as RoPE rotates a pair:
+/// (x, y) -> (c x - s y, s x + c y). mean [dim], covariance [dim][dim] (double), the outputs [dim] and
+/// [dim][dim].
+inline void rotate_moments(kernels::rope_layout layout, std::span<const double> cos, std::span<const double> sin,
+                           std::span<const double> mean, std::span<const double> covariance, std::span<float> mean_out,
+                           std::span<float> covariance_out) {
+  const std::size_t d = mean.size(), half = d / 2;
+  if (d % 2 != 0 || cos.size() != half || sin.size() != half || covariance.size() != d * d || mean_out.size() != d ||
+      covariance_out.size() != d * d)
+    PITH_THROW(shape_error, "pith::rotate_moments: a mean of " + std::to_string(d) + ", " + std::to_string(cos.size()) +
+                                " rotation pairs, " + std::to_string(covariance.size()) + " covariance entries");
+  // R is block-diagonal in the pairs: (R x)[a] = c x[a] + sign(a) s x[partner(a)], sign -1 for a pair's
+  // first index and +1 for its second; R S R^T then takes four terms per entry (O(d^2), in double).
+  std::vector<std::size_t> partner(d), frequency(d);
+  std::vector<double> sign(d);
+  for (std::size_t i = 0; i < half; ++i) {
+    const std::size_t x = layout == kernels::rope_layout::half ? i : 2 * i;
+    const std::size_t y = layout == kernels::rope_layout::half ? i + half : 2 * i + 1;
+    partner[x] = y;
+    partner[y] = x;
+    frequency[x] = frequency[y] = i;
+    sign[x] = -1.0;
+    sign[y] = 1.0;
+  }
+  const auto rotated = [&](std::size_t a, double value, double other) {
+    return cos[frequency[a]] * value + sign[a] * sin[frequency[a]] * other;
+  };
+  for (std::size_t a = 0; a < d; ++a) mean_out[a] = static_cast<float>(rotated(a, mean[a], mean[partner[a]]));
+  std::vector<double> t(d * d);  // S R^T: t[e][b] = (R S[e, :])[b]
+  for (std::size_t e = 0; e < d; ++e)
+    for (std::size_t b = 0; b < d; ++b) t[e * d + b] = rotated(b, covariance[e * d + b], covariance[e * d + partner[b]]);
+  for (std::size_t a = 0; a < d; ++a)
+    for (std::size_t b = 0; b < d; ++b)
+      covariance_out[a * d + b] = static_cast<float>(rotated(a, t[a * d + b], t[partner[a] * d + b]));
+}
+
+/// ExpectedAttention's scores of one KV head (docs/eviction.md) from each query head's logits
+/// [heads][n] (k_j . R mu / sqrt(d) + k_j^T R S R^T k_j / (2 d)): a softmax per head over the slots
+/// [sink, n), the mean over the heads, times value_norms[j] (||v_j||_2); in double, rounded to float.
+/// The first `sink` slots score +infinity (always kept, as kvpress's sinks).
+inline void expected_attention_scores(std::span<const float> logits, std::size_t heads, std::size_t sink,
+                                      std::span<const float> value_norms, std::span<float> out) {
+  const std::size_t n = value_norms.size();
+  if (heads == 0 || logits.size() != heads * n || out.size() != n || sink > n)
+    PITH_THROW(shape_error, "pith::expected_attention_scores: " + std::to_string(logits.size()) + " logits for " +
+                                std::to_string(heads) + " heads x " + std::to_string(n) + " slots, " +
+                                std::to_string(out.size()) + " outputs, sink " + std::to_string(sink));
+  std::fill(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(sink), std::numeric_limits<float>::infinity());
+  if (sink == n) return;
+  std::vector<double> mean(n - sink, 0.0);
+  for (std::size_t h = 0; h < heads; ++h) {
+    const float* row = logits.data() + h * n;
+    double largest = -std::numeric_limits<double>::infinity(), total = 0.0;
+    for (std::size_t j = sink; j < n; ++j) largest = std::max(largest, static_cast<double>(row[j]));
+    for (std::size_t j = sink; j < n; ++j) total += std::exp(static_cast<double>(row[j]) - largest);
+    for (std::size_t j = sink; j < n; ++j) mean[j - sink] += std::exp(static_cast<double>(row[j]) - largest) / total;
+  }
+  for (std::size_t j = sink; j < n; ++j)
+    out[j] = static_cast<float>(mean[j - sink] / static_cast<double>(heads) * static_cast<double>(value_norms[j]));
 }
 
 /// Uniformly random old slots: draws one rng.next() (pith::splitmix64) per old slot, in slot order, and keeps the

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -201,6 +202,15 @@ class session {
   const float* score_squares(std::size_t layer, std::size_t head) const noexcept {
     return score_squares_.empty() ? nullptr
                                   : score_squares_.data() + (layer * c_.num_heads + head) * options_.max_context;
+  }
+  /// Called by later forward calls, per full-attention layer with RoPE, with that layer's queries of
+  /// the call's tokens before RoPE (after the projection, bias and per-head norm): (layer, queries,
+  /// rows, stride), row i at queries + i * stride, every query head's head_dim floats in a row (side
+  /// tokens excluded). An empty function stops the calls.
+  using query_observer = std::function<void(std::size_t layer, const float* queries, std::size_t rows, std::size_t stride)>;
+  void set_query_observer(query_observer observer) {
+    const auto in_use = claim();
+    query_observer_ = std::move(observer);
   }
   /// How many queries the last scored forward call used in `layer`.
   std::size_t scored_queries(std::size_t layer) const noexcept { return scored_queries_[layer]; }
@@ -535,6 +545,8 @@ class session {
                                           v_.data() + i * kvs + (h / group) * d, attn_.data() + i * qs + h * d);
     } else {
       if (mixer == mixer_kind::standard || mixer == mixer_kind::static_emb_qk) {
+        // The chunk's queries before RoPE (side rows excluded) to the observer (ExpectedAttention's statistics).
+        if (query_observer_ && c_.sliding_window(l) == 0) query_observer_(l, q_.data(), t - side_, qs);
         const bool local = c_.uses_windowed_rope(l);
         const float* cos = local ? windowed_cos_.data() : cos_.data();
         const float* sin = local ? windowed_sin_.data() : sin_.data();
@@ -763,6 +775,7 @@ class session {
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
   std::vector<float> query_weights_;         // [scoring queries]: attention_scoring::count_weighted's counts
+  query_observer query_observer_;            // set_query_observer
   rerotator rerotator_;                  // rerotate(): its table [max_context, head_dim] once used
   aligned_buffer<float> windowed_inv_freq_;  // [head_dim / 2] sliding-window layers' own RoPE (Gemma 3), else empty
   aligned_buffer<float> windowed_cos_;       // [max_chunk, head_dim / 2]

@@ -69,6 +69,9 @@ struct reader_options {
   std::size_t chunkkv_size = 20;  // chunkkv: slots per chunk (ChunkKV's chunk_length)
   std::size_t pyramid_beta = 20;  // pyramidkv: k_min = budget / beta (docs/eviction.md)
   std::uint64_t random_seed = 0;  // random: the splitmix64 generator's initial state
+  // expected-attention: the query statistics' RoPE rotation is averaged over this many positions from
+  // the next one (kvpress's n_future_positions)
+  std::size_t expected_positions = 512;
   // CItruS and user-defined policies: the scores are averaged over this many (odd) neighbouring slots
   // before the selection, as SnapKV does (1: off, the official CItruS). A state the instruction looks
   // at then keeps its neighbours, which multi-token answers need (docs/eviction.md, "Score pooling").
@@ -185,6 +188,11 @@ class reader {
     document_positions_.resize(c.num_layers * c.num_kv_heads);
     if (traits_.accumulates) running_ = running_scores(c.num_layers * c.num_kv_heads, traits_.squares);
     if (traits_.value_weights) value_weights_.resize(c.num_layers * c.num_kv_heads);
+    if (traits_.query_statistics) {
+      if (options_.expected_positions == 0) PITH_THROW(argument_error, "reader: expected_positions must be at least 1");
+      moments_ = query_moments(c.num_layers * c.num_heads, c.head_dim);
+      frequencies_ = rope_frequencies(c.rope_theta, c.head_dim, c.rope_scale);
+    }
     random_ = splitmix64(options_.random_seed);
     if (oneshot) return;  // the sessions are sized to the document when it is read (read_whole_document)
     set_layer_budgets(options_.budget);
@@ -477,7 +485,9 @@ class reader {
                                                                                     : options_.snapkv_window;
     main_->set_scoring({document_scored, window, traits_.squares, traits_.count_weighted});
     last_logits_.resize(c.vocab_size);
+    observe_queries(true);
     main_->forward(pending_, last_logits_.data());
+    observe_queries(false);
     main_->set_scoring({});
     append_document_positions(n);
     if (traits_.value_weights) append_value_weights(n);
@@ -613,7 +623,9 @@ class reader {
     if (!fused) {
       main_->set_scoring({chunk_scored || traits_.accumulates, traits_.last_queries, traits_.squares});
       last_logits_.resize(c.vocab_size);
+      observe_queries(true);
       main_->forward(chunk, last_logits_.data());
+      observe_queries(false);
       main_->set_scoring({});
     }
     append_document_positions(chunk.size());
@@ -712,6 +724,66 @@ class reader {
         critical_value_weights(projected_, group, count, hidden, std::span(list).subspan(before));
       }
     }
+  }
+
+  // expected-attention: while a reading pass runs, every full-attention layer's pre-RoPE queries of the
+  // document's tokens go into moments_ (query head by query head), the first `sink` document tokens'
+  // excepted (kvpress's n_sink: their queries are outliers). Instruction and answer passes add nothing.
+  void observe_queries(bool on) {
+    if (!traits_.query_statistics) return;
+    if (!on) return main_->set_query_observer({});
+    observed_rows_.assign(w_.config.num_layers, 0);
+    main_->set_query_observer([this](std::size_t l, const float* q, std::size_t rows, std::size_t stride) {
+      if (!evicted_layer(l)) return;
+      const std::size_t first = document_read_ + observed_rows_[l];  // the rows' first document position
+      observed_rows_[l] += rows;
+      const std::size_t skip = std::min(rows, first < options_.sink ? options_.sink - first : 0);
+      const std::size_t heads = w_.config.num_heads, d = w_.config.head_dim;
+      for (std::size_t h = 0; h < heads; ++h) moments_.add(l * heads + h, q + skip * stride + h * d, rows - skip, stride);
+    });
+  }
+
+  // expected-attention's scores of one KV head's old slots (docs/eviction.md) into expected_scores_: per
+  // query head of the group, the logits k_j . R mu / sqrt(d) + k_j^T R S R^T k_j / (2 d) over the cached
+  // keys (R averaged over expected_positions positions from the session's next one), then
+  // expected_attention_scores (softmax per head over the non-sink slots, group mean, times ||v_j||).
+  void expected_attention(const eviction_view& view, std::size_t sink) {
+    const auto& c = w_.config;
+    const std::size_t n = view.old_slots, d = c.head_dim, group = c.num_heads / c.num_kv_heads;
+    if (rotation_position_ != main_->position() || rotation_cos_.empty()) {
+      average_rotation(frequencies_, main_->position(), options_.expected_positions, rotation_cos_, rotation_sin_);
+      rotation_position_ = main_->position();
+    }
+    expected_mean_.resize(d);
+    expected_covariance_.resize(d * d);
+    projected_.resize(n * d);
+    expected_logits_.resize(group * n);
+    const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(d)), inv_2d = 1.0f / static_cast<float>(2 * d);
+    for (std::size_t i = 0; i < group; ++i) {
+      moments_.moments(view.layer * c.num_heads + view.head * group + i, mean64_, covariance64_);
+      rotate_moments(c.rope, rotation_cos_, rotation_sin_, mean64_, covariance64_, expected_mean_, expected_covariance_);
+      // K C (C symmetric, so C^T) with the kernels' GEMM; then each key's two dot products.
+      kernels::matmul_transposed(view.keys.data(), n, d, d, expected_covariance_.data(), d, projected_.data(), d);
+      for (std::size_t j = 0; j < n; ++j) {
+        const float* k = view.keys.data() + j * d;
+        float linear = 0.0f, quadratic = 0.0f;
+        for (std::size_t a = 0; a < d; ++a) {
+          linear += k[a] * expected_mean_[a];
+          quadratic += k[a] * projected_[j * d + a];
+        }
+        expected_logits_[i * n + j] = linear * inv_sqrt_d + quadratic * inv_2d;
+      }
+    }
+    value_rows_.resize(d);
+    value_norms_.resize(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      main_->cache().read_value(view.layer, view.head, j, value_rows_.data());
+      double squares = 0.0;
+      for (const float v : value_rows_) squares += static_cast<double>(v) * v;
+      value_norms_[j] = static_cast<float>(std::sqrt(squares));
+    }
+    expected_scores_.resize(n);
+    expected_attention_scores(expected_logits_, group, sink, value_norms_, expected_scores_);
   }
 
   void copy_chunk_to_instruction_cache(std::size_t count) {
@@ -858,6 +930,9 @@ class reader {
       case policy_kind::pyramidkv:
       case policy_kind::finch:
         return select_snapkv(view.scores, k, options_.snapkv_kernel, keep, scratch_, options_.snapkv_pool);
+      case policy_kind::expected_attention:
+        expected_attention(view, std::min(options_.sink, k));
+        return select_top_k(expected_scores_, k, keep, scratch_);
       case policy_kind::criticalkv:
         return select_criticalkv(view.scores, std::span<const float>(value_weights_[unit]).first(n), k, options_.snapkv_kernel,
                                  options_.snapkv_pool, keep, scratch_);
@@ -908,6 +983,14 @@ class reader {
   // criticalkv: [layers * kv_heads][slot] value weights beside the slots; append_value_weights's scratch
   std::vector<std::vector<float>> value_weights_;
   std::vector<float> wo_heads_, wo_row_, value_rows_, projected_;
+  // expected-attention: the document's query statistics ([layers * heads] units), the RoPE frequencies,
+  // the averaged rotation (for rotation_position_) and expected_attention's scratch
+  query_moments moments_;
+  std::vector<float> frequencies_;
+  std::vector<std::size_t> observed_rows_;
+  std::vector<double> rotation_cos_, rotation_sin_, mean64_, covariance64_;
+  std::size_t rotation_position_ = 0;
+  std::vector<float> expected_mean_, expected_covariance_, expected_logits_, value_norms_, expected_scores_;
   std::size_t document_read_ = 0;
   bool answered_ = false;
   reader_stats stats_;

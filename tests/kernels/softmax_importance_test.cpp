@@ -41,6 +41,7 @@ struct problem {
   std::size_t importance_begin = 0, importance_end = pith::kernels::all_keys;
   bool accumulate = false;
   bool want_output = true, want_importance = true, want_squares = true, want_stats = true;
+  bool weighted = false;  // importance_weights: query i counts (i % 5) + 1 times (no squares)
   float score_shift = 0.0f;  // added to every score of every row through an extra dimension
   unsigned seed = 1;
 
@@ -56,7 +57,7 @@ struct problem {
 
 // Inputs and outputs of one call; every pointer is misaligned by `misalign` floats from 64 bytes.
 struct case_data {
-  pith::aligned_buffer<float> q, k, v, out, imp, sq, row_max, row_sum;
+  pith::aligned_buffer<float> q, k, v, out, imp, sq, row_max, row_sum, weights;
   std::vector<std::uint8_t> mask;
   std::size_t ldq, ldk, ldv, ldo;
 
@@ -79,6 +80,7 @@ struct case_data {
     a.output_stride = ldo;
     a.importance = p.want_importance ? imp.data() + p.misalign : nullptr;
     a.importance_squares = p.want_squares ? sq.data() + p.misalign : nullptr;
+    a.importance_weights = p.weighted ? weights.data() + p.misalign : nullptr;
     a.importance_begin = p.importance_begin;
     a.importance_end = p.importance_end;
     a.accumulate = p.accumulate;
@@ -104,6 +106,8 @@ case_data make_case(const problem& p) {
   c.sq.resize(p.n + pad);
   c.row_max.resize(p.m + pad);
   c.row_sum.resize(p.m + pad);
+  c.weights.resize(p.m + pad);
+  for (std::size_t i = 0; i < p.m; ++i) c.weights[p.misalign + i] = static_cast<float>(i % 5 + 1);
   std::mt19937 rng(p.seed * 7919u + static_cast<unsigned>(p.m * 31 + p.n * 17 + p.d));
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (auto& x : c.q) x = uniform(rng);
@@ -235,6 +239,28 @@ TEST(SoftmaxImportance, CausalOffsetsMatchTheReference) {
         check_case(p);
         if (HasFailure()) return;
       }
+}
+
+// FinchPress's per-query weights (attention_scoring::count_weighted): the row path (small m) and the
+// blocked path, causal, with a mask and a column range, accumulated or not.
+TEST(SoftmaxImportance, ImportanceWeightsMatchTheReference) {
+  for (std::size_t m : {1u, 3u, 17u, 40u, 100u})
+    for (const bool masked : {false, true}) {
+      problem p;
+      p.m = m;
+      p.n = 37 + m;
+      p.d = 24;
+      p.causal = true;
+      p.causal_offset = 37;
+      p.with_mask = masked;
+      p.want_squares = false;
+      p.weighted = true;
+      check_case(p);
+      p.importance_end = 37;
+      p.accumulate = true;
+      check_case(p);
+      if (HasFailure()) return;
+    }
 }
 
 TEST(SoftmaxImportance, KeyMaskHidesPoisonedKeys) {

@@ -91,7 +91,8 @@ inline void softmax_importance(const softmax_importance_args& a) {
     }
     for (std::size_t j = a.importance_begin; j < end; ++j) {
       const double p = visible == 0 ? 0.0 : scores[j] * inv_sum;
-      importance[j - a.importance_begin] += p / static_cast<double>(a.m);
+      const double weight = a.importance_weights != nullptr ? static_cast<double>(a.importance_weights[i]) : 1.0;
+      importance[j - a.importance_begin] += weight * p / static_cast<double>(a.m);
       squares[j - a.importance_begin] += p * p / static_cast<double>(a.m);
     }
   }

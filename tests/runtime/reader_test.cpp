@@ -109,6 +109,28 @@ INSTANTIATE_TEST_SUITE_P(Policies, ReaderPolicyTest, ::testing::ValuesIn(pith::b
                            return name;
                          });
 
+// expected-attention keeps its first `sink` slots (kvpress's sinks) at every cut, in every KV head.
+TEST(Reader, ExpectedAttentionKeepsTheSinks) {
+  pith::reader_options o;
+  o.policy = pith::policy_kind::expected_attention;
+  o.budget = 12;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 4;
+  const auto doc = document(150);
+  const auto& c = small_model().config;
+  pith::reader r(small_model(), o, instruction);
+  r.feed(doc);
+  for (std::size_t l = 0; l < c.num_layers; ++l)
+    for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
+      const auto& kept = r.document_positions(l, g);
+      ASSERT_GE(kept.size(), 4u);
+      EXPECT_EQ(std::vector<std::int64_t>(kept.begin(), kept.begin() + 4), (std::vector<std::int64_t>{0, 1, 2, 3}))
+          << "layer " << l << " head " << g;
+    }
+  o.expected_positions = 0;
+  EXPECT_THROW(pith::reader(small_model(), o, instruction), pith::argument_error);
+}
+
 TEST(Reader, ReRotatedKeysEqualKeysRotatedDirectly) {
   // Two sessions: one whose key at position 37 is re-rotated to 5, one that writes it at 5.
   const auto& w = small_model();

@@ -121,6 +121,11 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     # ExpectedAttention: scores from the document's query statistics and the cached keys and values
     # (pith's float GEMM against float64 here: a wider margin)
     Case("expected_attention", "expected-attention", min_gap=1e-5),
+    # the same three in the oneshot protocol: finch's document window weighted by p + 1, criticalkv over
+    # 300 states (the reader's value weights in blocks of 256 rows), expected-attention's one cut
+    Case("finch_oneshot", "finch", protocol="oneshot", ratio=0.5),
+    Case("criticalkv_oneshot", "criticalkv", document_length=300, protocol="oneshot", ratio=0.75, min_gap=1e-5),
+    Case("expected_attention_oneshot", "expected-attention", protocol="oneshot", ratio=0.5, min_gap=1e-5),
 ]
 
 

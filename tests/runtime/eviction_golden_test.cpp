@@ -120,7 +120,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "random", "knorm", "observed_attention", "chunkkv", "chunkkv_size6",
                                            "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
                                            "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
-                                           "h2o_oneshot", "finch", "criticalkv", "expected_attention"));
+                                           "h2o_oneshot", "finch", "criticalkv", "expected_attention",
+                                           "finch_oneshot", "criticalkv_oneshot", "expected_attention_oneshot"));
 
 // Perplexity under eviction (tests/data/eviction/perplexity.json): a golden's document read again, then
 // one continuation scored by reader::log_likelihood, against the twin's log-probabilities.

@@ -698,14 +698,17 @@ class reader {
   // the layers the policy acts on, kept beside the slots (a value never changes once cached, so each is
   // computed once): W_o's columns of each query head as floats ([heads][hidden][head_dim], W_o's rows
   // read in its storage type), times the rows' values as the cache holds them, per query head of the group.
+  // Rows go through in blocks of at most 256 (oneshot appends the whole document at once).
   void append_value_weights(std::size_t count) {
+    constexpr std::size_t block = 256;
+    const executor_scope on(options_.executor.get());  // the kernels run where the sessions run
     const auto& c = w_.config;
     const std::size_t d = c.head_dim, hidden = c.hidden_size, heads = c.num_heads, group = heads / c.num_kv_heads;
     const kv_cache& cache = main_->cache();
     wo_heads_.resize(heads * hidden * d);
     wo_row_.resize(heads * d);
-    value_rows_.resize(count * d);
-    projected_.resize(group * count * hidden);
+    value_rows_.resize(std::min(count, block) * d);
+    projected_.resize(group * std::min(count, block) * hidden);
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!evicted_layer(l)) continue;
       for (std::size_t r = 0; r < hidden; ++r) {
@@ -713,15 +716,18 @@ class reader {
         for (std::size_t h = 0; h < heads; ++h) std::copy_n(wo_row_.data() + h * d, d, wo_heads_.data() + (h * hidden + r) * d);
       }
       for (std::size_t g = 0; g < c.num_kv_heads; ++g) {
-        const std::size_t first = cache.size(l, g) - count;
-        for (std::size_t j = 0; j < count; ++j) cache.read_value(l, g, first + j, value_rows_.data() + j * d);
-        for (std::size_t h = 0; h < group; ++h)
-          kernels::matmul_transposed(value_rows_.data(), count, d, d, wo_heads_.data() + (g * group + h) * hidden * d, hidden,
-                                     projected_.data() + h * count * hidden, hidden);
         auto& list = value_weights_[l * c.num_kv_heads + g];
-        const std::size_t before = list.size();
+        const std::size_t first = cache.size(l, g) - count, before = list.size();
         list.resize(before + count);
-        critical_value_weights(projected_, group, count, hidden, std::span(list).subspan(before));
+        for (std::size_t b = 0; b < count; b += block) {
+          const std::size_t rows = std::min(block, count - b);
+          for (std::size_t j = 0; j < rows; ++j) cache.read_value(l, g, first + b + j, value_rows_.data() + j * d);
+          for (std::size_t h = 0; h < group; ++h)
+            kernels::matmul_transposed(value_rows_.data(), rows, d, d, wo_heads_.data() + (g * group + h) * hidden * d,
+                                       hidden, projected_.data() + h * rows * hidden, hidden);
+          critical_value_weights(std::span<const float>(projected_).first(group * rows * hidden), group, rows, hidden,
+                                 std::span(list).subspan(before + b, rows));
+        }
       }
     }
   }
@@ -748,6 +754,7 @@ class reader {
   // keys (R averaged over expected_positions positions from the session's next one), then
   // expected_attention_scores (softmax per head over the non-sink slots, group mean, times ||v_j||).
   void expected_attention(const eviction_view& view, std::size_t sink) {
+    const executor_scope on(options_.executor.get());  // the GEMM runs where the sessions run
     const auto& c = w_.config;
     const std::size_t n = view.old_slots, d = c.head_dim, group = c.num_heads / c.num_kv_heads;
     if (rotation_position_ != main_->position() || rotation_cos_.empty()) {

@@ -305,7 +305,8 @@ TEST(ReaderLogLikelihood, EvictingPoliciesGiveAFinitePerplexityOfAtLeastOne) {
     full_sum = r.log_likelihood(continuation).sum;
   }
   for (const auto policy : {pith::policy_kind::streaming, pith::policy_kind::snapkv, pith::policy_kind::h2o,
-                            pith::policy_kind::citrus_cse, pith::policy_kind::pyramidkv}) {
+                            pith::policy_kind::citrus_cse, pith::policy_kind::pyramidkv, pith::policy_kind::criticalkv,
+                            pith::policy_kind::expected_attention}) {
     o.policy = policy;
     pith::reader r(small_model(), o, {});
     r.feed(doc);

@@ -122,6 +122,8 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     # fit the model's 64
     Case("adakv_snapkv", "adakv(snapkv)", budget=12),
     Case("adakv_citrus_shared", "adakv(citrus-shared)", budget=12),
+    # AdaKV in kvpress's protocol: one cut of 120 states to 2 x floor(120 x 0.25) per layer
+    Case("adakv_snapkv_oneshot", "adakv(snapkv)", protocol="oneshot", ratio=0.75),
 ]
 
 

@@ -776,17 +776,20 @@ def keep_adakv(heads: list[torch.Tensor], budget: int, alpha: float, where: str)
 
 
 def adakv_scores(policy: str, layer: LayerCache, probs: torch.Tensor | None, columns: list[list[int]], kv: int,
-                 options: Options, citrus_pool: int) -> list[torch.Tensor]:
+                 options: Options, citrus_pool: int, window: int | None = None) -> list[torch.Tensor]:
     """Per KV head, the score of each of its old slots (columns[g]: their rows, which are also their
     columns in `probs` [H, m, N], the pass that scores: the chunk's, or the instruction's for
     citrus-shared, snapkv-question and every final cut): what the policy's top-k ranks, taken per KV
-    head (the mean over its query group)."""
+    head (the mean over its query group). `window`: the last queries that score (read_oneshot's); by
+    default snapkv's last SNAPKV_WINDOW, tova's last one, every query for the others."""
     index = [torch.tensor(c, dtype=torch.int64) for c in columns]
     if policy in ("knorm", "keydiff"):
         score = knorm_scores if policy == "knorm" else keydiff_scores
         return [score(layer.keys[g, index[g]]) for g in range(kv)]
     m = probs.shape[1]
-    queries = {"snapkv": probs[:, m - min(SNAPKV_WINDOW, m):, :], "tova": probs[:, m - 1:, :]}.get(policy, probs)
+    if window is None:
+        window = {"snapkv": SNAPKV_WINDOW, "tova": 1}.get(policy, m)
+    queries = probs[:, m - min(window, m):, :]
     rows = group_average(queries, kv).mean(dim=1)  # [kv, N]
     out = []
     for g in range(kv):
@@ -824,7 +827,8 @@ def compact_ragged(layer: LayerCache, rows: list[list[int]], reindex: bool, thet
 
 
 def adakv_cut(cache: ReaderCache, policy: str, probs: list, budgets: list[int], alpha: float, appended: int,
-              reindex: bool, theta: float, options: Options, citrus_pool: int, where: str) -> tuple[float, list[Gap]]:
+              reindex: bool, theta: float, options: Options, citrus_pool: int, where: str,
+              window: int | None = None) -> tuple[float, list[Gap]]:
     """One AdaKV cut of every cached layer: head g's old slots are its rows before the last `appended`
     (the chunk just run, always kept; 0 at the final cut), scored from probs[layer]; every head ends at
     the fullest head's count in reindexed mode (the next position)."""
@@ -839,7 +843,7 @@ def adakv_cut(cache: ReaderCache, policy: str, probs: list, budgets: list[int], 
         if sum(len(c) for c in columns) <= kv * budgets[i]:  # this layer keeps everything
             keep, layer_gaps = [list(range(len(c))) for c in columns], []
         else:
-            scores = adakv_scores(policy, layer, probs[i], columns, kv, options, citrus_pool)
+            scores = adakv_scores(policy, layer, probs[i], columns, kv, options, citrus_pool, window)
             keep, layer_gaps = keep_adakv(scores, budgets[i], alpha, f"{where} layer {i}")
         gaps += layer_gaps
         plan[i] = [[columns[g][j] for j in keep[g]] + newest for g in range(kv)]
@@ -1031,13 +1035,16 @@ def ratio_budget(n: int, ratio: float) -> int:
 def read_oneshot(model: Model, document: list[int], instruction: list[int], policy: str, budget: int | None = None,
                  ratio: float | None = None, question_in_cut: bool = False, question: list[int] | None = None,
                  positions: str = "reindexed", answer_tokens: int = 8, citrus_pool: int = 1,
-                 options: Options | None = None) -> Reading:
+                 options: Options | None = None, adakv_alpha: float = ADAKV_ALPHA) -> Reading:
     """The oneshot protocol (docs/eviction.md, "Protocols"): the whole document in one pass with every
     state kept, one cut per layer (or KV head) to k = budget or floor(n (1 - ratio)), then `question`
     (default: the instruction) and the answer. The cut's scores: with question_in_cut, the instruction's
     queries (snapkv, snapkv-question, pyramidkv and chunkkv per their pooling, the CItruS variants and
     tova by the mean over heads); without, the document's own: its last SNAPKV_WINDOW queries (tova:
-    the last one; h2o, roco, observed-attention: every query's sums)."""
+    the last one; h2o, roco, observed-attention: every query's sums). "adakv(NAME)": the cut shares each
+    layer's kv x k among its heads (AdaKV), from the same queries' scores taken per KV head."""
+    label = policy
+    policy, adaptive = parse_label(policy)
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     if (budget is None) == (ratio is None):
@@ -1050,8 +1057,8 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
     k = n if policy == "full" else budget if ratio is None else ratio_budget(n, ratio)
     if k < 1:
         raise ValueError(f"the cut keeps {k} of {n} states")
-    per_head = policy in PER_HEAD_POLICIES
-    result = Reading(policy, n, k, positions)
+    per_head = policy in PER_HEAD_POLICIES or adaptive
+    result = Reading(label, n, k, positions)
     cache = ReaderCache.empty(c, model.dtype)
     encoded = run_pass(model, cache, document, list(range(n)), append=True)
     result.chunk_logits.append(encoded.logits[-1])
@@ -1066,6 +1073,17 @@ def read_oneshot(model: Model, document: list[int], instruction: list[int], poli
     cached = [i for i in range(c.num_hidden_layers) if cache.cached(i)]
     pyramid = pyramid_budgets(k, len(cached)) if policy == "pyramidkv" else [k] * len(cached)
     budgets = dict(zip(cached, pyramid))
+    if adaptive:
+        # seen: every instruction query; else the document's last SNAPKV_WINDOW (tova: its last one)
+        window = len(instruction) if seen else 1 if policy == "tova" else SNAPKV_WINDOW
+        probs = scoring.probs if seen else encoded.probs
+        result.rerotation_error, result.gaps = adakv_cut(cache, policy, probs, [budgets.get(i, 0) for i in range(
+            c.num_hidden_layers)], adakv_alpha, 0, reindex, theta, options, citrus_pool, "oneshot", window)
+        result.final_kept = cache.kept(True)
+        greedy_answer(model, cache, question or instruction, answer_tokens, result)
+        if result.rerotation_error > REROTATION_TOLERANCE:
+            raise AssertionError(f"re-rotated keys differ from direct rotation by {result.rerotation_error:.3g}")
+        return result
     choices = []
     for i in range(c.num_hidden_layers):
         if not cache.cached(i):

@@ -123,7 +123,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "random", "knorm", "observed_attention", "chunkkv", "chunkkv_size6",
                                            "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
                                            "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
-                                           "h2o_oneshot", "adakv_snapkv", "adakv_citrus_shared"));
+                                           "h2o_oneshot", "adakv_snapkv", "adakv_citrus_shared", "adakv_snapkv_oneshot"));
 
 // Perplexity under eviction (tests/data/eviction/perplexity.json): a golden's document read again, then
 // one continuation scored by reader::log_likelihood, against the twin's log-probabilities.

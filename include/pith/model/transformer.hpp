@@ -165,6 +165,7 @@ class session {
     scratch_size_ = kernels::softmax_importance_scratch_size(t, widest, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
     scored_queries_.assign(c_.num_layers, 0);
+    before_.assign(c_.num_kv_heads, 0);  // cached_attention fills it: a forward allocates nothing
   }
   /// A temporary's weights would dangle (session s(load_model(path)) does not compile).
   session(const model_weights&& weights, session_options options = {}) = delete;
@@ -555,7 +556,6 @@ class session {
     // The rows each KV head held before this pass. Heads of a layer hold the same count unless a
     // head-adaptive eviction gave them budgets of their own (docs/eviction.md, "AdaKV"): every head
     // appends the pass's rows after its own, and its queries see its own rows.
-    before_.resize(c_.num_kv_heads);
     std::size_t largest = 0;
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) largest = std::max(largest, before_[h] = cache_.size(l, h));
     if (scoring_.enabled)

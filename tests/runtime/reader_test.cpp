@@ -883,6 +883,14 @@ TEST(ReaderAdaKV, CachesAreSizedForTheFullestHeadAndBadOptionsAreRefused) {
     bad.policy = kind;
     EXPECT_NE(message(bad).find(pith::policy_label_name(kind, true)), std::string::npos) << pith::policy_name(kind);
   }
+  // A user-defined policy returns keep lists, which AdaKV cannot rank across heads.
+  struct keep_first {
+    void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
+      keep.resize(std::min(view.budget, view.old_slots));
+      for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = static_cast<std::uint32_t>(i);
+    }
+  };
+  EXPECT_THROW(adaptive.use_policy(keep_first{}), pith::argument_error);
   // The fullest head's rows must fit the model's positions in reindexed mode: 2 x 135 - 27 + 8 + 12 > 256.
   bad = o;
   bad.budget = 135;

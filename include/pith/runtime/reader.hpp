@@ -261,10 +261,14 @@ class reader {
     use_policy(std::move(policy), request_of<P>());
   }
   /// The same with an explicit request. Throws argument_error when it asks for the instruction's
-  /// scores (or a final cut) and the instruction is empty, or when the reader has read a chunk.
+  /// scores (or a final cut) and the instruction is empty, when the reader has read a chunk, or when
+  /// it was made with head_adaptive (AdaKV ranks built-in scores across heads).
   template <eviction_policy P>
   void use_policy(P policy, policy_request request) {
     if (stats_.chunks != 0) PITH_THROW(argument_error, "reader::use_policy: the reader has already read a chunk");
+    if (options_.head_adaptive)  // AdaKV ranks scores across heads; a user-defined policy returns keep lists
+      PITH_THROW(argument_error, "reader::use_policy: adakv(custom): AdaKV (reader_options::head_adaptive) needs a "
+                                 "built-in per-head scorer, not a user-defined policy");
     if ((request.instruction_scores || request.final_cut) && instruction_.empty())
       PITH_THROW(argument_error, "reader::use_policy: the policy asks for the instruction's scores; the instruction is empty");
     custom_ = [policy](const eviction_view& view, std::vector<std::uint32_t>& keep) mutable { policy.select(view, keep); };

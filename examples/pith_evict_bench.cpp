@@ -29,7 +29,8 @@ constexpr const char* usage =
     "                        [--full-max-length N] [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max]\n"
     "                        [--threads N] [--quick] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "                        [--protocol chunked|oneshot|chunked,oneshot] [--ratios LIST] [--question-in-cut]\n"
-    "                        [--different-question] [--adakv-alpha A]\n"
+    "                        [--different-question] [--positions reindexed|original] [--sinks N]\n"
+    "                        [--adakv-alpha A]\n"
     "                        [--perplexity FILE [--ppl-tokens N]]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
@@ -54,6 +55,10 @@ constexpr const char* usage =
     "              queries, kvpress's default); applies to the policies that score with a window of queries\n"
     "  --different-question  kv task only: the instruction read with names another fact of the document\n"
     "              than the question asked at the end (the cut's scores follow the instruction)\n"
+    "  --positions reindexed (default: kept states take contiguous positions, so a model reads beyond its\n"
+    "              trained context) or original (every state keeps its document position, as kvpress and the\n"
+    "              reference implementations do; a toy model trained at 512 tokens fails beyond that)\n"
+    "  --sinks     first slots protected from eviction by streaming, h2o and roco (default 4)\n"
     "  --lengths   in tokens, BOS included (default 1000,8000; RULER tasks alone: 4096)\n"
     "  --tasks     the toy models' passkey, kv, hop (default passkey,kv; they need a toy model) and RULER's\n"
     "              niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2,\n"
@@ -483,6 +488,12 @@ int run(int argc, char** argv) {
   const auto threads = args.take("--threads");
   const auto load = parse_quantize(args.take("--quantize"));
   const dtype kv_type = parse_kv_type_option(args.take("--kv-type"));
+  const std::string positions_name = args.take("--positions").value_or("reindexed");
+  if (positions_name != "reindexed" && positions_name != "original")
+    throw usage_error("--positions must be reindexed or original, not " + positions_name);
+  const position_mode positions =
+      positions_name == "original" ? position_mode::original : position_mode::reindexed;
+  const auto sinks = parse_number<std::size_t>(args.take("--sinks").value_or("4"), "--sinks", 0, std::size_t{1} << 20);
   if (!args.positional().empty()) throw usage_error("unexpected argument " + args.positional()[0]);
   if (!model_path) throw usage_error("--model is required");
   if (different_question &&
@@ -695,6 +706,8 @@ int run(int argc, char** argv) {
     options.snapkv_kernel = pool_kernel;
     options.snapkv_pool = snapkv_pool;
     options.kv_type = kv_type;
+    options.positions = positions;
+    options.sink = sinks;
     options.max_answer_tokens = doc.answer_tokens + 1;
     if (p.policy->kind == policy_kind::full) options.max_context = doc.ids.size() + doc.instruction.size() + doc.answer_tokens + 2;
     options.protocol = p.protocol;
@@ -847,16 +860,17 @@ int run(int argc, char** argv) {
     std::ofstream out(*csv_path);
     if (!out) throw io_error(*csv_path + ": cannot write");
     out << "model,task_family,task,length,depth,policy,protocol,budget,ratio,question,chunk,documents,correct,score,"
-           "tokens_per_s,peak_memory_mib,state_mib,seconds_per_document\n";
+           "tokens_per_s,peak_memory_mib,state_mib,seconds_per_document,positions,sinks\n";
     for (const auto& [key, c] : cells) {
       const auto [score, speed, peak, state, seconds] = row_values(c);
       const bool oneshot = std::get<5>(key) == "oneshot";
       char line[768];
-      std::snprintf(line, sizeof line, "%s,%s,%s,%zu,%s,%s,%s,%zu,%s,%s,%s,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f\n",
+      std::snprintf(line, sizeof line, "%s,%s,%s,%zu,%s,%s,%s,%zu,%s,%s,%s,%zu,%zu,%.4f,%.0f,%.1f,%.3f,%.3f,%s,%zu\n",
                     model_name.c_str(), family_of(std::get<0>(key)), std::get<0>(key).c_str(), std::get<1>(key),
                     depth_text(std::get<2>(key)).c_str(), std::get<3>(key).c_str(), std::get<5>(key).c_str(),
                     std::get<4>(key), depth_text(std::get<6>(key)).c_str(), question_text(oneshot).c_str(),
-                    oneshot ? "" : std::to_string(chunk).c_str(), c.runs, c.correct, score, speed, peak, state, seconds);
+                    oneshot ? "" : std::to_string(chunk).c_str(), c.runs, c.correct, score, speed, peak, state, seconds,
+                    positions_name.c_str(), sinks);
       out << line;
     }
     out.close();
@@ -884,7 +898,7 @@ int run(int argc, char** argv) {
     nlohmann::json root{{"model", model_name},       {"model_path", *model_path}, {"chunk", chunk},
                         {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
                         {"threads", num_threads()},  {"full_max_length", full_max},
-                        {"kv_type", kv_type_name(kv_type)},
+                        {"kv_type", kv_type_name(kv_type)}, {"positions", positions_name}, {"sinks", sinks},
                         {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name}, {"adakv_alpha", adakv_alpha},
                         {"protocols", protocol_names}, {"ratios", ratios},
                         {"question_in_cut", question_in_cut}, {"different_question", different_question},

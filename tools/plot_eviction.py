@@ -6,6 +6,7 @@ or, with --heatmap, RULER's needle plot: score by needle depth and document leng
         [--length 32000] [--reference-length 512] [--model toy-block] [--table table.md]
     /usr/bin/python3 tools/plot_eviction.py RESULTS.csv --heatmap depths.png [--task niah_single_1]
         [--policy citrus-shared] [--budget 1024]
+    /usr/bin/python3 tools/plot_eviction.py RESULTS.csv --x ratio --out ratios.png   # kvpress's plot
 
 Rows are filtered to one document length (default: the largest in the files) and, when the CSV
 holds several models, one panel row per model. The full cache (budget = document length in the
@@ -13,7 +14,9 @@ CSV) is drawn as a dashed horizontal line. --table writes the same numbers as a 
 (policies x budgets, per model and task). --heatmap draws the rows that have a needle depth
 (pith-evict-bench --depths): one panel per task (columns) and policy and budget (rows; the full
 cache as one row), depth from 0 (top) to 1 down, length across, the score in colour (red 0, green 1),
-each cell's number written in it. CSV files of older versions (no task_family or depth column) are
+each cell's number written in it. --x ratio plots score against the compression ratio r of the rows
+run with pith-evict-bench --ratios (kvpress's score-against-ratio plot; the table gets one column per
+ratio); the full cache stays the dashed line. CSV files of older versions (no task_family or depth column) are
 read as rows without a depth. Needs only Debian's python3-matplotlib.
 """
 
@@ -29,7 +32,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-POLICY_ORDER = ["full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate"]
+POLICY_ORDER = ["full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate",
+                "random", "knorm", "observed-attention", "chunkkv", "snapkv-question", "keydiff", "pyramidkv", "finch",
+                "criticalkv", "expected-attention"]
 TASK_ORDER = ["passkey", "kv", "hop", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1",
               "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe"]
 STYLE = {
@@ -42,13 +47,26 @@ STYLE = {
     "citrus-cse": dict(color="#ff7f0e", marker="x"),
     "citrus-shared": dict(color="#d62728", marker="*", linewidth=2.2, markersize=9),
     "citrus-separate": dict(color="#e377c2", marker="P"),
+    "random": dict(color="#bbbbbb", linestyle=":", marker="."),
+    "knorm": dict(color="#17becf", marker="<"),
+    "observed-attention": dict(color="#1f77b4", marker="o", linestyle=":"),
+    "chunkkv": dict(color="#9467bd", marker="d", linestyle=":"),
+    "snapkv-question": dict(color="#9467bd", marker="D", linestyle="-.", markerfacecolor="white"),
+    "keydiff": dict(color="#bcbd22", marker=">"),
+    "pyramidkv": dict(color="#7f7f7f", marker="h"),
+    "finch": dict(color="#8c564b", marker="p", linestyle="-."),
+    "criticalkv": dict(color="#2ca02c", marker="X", linestyle="-."),
+    "expected-attention": dict(color="#ff7f0e", marker="H", linestyle=":"),
 }
 
 
 def style_of(policy: str) -> dict:
     """A variant such as citrus-shared+pool7 (pith-evict-bench --citrus-pool) keeps its base policy's
     colour with a dash-dot line and hollow markers."""
-    base, _, variant = policy.partition("+")
+    name, _, protocol = policy.partition(" [")
+    base, _, variant = name.partition("+")
+    if base.startswith("adakv(") and base.endswith(")"):
+        base, variant = base[len("adakv("):-1], "adakv"
     style = dict(STYLE.get(base, {}))
     if variant:
         style.update(linestyle="-.", markerfacecolor="white", linewidth=2.0)
@@ -63,6 +81,7 @@ def read_rows(paths: list[Path]) -> list[dict]:
                 for key in ("length", "budget", "documents", "correct"):
                     row[key] = int(row[key])
                 row["score"] = float(row["score"])
+                row["ratio"] = float(row["ratio"]) if row.get("ratio") else None
                 row.setdefault("task_family", "toy")
                 depth = row.get("depth") or ""
                 row["depth"] = float(depth) if depth else None
@@ -81,7 +100,7 @@ def merge_depths(rows: list[dict]) -> list[dict]:
     (scores weighted by their documents) for the plots and tables over budgets."""
     merged: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["model"], r["task"], r["length"], r["policy"], r["budget"])
+        key = (r["model"], r["task"], r["length"], r["policy"], r["budget"], r["ratio"])
         if key not in merged:
             merged[key] = dict(r, depth=None, _weighted=r["score"] * r["documents"], _speeds=[float(r["tokens_per_s"])])
             continue
@@ -102,12 +121,16 @@ def merge_depths(rows: list[dict]) -> list[dict]:
 
 def ordered_policies(names) -> list[str]:
     def rank(p: str) -> tuple[int, str]:
-        base = p.split("+")[0]
+        base = p.split(" [")[0].split("+")[0].removeprefix("adakv(").removesuffix(")")
         return (POLICY_ORDER.index(base) if base in POLICY_ORDER else len(POLICY_ORDER), p)
     return sorted(set(names), key=rank)
 
 
-def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) -> None:
+def x_of(r: dict, x: str):
+    return r["ratio"] if x == "ratio" else r["budget"]
+
+
+def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None, x: str = "budget") -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = sorted(dict.fromkeys(r["task"] for r in rows), key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else 9, t))
     # The legend goes into a panel no model/task fills, or beside the grid when every panel is used.
@@ -116,7 +139,7 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
     fig, axes = plt.subplots(len(models), len(tasks), figsize=(4.6 * len(tasks) + legend_width, 3.6 * len(models)),
                              squeeze=False, sharey=True)
     free_panels = []
-    budgets_all = sorted({r["budget"] for r in rows if r["policy"] != "full"})
+    budgets_all = sorted({x_of(r, x) for r in rows if r["policy"] != "full"})
     for i, model in enumerate(models):
         for j, task in enumerate(tasks):
             ax = axes[i][j]
@@ -126,22 +149,28 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
                 free_panels.append(ax)
                 continue
             for policy in ordered_policies(r["policy"] for r in cell):
-                points = sorted((r["budget"], r["score"], r["documents"]) for r in cell if r["policy"] == policy)
+                points = sorted((x_of(r, x), r["score"], r["documents"]) for r in cell if r["policy"] == policy)
                 style = style_of(policy)
                 if policy == "full":
                     # the full policy's budget is its document length
-                    ax.axhline(points[0][1], label=f"full cache, {points[0][0]} tokens", **style)
+                    full = next(r for r in cell if r["policy"] == policy)
+                    ax.axhline(full["score"], label=f"full cache, {full['length']} tokens", **style)
                     continue
                 ax.plot([p[0] for p in points], [p[1] for p in points], label=policy, **style)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(budgets_all)
-            ax.set_xticklabels([str(b) for b in budgets_all])
+            if x == "ratio":
+                ax.set_xticks(budgets_all)
+                ax.set_xticklabels([f"{b:g}" for b in budgets_all])
+            else:
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(budgets_all)
+                ax.set_xticklabels([str(b) for b in budgets_all])
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
             documents = max((r["documents"] for r in cell if r["policy"] != "full"), default=0)
             ax.set_title(f"{model}: {task}, {length} tokens ({documents} docs/point)", fontsize=9)
             if i == len(models) - 1:
-                ax.set_xlabel("budget k (old states kept besides the newest chunk)")
+                ax.set_xlabel("compression ratio r (n (1 - r) states kept)" if x == "ratio" else
+                              "budget k (old states kept besides the newest chunk)")
             if j == 0:
                 families = {r["task_family"] for r in rows}
                 ax.set_ylabel("fraction answered exactly" if families == {"toy"} else
@@ -168,24 +197,24 @@ def plot(rows: list[dict], length: int, outputs: list[Path], title: str | None) 
         print(f"wrote {out}")
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown: per model, task and length, policies x budgets."""
+def table(rows: list[dict], x: str = "budget") -> str:
+    """Markdown: per model, task and length, policies x budgets (or ratios)."""
     lines = []
     groups = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["task"], r["length"])].append(r)
     for (model, task, length), cell in groups.items():
-        budgets = sorted({r["budget"] for r in cell if r["policy"] != "full"})
+        budgets = sorted({x_of(r, x) for r in cell if r["policy"] != "full"})
         documents = max(r["documents"] for r in cell)
         what = ("score = RULER's string_match_all, every depth pooled" if cell[0]["task_family"] == "ruler"
                 else "score = fraction answered exactly")
         lines.append(f"**{model}, {task}, {length} tokens** ({documents} documents per cell; {what})\n")
-        columns = [f"k={b}" for b in budgets] or ["whole document"]
+        columns = [f"r={b:g}" if x == "ratio" else f"k={b}" for b in budgets] or ["whole document"]
         lines.append("| policy | " + " | ".join(columns) + " | tokens/s | peak MiB |")
         lines.append("|---|" + "---:|" * (len(columns) + 2))
         for policy in ordered_policies(r["policy"] for r in cell):
             mine = [r for r in cell if r["policy"] == policy]
-            by_budget = {r["budget"]: r for r in mine}
+            by_budget = {x_of(r, x): r for r in mine}
             if policy == "full":
                 scores = [f"{mine[0]['score']:.2f}"] * len(columns)
             else:
@@ -265,8 +294,13 @@ def main() -> None:
                         help="PNG or SVG of score by needle depth x length (repeatable; rows with a depth)")
     parser.add_argument("--policy", action="append", help="only these policies (repeatable)")
     parser.add_argument("--budget", type=int, action="append", help="only these budgets (repeatable; full is kept)")
+    parser.add_argument("--x", choices=("budget", "ratio"), default="budget",
+                        help="ratio: score against the compression ratio of the --ratios rows (kvpress's plot)")
     args = parser.parse_args()
     rows = read_rows(args.csv)
+    if args.x == "ratio":  # the ratio rows, and the full cache (either protocol) as the reference line
+        rows = [dict(r, policy="full") if r["policy"].startswith("full") else r for r in rows
+                if r["ratio"] is not None or r["policy"].startswith("full")]
     if args.model:
         rows = [r for r in rows if r["model"] in args.model]
     if args.task:
@@ -283,7 +317,7 @@ def main() -> None:
             return
     rows = merge_depths(rows)
     if args.table:
-        args.table.write_text(table(rows))
+        args.table.write_text(table(rows, args.x))
         print(f"wrote {args.table}")
     length = args.length or max(r["length"] for r in rows)
     selected = [r for r in rows if r["length"] == length or
@@ -291,7 +325,7 @@ def main() -> None:
     if not selected:
         raise SystemExit(f"plot_eviction: no rows of length {length}")
     if args.out:
-        plot(selected, length, args.out, args.title)
+        plot(selected, length, args.out, args.title, args.x)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <pith/io/tokenizer.hpp>
 
 #include "test_util.hpp"
@@ -437,6 +439,37 @@ TEST(WordTokenizer, CharacterVocabulary) {
   EXPECT_EQ(pith::tokenizer(tokenizer).decode_all(ids(tokens.begin(), tokens.end() - 1)), "h\xC3\xA9llo \xE2\x98\x83");
 }
 
+TEST(WordTokenizer, ContinuationPiecesSpellUnknownWordsAndJoinersDecodeWithoutSpaces) {
+  const auto tokenizer = pith::word_tokenizer::parse(
+      R"({"type":"pith-words","tokens":["<unk>","<s>","</s>","is",":",".","-","1","##2","##3","a","##b","key","x"],)"
+      R"("unk":0,"bos":1,"eos":2,"lowercase":true,"continuation":"##","joiners":"-"})",
+      "pieces.json");
+  const pith::tokenizer tok(tokenizer);
+  EXPECT_EQ(tokenizer.encode("Key-AB is: 123.", false), (ids{12, 6, 10, 11, 3, 4, 7, 8, 9, 5}));
+  EXPECT_EQ(tok.decode_all(tokenizer.encode("Key-AB is: 123.", false)), "key-ab is: 123.");
+  EXPECT_EQ(tokenizer.encode("a", false), (ids{10}));     // a single character is the character's token
+  EXPECT_EQ(tokenizer.encode("ba 124", false), (ids{0, 0}));  // "b" and "##4" missing: the whole word is unk
+  EXPECT_EQ(tokenizer.encode("x##2", false), (ids{13, 0, 0, 0}));  // pieces are never spelled by text: "#" is unk
+  EXPECT_EQ(tokenizer.decode(7, 8), "2");
+  EXPECT_EQ(tokenizer.decode(6, 12), "key");
+  EXPECT_EQ(tokenizer.decode(12, 6), "-");
+}
+
+// Ids of RULER documents, instructions and answers in the toy-ruler vocabulary, written by
+// tools/ruler_train.py --vectors with its Python tokenizer (the one the model was trained with).
+TEST(WordTokenizer, ToyRulerVocabularyMatchesTheTrainingTokenizer) {
+  const std::filesystem::path path = std::filesystem::path(PITH_TEST_DATA_DIR) / "ruler" / "toy_ruler_ids.json";
+  const auto vectors = nlohmann::json::parse(pith_test::read_file(path));
+  const pith::tokenizer tok(pith::word_tokenizer::parse(vectors.at("vocabulary").dump(), path.string()));
+  ASSERT_GE(vectors.at("cases").size(), 14u);
+  for (const auto& c : vectors.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    const ids got = tok.encode(text, false);
+    EXPECT_EQ(got, c.at("ids").get<ids>()) << text.substr(0, 80);
+    EXPECT_EQ(tok.decode_all(got), c.at("decoded").get<std::string>()) << text.substr(0, 80);
+  }
+}
+
 TEST(WordTokenizer, InvalidVocabulariesNameTheSource) {
   const auto parse = [](const std::string& json) { return pith::word_tokenizer::parse(json, "toy.json"); };
   const std::string specials = R"("unk":0,"bos":1,"eos":2)";
@@ -464,6 +497,14 @@ TEST(WordTokenizer, InvalidVocabulariesNameTheSource) {
                          pith::config_error, "one UTF-8 character");
   PITH_EXPECT_THROW_WITH(parse(R"({"type":"pith-words","tokens":["a","b","c"],"lowercase":1,)" + specials + "}"),
                          pith::config_error, "'lowercase'");
+  PITH_EXPECT_THROW_WITH(parse(R"({"type":"pith-words","tokens":["a","b","c"],"continuation":7,)" + specials + "}"),
+                         pith::config_error, "'continuation'");
+  PITH_EXPECT_THROW_WITH(parse(R"({"type":"pith-words","tokens":["a","b","c"],"continuation":"",)" + specials + "}"),
+                         pith::config_error, "'continuation' is empty");
+  PITH_EXPECT_THROW_WITH(parse(R"({"type":"pith-chars","tokens":["a","b","c"],"continuation":"##",)" + specials + "}"),
+                         pith::config_error, "pith-words");
+  PITH_EXPECT_THROW_WITH(parse(R"({"type":"pith-words","tokens":["a","b","c"],"joiners":"-x",)" + specials + "}"),
+                         pith::config_error, "'joiners'");
   const temp_file missing(".json");
   PITH_EXPECT_THROW_WITH(pith::word_tokenizer::load(missing.path()), pith::io_error, missing.name());
 }

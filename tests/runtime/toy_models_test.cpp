@@ -9,6 +9,8 @@
 
 #include <pith/model/weights.hpp>
 #include <pith/runtime/reader.hpp>
+#include <pith/io/tokenizer.hpp>
+#include <pith/runtime/ruler_tasks.hpp>
 #include <pith/runtime/toy_tasks.hpp>
 
 namespace {
@@ -112,5 +114,62 @@ INSTANTIATE_TEST_SUITE_P(Shipped, ToyModel, testing::Values("toy-standard", "toy
                              if (c == '-') c = '_';
                            return name;
                          });
+
+// toy-ruler (examples/models/README.md) reads RULER documents in its own vocabulary: with the full
+// cache at 1,000 tokens it answers niah_single_1 and niah_multikey_1 (its acceptance criterion, 0.9
+// of RULER's string_match_all), and a streaming cache of 64 states cannot: the needle is usually
+// out of sight when the question comes.
+constexpr double ruler_required_score = 0.9;
+constexpr std::size_t ruler_length = 1000;
+#ifdef PITH_TEST_UNDER_EMULATOR
+constexpr std::size_t ruler_documents = 5;
+#else
+constexpr std::size_t ruler_documents = 40;
+#endif
+
+double ruler_score(const pith::model_weights& weights, const pith::tokenizer& tok, pith::ruler_task task,
+                   pith::policy_kind policy, std::size_t budget) {
+  const pith::ruler_token_counter count = [&](std::string_view text) { return tok.encode(text, true, false).size(); };
+  double total = 0.0;
+  for (std::size_t i = 0; i < ruler_documents; ++i) {
+    const auto doc = pith::make_ruler_document(task, ruler_length, first_eval_seed + i, count);
+    const auto ids = tok.encode(doc.document, true, false);
+    const auto instruction = tok.encode(doc.instruction(), false, false);
+    constexpr std::size_t answer_tokens = 12;  // " 1234567." is 9 tokens, and EOS
+    pith::reader_options options;
+    options.policy = policy;
+    options.budget = budget;
+    options.chunk_size = 64;
+    options.max_answer_tokens = answer_tokens + 1;
+    options.max_context = ids.size() + instruction.size() + answer_tokens + 2;
+    pith::reader r(weights, options, instruction);
+    r.feed(ids);
+    pith::sampler greedy;
+    const auto answer = r.answer(answer_tokens, greedy, {}, weights.config.eos_token_id);
+    std::string text;
+    std::int32_t previous = instruction.back();
+    for (const std::int32_t token : answer) {
+      if (token == weights.config.eos_token_id) break;
+      text += tok.decode(previous, token);
+      previous = token;
+    }
+    total += pith::string_match_all(text, doc.gold);
+  }
+  return total / static_cast<double>(ruler_documents);
+}
+
+TEST(ShippedToyRuler, AnswersNeedlesWithTheFullCacheAndNotWithAStreamingOne) {
+  constexpr double streaming_ceiling = 0.5;
+  const std::filesystem::path folder = std::filesystem::path(PITH_EXAMPLE_MODELS_DIR) / "toy-ruler";
+  if (!std::filesystem::exists(folder / "model.safetensors")) GTEST_SKIP() << folder << " is absent";
+  const auto weights = pith::load_model(folder);
+  const auto tok = pith::tokenizer::load_words(folder / "vocab.json");
+  ASSERT_EQ(static_cast<std::size_t>(tok.vocab_size()), weights.config.vocab_size);
+  for (const auto task : {pith::ruler_task::niah_single_1, pith::ruler_task::niah_multikey_1}) {
+    SCOPED_TRACE(pith::ruler_task_name(task));
+    EXPECT_GE(ruler_score(weights, tok, task, pith::policy_kind::full, 0), ruler_required_score);
+    EXPECT_LT(ruler_score(weights, tok, task, pith::policy_kind::streaming, 64), streaming_ceiling);
+  }
+}
 
 }  // namespace

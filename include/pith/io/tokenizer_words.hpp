@@ -28,7 +28,9 @@ namespace pith {
 ///       "type": "pith-words",            // or "pith-chars"
 ///       "tokens": ["<unk>", "<s>", "</s>", "the", "cat", ".", ...],   // id = position
 ///       "unk": 0, "bos": 1, "eos": 2,    // ids of the special tokens, required
-///       "lowercase": false               // optional (pith-words): fold ASCII A-Z before lookup
+///       "lowercase": false,              // optional (pith-words): fold ASCII A-Z before lookup
+///       "continuation": "##",            // optional (pith-words): spell unknown words in pieces
+///       "joiners": "-"                   // optional (pith-words): punctuation decoded without spaces
 ///     }
 ///
 /// pith-words: the text is split at ASCII whitespace; each ASCII punctuation character is a token
@@ -38,6 +40,12 @@ namespace pith {
 /// (prev_token < 0 or BOS), a token of closing punctuation . , ! ? ; : ) ] } % or an apostrophe,
 /// and the token after an opening bracket ( [ { or an apostrophe. So "Hello, world!" and "don't"
 /// round-trip; "dogs' toys" decodes as "dogs'toys".
+///
+/// With "continuation" (a non-empty prefix P, WordPiece's convention), a word that is not in the
+/// vocabulary is spelled as its first UTF-8 character followed by P + each further character ("1234567"
+/// becomes "1", "##2", ..., "##7" with P = "##") when all those tokens exist; otherwise it is unk.
+/// Decoding writes a P-token's text after P with no space. "joiners" lists ASCII punctuation
+/// characters decoded with no space on either side ("amber-anchor" round-trips with "-").
 ///
 /// pith-chars: every UTF-8 character is a token; non-special tokens must be exactly one UTF-8
 /// character. Decoding returns the character.
@@ -96,6 +104,20 @@ class word_tokenizer {
       if (!lowercase->is_boolean()) fail("key 'lowercase' is not a boolean");
       out.lowercase_ = lowercase->get<bool>();
     }
+    const auto optional_string = [&](const char* key) -> std::string {
+      const auto value = root.find(key);
+      if (value == root.end()) return {};
+      if (!value->is_string()) fail(std::string("key ") + detail::quoted(key) + " is not a string");
+      if (out.level_ != level::words) fail(std::string("key ") + detail::quoted(key) + " applies to \"pith-words\" only");
+      return value->get<std::string>();
+    };
+    out.continuation_ = optional_string("continuation");
+    if (root.contains("continuation") && out.continuation_.empty()) fail("key 'continuation' is empty");
+    out.joiners_ = optional_string("joiners");
+    for (const char c : out.joiners_)
+      if (!is_punctuation(c))
+        fail("key 'joiners' = " + detail::json_excerpt(nlohmann::json(out.joiners_)) +
+             " holds a character that is not ASCII punctuation");
 
     for (std::size_t id = 0; id < out.tokens_.size(); ++id) {
       const std::string& token = out.tokens_[id];
@@ -140,7 +162,7 @@ class word_tokenizer {
     }
     std::string word;
     const auto flush = [&] {
-      if (!word.empty()) out.push_back(lookup(word));
+      if (!word.empty()) encode_word(word, out);
       word.clear();
     };
     for (const char c : text) {
@@ -172,13 +194,19 @@ class word_tokenizer {
     if (token == bos_ || token == eos_) return {};
     const std::string& text = tokens_[static_cast<std::size_t>(token)];
     if (level_ == level::characters) return text;
+    if (is_continuation(text)) return text.substr(continuation_.size());
     const bool first = prev_token < 0 || prev_token == bos_ || prev_token >= vocab_size();
+    const auto is_joiner = [&](const std::string& t) {
+      return t.size() == 1 && joiners_.find(t[0]) != std::string::npos;
+    };
     const bool attaches_left =
-        text.size() == 1 && std::string_view(".,!?;:)]}%'").find(text[0]) != std::string_view::npos;
+        (text.size() == 1 && std::string_view(".,!?;:)]}%'").find(text[0]) != std::string_view::npos) ||
+        is_joiner(text);
     bool after_opening = false;
     if (!first) {
       const std::string& previous = tokens_[static_cast<std::size_t>(prev_token)];
-      after_opening = previous.size() == 1 && std::string_view("([{'").find(previous[0]) != std::string_view::npos;
+      after_opening = (previous.size() == 1 && std::string_view("([{'").find(previous[0]) != std::string_view::npos) ||
+                      is_joiner(previous);
     }
     if (first || attaches_left || after_opening) return text;
     return " " + text;
@@ -223,6 +251,34 @@ class word_tokenizer {
   }
   bool is_special(std::int32_t id) const noexcept { return id == unk_ || id == bos_ || id == eos_; }
 
+  bool is_continuation(const std::string& text) const noexcept {
+    return !continuation_.empty() && text.size() > continuation_.size() && text.starts_with(continuation_);
+  }
+
+  // A word: its token, or (with a continuation prefix) its characters as pieces, or unk.
+  void encode_word(const std::string& word, std::vector<std::int32_t>& out) const {
+    const std::int32_t id = lookup(word);
+    if (id != unk_ || continuation_.empty()) {
+      out.push_back(id);
+      return;
+    }
+    const std::size_t mark = out.size();
+    std::string piece;
+    for (std::size_t i = 0; i < word.size();) {
+      const std::size_t length = detail::utf8_sequence_length(std::string_view(word).substr(i));
+      piece.assign(i == 0 ? std::string() : continuation_);
+      piece.append(word, i, length);
+      const std::int32_t part = lookup(piece);
+      if (part == unk_) {
+        out.resize(mark);
+        out.push_back(unk_);
+        return;
+      }
+      out.push_back(part);
+      i += length;
+    }
+  }
+
   std::int32_t lookup(std::string_view text) const {
     const auto found = ids_.find(text);
     return found == ids_.end() || is_special(found->second) ? unk_ : found->second;
@@ -241,6 +297,8 @@ class word_tokenizer {
   std::int32_t bos_ = 1;
   std::int32_t eos_ = 2;
   bool lowercase_ = false;
+  std::string continuation_;
+  std::string joiners_;
 };
 
 }  // namespace pith

@@ -859,6 +859,10 @@ TEST(ReaderAdaKV, CachesAreSizedForTheFullestHeadAndBadOptionsAreRefused) {
   ASSERT_EQ(report.size(), c.num_layers);
   const std::size_t row = adaptive.main_session().cache().row_bytes();
   EXPECT_EQ(report[0].kv_cache_bytes, (36u + 21) * c.num_kv_heads * (2 * row + sizeof(std::int64_t)));
+  // In use after a cut: the layer's 2 x (20 + 8) rows, however its heads share them.
+  adaptive.feed(document(150));
+  for (const auto& layer : adaptive.memory_report())
+    EXPECT_EQ(layer.kv_cache_used_bytes, c.num_kv_heads * (20u + 8) * (2 * row + sizeof(std::int64_t)));
   EXPECT_GT(adaptive.state_bytes(), plain.state_bytes());
 
   const auto message = [&](const pith::reader_options& options) {

@@ -36,6 +36,9 @@ struct layer_memory {
   std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
   dtype kv_type = dtype::f32;  // what the KV cache stores keys and values as
   std::size_t window = 0;      // a sliding-window layer's window W (0: full attention); its cache is fixed
+  // The bytes of the rows the KV heads hold now (keys, values, positions), summed over the heads: below
+  // kv_cache_bytes, and under head-adaptive eviction (AdaKV) the heads' counts differ.
+  std::size_t kv_cache_used_bytes = 0;
 };
 
 /// What attention-based eviction needs from a forward pass (cache/eviction.hpp): for every cached
@@ -300,7 +303,8 @@ class session {
       std::size_t state = 0;
       for (const auto& a : approximate_[l]) state += a.bytes();
       for (const auto& g : self_gated_[l]) state += g.bytes();
-      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type(), c_.sliding_window(l)});
+      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type(), c_.sliding_window(l),
+                        cache_.layer_bytes_used(l)});
     }
     return report;
   }

@@ -436,6 +436,7 @@ class reader {
       const std::vector<layer_memory> second = instruction_session_->memory_report();
       for (std::size_t l = 0; l < report.size(); ++l) {
         report[l].kv_cache_bytes += second[l].kv_cache_bytes;
+        report[l].kv_cache_used_bytes += second[l].kv_cache_used_bytes;
         report[l].state_bytes += second[l].state_bytes;
       }
     }

@@ -34,7 +34,8 @@ with its own incremental forward so that every piece the reader needs is explici
 
 Kept-position layout (`Reading.steps[s]["kept"]`, `Reading.final_kept`): per-layer policies (full,
 streaming, tova, citrus-*) give [layer][sorted document positions]; per-head policies (h2o, snapkv,
-roco) give [layer][kv_head][sorted document positions].
+roco) give [layer][kv_head][sorted document positions], as does every "adakv(NAME)" reading (AdaKV's
+head-adaptive budgets, whose heads' lists differ in length; see `keep_adakv`, `adakv_cut`).
 """
 
 from __future__ import annotations

@@ -282,13 +282,14 @@ TEST(ReaderLogLikelihood, EvictingPoliciesGiveAFinitePerplexityOfAtLeastOne) {
     r.feed(doc);
     full_sum = r.log_likelihood(continuation).sum;
   }
-  for (const auto policy : {pith::policy_kind::streaming, pith::policy_kind::snapkv, pith::policy_kind::h2o,
-                            pith::policy_kind::citrus_cse, pith::policy_kind::pyramidkv}) {
-    o.policy = policy;
+  for (const char* label : {"streaming", "snapkv", "h2o", "citrus-cse", "pyramidkv", "adakv(snapkv)", "adakv(knorm)"}) {
+    const auto policy = pith::parse_policy_label(label);
+    o.policy = policy.kind;
+    o.head_adaptive = policy.head_adaptive;  // AdaKV: the KV heads' unequal caches score the continuation
     pith::reader r(small_model(), o, {});
     r.feed(doc);
     const auto scored = r.log_likelihood(continuation);
-    const std::string name = pith::policy_name(policy);
+    const std::string name = label;
     EXPECT_EQ(scored.tokens, continuation.size()) << name;
     EXPECT_LE(scored.sum, 0.0) << name;
     EXPECT_TRUE(std::isfinite(scored.perplexity())) << name;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // pith_bench_eviction: what eviction costs per chunk (scoring beyond attention, selection,
-// compaction, re-rotation; knorm and keydiff read the cached keys) relative to the chunk's forward pass, for chunk 256 and budget 768 on
+// compaction, re-rotation; knorm and keydiff read the cached keys; AdaKV over snapkv and citrus-shared)
+// relative to the chunk's forward pass, for chunk 256 and budget 768 on
 // the random ~30M Llama of pith_bench_model; and reading 10K, 100K and 1M-token documents with
 // citrus-shared on 2 threads (tokens/s, memory). The per-chunk figures are single-threaded.
 // KV types: the fused attention kernel over one head's cache and the document readings with the
@@ -49,12 +50,13 @@ void BM_chunk_forward(benchmark::State& state) {
   pith::set_num_threads(0);
 }
 
-// A reader in steady state (budget + chunk states), one chunk per iteration with the policy.
-void BM_chunk_with_policy(benchmark::State& state) {
+// A reader in steady state (budget + chunk states), one chunk per iteration with the policy (under
+// AdaKV's head-adaptive budgets when head_adaptive: the layer's kv heads x budget shared by its heads).
+void chunk_with_policy(benchmark::State& state, pith::policy_kind policy, bool head_adaptive) {
   pith::set_num_threads(1);
-  const auto policy = pith::builtin_policies[state.range(0)];
   pith::reader_options o;
   o.policy = policy;
+  o.head_adaptive = head_adaptive;
   o.budget = budget;
   o.chunk_size = chunk;
   o.max_answer_tokens = 16;
@@ -63,7 +65,7 @@ void BM_chunk_with_policy(benchmark::State& state) {
   const auto next = tokens(chunk, 4);
   const double eviction_before = r.stats().eviction_seconds, instruction_before = r.stats().instruction_seconds;
   for (auto _ : state) r.feed(next);
-  state.SetLabel(pith::policy_name(policy));
+  state.SetLabel(pith::policy_label_name(policy, head_adaptive));
   state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(chunk), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["eviction_ms_per_chunk"] =
       (r.stats().eviction_seconds - eviction_before) * 1e3 / static_cast<double>(state.iterations());
@@ -71,6 +73,15 @@ void BM_chunk_with_policy(benchmark::State& state) {
       (r.stats().instruction_seconds - instruction_before) * 1e3 / static_cast<double>(state.iterations());
   pith::set_num_threads(0);
 }
+
+void BM_chunk_with_policy(benchmark::State& state) {
+  chunk_with_policy(state, pith::builtin_policies[state.range(0)], false);
+}
+
+// AdaKV (docs/eviction.md, "AdaKV") over these scorers.
+constexpr pith::policy_kind adakv_scorers[] = {pith::policy_kind::snapkv, pith::policy_kind::citrus_shared};
+
+void BM_chunk_with_adakv(benchmark::State& state) { chunk_with_policy(state, adakv_scorers[state.range(0)], true); }
 
 constexpr pith::dtype kv_types[] = {pith::dtype::f32, pith::dtype::f16, pith::dtype::bf16, pith::dtype::q8_0};
 const char* kv_label(pith::dtype t) {
@@ -159,6 +170,11 @@ BENCHMARK(BM_chunk_with_policy)
     ->ArgName("policy")
     ->UseRealTime()
     ->MinTime(2.0);
+BENCHMARK(BM_chunk_with_adakv)
+    ->DenseRange(0, static_cast<std::int64_t>(std::size(adakv_scorers)) - 1)
+    ->ArgName("scorer")
+    ->UseRealTime()
+    ->MinTime(2.0);
 BENCHMARK(BM_attention_kv_type)->ArgNames({"queries", "kv"})->ArgsProduct({{chunk, 1}, {0, 1, 2, 3}})->MinTime(1.0);
 BENCHMARK(BM_read_document)
     ->ArgNames({"tokens", "threads", "kv"})
@@ -203,17 +219,23 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     const double base_cpu = cpu_seconds_["BM_chunk_forward/"];
     std::printf("\nchunk %zu, budget %zu: a plain chunk forward takes %.2f ms (CPU time %.2f ms)\n", chunk, budget,
                 base * 1e3, base_cpu * 1e3);
-    std::printf("%-19s %10s %10s %12s %14s %10s %12s\n", "policy", "ms/chunk", "overhead", "eviction ms", "instruction ms",
+    std::printf("%-21s %10s %10s %12s %14s %10s %12s\n", "policy", "ms/chunk", "overhead", "eviction ms", "instruction ms",
                 "CPU ms", "CPU overhead");
-    for (const auto policy : pith::builtin_policies) {
-      if (policy == pith::policy_kind::full) continue;  // grows with the document: no steady state
-      const std::string key = std::string("BM_chunk_with_policy/") + pith::policy_name(policy);
-      if (seconds_.count(key) == 0) continue;  // not run (--benchmark_filter)
+    const auto row = [&](const std::string& key, const std::string& label) {
+      if (seconds_.count(key) == 0) return;  // not run (--benchmark_filter)
       const double t = seconds_[key];
       const double cpu = cpu_seconds_[key];
-      std::printf("%-19s %10.2f %+9.1f%% %12.3f %14.3f %10.2f %+11.1f%%\n", pith::policy_name(policy), t * 1e3,
+      std::printf("%-21s %10.2f %+9.1f%% %12.3f %14.3f %10.2f %+11.1f%%\n", label.c_str(), t * 1e3,
                   base > 0 ? 100.0 * (t / base - 1.0) : 0.0, values_[key + ":eviction_ms_per_chunk"],
                   values_[key + ":instruction_ms_per_chunk"], cpu * 1e3, base_cpu > 0 ? 100.0 * (cpu / base_cpu - 1.0) : 0.0);
+    };
+    for (const auto policy : pith::builtin_policies) {
+      if (policy == pith::policy_kind::full) continue;  // grows with the document: no steady state
+      row(std::string("BM_chunk_with_policy/") + pith::policy_name(policy), pith::policy_name(policy));
+    }
+    for (const auto policy : adakv_scorers) {
+      const std::string label = pith::policy_label_name(policy, true);
+      row("BM_chunk_with_adakv/" + label, label);
     }
     std::printf("instruction of %zu tokens / chunk of %zu = %.1f%% of a chunk\n", instruction.size(), chunk,
                 100.0 * static_cast<double>(instruction.size()) / chunk);

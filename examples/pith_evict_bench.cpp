@@ -30,6 +30,7 @@ constexpr const char* usage =
     "                        [--threads N] [--quick] [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
     "                        [--protocol chunked|oneshot|chunked,oneshot] [--ratios LIST] [--question-in-cut]\n"
     "                        [--different-question] [--positions reindexed|original] [--sinks N]\n"
+    "                        [--adakv-alpha A]\n"
     "                        [--perplexity FILE [--ppl-tokens N]]\n"
     "       pith-evict-bench --make-document FILE [--task kv] [--length N] [--seed S] [--facts F]\n"
     "                        [--depth D] [--vt-chains N] [--model DIR | --tokenizer FILE]\n"
@@ -37,7 +38,11 @@ constexpr const char* usage =
     "              citrus-separate (the default: these nine), random, knorm, observed-attention, chunkkv,\n"
     "              snapkv-question, keydiff, pyramidkv, finch, criticalkv, expected-attention, or all; a citrus-*\n"
     "              name with +poolK (K odd), e.g. citrus-shared+pool7, pools its scores over K neighbouring slots\n"
-    "              (docs/eviction.md)\n"
+    "              (docs/eviction.md); adakv(NAME) reads with AdaKV's head-adaptive budgets over NAME's scores\n"
+    "              per KV head, NAME one of tova, snapkv, citrus-cse, citrus-shared, snapkv-question, knorm,\n"
+    "              keydiff (each layer's kv heads x k shared unequally by its KV heads; docs/eviction.md,\n"
+    "              \"AdaKV\"), e.g. adakv(snapkv), adakv(citrus-shared)+pool7\n"
+    "  --adakv-alpha A  the share of k each KV head keeps for itself under adakv(NAME), in [0, 1] (default 0.2)\n"
     "  --budgets   k values (default 16,32,64,128,256; RULER tasks alone: 512,1024,2048,3072; none when only\n"
     "              --ratios is given)\n"
     "  --protocol  chunked (default: the document read in chunks of --chunk with a cache bounded by the budget),\n"
@@ -166,12 +171,14 @@ struct policy_spec {
   pith::policy_kind kind;
   std::size_t pool = 1;
   std::string label;
+  bool head_adaptive = false;  // adakv(NAME)
 };
 
 policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool) {
   using pith::policy_kind;
   const auto plus = text.find("+pool");
-  policy_spec spec{pith::parse_policy(text.substr(0, plus)), default_pool, {}};
+  const auto name = pith::parse_policy_label(text.substr(0, plus));  // "NAME" or "adakv(NAME)"
+  policy_spec spec{name.kind, default_pool, {}, name.head_adaptive};
   const bool citrus = spec.kind == policy_kind::citrus_cse || spec.kind == policy_kind::citrus_shared ||
                       spec.kind == policy_kind::citrus_separate;
   if (plus != std::string::npos) {
@@ -182,7 +189,7 @@ policy_spec parse_policy_spec(const std::string& text, std::size_t default_pool)
   if (spec.pool % 2 == 0) throw pith::examples::usage_error(text + ": the pooling window must be odd");
   if (spec.pool > max_pool)
     throw pith::examples::usage_error(text + ": the pooling window is out of range (1.." + std::to_string(max_pool) + ")");
-  spec.label = std::string(pith::policy_name(spec.kind)) + (spec.pool > 1 ? "+pool" + std::to_string(spec.pool) : "");
+  spec.label = pith::policy_label_name(spec.kind, spec.head_adaptive) + (spec.pool > 1 ? "+pool" + std::to_string(spec.pool) : "");
   return spec;
 }
 
@@ -464,6 +471,9 @@ int run(int argc, char** argv) {
   if (chunk == 0) throw usage_error("--chunk: 0 reads nothing; use at least 1");
   const auto full_max = parse_number<std::size_t>(args.take("--full-max-length").value_or("4096"), "--full-max-length");
   const auto citrus_pool = parse_number<std::size_t>(args.take("--citrus-pool").value_or("1"), "--citrus-pool", 1, max_pool);
+  const auto adakv_alpha = parse_number<double>(args.take("--adakv-alpha").value_or("0.2"), "--adakv-alpha");
+  if (!(adakv_alpha >= 0.0 && adakv_alpha <= 1.0))
+    throw usage_error("--adakv-alpha: " + std::to_string(adakv_alpha) + " is outside [0, 1]");
   if (citrus_pool % 2 == 0) throw usage_error("--citrus-pool must be odd (a window centred on the slot)");
   const auto depths_text = args.take("--depths");
   const auto tokenizer_path = args.take("--tokenizer");
@@ -693,6 +703,8 @@ int run(int argc, char** argv) {
     options.budget = p.budget;
     options.chunk_size = chunk;
     options.citrus_pool = p.policy->pool;
+    options.head_adaptive = p.policy->head_adaptive;
+    options.adakv_alpha = adakv_alpha;
     options.snapkv_kernel = pool_kernel;
     options.snapkv_pool = snapkv_pool;
     options.kv_type = kv_type;
@@ -889,7 +901,7 @@ int run(int argc, char** argv) {
                         {"facts", facts},            {"seeds", {seed_base, seed_base + seeds - 1}},
                         {"threads", num_threads()},  {"full_max_length", full_max},
                         {"kv_type", kv_type_name(kv_type)}, {"positions", positions_name}, {"sinks", sinks},
-                        {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name},
+                        {"pool_kernel", pool_kernel},  {"pool_mode", pool_mode_name}, {"adakv_alpha", adakv_alpha},
                         {"protocols", protocol_names}, {"ratios", ratios},
                         {"question_in_cut", question_in_cut}, {"different_question", different_question},
                         {"note", "budget of the full policy = the document length (it keeps every state); a ratio row's "

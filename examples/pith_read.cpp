@@ -28,7 +28,7 @@ constexpr const char* usage =
     "                 [--chunk L] [--positions reindexed|original] [--steps N] [--threads N] [--expect TEXT]\n"
     "                 [--citrus-pool K] [--pool-kernel K] [--pool-mode avg|max] [--logits-out FILE.json]\n"
     "                 [--quantize TYPE] [--kv-type f32|f16|bf16|q8_0]\n"
-    "                 [--protocol chunked|oneshot] [--ratio R] [--question-in-cut]\n"
+    "                 [--protocol chunked|oneshot] [--ratio R] [--question-in-cut] [--adakv-alpha A]\n"
     "                 [--raw | --system TEXT | --chat-template FILE]\n"
     "  --document FILE  read in blocks and tokenized as it is read (memory does not grow with it); - reads stdin\n"
     "  --raw      no chat template: BOS, the document, the instruction (the default when the model has no\n"
@@ -40,7 +40,10 @@ constexpr const char* usage =
     "  --policy   full, streaming, h2o, tova, snapkv, roco, citrus-cse, citrus-shared (default), citrus-separate,\n"
     "             random, knorm, observed-attention, chunkkv, snapkv-question, keydiff, pyramidkv, finch,\n"
     "             criticalkv, expected-attention\n"
-    "             (docs/eviction.md)\n"
+    "             (docs/eviction.md); adakv(NAME) for AdaKV's head-adaptive budgets over NAME's scores per KV\n"
+    "             head, NAME one of tova, snapkv, citrus-cse, citrus-shared, snapkv-question, knorm, keydiff\n"
+    "             (each layer's kv heads x --budget shared unequally by its KV heads; docs/eviction.md, \"AdaKV\")\n"
+    "  --adakv-alpha  adakv(NAME): the share of --budget every KV head keeps for itself, in [0, 1] (default 0.2)\n"
     "  --budget   k, the states kept besides the newest chunk (default 768)\n"
     "  --chunk    L, tokens read per step (default 256)\n"
     "  --steps    answer tokens at most (default 64)\n"
@@ -156,7 +159,13 @@ int run(int argc, char** argv) {
   const auto document_path = args.take("--document");
   const auto instruction_text = args.take("--instruction");
   reader_options options;
-  options.policy = parse_policy(args.take("--policy").value_or("citrus-shared"));
+  const auto label = parse_policy_label(args.take("--policy").value_or("citrus-shared"));
+  options.policy = label.kind;
+  options.head_adaptive = label.head_adaptive;
+  if (const auto alpha = args.take("--adakv-alpha")) {
+    if (!label.head_adaptive) throw usage_error("--adakv-alpha applies to an adakv(NAME) policy");
+    options.adakv_alpha = parse_number<double>(*alpha, "--adakv-alpha");
+  }
   options.budget = parse_number<std::size_t>(args.take("--budget").value_or("768"), "--budget");
   options.chunk_size = parse_number<std::size_t>(args.take("--chunk").value_or("256"), "--chunk");
   const auto positions = args.take("--positions").value_or("reindexed");
@@ -401,10 +410,19 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "sliding-window layers: %zu of %zu, window %zu, %zu states each, KV cache %.1f MiB (fixed)\n",
                  windowed, report.size(), report[window_layer].window,
                  r.main_session().cache().size(window_layer, 0), static_cast<double>(window_bytes) / (1 << 20));
-  std::fprintf(stderr, "policy %s, budget %zu, chunk %zu: cache %zu states per layer, KV cache %s %.1f MiB, "
+  // Under AdaKV the KV heads of a layer hold different counts: their mean, and their range.
+  const auto& cache = r.main_session().cache();
+  std::size_t fewest = cache.size(full_layer, 0), most = fewest, total = 0;
+  for (std::size_t g = 0; g < cache.kv_heads(); ++g) {
+    fewest = std::min(fewest, cache.size(full_layer, g));
+    most = std::max(most, cache.size(full_layer, g));
+    total += cache.size(full_layer, g);
+  }
+  const std::string heads = fewest == most ? "" : " (per KV head: " + std::to_string(fewest) + " to " + std::to_string(most) + ")";
+  std::fprintf(stderr, "policy %s, budget %zu, chunk %zu: cache %zu states per layer%s, KV cache %s %.1f MiB, "
                "session state %.1f MiB, peak memory %.1f MiB, total %.2f s\n",
-               policy_name(options.policy), options.budget, options.chunk_size,
-               r.main_session().cache().size(full_layer, 0), kv_type_name(options.kv_type).c_str(),
+               policy_label_name(options.policy, options.head_adaptive).c_str(), options.budget, options.chunk_size,
+               total / std::max<std::size_t>(cache.kv_heads(), 1), heads.c_str(), kv_type_name(options.kv_type).c_str(),
                static_cast<double>(kv_bytes) / (1 << 20), static_cast<double>(r.state_bytes()) / (1 << 20),
                static_cast<double>(peak_resident_bytes()) / (1 << 20), seconds);
   return 0;

@@ -68,6 +68,10 @@ class Case:
     ratio: float | None = None
     question_in_cut: bool = False
 
+    @property
+    def adaptive(self) -> bool:
+        return pith_eviction.parse_label(self.policy)[1]
+
     def options(self) -> Options:
         return Options(self.pool_kernel, self.pool_mode, self.chunkkv_size, self.random_seed)
 
@@ -126,6 +130,13 @@ CASES = [Case(policy.replace("-", "_"), policy) for policy in FIRST_POLICIES] + 
     Case("finch_oneshot", "finch", protocol="oneshot", ratio=0.5),
     Case("criticalkv_oneshot", "criticalkv", document_length=300, protocol="oneshot", ratio=0.75, min_gap=1e-5),
     Case("expected_attention_oneshot", "expected-attention", protocol="oneshot", ratio=0.5, min_gap=1e-5),
+    # AdaKV's head-adaptive budgets (docs/eviction.md "AdaKV"): the layer's 2 x 12 shared by its two KV
+    # heads, each at least floor(0.2 x 12) = 2; the fullest head's 2 x 12 - 2 + 16 + 16 = 54 positions
+    # fit the model's 64
+    Case("adakv_snapkv", "adakv(snapkv)", budget=12),
+    Case("adakv_citrus_shared", "adakv(citrus-shared)", budget=12),
+    # AdaKV in kvpress's protocol: one cut of 120 states to 2 x floor(120 x 0.25) per layer
+    Case("adakv_snapkv_oneshot", "adakv(snapkv)", protocol="oneshot", ratio=0.75),
 ]
 
 
@@ -201,10 +212,11 @@ def expected_json(case: Case, seed: int, document, instruction, reading) -> str:
             + (f'  "pool_kernel": {case.pool_kernel},\n' if case.pool_kernel != pith_eviction.SNAPKV_KERNEL else "")
             + (f'  "pool_mode": "{case.pool_mode}",\n' if case.pool_mode != "avg" else "")
             + (f'  "chunkkv_size": {case.chunkkv_size},\n' if case.policy == "chunkkv" else "")
-            + (f'  "random_seed": {case.random_seed},\n' if case.policy == "random" else "") +
+            + (f'  "random_seed": {case.random_seed},\n' if case.policy == "random" else "")
+            + (f'  "adakv_alpha": {pith_eviction.ADAKV_ALPHA},\n' if case.adaptive else "") +
             f'  "model": "{case.model}",\n'
             f'  "seed": {seed},\n'
-            f'  "selection": "{"per_head" if case.policy in PER_HEAD_POLICIES else "per_layer"}",\n'
+            f'  "selection": "{"per_head" if case.policy in PER_HEAD_POLICIES or case.adaptive else "per_layer"}",\n'
             f'  "document": {dump(document)},\n'
             f'  "instruction": {dump(instruction)},\n'
             f'  "steps": [\n    {steps}\n  ],\n'

@@ -471,4 +471,101 @@ TEST(EvictionMethods, ExpectedAttentionScoresMatchADoubleReference) {
   EXPECT_THROW(pith::expected_attention_scores(std::vector<float>(5), 2, 0, std::vector<float>(3), out), pith::shape_error);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// AdaKV
+
+// Three KV heads with 6, 4 and 8 old slots, k = 5, alpha = 0.4: floor(0.4 x 5) = 2 per head, then the
+// layer's 15 minus the 6 guaranteed go to the 9 best of the rest across heads (worked by hand below).
+TEST(EvictionMethods, AdaKvGivesEachHeadItsFloorThenTheLayersBestAcrossHeads) {
+  const std::vector<float> h0{0.9f, 0.1f, 0.8f, 0.7f, 0.05f, 0.6f};
+  const std::vector<float> h1{0.2f, 0.3f, 0.1f, 0.25f};
+  const std::vector<float> h2{0.5f, 0.95f, 0.4f, 0.45f, 0.85f, 0.3f, 0.02f, 0.65f};
+  const std::vector<std::span<const float>> heads{h0, h1, h2};
+  std::vector<slots> keep;
+  pith::selection_scratch scratch;
+  pith::select_adakv(heads, 5, 0.4, keep, scratch);
+  // Floors: head 0 slots 0, 2; head 1 slots 1, 3; head 2 slots 1, 4. The rest ranked: 0.7 (0:3),
+  // 0.65 (2:7), 0.6 (0:5), 0.5 (2:0), 0.45 (2:3), 0.4 (2:2), 0.3 (2:5), 0.2 (1:0), then 0.1 twice:
+  // head 0's slot 1 before head 1's slot 2 (the lower head). Evicted: 1:2, 0:4 and 2:6.
+  ASSERT_EQ(keep.size(), 3u);
+  EXPECT_EQ(keep[0], (slots{0, 1, 2, 3, 5}));
+  EXPECT_EQ(keep[1], (slots{0, 1, 3}));
+  EXPECT_EQ(keep[2], (slots{0, 1, 2, 3, 4, 5, 7}));
+  EXPECT_EQ(keep[0].size() + keep[1].size() + keep[2].size(), 3u * 5u);
+  // The floor protects a head whose scores are all below the others': with k = 4 (a layer budget of
+  // 12 of 18) head 1 keeps its top floor(0.5 x 4) = 2 at alpha 0.5, and nothing at alpha 0, where the
+  // six lowest scores go: head 1's four, head 2's 0.02 (slot 6) and head 0's 0.05 (slot 4).
+  const std::vector<float> low{0.001f, 0.003f, 0.002f, 0.004f};
+  const std::vector<std::span<const float>> skewed{h0, low, h2};
+  pith::select_adakv(skewed, 4, 0.5, keep, scratch);
+  EXPECT_EQ(keep[1], (slots{1, 3}));
+  EXPECT_EQ(keep[0].size() + keep[1].size() + keep[2].size(), 12u);
+  pith::select_adakv(skewed, 4, 0.0, keep, scratch);
+  EXPECT_TRUE(keep[1].empty());
+  EXPECT_EQ(keep[0], (slots{0, 1, 2, 3, 5}));
+  EXPECT_EQ(keep[2], (slots{0, 1, 2, 3, 4, 5, 7}));
+  // At most the layer's budget: everything stays.
+  pith::select_adakv(heads, 6, 0.2, keep, scratch);
+  EXPECT_EQ(keep[0], (slots{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(keep[2].size(), 8u);
+}
+
+TEST(EvictionMethods, AdaKvAtAlphaOneIsAPerHeadTopKAndItsBoundsAreChecked) {
+  std::vector<std::vector<float>> rows(4, std::vector<float>(30));
+  for (std::size_t g = 0; g < rows.size(); ++g)
+    for (std::size_t j = 0; j < 30; ++j) rows[g][j] = std::sin(static_cast<float>(7 * j + 13 * g)) + 10.0f * static_cast<float>(g);
+  const std::vector<std::span<const float>> heads(rows.begin(), rows.end());
+  std::vector<slots> keep;
+  pith::selection_scratch scratch;
+  pith::select_adakv(heads, 10, 1.0, keep, scratch);
+  for (std::size_t g = 0; g < rows.size(); ++g) {
+    slots own;
+    pith::select_top_k(rows[g], 10, own, scratch);
+    EXPECT_EQ(keep[g], own) << "head " << g;
+  }
+  // Head g's scores lie in [10 g - 1, 10 g + 1]: at alpha 0.2 every head keeps floor(2), head 3 then
+  // takes all of its other 28 (it could take up to 40 - 3 x 2 = 34) and head 2 the last 4 of the 40.
+  pith::select_adakv(heads, 10, 0.2, keep, scratch);
+  EXPECT_EQ(keep[3].size(), 30u);
+  EXPECT_EQ(keep[2].size(), 6u);
+  EXPECT_EQ(keep[1].size(), 2u);
+  EXPECT_EQ(keep[0].size(), 2u);
+  EXPECT_EQ(pith::adakv_floor(10, 0.2), 2u);
+  EXPECT_EQ(pith::adakv_floor(7, 0.2), 1u);   // floor(1.4)
+  EXPECT_EQ(pith::adakv_head_budget(10, 4, 0.2), 34u);  // 4 x 10 - 3 x 2
+  EXPECT_EQ(pith::adakv_head_budget(10, 1, 0.2), 10u);
+  for (const double alpha : {-0.1, 1.5, std::nan("")}) {
+    try {
+      pith::select_adakv(heads, 10, alpha, keep, scratch);
+      FAIL() << "alpha " << alpha << " was accepted";
+    } catch (const pith::argument_error& e) {
+      EXPECT_NE(std::string(e.what()).find("adakv_alpha"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(EvictionMethods, AdaKvLabelsNameThePolicyTheyWrap) {
+  const auto label = pith::parse_policy_label("adakv(snapkv)");
+  EXPECT_EQ(label.kind, pith::policy_kind::snapkv);
+  EXPECT_TRUE(label.head_adaptive);
+  EXPECT_FALSE(pith::parse_policy_label("snapkv").head_adaptive);
+  EXPECT_EQ(pith::policy_label_name(pith::policy_kind::citrus_shared, true), "adakv(citrus-shared)");
+  for (const auto kind : pith::builtin_policies) {
+    const std::string name = pith::policy_label_name(kind, true);
+    if (pith::combines_with_adakv(kind)) {
+      EXPECT_EQ(pith::parse_policy_label(name).kind, kind);
+      continue;
+    }
+    try {
+      pith::parse_policy_label(name);
+      FAIL() << name << " was accepted";
+    } catch (const pith::argument_error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(pith::parse_policy_label("adakv(snapkv"), pith::argument_error);
+  EXPECT_THROW(pith::parse_policy_label("adakv()"), pith::argument_error);
+  EXPECT_THROW(pith::parse_policy_label("adakv(lru)"), pith::argument_error);
+}
+
 }  // namespace

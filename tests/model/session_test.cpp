@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // session contracts: a failed forward leaves the session as it was, an empty forward is an error,
-// and bytes_allocated accounts for the memory the process really gains.
+// bytes_allocated accounts for the memory the process really gains, and KV heads holding different
+// row counts attend and append on their own.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -171,6 +173,62 @@ TEST(session_memory_6_3, score_arrays_exist_only_once_scoring_is_enabled) {
   float total = 0.0f;
   for (std::size_t j = 0; j < 8; ++j) total += s.scores(0, 0)[j];
   EXPECT_NEAR(total, 1.0f, 1e-5f) << "each query's probabilities over the 8 slots sum to 1";
+}
+
+// Head-adaptive eviction (AdaKV, docs/eviction.md) leaves the KV heads of a layer with different row
+// counts. On a model whose KV head `silent` has zero values (its query heads add nothing), cutting that
+// head's rows to a few must leave the logits exactly as they were: the other head still attends over
+// all of its own rows, and every head appends after its own count. mark/rollback restore each head's
+// count; forward checks room against the fullest head.
+pith::model_weights silent_head_model(std::size_t silent) {
+  pith::model_weights w = pith::random_weights(session_config(), 7);
+  const std::size_t d = w.config.head_dim, hidden = w.config.hidden_size;
+  for (auto& layer : w.layers) {
+    pith::aligned_buffer<float> rows(layer.wv.rows() * layer.wv.cols());
+    std::copy_n(layer.wv.f32(), rows.size(), rows.data());
+    std::fill(rows.data() + silent * d * hidden, rows.data() + (silent + 1) * d * hidden, 0.0f);
+    layer.wv = pith::tensor_view::own(std::move(rows), pith::dtype::f32, layer.wv.rows(), layer.wv.cols());
+  }
+  return w;
+}
+
+TEST(session_unequal_heads, a_head_cut_to_a_few_rows_attends_and_appends_on_its_own) {
+  for (const std::size_t silent : {0u, 1u}) {
+    SCOPED_TRACE(silent);
+    const auto w = silent_head_model(silent);
+    const auto& c = w.config;
+    const std::size_t other = 1 - silent;
+    pith::session whole(w, {32, 8}), cut(w, {32, 8});
+    const auto prefix = session_tokens(20);
+    whole.forward(prefix, nullptr);
+    cut.forward(prefix, nullptr);
+    const std::vector<std::uint32_t> few{0, 3, 5, 9, 19};
+    for (std::size_t l = 0; l < c.num_layers; ++l) cut.cache().compact(l, silent, few);
+    std::vector<float> expected(c.vocab_size), got(c.vocab_size);
+    const auto probe = session_tokens(3, 5);
+    whole.forward(probe, expected.data());
+    cut.forward(probe, got.data());
+    EXPECT_EQ(got, expected);  // the silent head's output is exactly 0 whichever rows it holds
+    for (std::size_t l = 0; l < c.num_layers; ++l) {
+      EXPECT_EQ(cut.cache().size(l, other), 23u);
+      EXPECT_EQ(cut.cache().size(l, silent), few.size() + 3);
+      for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(cut.cache().positions(l, silent)[few.size() + i], 20 + static_cast<std::int64_t>(i));
+    }
+    // The instruction's side queries (CItruS's fused pass) see each head's own old rows.
+    const auto side = session_tokens(2, 9);
+    whole.forward_with_side(session_tokens(2, 11), side, expected.data());
+    cut.forward_with_side(session_tokens(2, 11), side, got.data());
+    EXPECT_EQ(got, expected);
+    pith::session_mark mark;
+    cut.mark(mark);
+    cut.forward(session_tokens(2, 13), nullptr);
+    cut.rollback(mark);
+    EXPECT_EQ(cut.cache().size(0, other), 25u);
+    EXPECT_EQ(cut.cache().size(0, silent), few.size() + 5);
+    // 25 rows in the fullest head of a 32-row cache: 8 more do not fit, whatever the other head holds.
+    EXPECT_THROW(cut.forward(session_tokens(8), nullptr), pith::argument_error);
+    EXPECT_EQ(cut.cache().size(0, silent), few.size() + 5);
+  }
 }
 
 }  // namespace

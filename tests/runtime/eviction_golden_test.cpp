@@ -53,7 +53,11 @@ TEST_P(EvictionGolden, KeepsTheSameStatesAsTheTwin) {
   const auto g = nlohmann::json::parse(in);
   const auto& model = twin_model(g.at("model").get<std::string>());
   pith::reader_options o;
-  o.policy = pith::parse_policy(g.at("policy").get<std::string>());
+  // "NAME" or "adakv(NAME)" (AdaKV's head-adaptive budgets, docs/eviction.md "AdaKV")
+  const auto label = pith::parse_policy_label(g.at("policy").get<std::string>());
+  o.policy = label.kind;
+  o.head_adaptive = label.head_adaptive;
+  o.adakv_alpha = g.value("adakv_alpha", 0.2);
   o.budget = g.at("budget").get<std::size_t>();
   o.chunk_size = g.at("chunk").get<std::size_t>();
   o.positions = g.at("positions") == "original" ? pith::position_mode::original : pith::position_mode::reindexed;
@@ -121,7 +125,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, EvictionGolden,
                                            "snapkv_question", "keydiff", "pyramidkv", "pyramidkv_hybrid",
                                            "snapkv_max5", "snapkv_oneshot", "citrus_shared_oneshot_seen",
                                            "h2o_oneshot", "finch", "criticalkv", "expected_attention",
-                                           "finch_oneshot", "criticalkv_oneshot", "expected_attention_oneshot"));
+                                           "finch_oneshot", "criticalkv_oneshot", "expected_attention_oneshot",
+                                           "adakv_snapkv", "adakv_citrus_shared", "adakv_snapkv_oneshot"));
 
 // Perplexity under eviction (tests/data/eviction/perplexity.json): a golden's document read again, then
 // one continuation scored by reader::log_likelihood, against the twin's log-probabilities.

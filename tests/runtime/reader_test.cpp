@@ -304,14 +304,15 @@ TEST(ReaderLogLikelihood, EvictingPoliciesGiveAFinitePerplexityOfAtLeastOne) {
     r.feed(doc);
     full_sum = r.log_likelihood(continuation).sum;
   }
-  for (const auto policy : {pith::policy_kind::streaming, pith::policy_kind::snapkv, pith::policy_kind::h2o,
-                            pith::policy_kind::citrus_cse, pith::policy_kind::pyramidkv, pith::policy_kind::criticalkv,
-                            pith::policy_kind::expected_attention}) {
-    o.policy = policy;
+  for (const char* label : {"streaming", "snapkv", "h2o", "citrus-cse", "pyramidkv", "criticalkv", "expected-attention",
+                            "adakv(snapkv)", "adakv(knorm)"}) {
+    const auto policy = pith::parse_policy_label(label);
+    o.policy = policy.kind;
+    o.head_adaptive = policy.head_adaptive;  // AdaKV: the KV heads' unequal caches score the continuation
     pith::reader r(small_model(), o, {});
     r.feed(doc);
     const auto scored = r.log_likelihood(continuation);
-    const std::string name = pith::policy_name(policy);
+    const std::string name = label;
     EXPECT_EQ(scored.tokens, continuation.size()) << name;
     EXPECT_LE(scored.sum, 0.0) << name;
     EXPECT_TRUE(std::isfinite(scored.perplexity())) << name;
@@ -687,6 +688,245 @@ TEST(ReaderProtocol, DifferentQuestionReadsWithOneInstructionAndAsksAnother) {
   }
   EXPECT_LE(largest_difference(different.answer_logits(), asked.answer_logits()), one_pass_logit_tolerance);
   EXPECT_THROW(pith::reader(small_model(), o, instruction, {1, 99}), pith::argument_error);  // outside the vocabulary
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AdaKV (docs/eviction.md, "AdaKV"): head-adaptive budgets over a per-head scorer
+
+std::vector<pith::policy_kind> adakv_policies() {
+  std::vector<pith::policy_kind> out;
+  for (const auto kind : pith::builtin_policies)
+    if (pith::combines_with_adakv(kind)) out.push_back(kind);
+  return out;
+}
+
+// Every policy AdaKV combines with: each layer's heads hold unequal counts that sum to exactly
+// H_kv x (k + L) after a cut (H_kv x k old states plus each head's newest chunk), each head at least
+// its floor plus the chunk and at most adakv_head_budget plus the chunk, positions renumbered to end
+// at the fullest head's count; the final cut leaves H_kv x k before the instruction.
+TEST(ReaderAdaKV, HeadsKeepUnequalCountsThatSumToTheLayersBudget) {
+  const auto& c = small_model().config;
+  const std::size_t heads = c.num_kv_heads, k = 20, chunk = 8;
+  bool unequal = false;
+  for (const auto policy : adakv_policies()) {
+    SCOPED_TRACE(pith::policy_name(policy));
+    pith::reader_options o;
+    o.policy = policy;
+    o.head_adaptive = true;
+    o.budget = k;
+    o.chunk_size = chunk;
+    o.max_answer_tokens = 8;
+    pith::reader r(small_model(), o, instruction);
+    const std::size_t floor = pith::adakv_floor(k, o.adakv_alpha), most = pith::adakv_head_budget(k, heads, o.adakv_alpha);
+    ASSERT_EQ(most, 36u);  // 2 x 20 - floor(4)
+    const auto doc = document(150);
+    for (std::size_t fed = 0; fed < doc.size(); fed += chunk) {
+      r.feed(std::span(doc).subspan(fed, std::min(chunk, doc.size() - fed)));
+      const std::size_t read = r.stats().tokens_read;
+      if (read == 0) continue;
+      const auto& cache = r.main_session().cache();
+      std::size_t top = 0;
+      for (std::size_t l = 0; l < c.num_layers; ++l)
+        for (std::size_t g = 0; g < heads; ++g) top = std::max(top, cache.size(l, g));
+      EXPECT_EQ(r.main_session().position(), top);
+      for (std::size_t l = 0; l < c.num_layers; ++l) {
+        std::size_t layer = 0;
+        for (std::size_t g = 0; g < heads; ++g) {
+          const auto& kept = r.document_positions(l, g);
+          ASSERT_EQ(kept.size(), cache.size(l, g));
+          layer += kept.size();
+          ASSERT_GE(kept.size(), std::min(read, floor + chunk));
+          ASSERT_LE(kept.size(), most + chunk);
+          for (std::size_t i = 1; i < kept.size(); ++i) ASSERT_LT(kept[i - 1], kept[i]);
+          for (std::size_t i = 0; i < chunk; ++i)
+            ASSERT_EQ(kept[kept.size() - chunk + i], static_cast<std::int64_t>(read - chunk + i));
+          const std::int64_t* positions = cache.positions(l, g);
+          for (std::size_t i = 0; i < kept.size(); ++i) ASSERT_EQ(positions[i], static_cast<std::int64_t>(top - kept.size() + i));
+        }
+        if (read - chunk > k) {
+          ASSERT_EQ(layer, heads * (k + chunk)) << "layer " << l << " after " << read;
+        } else {
+          ASSERT_EQ(layer, heads * read);
+        }
+        unequal = unequal || cache.size(l, 0) != cache.size(l, 1);
+      }
+    }
+    pith::sampler greedy;
+    EXPECT_EQ(r.answer(5, greedy).size(), 5u);
+    if (pith::traits_of(policy, o.snapkv_window).final_cut)
+      for (std::size_t l = 0; l < c.num_layers; ++l) {
+        const auto& cache = r.main_session().cache();
+        EXPECT_EQ(cache.size(l, 0) + cache.size(l, 1), heads * (k + instruction.size() + 4)) << "layer " << l;
+      }
+  }
+  EXPECT_TRUE(unequal) << "no policy gave two heads of a layer different counts";
+}
+
+// At alpha = 1 every head keeps its own top k, so heads that start equal stay equal: AdaKV over
+// snapkv, knorm and snapkv-question keeps exactly what they keep and answers alike.
+TEST(ReaderAdaKV, AlphaOneKeepsWhatThePolicyKeeps) {
+  const auto& c = small_model().config;
+  for (const auto policy : {pith::policy_kind::snapkv, pith::policy_kind::knorm, pith::policy_kind::snapkv_question}) {
+    SCOPED_TRACE(pith::policy_name(policy));
+    pith::reader_options o;
+    o.policy = policy;
+    o.budget = 20;
+    o.chunk_size = 8;
+    o.max_answer_tokens = 8;
+    pith::reader plain(small_model(), o, instruction);
+    o.head_adaptive = true;
+    o.adakv_alpha = 1.0;
+    pith::reader adaptive(small_model(), o, instruction);
+    const auto doc = document(150);
+    plain.feed(doc);
+    adaptive.feed(doc);
+    for (std::size_t l = 0; l < c.num_layers; ++l)
+      for (std::size_t g = 0; g < c.num_kv_heads; ++g)
+        ASSERT_EQ(adaptive.document_positions(l, g), plain.document_positions(l, g)) << l << " " << g;
+    pith::sampler greedy;
+    EXPECT_EQ(adaptive.answer(4, greedy), plain.answer(4, greedy));
+  }
+}
+
+// The model of small_config() with KV head 1 of every layer made to lose every knorm comparison (its
+// keys 100 times longer) and to contribute nothing (its values zero): adakv(knorm) at alpha 0 then
+// gives head 0 the layer's whole H_kv x k, and head 1 keeps only its newest chunk.
+const pith::model_weights& head_zero_model() {
+  static const pith::model_weights w = [] {
+    pith::model_weights m = pith::random_weights(small_config(), 21);
+    const auto& c = m.config;
+    const std::size_t d = c.head_dim, hidden = c.hidden_size;
+    const auto edited = [&](const pith::tensor_view& view, float scale) {
+      pith::aligned_buffer<float> rows(view.rows() * view.cols());
+      std::copy_n(view.f32(), rows.size(), rows.data());
+      for (std::size_t i = d * hidden; i < 2 * d * hidden; ++i) rows[i] *= scale;  // KV head 1's rows
+      return pith::tensor_view::own(std::move(rows), pith::dtype::f32, view.rows(), view.cols());
+    };
+    for (auto& layer : m.layers) {
+      layer.wk = edited(layer.wk, 100.0f);
+      layer.wv = edited(layer.wv, 0.0f);
+    }
+    return m;
+  }();
+  return w;
+}
+
+// Largest |logit difference| between the AdaKV reader and `full` on head_zero_model: head 0 holds the
+// same rows at the same positions as full's cache and head 1 adds zeros, so only float sums in another
+// order (none measured) could part them.
+constexpr float same_rows_logit_tolerance = 1e-5f;
+
+TEST(ReaderAdaKV, OneHeadTakesTheWholeLayerBudgetAndAnswersAsTheFullCache) {
+  const auto& w = head_zero_model();
+  const auto& c = w.config;
+  const std::size_t k = 20, chunk = 8;
+  pith::reader_options o;
+  o.policy = pith::policy_kind::knorm;
+  o.head_adaptive = true;
+  o.adakv_alpha = 0.0;
+  o.budget = k;
+  o.chunk_size = chunk;
+  o.max_answer_tokens = 8;
+  pith::reader adaptive(w, o, instruction);
+  // 2 x 20 + 8 states: head 0 can keep every one (2k old + the chunk).
+  const auto doc = document(2 * k + chunk);
+  adaptive.feed(doc);
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    EXPECT_EQ(adaptive.main_session().cache().size(l, 0), doc.size()) << "layer " << l;
+    EXPECT_EQ(adaptive.main_session().cache().size(l, 1), chunk) << "layer " << l;
+    EXPECT_EQ(adaptive.document_positions(l, 1).front(), static_cast<std::int64_t>(doc.size() - chunk));
+  }
+  pith::reader_options f = o;
+  f.policy = pith::policy_kind::full;
+  f.head_adaptive = false;
+  f.max_context = 128;
+  pith::reader full(w, f, instruction);
+  full.feed(doc);
+  pith::sampler greedy;
+  const auto answer = adaptive.answer(4, greedy);
+  EXPECT_EQ(answer, full.answer(4, greedy));
+  float largest = 0.0f;
+  for (std::size_t i = 0; i < c.vocab_size; ++i)
+    largest = std::max(largest, std::abs(adaptive.answer_logits()[i] - full.answer_logits()[i]));
+  EXPECT_LE(largest, same_rows_logit_tolerance);
+  // The heads went on appending from their own counts: the instruction and 3 answer tokens each.
+  EXPECT_EQ(adaptive.main_session().cache().size(0, 0), doc.size() + instruction.size() + 3);
+  EXPECT_EQ(adaptive.main_session().cache().size(0, 1), chunk + instruction.size() + 3);
+
+  // At the default alpha 0.2 head 1 keeps its floor of 4 and head 0 the other 36 of the 40, through a
+  // longer document.
+  o.adakv_alpha = 0.2;
+  pith::reader skewed(w, o, instruction);
+  skewed.feed(document(150));
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    EXPECT_EQ(skewed.main_session().cache().size(l, 0), 36u + chunk) << "layer " << l;
+    EXPECT_EQ(skewed.main_session().cache().size(l, 1), 4u + chunk) << "layer " << l;
+  }
+  EXPECT_EQ(skewed.answer(4, greedy).size(), 4u);
+}
+
+// Each head's cache is sized for the most one head can hold (adakv_head_budget: H_kv k minus the other
+// heads' floors), which the memory report shows; bad options are refused naming the option or policy.
+TEST(ReaderAdaKV, CachesAreSizedForTheFullestHeadAndBadOptionsAreRefused) {
+  const auto& c = small_model().config;
+  pith::reader_options o;
+  o.policy = pith::policy_kind::snapkv;
+  o.budget = 20;
+  o.chunk_size = 8;
+  o.max_answer_tokens = 8;
+  pith::reader plain(small_model(), o, instruction);
+  o.head_adaptive = true;
+  pith::reader adaptive(small_model(), o, instruction);
+  // Rows per head: b + L + max(L, answer) + |I| + 1 with b = 20 (plain) or 2 x 20 - 4 = 36 (AdaKV).
+  EXPECT_EQ(plain.main_session().cache().capacity(0), 20u + 8 + 8 + 4 + 1);
+  EXPECT_EQ(adaptive.main_session().cache().capacity(0), 36u + 8 + 8 + 4 + 1);
+  const auto report = adaptive.memory_report();
+  ASSERT_EQ(report.size(), c.num_layers);
+  const std::size_t row = adaptive.main_session().cache().row_bytes();
+  EXPECT_EQ(report[0].kv_cache_bytes, (36u + 21) * c.num_kv_heads * (2 * row + sizeof(std::int64_t)));
+  // In use after a cut: the layer's 2 x (20 + 8) rows, however its heads share them.
+  adaptive.feed(document(150));
+  for (const auto& layer : adaptive.memory_report())
+    EXPECT_EQ(layer.kv_cache_used_bytes, c.num_kv_heads * (20u + 8) * (2 * row + sizeof(std::int64_t)));
+  EXPECT_GT(adaptive.state_bytes(), plain.state_bytes());
+
+  const auto message = [&](const pith::reader_options& options) {
+    try {
+      pith::reader r(small_model(), options, instruction);
+    } catch (const pith::argument_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  pith::reader_options bad = o;
+  for (const double alpha : {-0.1, 1.5, std::nan("")}) {
+    bad.adakv_alpha = alpha;
+    EXPECT_NE(message(bad).find("adakv_alpha"), std::string::npos) << alpha;
+  }
+  bad = o;
+  bad.budget = 0;
+  EXPECT_NE(message(bad).find("budget of 0"), std::string::npos);
+  for (const auto kind : pith::builtin_policies) {
+    if (pith::combines_with_adakv(kind)) continue;
+    bad = o;
+    bad.policy = kind;
+    EXPECT_NE(message(bad).find(pith::policy_label_name(kind, true)), std::string::npos) << pith::policy_name(kind);
+  }
+  // A user-defined policy returns keep lists, which AdaKV cannot rank across heads.
+  struct keep_first {
+    void select(const pith::eviction_view& view, std::vector<std::uint32_t>& keep) {
+      keep.resize(std::min(view.budget, view.old_slots));
+      for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = static_cast<std::uint32_t>(i);
+    }
+  };
+  EXPECT_THROW(adaptive.use_policy(keep_first{}), pith::argument_error);
+  // The fullest head's rows must fit the model's positions in reindexed mode: 2 x 135 - 27 + 8 + 12 > 256.
+  bad = o;
+  bad.budget = 135;
+  EXPECT_NE(message(bad).find("AdaKV's largest head budget"), std::string::npos) << message(bad);
+  o.budget = 135;
+  o.head_adaptive = false;
+  EXPECT_EQ(message(o), "accepted");
 }
 
 }  // namespace

@@ -30,15 +30,16 @@ const std::filesystem::path scoring_models = PITH_EXAMPLE_MODELS_DIR;
 class NoEvictionBudget : public testing::TestWithParam<const char*> {};
 
 // Finding 1: with a budget of 1000 over a 500-token kv document (no eviction, no cut), every policy's
-// first answer logits equal full's.
+// first answer logits equal full's, and so do those of every policy AdaKV combines with under AdaKV.
 TEST_P(NoEvictionBudget, EveryPolicyAnswersLikeFull_1_scoring_pass_leaves_no_trace) {
   const auto folder = scoring_models / GetParam();
   if (!std::filesystem::exists(folder / "model.safetensors")) GTEST_SKIP() << folder << " is absent";
   const auto weights = pith::load_model(folder);
   const auto doc = pith::make_toy_document(pith::toy_task::kv, 500, 4242);
-  const auto logits_of = [&](pith::policy_kind policy) {
+  const auto logits_of = [&](pith::policy_kind policy, bool head_adaptive = false) {
     pith::reader_options o;
     o.policy = policy;
+    o.head_adaptive = head_adaptive;  // AdaKV: the layer's 2 x 1000 is never reached either
     // pyramidkv's deepest layer keeps about budget / 20 (pyramid_budgets): 10000 keeps 500 there.
     o.budget = policy == pith::policy_kind::pyramidkv ? 10000 : 1000;
     o.chunk_size = 64;
@@ -59,6 +60,12 @@ TEST_P(NoEvictionBudget, EveryPolicyAnswersLikeFull_1_scoring_pass_leaves_no_tra
     float largest = 0.0f;
     for (std::size_t i = 0; i < full.size(); ++i) largest = std::max(largest, std::abs(logits[i] - full[i]));
     EXPECT_LE(largest, logit_tolerance) << pith::policy_name(policy) << " on " << GetParam();
+    if (!pith::combines_with_adakv(policy)) continue;
+    const auto adaptive = logits_of(policy, true);
+    ASSERT_EQ(adaptive.size(), full.size()) << pith::policy_label_name(policy, true);
+    largest = 0.0f;
+    for (std::size_t i = 0; i < full.size(); ++i) largest = std::max(largest, std::abs(adaptive[i] - full[i]));
+    EXPECT_LE(largest, logit_tolerance) << pith::policy_label_name(policy, true) << " on " << GetParam();
   }
 }
 

@@ -76,6 +76,68 @@ constexpr bool is_citrus(policy_kind kind) noexcept {
   return kind == policy_kind::citrus_cse || kind == policy_kind::citrus_shared || kind == policy_kind::citrus_separate;
 }
 
+/// Whether AdaKV's head-adaptive budgets (reader_options::head_adaptive, docs/eviction.md "AdaKV")
+/// combine with a built-in policy: those whose rule is a top-k of one score per slot that can be taken
+/// per KV head, on a scale shared by the heads (attention probabilities, key norms, cosines). Not:
+/// full (evicts nothing), streaming and random (no scores), h2o and roco (protected slots, RoCo's
+/// two-stage rule), observed-attention (running statistics), chunkkv (whole chunks), pyramidkv (its
+/// own allocation over layers), citrus-separate (two caches cut in step) and custom policies (they
+/// return keep lists, not scores).
+constexpr bool combines_with_adakv(policy_kind kind) noexcept {
+  switch (kind) {
+    case policy_kind::snapkv:
+    case policy_kind::snapkv_question:
+    case policy_kind::tova:
+    case policy_kind::citrus_cse:
+    case policy_kind::citrus_shared:
+    case policy_kind::knorm:
+    case policy_kind::keydiff: return true;
+    default: return false;
+  }
+}
+
+/// The policies AdaKV combines with, comma-separated (for messages and --help).
+inline std::string adakv_policy_names() {
+  std::string names;
+  for (const policy_kind kind : builtin_policies)
+    if (combines_with_adakv(kind)) names += (names.empty() ? "" : ", ") + std::string(policy_name(kind));
+  return names;
+}
+
+/// Throws argument_error naming the policy when AdaKV does not combine with it.
+inline void check_adakv_combines(policy_kind kind) {
+  if (!combines_with_adakv(kind))
+    PITH_THROW(argument_error, std::string("adakv(") + policy_name(kind) + "): AdaKV's head-adaptive budgets need a " +
+                                   "per-head top-k scorer; " + policy_name(kind) + " is not one (adakv combines with " +
+                                   adakv_policy_names() + ")");
+}
+
+/// A policy as the programs name it: a built-in name ("snapkv"), or "adakv(NAME)" for AdaKV's
+/// head-adaptive budgets over NAME's scores.
+struct policy_label {
+  policy_kind kind = policy_kind::citrus_shared;
+  bool head_adaptive = false;
+};
+
+/// "NAME" or "adakv(NAME)". Throws argument_error for an unknown name, a malformed adakv(...) or a
+/// policy AdaKV does not combine with (naming it).
+inline policy_label parse_policy_label(std::string_view text) {
+  constexpr std::string_view open = "adakv(";
+  if (text.substr(0, open.size()) == open) {
+    if (text.size() <= open.size() || text.back() != ')')
+      PITH_THROW(argument_error, "policy '" + std::string(text) + "': write adakv(NAME), e.g. adakv(snapkv)");
+    const policy_kind kind = parse_policy(text.substr(open.size(), text.size() - open.size() - 1));
+    check_adakv_combines(kind);
+    return {kind, true};
+  }
+  return {parse_policy(text), false};
+}
+
+/// "snapkv" or "adakv(snapkv)".
+inline std::string policy_label_name(policy_kind kind, bool head_adaptive) {
+  return head_adaptive ? "adakv(" + std::string(policy_name(kind)) + ")" : std::string(policy_name(kind));
+}
+
 /// How the SnapKV family (snapkv, snapkv-question, chunkkv, pyramidkv, finch, criticalkv) pools its scores over
 /// neighbouring slots: `average` (zero padding, divided by the kernel: SnapKV's code, kvpress) or `max`
 /// (the largest score in the window, the window clipped at both ends: the SnapKV paper's LongBench runs).
@@ -106,6 +168,7 @@ struct policy_traits {
   bool count_weighted = false;     // each scoring query weighs as many keys as it sees (FinchPress)
   bool value_weights = false;      // the selection weighs each slot's value through W_o (CriticalKV)
   bool query_statistics = false;   // running moments of the document's pre-RoPE queries (ExpectedAttention)
+  bool head_adaptive = false;      // AdaKV: the layer's budget shared unequally by its KV heads (per_head too)
 };
 
 inline policy_traits traits_of(policy_kind kind, std::size_t snapkv_window) noexcept {

@@ -285,6 +285,7 @@ struct selection_scratch {
   std::vector<std::uint8_t> gone;
   std::vector<std::uint64_t> draws;
   std::vector<double> anchor;
+  std::vector<std::uint64_t> pooled;  // select_adakv: (head, slot) pairs competing for the layer's budget
 };
 
 namespace detail {
@@ -873,6 +874,88 @@ inline void select_roco(std::span<const float> sums, std::span<const float> squa
   for (std::size_t i = 0; i < count; ++i)
     if (!scratch.gone[i]) keep.push_back(static_cast<std::uint32_t>(i));
   detail::finish_protected(keep, protected_list, scratch);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AdaKV: head-adaptive budgets over any per-head scorer
+
+/// The slots AdaKV guarantees each KV head: floor(alpha x budget), the product taken in double (so
+/// that the twin, tools/pith_eviction.py, computes the same integer). Throws argument_error naming
+/// alpha when it is outside [0, 1] or not a number.
+inline std::size_t adakv_floor(std::size_t budget, double alpha) {
+  if (!(alpha >= 0.0 && alpha <= 1.0))
+    PITH_THROW(argument_error, "pith::adakv_floor: adakv_alpha " + std::to_string(alpha) + " is outside [0, 1]");
+  return static_cast<std::size_t>(std::floor(alpha * static_cast<double>(budget)));
+}
+
+/// The most old slots one of `kv_heads` heads can hold after an AdaKV cut of a layer whose average
+/// budget is `budget`: the layer's kv_heads x budget minus the other heads' floors (every head keeps
+/// at least its floor at every cut, docs/eviction.md "AdaKV"). What a head's cache rows must allow
+/// besides the chunk. Throws argument_error for alpha outside [0, 1] and for sizes that overflow.
+inline std::size_t adakv_head_budget(std::size_t budget, std::size_t kv_heads, double alpha) {
+  const std::size_t guaranteed = adakv_floor(budget, alpha);
+  if (kv_heads == 0) return 0;
+  if (budget != 0 && kv_heads > std::numeric_limits<std::size_t>::max() / budget)
+    PITH_THROW(argument_error, "pith::adakv_head_budget: " + std::to_string(kv_heads) + " heads x budget " +
+                                   std::to_string(budget) + " overflows");
+  return kv_heads * budget - (kv_heads - 1) * guaranteed;
+}
+
+/// AdaKV's rule (the spec's "AdaKV" row; Feng et al. 2024) over one layer's per-KV-head scores:
+/// heads[g] holds head g's score of each of its old slots (heads may hold different counts n_g). If
+/// the layer's old slots sum to at most H x budget (H = heads.size()), every slot is kept. Otherwise
+/// each head first keeps its own top min(floor(alpha x budget), n_g) (adakv_floor; top_k's tie rule),
+/// then the rest of the layer's H x budget goes to the highest remaining scores across all heads
+/// (equal scores: the lower head, then the lower slot). Exactly H x budget slots are kept in all, and
+/// head g keeps keep[g] (sorted old-slot indices; keep is resized to H). alpha = 1 is a top-budget per
+/// head (every head the same count when they hold the same count); alpha = 0 is one top-(H x budget)
+/// across the layer. The scores of different heads are compared directly: they must be on one scale
+/// (attention probabilities, key norms). Throws argument_error for alpha outside [0, 1].
+inline void select_adakv(std::span<const std::span<const float>> heads, std::size_t budget, double alpha,
+                         std::vector<std::vector<std::uint32_t>>& keep, selection_scratch& scratch) {
+  const std::size_t guaranteed = adakv_floor(budget, alpha), h_count = heads.size();
+  keep.resize(h_count);
+  std::size_t total = 0;
+  for (const auto& head : heads) {
+    detail::check_slots(head.size(), "pith::select_adakv");
+    total += head.size();
+  }
+  if (h_count == 0) return;
+  if (budget != 0 && h_count > std::numeric_limits<std::size_t>::max() / budget)
+    PITH_THROW(argument_error, "pith::select_adakv: " + std::to_string(h_count) + " heads x budget overflows");
+  const std::size_t layer_budget = h_count * budget;
+  if (total <= layer_budget) {
+    for (std::size_t g = 0; g < h_count; ++g) detail::keep_all(heads[g].size(), heads[g].size(), keep[g]);
+    return;
+  }
+  // Each head's own floor, then every other slot competes for the rest.
+  std::size_t room = layer_budget;
+  auto& pooled = scratch.pooled;
+  pooled.clear();
+  for (std::size_t g = 0; g < h_count; ++g) {
+    const std::span<const float> scores = heads[g];
+    auto& order = scratch.order;
+    order.resize(scores.size());
+    std::iota(order.begin(), order.end(), 0u);
+    const auto better = [&](std::uint32_t a, std::uint32_t b) {
+      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+    };
+    std::sort(order.begin(), order.end(), better);
+    const std::size_t own = std::min(guaranteed, scores.size());
+    keep[g].assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(own));
+    room -= own;
+    for (std::size_t i = own; i < order.size(); ++i) pooled.push_back((std::uint64_t{g} << 32) | order[i]);
+  }
+  // room <= pooled.size(): the slots sum to more than the layer's budget.
+  const auto score_of = [&](std::uint64_t unit) { return heads[unit >> 32][unit & 0xFFFFFFFFu]; };
+  std::partial_sort(pooled.begin(), pooled.begin() + static_cast<std::ptrdiff_t>(room), pooled.end(),
+                    [&](std::uint64_t a, std::uint64_t b) {
+                      const float sa = score_of(a), sb = score_of(b);
+                      return sa > sb || (sa == sb && a < b);  // a < b: the lower head, then the lower slot
+                    });
+  for (std::size_t i = 0; i < room; ++i)
+    keep[pooled[i] >> 32].push_back(static_cast<std::uint32_t>(pooled[i] & 0xFFFFFFFFu));
+  for (auto& k : keep) std::sort(k.begin(), k.end());
 }
 
 }  // namespace pith

@@ -105,6 +105,12 @@ class kv_cache {
   std::size_t layer_bytes_allocated(std::size_t layer) const noexcept {
     return capacities_[layer] * kv_heads_ * (2 * row_bytes_ + sizeof(std::int64_t));
   }
+  /// Bytes of the rows layer `layer`'s heads hold now, summed over its heads (they may differ).
+  std::size_t layer_bytes_used(std::size_t layer) const noexcept {
+    std::size_t rows = 0;
+    for (std::size_t h = 0; h < kv_heads_; ++h) rows += size(layer, h);
+    return rows * (2 * row_bytes_ + sizeof(std::int64_t));
+  }
 
   /// Keeps rows keep[0] < keep[1] < ... of (layer, head), moved to slots 0, 1, ... in order (a stable
   /// in-place gather of the stored bytes, pith::compact_row_bytes: no rounding). Throws

@@ -37,6 +37,9 @@ struct layer_memory {
   std::size_t state_bytes;     // fixed-size recurrent state (0 for cached mixers)
   dtype kv_type = dtype::f32;  // what the KV cache stores keys and values as
   std::size_t window = 0;      // a sliding-window layer's window W (0: full attention); its cache is fixed
+  // The bytes of the rows the KV heads hold now (keys, values, positions), summed over the heads: below
+  // kv_cache_bytes, and under head-adaptive eviction (AdaKV) the heads' counts differ.
+  std::size_t kv_cache_used_bytes = 0;
 };
 
 /// What attention-based eviction needs from a forward pass (cache/eviction.hpp): for every cached
@@ -77,7 +80,7 @@ class session;
 class session_mark {
  private:
   friend class session;
-  std::vector<std::size_t> rows_;  // [layers] cache rows
+  std::vector<std::size_t> rows_;  // [layers * kv_heads] cache rows
   std::size_t position_ = 0;
   std::vector<std::vector<approximate_state>> approximate_;  // [layers][kv_heads]
   std::vector<std::vector<self_gated_state>> self_gated_;    // [layers][heads]
@@ -169,6 +172,7 @@ class session {
     scratch_size_ = kernels::softmax_importance_scratch_size(t, widest, c_.head_dim);
     scratch_.resize(checked_size("session: attention scratch", {parts_, scratch_size_}));
     scored_queries_.assign(c_.num_layers, 0);
+    before_.assign(c_.num_kv_heads, 0);  // cached_attention fills it: a forward allocates nothing
   }
   /// A temporary's weights would dangle (session s(load_model(path)) does not compile).
   session(const model_weights&& weights, session_options options = {}) = delete;
@@ -189,8 +193,8 @@ class session {
     if (scoring.enabled && scoring.squares && score_squares_.size() != size) score_squares_.resize(size);
     if (scoring.count_weighted && scoring.squares)
       PITH_THROW(argument_error, "session::set_scoring: count_weighted scores come without squares");
-    if (scoring.enabled && scoring.count_weighted && query_weights_.size() < options_.max_chunk)
-      query_weights_.resize(options_.max_chunk);  // a scoring pass's queries never exceed max_chunk
+    if (scoring.enabled && scoring.count_weighted && query_weights_.size() < c_.num_kv_heads * options_.max_chunk)
+      query_weights_.resize(c_.num_kv_heads * options_.max_chunk);  // a scoring pass's queries never exceed max_chunk
     scoring_ = scoring;
   }
   /// Query head `head` of layer `layer`: mean over the scoring queries of the last forward call of
@@ -227,8 +231,9 @@ class session {
   /// cache holds a chunk more than the window), so that rollback() finds the rows of the mark.
   void mark(session_mark& m) {
     marked_ = true;
-    m.rows_.resize(c_.num_layers);
-    for (std::size_t l = 0; l < c_.num_layers; ++l) m.rows_[l] = cache_.size(l, 0);
+    m.rows_.resize(c_.num_layers * c_.num_kv_heads);
+    for (std::size_t l = 0; l < c_.num_layers; ++l)
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h) m.rows_[l * c_.num_kv_heads + h] = cache_.size(l, h);
     m.position_ = position_;
     copy_states(approximate_, m.approximate_);
     copy_states(self_gated_, m.self_gated_);
@@ -238,11 +243,13 @@ class session {
   /// re-rotated in between (a scoring pass, not an eviction, lies between the two).
   void rollback(const session_mark& m) {
     const auto in_use = claim();
-    if (m.rows_.size() != c_.num_layers)
+    if (m.rows_.size() != c_.num_layers * c_.num_kv_heads)
       PITH_THROW(argument_error, "session::rollback: the mark was not taken on a session of this model");
     for (std::size_t l = 0; l < c_.num_layers; ++l)
-      for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
-        if (cache_.size(l, h) > m.rows_[l]) cache_.set_size(l, h, m.rows_[l]);
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
+        const std::size_t rows = m.rows_[l * c_.num_kv_heads + h];
+        if (cache_.size(l, h) > rows) cache_.set_size(l, h, rows);
+      }
     position_ = m.position_;
     copy_states(m.approximate_, approximate_);
     copy_states(m.self_gated_, self_gated_);
@@ -313,7 +320,8 @@ class session {
       std::size_t state = 0;
       for (const auto& a : approximate_[l]) state += a.bytes();
       for (const auto& g : self_gated_[l]) state += g.bytes();
-      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type(), c_.sliding_window(l)});
+      report.push_back({c_.mixer(l), cache_.layer_bytes_allocated(l), state, cache_.kv_type(), c_.sliding_window(l),
+                        cache_.layer_bytes_used(l)});
     }
     return report;
   }
@@ -326,7 +334,8 @@ class session {
                                cos_.size() + sin_.size() + scratch_.size() + scores_.size() + score_squares_.size() +
                                windowed_inv_freq_.size() + windowed_cos_.size() + windowed_sin_.size();
     const std::size_t lists = combined_.capacity() * sizeof(std::int32_t) + side_mask_.capacity() +
-                              scored_queries_.capacity() * sizeof(std::size_t) + query_weights_.capacity() * sizeof(float);
+                              (scored_queries_.capacity() + before_.capacity()) * sizeof(std::size_t) +
+                              query_weights_.capacity() * sizeof(float);
     std::size_t states = 0;
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       for (const auto& a : approximate_[l]) states += a.bytes();
@@ -412,10 +421,14 @@ class session {
     for (std::size_t l = 0; l < c_.num_layers; ++l) {
       // A sliding-window layer drops its old rows after every chunk: only a marked session fills it.
       const bool trimmed = window_rows(l) != 0 && !marked_;
-      if (mixer_uses_kv_cache(c_.mixer(l)) && !trimmed && cache_.size(l, 0) + tokens.size() > cache_.capacity(l))
+      // Heads may hold different counts (head-adaptive eviction): the fullest one decides.
+      std::size_t used = 0;
+      if (mixer_uses_kv_cache(c_.mixer(l)))
+        for (std::size_t h = 0; h < c_.num_kv_heads; ++h) used = std::max(used, cache_.size(l, h));
+      if (mixer_uses_kv_cache(c_.mixer(l)) && !trimmed && used + tokens.size() > cache_.capacity(l))
         PITH_THROW(argument_error, "session::forward: the KV cache of layer " + std::to_string(l) + " holds " +
                                        std::to_string(cache_.capacity(l)) + " rows per head and " +
-                                       std::to_string(cache_.size(l, 0)) + " are in use; " +
+                                       std::to_string(used) + " are in use in its fullest head; " +
                                        std::to_string(tokens.size()) + " more do not fit");
       const std::size_t fixed = w_.layers[l].fixed_length;
       if (fixed > 0 && position_ + tokens.size() > fixed)
@@ -564,23 +577,30 @@ class session {
   void cached_attention(std::size_t l, std::size_t t_all) {
     const std::size_t qs = c_.q_size(), kvs = c_.kv_size(), d = c_.head_dim;
     const std::size_t t = t_all - side_;  // the chunk's own rows; side rows follow them
-    const std::size_t before = cache_.size(l, 0);
+    // The rows each KV head held before this pass. Heads of a layer hold the same count unless a
+    // head-adaptive eviction gave them budgets of their own (docs/eviction.md, "AdaKV"): every head
+    // appends the pass's rows after its own, and its queries see its own rows.
+    std::size_t largest = 0;
+    for (std::size_t h = 0; h < c_.num_kv_heads; ++h) largest = std::max(largest, before_[h] = cache_.size(l, h));
     if (scoring_.enabled)
       scored_queries_[l] = side_ > 0 ? side_ : scoring_.last_queries == 0 ? t : std::min(t, scoring_.last_queries);
     if (side_ > 0) {
-      // Side queries see the old slots and the side keys, not the chunk's.
-      side_mask_.assign(before + t_all, 1);
-      std::fill(side_mask_.begin() + static_cast<std::ptrdiff_t>(before),
-                side_mask_.begin() + static_cast<std::ptrdiff_t>(before + t), 0);
+      // Side queries see the old slots and the side keys, not the chunk's: one mask row per KV head,
+      // [kv_heads, largest + t_all], row h for its before_[h] + t_all rows.
+      side_mask_.assign(c_.num_kv_heads * (largest + t_all), 1);
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
+        const auto row = side_mask_.begin() + static_cast<std::ptrdiff_t>(h * (largest + t_all) + before_[h]);
+        std::fill(row, row + static_cast<std::ptrdiff_t>(t), 0);
+      }
     }
     for (std::size_t h = 0; h < c_.num_kv_heads; ++h) {
-      std::int64_t* positions = cache_.positions(l, h) + before;
+      std::int64_t* positions = cache_.positions(l, h) + before_[h];
       for (std::size_t i = 0; i < t_all; ++i) {
         // Rounded to the cache's type: the chunk attends to its own keys as the cache holds them.
-        cache_.write(l, h, before + i, k_.data() + i * kvs + h * d, v_.data() + i * kvs + h * d);
+        cache_.write(l, h, before_[h] + i, k_.data() + i * kvs + h * d, v_.data() + i * kvs + h * d);
         positions[i] = static_cast<std::int64_t>(position_ + (i < t ? i : i - t));
       }
-      cache_.set_size(l, h, before + t_all);
+      cache_.set_size(l, h, before_[h] + t_all);
     }
     const std::size_t group = c_.num_heads / c_.num_kv_heads;
     const float scale = c_.attention_scale_or_default();
@@ -588,26 +608,31 @@ class session {
     // count_weighted: scoring query i counts as many times as it sees keys: the old slots and, causally,
     // its own pass's keys up to itself (side queries: the old slots and the side keys; the chunk's are
     // masked). Exact in float below 2^24.
-    const float* query_weights = nullptr;
-    if (scoring_.enabled && scoring_.count_weighted && window == 0) {
+    // One row of counts per KV head: heads may hold different counts (AdaKV).
+    const bool count_weighted = scoring_.enabled && scoring_.count_weighted && window == 0;
+    const std::size_t weight_stride = options_.max_chunk;
+    if (count_weighted) {
       const std::size_t scored = side_ > 0 ? side_ : t;
-      for (std::size_t i = 0; i < scored; ++i) query_weights_[i] = static_cast<float>(before + i + 1);
-      query_weights = query_weights_.data();
+      for (std::size_t h = 0; h < c_.num_kv_heads; ++h)
+        for (std::size_t i = 0; i < scored; ++i)
+          query_weights_[h * weight_stride + i] = static_cast<float>(before_[h] + i + 1);
     }
     // A sliding-window layer: query row r of the cache sees rows (r - W, r] (its rows are the layer's
     // latest tokens in order: never evicted, only trimmed from the front). While every row of the
     // chunk sees all of them, the causal call below is that already; otherwise one call per query.
-    const bool windowed = window != 0 && before + t > window;
+    // Sliding-window layers are never evicted: their heads hold the same rows.
+    const bool windowed = window != 0 && largest + t > window;
     if (window != 0 && scoring_.enabled) scored_queries_[l] = 0;  // policies act on full-attention layers
     // Q K^T and P V of one part's heads, in multiply-adds, over the full rectangle (causal masking
     // skips part of it, so this overestimates short caches a little).
     const std::size_t attention_work_per_part =
-        (c_.num_heads + parts_ - 1) / parts_ * t_all * (before + t_all) * d * 2;
+        (c_.num_heads + parts_ - 1) / parts_ * t_all * (largest + t_all) * d * 2;
     parallel_for(parts_, [&](std::size_t first_part, std::size_t last_part) {
       for (std::size_t part = first_part; part < last_part; ++part) {
         float* scratch = scratch_.data() + part * scratch_size_;
         for (std::size_t h = part * c_.num_heads / parts_; h < (part + 1) * c_.num_heads / parts_; ++h) {
-          const std::size_t kv_head = h / group;
+          const std::size_t kv_head = h / group, before = before_[kv_head];
+          const float* query_weights = count_weighted ? query_weights_.data() + kv_head * weight_stride : nullptr;
           kernels::softmax_importance_args a;
           a.queries = q_.data() + h * d;
           a.query_stride = qs;
@@ -642,7 +667,7 @@ class session {
             side.m = side_;
             side.n = before + t_all;
             side.causal_offset = before + t;
-            side.key_mask = side_mask_.data();
+            side.key_mask = side_mask_.data() + kv_head * (largest + t_all);
             side.output = attn_.data() + t * qs + h * d;
             if (scoring_.enabled) {
               side.importance = scores;
@@ -770,11 +795,12 @@ class session {
   attention_scoring scoring_;
   std::size_t side_ = 0;                  // side tokens at the end of the current forward_with_side call
   std::vector<std::int32_t> combined_;    // chunk ++ side tokens
-  std::vector<std::uint8_t> side_mask_;   // [cache rows]: what side queries see
+  std::vector<std::uint8_t> side_mask_;   // [kv_heads, cache rows]: what side queries see
+  std::vector<std::size_t> before_;       // [kv_heads]: a cached layer's rows per head before the pass
   aligned_buffer<float> scores_;         // [layers, heads, max_context] once scoring was enabled
   aligned_buffer<float> score_squares_;  // [layers, heads, max_context] once squares were asked for
   std::vector<std::size_t> scored_queries_;  // [layers]
-  std::vector<float> query_weights_;         // [scoring queries]: attention_scoring::count_weighted's counts
+  std::vector<float> query_weights_;         // [kv heads, max_chunk]: attention_scoring::count_weighted's counts
   query_observer query_observer_;            // set_query_observer
   rerotator rerotator_;                  // rerotate(): its table [max_context, head_dim] once used
   aligned_buffer<float> windowed_inv_freq_;  // [head_dim / 2] sliding-window layers' own RoPE (Gemma 3), else empty

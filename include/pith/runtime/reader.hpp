@@ -94,6 +94,13 @@ struct reader_options {
   // oneshot only: whether the question is seen during compression. true: the instruction's queries
   // score the cut; false (kvpress's default): the document's own last queries do (docs/eviction.md).
   bool question_in_cut = false;
+  // AdaKV (docs/eviction.md, "AdaKV"; the spec's AdaKV row): the policy's scores taken per KV head, and
+  // each layer's H_kv x budget old states shared unequally by its KV heads: each head first keeps its
+  // own top floor(adakv_alpha x budget), the rest go to the layer's highest scores across heads. Only
+  // with the policies combines_with_adakv accepts. Each head's cache is sized for the most one head
+  // can take (adakv_head_budget).
+  bool head_adaptive = false;
+  double adakv_alpha = 0.2;  // in [0, 1]
 };
 
 struct reader_stats {
@@ -143,6 +150,11 @@ class reader {
       : w_(weights), options_(std::move(options)), instruction_(std::move(instruction)), question_(std::move(question)) {
     if (question_.empty()) question_ = instruction_;
     traits_ = traits_of(options_.policy, options_.snapkv_window);
+    (void)adakv_floor(0, options_.adakv_alpha);  // throws naming adakv_alpha outside [0, 1]
+    if (options_.head_adaptive) {
+      check_adakv_combines(options_.policy);
+      traits_.per_head = traits_.head_adaptive = true;
+    }
     const bool oneshot = options_.protocol == reading_protocol::oneshot;
     if (options_.ratio) {
       if (!oneshot)
@@ -199,6 +211,11 @@ class reader {
     const std::size_t prompt = std::max(instruction_.size(), question_.size());
     std::size_t largest_budget = options_.budget;
     for (const std::size_t b : layer_budgets_) largest_budget = std::max(largest_budget, b);
+    // AdaKV: one head may take the layer's H_kv x k but the other heads' floors; its rows must allow it.
+    if (traits_.head_adaptive) {
+      largest_budget = adakv_head_budget(options_.budget, weights.config.num_kv_heads, options_.adakv_alpha);
+      bound("AdaKV's largest head budget (budget x kv heads)", largest_budget);
+    }
     session_options so;
     so.executor = options_.executor;
     so.kv_type = options_.kv_type;
@@ -229,7 +246,10 @@ class reader {
     const std::size_t positions = largest_budget + options_.chunk_size +
                                   std::max(options_.chunk_size, prompt + options_.max_answer_tokens);
     if (options_.positions == position_mode::reindexed && positions > model_context && traits_.evicts)
-      PITH_THROW(argument_error, std::string("reader: ") + (traits_.layer_budgets ? "the first layer's budget" : "budget") +
+      PITH_THROW(argument_error, std::string("reader: ") +
+                                     (traits_.layer_budgets  ? "the first layer's budget"
+                                      : traits_.head_adaptive ? "AdaKV's largest head budget (kv heads x budget - the other heads' floors)"
+                                                              : "budget") +
                                      " + chunk + max(chunk, instruction + answer) = " + std::to_string(positions) +
                                      " positions exceed the model's context of " + std::to_string(model_context));
     main_ = std::make_unique<session>(weights, so);
@@ -250,10 +270,14 @@ class reader {
     use_policy(std::move(policy), request_of<P>());
   }
   /// The same with an explicit request. Throws argument_error when it asks for the instruction's
-  /// scores (or a final cut) and the instruction is empty, or when the reader has read a chunk.
+  /// scores (or a final cut) and the instruction is empty, when the reader has read a chunk, or when
+  /// it was made with head_adaptive (AdaKV ranks built-in scores across heads).
   template <eviction_policy P>
   void use_policy(P policy, policy_request request) {
     if (stats_.chunks != 0) PITH_THROW(argument_error, "reader::use_policy: the reader has already read a chunk");
+    if (options_.head_adaptive)  // AdaKV ranks scores across heads; a user-defined policy returns keep lists
+      PITH_THROW(argument_error, "reader::use_policy: adakv(custom): AdaKV (reader_options::head_adaptive) needs a "
+                                 "built-in per-head scorer, not a user-defined policy");
     if ((request.instruction_scores || request.final_cut) && instruction_.empty())
       PITH_THROW(argument_error, "reader::use_policy: the policy asks for the instruction's scores; the instruction is empty");
     custom_ = [policy](const eviction_view& view, std::vector<std::uint32_t>& keep) mutable { policy.select(view, keep); };
@@ -421,6 +445,7 @@ class reader {
       const std::vector<layer_memory> second = instruction_session_->memory_report();
       for (std::size_t l = 0; l < report.size(); ++l) {
         report[l].kv_cache_bytes += second[l].kv_cache_bytes;
+        report[l].kv_cache_used_bytes += second[l].kv_cache_used_bytes;
         report[l].state_bytes += second[l].state_bytes;
       }
     }
@@ -543,19 +568,23 @@ class reader {
     return {std::span(first, heads == 0 ? 0 : (heads - 1) * stride + slots), heads, slots, stride};
   }
 
-  // Per layer, the rows of s's cache the policy acts on (0 for the layers it does not act on); returns
-  // the largest. Every layer holds the same count unless the layers keep budgets of their own.
+  // Per (layer, KV head), [layers * kv_heads], the rows of s's cache the policy acts on (0 for the
+  // layers it does not act on); returns the largest. Every head of every layer holds the same count
+  // unless the layers keep budgets of their own (pyramidkv) or the heads do (AdaKV).
   std::size_t layer_sizes(const session& s, std::vector<std::size_t>& sizes) const {
-    sizes.assign(w_.config.num_layers, 0);
+    const std::size_t heads = w_.config.num_kv_heads;
+    sizes.assign(w_.config.num_layers * heads, 0);
     std::size_t largest = 0;
     for (std::size_t l = 0; l < w_.config.num_layers; ++l)
-      if (evicted_layer(l)) largest = std::max(largest, sizes[l] = s.cache().size(l, 0));
+      if (evicted_layer(l))
+        for (std::size_t g = 0; g < heads; ++g) largest = std::max(largest, sizes[l * heads + g] = s.cache().size(l, g));
     return largest;
   }
 
   // out = [layer][unit][stride], unit a KV head (per head) or the layer (one unit): the mean over each
   // KV head's group of query heads (mean_over_groups) or over all of them (mean_over_heads) of the
-  // session's recorded scores of layer l's first sizes[l] slots (the rest of each row stays 0).
+  // session's recorded scores of the first sizes[l * kv_heads + g] slots of layer l's KV head g (per
+  // layer: head 0's count, which every head of the layer then holds); the rest of each row stays 0.
   void aggregate(const session& s, std::span<const std::size_t> sizes, std::size_t stride, bool per_head,
                  std::vector<float>& out) const {
     const auto& c = w_.config;
@@ -563,11 +592,12 @@ class reader {
     out.assign(c.num_layers * units * stride, 0.0f);
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!evicted_layer(l)) continue;
-      const std::size_t n = sizes[l];
       // One group's mean_over_heads is mean_over_groups's row for that KV head (same sums, same order).
-      for (std::size_t unit = 0; unit < units; ++unit)
+      for (std::size_t unit = 0; unit < units; ++unit) {
+        const std::size_t n = sizes[l * c.num_kv_heads + unit];
         mean_over_heads(recorded(s, l, unit * group, group, n),
                         std::span<float>(out.data() + (l * units + unit) * stride, n));
+      }
     }
   }
 
@@ -828,10 +858,11 @@ class reader {
     instruction_session_->set_position(main_->position());
   }
 
-  // Keeps, per layer (or per KV head), the layer's budget's worth of its sizes[l] oldest slots chosen
-  // by the policy plus every newer slot; compacts and, in reindexed mode, renumbers and re-rotates.
-  // scores / instruction: unit-major ([layer][unit][stride], layer l's first sizes[l] entries of a row)
-  // or empty; built-in rules read `scores`.
+  // Keeps, per layer (or per KV head), the layer's budget's worth of its oldest slots (sizes[l * kv_heads
+  // + g] of head g) chosen by the policy plus every newer slot; compacts and, in reindexed mode,
+  // renumbers and re-rotates. Under AdaKV the layer's kv_heads x budget is shared by its heads
+  // (select_adakv). scores / instruction: unit-major ([layer][unit][stride], a unit's first old-slot
+  // count entries of a row) or empty; built-in rules read `scores`.
   void evict(session& s, std::vector<std::vector<std::int64_t>>& positions, std::span<const std::size_t> sizes,
              std::size_t stride, std::span<const float> scores, std::span<const float> instruction, bool final_cut) {
     const auto& c = w_.config;
@@ -840,7 +871,13 @@ class reader {
     bool evicted = false;
     for (std::size_t l = 0; l < c.num_layers; ++l) {
       if (!evicted_layer(l)) continue;
-      const std::size_t old_slots = sizes[l], k = layer_budgets_[l];
+      const std::size_t k = layer_budgets_[l];
+      if (traits_.head_adaptive) {
+        evicted = adakv_evict(s, positions, l, sizes.subspan(l * c.num_kv_heads, c.num_kv_heads), stride, scores,
+                              final_cut) || evicted;
+        continue;
+      }
+      const std::size_t old_slots = sizes[l * c.num_kv_heads];  // every head of the layer holds as many
       const auto unit_scores = [&](std::span<const float> all, std::size_t unit) {
         return all.empty() ? all : all.subspan((l * units + unit) * stride, old_slots);
       };
@@ -871,11 +908,13 @@ class reader {
       }
     }
     if (evicted && options_.positions == position_mode::reindexed) {
-      // Every layer's slots end just before the next position, the largest layer's count (all layers
-      // hold the same count unless they keep budgets of their own; a smaller layer then starts above 0).
+      // Every head's slots end just before the next position, the largest head's count (all heads hold
+      // the same count unless the layers (pyramidkv) or the heads (AdaKV) keep budgets of their own; a
+      // smaller one then starts above 0).
       std::size_t top = 0;
       for (std::size_t l = 0; l < c.num_layers; ++l)
-        if (evicted_layer(l)) top = std::max(top, s.cache().size(l, 0));
+        if (evicted_layer(l))
+          for (std::size_t g = 0; g < c.num_kv_heads; ++g) top = std::max(top, s.cache().size(l, g));
       const auto renumber_ending_at_top = [&](std::size_t l, std::size_t g) {
         const std::size_t rows = s.cache().size(l, g);
         renumbered_.resize(rows);
@@ -892,6 +931,62 @@ class reader {
           for (std::size_t g = 0; g < c.num_kv_heads; ++g) renumber_ending_at_top(l, g);
       s.set_position(top);
     }
+  }
+
+  // AdaKV on layer l (docs/eviction.md, "AdaKV"): head g's n_g = sizes[g] old slots scored by the
+  // policy (adakv_scores), the layer's kv_heads x k shared by select_adakv, each head compacted with
+  // its own list plus its newest slots. Returns whether the layer was cut (its old slots exceeded
+  // kv_heads x k).
+  bool adakv_evict(session& s, std::vector<std::vector<std::int64_t>>& positions, std::size_t l,
+                   std::span<const std::size_t> sizes, std::size_t stride, std::span<const float> scores, bool final_cut) {
+    const std::size_t heads = w_.config.num_kv_heads, k = layer_budgets_[l];
+    std::size_t old = 0;
+    for (const std::size_t n : sizes) old += n;
+    if (old <= heads * k) return false;
+    head_scores_.resize(heads);
+    head_spans_.resize(heads);
+    for (std::size_t g = 0; g < heads; ++g) {
+      eviction_view view;
+      view.layer = l;
+      view.head = g;
+      view.old_slots = sizes[g];
+      view.budget = k;
+      view.scores = scores.empty() ? scores : scores.subspan((l * heads + g) * stride, sizes[g]);
+      view.final_cut = final_cut;
+      if (traits_.keys) old_keys(s, l, g, sizes[g], view);
+      adakv_scores(view, head_scores_[g]);
+      head_spans_[g] = head_scores_[g];
+    }
+    select_adakv(head_spans_, k, options_.adakv_alpha, head_keep_, scratch_);
+    for (std::size_t g = 0; g < heads; ++g) {
+      keep_newest(head_keep_[g], sizes[g], s.cache().size(l, g));
+      compact(s.cache(), l, g, head_keep_[g]);
+      gather_kept(positions[l * heads + g], head_keep_[g]);
+    }
+    return true;
+  }
+
+  // The score of each old slot of one KV head that AdaKV ranks (combines_with_adakv's policies): what
+  // the policy's own top-k ranks, taken per KV head (the mean over the head's query group).
+  void adakv_scores(const eviction_view& view, std::vector<float>& out) {
+    switch (options_.policy) {
+      case policy_kind::snapkv:
+      case policy_kind::snapkv_question: return pool_scores(view.scores, options_.snapkv_kernel, options_.snapkv_pool, out);
+      case policy_kind::citrus_cse:
+      case policy_kind::citrus_shared:
+        if (options_.citrus_pool > 1) return average_pool(view.scores, options_.citrus_pool, out);
+        out.assign(view.scores.begin(), view.scores.end());
+        return;
+      case policy_kind::tova: out.assign(view.scores.begin(), view.scores.end()); return;
+      case policy_kind::knorm:
+        out.resize(view.old_slots);
+        return key_norm_scores(view.keys, view.head_dim, out);
+      case policy_kind::keydiff:
+        out.resize(view.old_slots);
+        return keydiff_scores(view.keys, view.head_dim, out, scratch_.anchor);
+      default: break;
+    }
+    check_adakv_combines(options_.policy);  // the constructor refused the others already
   }
 
   // The old slots' keys of layer l as floats into view.keys: KV head `head`'s (a per-head view) or every
@@ -982,9 +1077,9 @@ class reader {
   running_scores running_;  // h2o, roco, observed-attention: [layers * kv_heads] units
   splitmix64 random_;       // random: the selection's draws
   std::vector<std::size_t> layer_budgets_;  // per layer: the old slots it keeps (0: a layer the policy does not act on)
-  std::vector<std::size_t> old_sizes_;      // per layer: the old slots of the chunk being read
-  std::vector<std::size_t> scored_sizes_;   // per layer: the slots the last instruction pass scored
-  std::vector<std::size_t> instruction_sizes_;  // per layer: the old slots of the cache the instruction scored
+  std::vector<std::size_t> old_sizes_;      // per (layer, KV head): the old slots of the chunk being read
+  std::vector<std::size_t> scored_sizes_;   // per (layer, KV head): the slots the last instruction pass scored
+  std::vector<std::size_t> instruction_sizes_;  // per (layer, KV head): the old slots of the cache the instruction scored
   std::size_t scored_stride_ = 0;           // the largest of scored_sizes_ (the row stride of scores_)
   std::vector<float> keys_;                 // old_keys's decoded keys
   // criticalkv: [layers * kv_heads][slot] value weights beside the slots; append_value_weights's scratch
@@ -1005,6 +1100,9 @@ class reader {
   selection_scratch scratch_;
   std::vector<float> pooled_scores_, pooled_instruction_;  // a custom policy's pooled view
   std::vector<std::int64_t> renumbered_;
+  std::vector<std::vector<float>> head_scores_;           // AdaKV: each KV head's scores of its old slots
+  std::vector<std::span<const float>> head_spans_;        // views of head_scores_
+  std::vector<std::vector<std::uint32_t>> head_keep_;     // AdaKV: each KV head's kept slots
 };
 
 }  // namespace PITH_ISA_NAMESPACE

@@ -437,6 +437,11 @@ void feed(py_reader& self, const py::handle& document, const py::object& progres
   } else {
     ids = to_ids(document, "Reader.feed");
   }
+  // Checked here too, so that a bad id leaves the Reader usable (the C++ reader checks before reading).
+  const std::size_t vocab = self.model->weights.config.vocab_size;
+  for (const std::int32_t id : ids)
+    if (id < 0 || static_cast<std::size_t>(id) >= vocab)
+      throw_argument("reader::feed: token " + std::to_string(id) + " is outside the vocabulary");
   if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
     throw py::type_error("Reader.feed: progress must be callable (it receives the tokens read so far)");
   const busy_scope in_use(self.busy, "the Reader");
@@ -465,6 +470,9 @@ std::string answer(py_reader& self, std::int64_t max_tokens, const std::shared_p
                    std::optional<std::int32_t> stop) {
   self.check_usable("answer");
   const std::size_t steps = to_size(max_tokens, "max_tokens");
+  if (steps > self.r->options().max_answer_tokens)
+    throw_argument("reader::answer: " + std::to_string(steps) + " steps exceed max_answer_tokens (" +
+                   std::to_string(self.r->options().max_answer_tokens) + ")");
   const busy_scope in_use(self.busy, "the Reader");
   const auto& c = self.model->weights.config;
   const std::int32_t stop_token = stop.value_or(c.eos_token_id);

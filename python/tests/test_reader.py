@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+# pith.Reader against pith-read on the shipped toy model, and Python policies against built-in ones.
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import pith
+from conftest import program
+
+
+def read_with_pith_read(tmp_path, toy_path, text, instruction, policy, budget, chunk, steps, pool):
+    document = tmp_path / "document.txt"
+    document.write_text(text)
+    logits = tmp_path / "logits.json"
+    out = subprocess.run([program("PITH_READ"), toy_path, "--document", str(document), "--instruction", instruction,
+                          "--policy", policy, "--budget", str(budget), "--chunk", str(chunk), "--steps", str(steps),
+                          "--citrus-pool", str(pool), "--threads", "1", "--logits-out", str(logits)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    answer_line = [line for line in out.stdout.splitlines() if line.startswith("answer:")][0]
+    return answer_line, json.loads(logits.read_text())
+
+
+@pytest.mark.parametrize("policy,budget,pool", [("citrus-shared", 64, 7), ("snapkv", 32, 1), ("h2o", 48, 1),
+                                                ("streaming", 64, 1), ("citrus-separate", 32, 1)])
+def test_same_answer_and_logits_as_pith_read(tmp_path, model, toy_path, policy, budget, pool):
+    doc = pith.toy_document("kv", 700, 11)
+    tok = model.tokenizer
+    text, instruction = tok.decode(doc.ids[1:]), tok.decode(doc.instruction)
+    steps, chunk = 8, 64
+    line, logits = read_with_pith_read(tmp_path, toy_path, text, instruction, policy, budget, chunk, steps, pool)
+    r = pith.Reader(model, policy=policy, budget=budget, chunk=chunk, citrus_pool=pool, instruction=instruction,
+                    max_answer_tokens=steps, threads=1)
+    r.feed(text)
+    answer = r.answer(steps)
+    assert line == "answer:" + ("" if answer.startswith(" ") or not answer else " ") + answer
+    assert r.answer_ids == logits["ids"]
+    # Same kernels, same order of operations: the logits are the same floats (%.9g round-trips float32).
+    assert np.array_equal(r.answer_logits, np.array(logits["logits"][0], dtype=np.float32))
+
+
+def test_text_and_ids_read_alike(model):
+    doc = pith.toy_document("passkey", 500, 4)
+    a = pith.Reader(model, policy="snapkv", budget=32, chunk=64, instruction=doc.instruction, max_answer_tokens=8)
+    a.feed(model.tokenizer.decode(doc.ids[1:]))
+    b = pith.Reader(model, policy="snapkv", budget=32, chunk=64, instruction=doc.instruction, max_answer_tokens=8)
+    for piece in np.array_split(doc.ids, 7):  # any split of ids reads as one feed
+        b.feed(piece)
+    assert a.answer(8) == b.answer(8) and a.answer_ids == b.answer_ids
+
+
+def test_kept_positions_stats_and_memory(model):
+    doc = pith.toy_document("kv", 1000, 2)
+    budget, chunk = 64, 64
+    r = pith.Reader(model, policy="snapkv", budget=budget, chunk=chunk, instruction=doc.instruction, max_answer_tokens=8)
+    seen = []
+    r.feed(doc.ids, progress=seen.append)
+    assert seen == list(range(chunk, 1000 - 1000 % chunk + 1, chunk))
+    r.answer(5)
+    for layer in range(4):
+        for head in range(2):
+            kept = r.kept_positions(layer, head)
+            assert kept.dtype == np.int64 and np.all(np.diff(kept) > 0)
+            assert len(kept) <= budget + chunk and kept[-1] == 999
+    assert r.stats.tokens_read == 1000 and r.stats.chunks == 16
+    report = r.memory_report()
+    assert len(report) == 4 and all(entry["kv_cache_bytes"] > 0 for entry in report)
+
+
+def top_k(scores, k):
+    """pith::top_k: the k highest, ties to the lower index (a stable sort of the negated scores)."""
+    return np.sort(np.argsort(-scores, kind="stable")[:k])
+
+
+def read_all(model, doc, **options):
+    r = pith.Reader(model, chunk=64, instruction=doc.instruction, max_answer_tokens=8, threads=1, **options)
+    r.feed(doc.ids)
+    r.answer(5)
+    kept = [[r.kept_positions(layer, head) for head in range(2)] for layer in range(4)]
+    return r, kept
+
+
+@pytest.mark.parametrize("pool", [1, 7])
+def test_numpy_citrus_equals_the_builtin(model, pool):
+    doc = pith.toy_document("kv", 900, 6)
+    calls = []
+
+    def citrus(scores, positions, budget, layer):
+        assert scores.dtype == np.float32 and positions.dtype == np.int64 and len(scores) == len(positions)
+        assert not scores.flags.writeable
+        calls.append(layer)
+        return top_k(scores, budget)
+
+    built_in, kept_a = read_all(model, doc, policy="citrus-shared", budget=48, citrus_pool=pool)
+    python, kept_b = read_all(model, doc, policy=citrus, policy_scores="instruction", budget=48, citrus_pool=pool)
+    assert calls and set(calls) == {0, 1, 2, 3}
+    assert python.answer_ids == built_in.answer_ids
+    assert np.array_equal(python.answer_logits, built_in.answer_logits)
+    for a, b in zip(kept_a, kept_b):
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
+
+
+def test_numpy_streaming_equals_the_builtin(model):
+    doc = pith.toy_document("passkey", 800, 9)
+
+    def streaming(scores, positions, budget, layer, sink=4):
+        n = len(scores)
+        return np.concatenate([np.arange(sink), np.arange(n - (budget - sink), n)])
+
+    built_in, kept_a = read_all(model, doc, policy="streaming", budget=40)
+    python, kept_b = read_all(model, doc, policy=streaming, budget=40)
+    assert python.answer_ids == built_in.answer_ids
+    assert all(np.array_equal(x, y) for a, b in zip(kept_a, kept_b) for x, y in zip(a, b))
+
+
+def test_per_head_policy_sees_each_kv_head(model):
+    doc = pith.toy_document("kv", 400, 1)
+    heads = set()
+
+    def newest(scores, positions, budget, layer, head):
+        heads.add((layer, head))
+        return np.arange(len(scores) - budget, len(scores))
+
+    r = pith.Reader(model, policy=newest, policy_per_head=True, budget=32, chunk=64, instruction=doc.instruction,
+                    max_answer_tokens=8)
+    r.feed(doc.ids)
+    r.answer(3)
+    assert heads == {(layer, head) for layer in range(4) for head in range(2)}

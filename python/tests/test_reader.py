@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: MIT
 # pith.Reader against pith-read on the shipped toy model, and Python policies against built-in ones.
 import json
+import os
 import subprocess
 
 import numpy as np
 import pytest
 
 import pith
-from conftest import program
+from conftest import MODELS_DIR, program, toy_model
 
 
 def read_with_pith_read(tmp_path, toy_path, text, instruction, policy, budget, chunk, steps, pool):
@@ -22,9 +23,12 @@ def read_with_pith_read(tmp_path, toy_path, text, instruction, policy, budget, c
     return answer_line, json.loads(logits.read_text())
 
 
-@pytest.mark.parametrize("policy,budget,pool", [("citrus-shared", 64, 7), ("snapkv", 32, 1), ("h2o", 48, 1),
-                                                ("streaming", 64, 1), ("citrus-separate", 32, 1)])
-def test_same_answer_and_logits_as_pith_read(tmp_path, model, toy_path, policy, budget, pool):
+@pytest.mark.parametrize("name,policy,budget,pool", [
+    ("toy-standard", "citrus-shared", 64, 7), ("toy-standard", "snapkv", 32, 1), ("toy-standard", "h2o", 48, 1),
+    ("toy-standard", "streaming", 64, 1), ("toy-standard", "citrus-separate", 32, 1),
+    ("toy-block", "citrus-shared", 32, 7), ("toy-hybrid", "citrus-shared", 32, 7), ("toy-hybrid", "tova", 32, 1)])
+def test_same_answer_and_logits_as_pith_read(tmp_path, name, policy, budget, pool):
+    model, toy_path = toy_model(name), os.path.join(MODELS_DIR, name)
     doc = pith.toy_document("kv", 700, 11)
     tok = model.tokenizer
     text, instruction = tok.decode(doc.ids[1:]), tok.decode(doc.instruction)

@@ -42,6 +42,7 @@ class CMakeBuild(build_ext):
 setup(
     packages=["pith"],
     package_dir={"pith": "python/pith"},
+    package_data={"pith": ["*.pyi", "py.typed"]},
     ext_modules=[CMakeExtension("pith._pith")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

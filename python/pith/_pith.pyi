@@ -71,6 +71,7 @@ class Reader:
     answer_ids: List[int]
     answer_logits: npt.NDArray[np.float32]
     instruction_ids: List[int]
+    chat: bool
     stats: ReaderStats
     def __init__(self, model: Model, *, policy: Policy = "citrus-shared", budget: int = 768, chunk: int = 256,
                  positions: str = "reindexed", instruction: Optional[TextOrIds] = None,
@@ -79,7 +80,8 @@ class Reader:
                  pyramid_beta: int = 20, random_seed: int = 0, citrus_pool: int = 1, max_context: int = 0,
                  threads: Optional[int] = None, kv_type: str = "f32", protocol: str = "chunked",
                  ratio: Optional[float] = None, question_in_cut: bool = False, policy_scores: str = "chunk",
-                 policy_per_head: bool = False) -> None: ...
+                 policy_per_head: bool = False, chat: Optional[bool] = None,
+                 system: Optional[str] = None) -> None: ...
     def feed(self, document: TextOrIds, progress: Optional[Callable[[int], object]] = None) -> None: ...
     def answer(self, max_tokens: int = 64, sampler: Optional[Sampler] = None, stop: Optional[int] = None) -> str: ...
     def memory_report(self) -> List[Dict[str, object]]: ...

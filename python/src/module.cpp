@@ -24,6 +24,7 @@
 
 #include <pith/core/memory.hpp>
 #include <pith/io/tokenizer_bpe.hpp>
+#include <pith/io/tokenizer_stream.hpp>
 #include <pith/pith.hpp>
 
 #include "common.hpp"  // examples/: the tokenizer and chat-template lookup pith-read uses
@@ -152,7 +153,7 @@ model_ptr load(const std::string& path, std::optional<std::string> quantize, std
   }
   if (m->tok) {
     try {
-      m->tmpl = pith::examples::find_chat_template(path, std::nullopt, *m->tok, "Reader");
+      m->tmpl = pith::examples::find_chat_template(path, std::nullopt, *m->tok, "chat=False");
     } catch (const pith::error& e) {
       m->tmpl_error = e.what();
     }
@@ -334,6 +335,17 @@ struct py_reader {
   std::string answer_text;
   std::int32_t last_token = -1;
   bool fed = false, failed = false;
+  // Text documents go through a streaming encoder, as in pith-read: the tokens of the whole text,
+  // however it is split across feed calls; the held-back tail is read by answer().
+  std::unique_ptr<pith::streaming_encoder> encoder;
+  bool fed_ids = false;
+  // The chat template's frame (pith-read without --raw): tokens and text before the document, the
+  // blank line after it; stop ids (the first stops the generation, any ends the answer text).
+  bool chat = false;
+  std::vector<std::int32_t> prefix;
+  std::string prefix_text;
+  bool trim_document = false;
+  std::vector<std::int32_t> stop_ids;
   std::vector<std::pair<double, double>> busy_intervals;  // monotonic seconds of each computing call
   std::mutex busy;
 
@@ -374,7 +386,8 @@ std::unique_ptr<py_reader> make_reader(const model_ptr& model, const py::object&
                                        std::int64_t max_context, std::optional<std::int64_t> threads,
                                        const std::string& kv_type, const std::string& protocol,
                                        std::optional<double> ratio, bool question_in_cut,
-                                       const std::string& policy_scores, bool policy_per_head) {
+                                       const std::string& policy_scores, bool policy_per_head,
+                                       std::optional<bool> chat, std::optional<std::string> system) {
   if (!model) throw py::type_error("Reader: model must be a pith.Model");
   auto out = std::make_unique<py_reader>();
   out->model = model;
@@ -404,7 +417,48 @@ std::unique_ptr<py_reader> make_reader(const model_ptr& model, const py::object&
   o.question_in_cut = question_in_cut;
   if (policy_scores != "chunk" && policy_scores != "instruction")
     throw_argument("policy_scores must be 'chunk' or 'instruction', not '" + policy_scores + "'");
-  out->instruction = instruction_ids(*model, instruction, "Reader instruction");
+  // The chat template applies to a text instruction, by default when the model has one (pith-read).
+  const bool text_instruction = py::isinstance<py::str>(instruction);
+  if (chat.value_or(false) && !text_instruction)
+    throw_argument("Reader: chat=True frames a text instruction with the chat template; the instruction is not text");
+  out->chat = text_instruction && chat.value_or(model->tmpl.has_value() || !model->tmpl_error.empty());
+  if (out->chat && !model->tmpl) {
+    if (!model->tmpl_error.empty()) throw pith::format_error(model->tmpl_error);
+    throw pith::config_error(model->path + ": the model has no chat template (chat=False reads without one)");
+  }
+  if (system && !out->chat) throw_argument("Reader: system needs the chat template (a text instruction, chat not False)");
+  const auto& c = model->weights.config;
+  out->stop_ids = {c.eos_token_id};
+  if (out->chat) {
+    // pith-read's prompt: one user turn holds the document, a blank line and the instruction. The
+    // text before the user's content up to its last special token is encoded on its own; the rest
+    // of it is tokenized with the document's start; the instruction takes the turn's end and the
+    // assistant's header.
+    const pith::tokenizer& tok = tokenizer_of(*model);
+    const pith::chat_template& tmpl = *model->tmpl;
+    pith::chat_render_options render;
+    render.enable_thinking = false;  // Qwen3: answer directly
+    const auto frame = tmpl.user_turn(system, render);
+    std::size_t cut = 0;
+    for (const std::string& special : tmpl.special_strings())
+      for (std::size_t at = frame.before.find(special); at != std::string::npos; at = frame.before.find(special, at + 1))
+        cut = std::max(cut, at + special.size());
+    if (!tmpl.renders_bos()) out->prefix = pith::examples::tokens_before_text(tok);
+    const auto head = pith::encode_chat(tok, tmpl, std::string_view(frame.before).substr(0, cut));
+    out->prefix.insert(out->prefix.end(), head.begin(), head.end());
+    out->prefix_text = frame.before.substr(cut);
+    std::string text = instruction.cast<std::string>();
+    if (tmpl.trims_content()) {
+      out->trim_document = true;
+      text.resize(pith::chat_detail::before_trailing_space(text));
+    }
+    out->instruction = pith::encode_chat(tok, tmpl, text + frame.after);
+    out->stop_ids = pith::chat_stop_tokens(tok, tmpl);
+    if (std::find(out->stop_ids.begin(), out->stop_ids.end(), c.eos_token_id) == out->stop_ids.end())
+      out->stop_ids.push_back(c.eos_token_id);
+  } else {
+    out->instruction = instruction_ids(*model, instruction, "Reader instruction");
+  }
   auto question_ids = instruction_ids(*model, question, "Reader question");
   if (python_policy_given) {
     // A Python policy replaces the selection of a reader built with a policy whose traits are
@@ -432,10 +486,27 @@ void feed(py_reader& self, const py::handle& document, const py::object& progres
   self.check_usable("feed");
   std::vector<std::int32_t> ids;
   if (py::isinstance<py::str>(document)) {
-    // pith-read --raw: the vocabulary's special prefix (BOS) before the document's first piece.
-    ids = tokenizer_of(*self.model).encode(document.cast<std::string>(), !self.fed);
+    if (self.fed_ids) throw_argument("Reader.feed: this Reader was fed token ids; feed the rest as ids too");
+    // As pith-read: the special prefix (BOS) before the text unless a chat template frames it.
+    if (!self.encoder) {
+      self.encoder = std::make_unique<pith::streaming_encoder>(tokenizer_of(*self.model), !self.chat);
+      ids = self.prefix;
+      if (!self.prefix_text.empty()) self.encoder->push(self.prefix_text, ids);
+    }
+    const std::string text = document.cast<std::string>();
+    std::string_view block = text;
+    if (self.trim_document) {  // a trimming template strips the content's leading whitespace
+      block.remove_prefix(pith::chat_detail::leading_space(block));
+      if (!block.empty()) self.trim_document = false;
+    }
+    self.encoder->push(block, ids);
   } else {
+    if (self.encoder) throw_argument("Reader.feed: this Reader was fed text; feed the rest as text too");
+    if (self.chat)
+      throw_argument("Reader.feed: a Reader with a chat template reads text (the template frames it); give text, or "
+                     "chat=False");
     ids = to_ids(document, "Reader.feed");
+    self.fed_ids = true;
   }
   // Checked here too, so that a bad id leaves the Reader usable (the C++ reader checks before reading).
   const std::size_t vocab = self.model->weights.config.vocab_size;
@@ -474,28 +545,37 @@ std::string answer(py_reader& self, std::int64_t max_tokens, const std::shared_p
     throw_argument("reader::answer: " + std::to_string(steps) + " steps exceed max_answer_tokens (" +
                    std::to_string(self.r->options().max_answer_tokens) + ")");
   const busy_scope in_use(self.busy, "the Reader");
-  const auto& c = self.model->weights.config;
-  const std::int32_t stop_token = stop.value_or(c.eos_token_id);
+  const std::vector<std::int32_t> stops = stop ? std::vector<std::int32_t>{*stop} : self.stop_ids;
   pith::sampler greedy;
   pith::sampler& pick = given ? given->s : greedy;
   std::vector<std::int32_t> tokens;
+  std::vector<std::int32_t> tail;  // the encoder's held-back text, and the blank line ending a chat document
+  if (self.encoder) {
+    if (self.chat) self.encoder->push("\n\n", tail);
+    self.encoder->finish(tail);
+    if (!tail.empty()) self.last_token = tail.back();
+  }
   const double start = monotonic_seconds();
   try {
     py::gil_scoped_release release;
-    tokens = self.r->answer(steps, pick, {}, stop_token);
+    if (!tail.empty()) self.r->feed(tail);
+    tokens = self.r->answer(steps, pick, {}, stops.front());
   } catch (...) {
     self.failed = true;
     throw;
   }
   self.busy_intervals.emplace_back(start, monotonic_seconds());
+  // As pith-read: the ids up to the first stop id (included), the text decoded token by token after
+  // the one before (the instruction's last, or the document's) up to it.
+  if (const auto first = std::find_first_of(tokens.begin(), tokens.end(), stops.begin(), stops.end());
+      first != tokens.end())
+    tokens.erase(first + 1, tokens.end());
   self.answer_ids = tokens;
-  // The text as pith-read prints it: each token decoded after the one before (the instruction's
-  // last, or the document's), up to the stop token.
   std::string text;
   if (self.model->tok) {
     std::int32_t previous = self.instruction.empty() ? self.last_token : self.instruction.back();
     for (const std::int32_t token : tokens) {
-      if (token == stop_token) break;
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) break;
       text += self.model->tok->decode(previous, token);
       previous = token;
     }
@@ -747,7 +827,7 @@ PYBIND11_MODULE(_pith, m) {
            py::arg("random_seed") = 0, py::arg("citrus_pool") = 1, py::arg("max_context") = 0,
            py::arg("threads") = py::none(), py::arg("kv_type") = "f32", py::arg("protocol") = "chunked",
            py::arg("ratio") = py::none(), py::arg("question_in_cut") = false, py::arg("policy_scores") = "chunk",
-           py::arg("policy_per_head") = false,
+           py::arg("policy_per_head") = false, py::arg("chat") = py::none(), py::arg("system") = py::none(),
            "Every pith::reader_options field is a keyword of the same name (chunk: chunk_size; threads: a thread "
            "pool of its own, None: the process-wide pool).\n\n"
            "policy: a built-in policy's name ('citrus-shared', 'snapkv', 'streaming', 'h2o', 'tova', ...) or a\n"
@@ -757,20 +837,28 @@ PYBIND11_MODULE(_pith, m) {
            "them to keep them). policy_scores: 'chunk' (the chunk's mean attention, per layer) or 'instruction'\n"
            "(the instruction's, plus a final cut before the answer, as citrus-shared); policy_per_head: one call\n"
            "per KV head, f(scores, positions, budget, layer, head).\n"
-           "instruction / question: text (encoded without special tokens, as pith-read --raw) or token ids.")
+           "instruction / question: text or token ids. A text instruction is framed by the model's chat template\n"
+           "when it has one, as pith-read frames it (one user turn: the document, a blank line, the instruction;\n"
+           "system: a system message), unless chat=False; without a template it is encoded without special\n"
+           "tokens (pith-read --raw). chat=True requires a template.")
       .def("feed", &feed, py::arg("document"), py::arg("progress") = py::none(),
-           "Reads `document`: text (the first piece gets the vocabulary's BOS, as pith-read --raw; split text only "
-           "at whitespace) or token ids. Whole chunks are read now, a partial chunk waits for more or for answer(). "
-           "progress(tokens_read) is called after each chunk. The GIL is released while pith reads.")
+           "Reads `document`: text or token ids (one kind per Reader). Text is tokenized as pith-read does: BOS (or the "
+           "chat template's text before the user's message) first, the pieces of all feed calls as one text (split it "
+           "anywhere), the held-back tail read by answer(). Whole chunks are read now, a partial chunk waits for more "
+           "or for answer(). progress(tokens_read) is called after each chunk. The GIL is released while pith reads.")
       .def("answer", &answer, py::arg("max_tokens") = 64, py::arg("sampler") = nullptr, py::arg("stop") = py::none(),
            "Reads any partial last chunk, makes the policy's final cut, runs the instruction and generates up to "
-           "max_tokens tokens (greedy unless a Sampler is given), stopping after `stop` (default: the model's EOS). "
-           "Returns the text up to the stop token; answer_ids holds the ids. The GIL is released meanwhile.")
+           "max_tokens tokens (greedy unless a Sampler is given), stopping after `stop` (default: the model's EOS, or "
+           "the chat template's stop tokens). Returns the text up to the stop token; answer_ids holds the ids up to it "
+           "(included). The GIL is released meanwhile.")
       .def_property_readonly("answer_ids", [](const py_reader& r) { return r.answer_ids; },
                              "The ids answer() generated (a new list), the stop token included when reached.")
       .def_property_readonly("answer_logits", [](const py_reader& r) { return copy_to_array(r.r->answer_logits()); },
                              "The logits row the first answer token was sampled from (a copy; empty before answer()).")
-      .def_property_readonly("instruction_ids", [](const py_reader& r) { return r.instruction; })
+      .def_property_readonly("instruction_ids", [](const py_reader& r) { return r.instruction; },
+                             "The instruction's ids as read (with the chat template's frame when one applies).")
+      .def_property_readonly("chat", [](const py_reader& r) { return r.chat; },
+                             "Whether the chat template frames the document and the instruction.")
       .def_property_readonly("stats", [](const py_reader& r) { return r.r->stats(); },
                              "A ReaderStats copy: tokens_read, chunks, reading/eviction/instruction seconds, state_bytes.")
       .def("memory_report", [](const py_reader& r) { return memory_report(r.r->memory_report()); },

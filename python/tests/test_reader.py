@@ -132,3 +132,76 @@ def test_per_head_policy_sees_each_kv_head(model):
     r.feed(doc.ids)
     r.answer(3)
     assert heads == {(layer, head) for layer in range(4) for head in range(2)}
+
+
+CHAT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "chat")
+
+
+@pytest.fixture(scope="module")
+def chat_toy(tmp_path_factory):
+    """toy-block with Mistral v0.3's tokenizer_config.json beside it (as tests/programs' chat-toy)."""
+    folder = tmp_path_factory.mktemp("chat-toy")
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        os.symlink(os.path.join(MODELS_DIR, "toy-block", name), folder / name)
+    os.symlink(os.path.join(CHAT_DATA, "mistral-v0.3.tokenizer_config.json"), folder / "tokenizer_config.json")
+    return str(folder)
+
+
+@pytest.mark.parametrize("system", [None, "Answer briefly."])
+def test_chat_template_frames_as_pith_read(tmp_path, chat_toy, system):
+    model = pith.load_model(chat_toy)
+    assert model.chat_template_name is not None
+    assert model.chat_template([("user", "hi")]).endswith("[/INST]")
+    doc = pith.toy_document("kv", 600, 7)
+    text, instruction = model.tokenizer.decode(doc.ids[1:]), model.tokenizer.decode(doc.instruction)
+    document = tmp_path / "document.txt"
+    document.write_text(text)
+    logits = tmp_path / "logits.json"
+    command = [program("PITH_READ"), chat_toy, "--document", str(document), "--instruction", instruction,
+               "--policy", "citrus-shared", "--citrus-pool", "7", "--budget", "32", "--chunk", "64", "--steps", "6",
+               "--threads", "1", "--logits-out", str(logits)] + (["--system", system] if system else [])
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert "chat: Mistral" in out.stderr
+    r = pith.Reader(model, policy="citrus-shared", citrus_pool=7, budget=32, chunk=64, instruction=instruction,
+                    system=system, max_answer_tokens=6)
+    assert r.chat and r.instruction_ids != model.tokenizer.encode(instruction)
+    for piece in (text[:1000], text[1000:1001], text[1001:]):  # pieces cut anywhere read as the whole text
+        r.feed(piece)
+    answer = r.answer(6)
+    line = [x for x in out.stdout.splitlines() if x.startswith("answer:")][0]
+    assert line == "answer:" + ("" if answer.startswith(" ") or not answer else " ") + answer
+    expected = json.loads(logits.read_text())
+    assert r.answer_ids == expected["ids"]
+    assert np.array_equal(r.answer_logits, np.array(expected["logits"][0], dtype=np.float32))
+    raw = pith.Reader(model, policy="citrus-shared", budget=32, chunk=64, instruction=instruction, chat=False)
+    assert not raw.chat and raw.instruction_ids == model.tokenizer.encode(instruction)
+
+
+def test_chat_needs_a_template_and_text(model, chat_toy):
+    with pytest.raises(pith.ConfigError, match="no chat template"):
+        pith.Reader(model, instruction="what is the pass key ?", chat=True)
+    with pytest.raises(pith.ArgumentError, match="system needs the chat template"):
+        pith.Reader(model, instruction="what is the pass key ?", system="Be brief.")
+    chat_model = pith.load_model(chat_toy)
+    with pytest.raises(pith.ArgumentError, match="not text"):
+        pith.Reader(chat_model, instruction=[20, 19], chat=True)
+    r = pith.Reader(chat_model, instruction="what is the pass key ?")
+    with pytest.raises(pith.ArgumentError, match="reads text"):
+        r.feed([1, 16, 17])
+
+
+def test_text_split_anywhere_reads_as_one_text(model):
+    doc = pith.toy_document("kv", 900, 12)
+    text = model.tokenizer.decode(doc.ids[1:])
+    answers = []
+    for cuts in ([], [5, 6, 333, 334, 2000], list(range(0, len(text), 97))):
+        r = pith.Reader(model, policy="snapkv", budget=32, chunk=64, instruction=doc.instruction, max_answer_tokens=6)
+        for a, b in zip([0] + cuts, cuts + [len(text)]):
+            r.feed(text[a:b])
+        r.answer(6)
+        answers.append((r.answer_ids, r.stats.tokens_read, r.kept_positions(1, 1).tolist()))
+    assert answers[0] == answers[1] == answers[2] and answers[0][1] == 900
+    mixed = pith.Reader(model, policy="snapkv", budget=32, chunk=64, instruction=doc.instruction)
+    mixed.feed(text[:100])
+    with pytest.raises(pith.ArgumentError, match="fed text"):
+        mixed.feed(doc.ids[50:])

@@ -516,12 +516,18 @@ void feed(py_reader& self, const py::handle& document, const py::object& progres
   if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
     throw py::type_error("Reader.feed: progress must be callable (it receives the tokens read so far)");
   const busy_scope in_use(self.busy, "the Reader");
-  pith::reader::progress_callback callback;
-  if (!progress.is_none())
-    callback = [fn = progress.ptr()](std::size_t done) {
-      py::gil_scoped_acquire gil;
-      py::reinterpret_borrow<py::object>(fn)(done);
-    };
+  // After each chunk: the progress callback, and Ctrl-C (KeyboardInterrupt) honoured; without a
+  // callback the GIL is taken for the signal check at most every signal_check_seconds.
+  constexpr double signal_check_seconds = 0.1;
+  double last_check = monotonic_seconds();
+  const pith::reader::progress_callback callback = [fn = progress.ptr(), given = !progress.is_none(),
+                                                    &last_check](std::size_t done) {
+    if (!given && monotonic_seconds() - last_check < signal_check_seconds) return;
+    py::gil_scoped_acquire gil;
+    last_check = monotonic_seconds();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (given) py::reinterpret_borrow<py::object>(fn)(done);
+  };
   const double start = monotonic_seconds();
   try {
     py::gil_scoped_release release;
@@ -845,7 +851,8 @@ PYBIND11_MODULE(_pith, m) {
            "Reads `document`: text or token ids (one kind per Reader). Text is tokenized as pith-read does: BOS (or the "
            "chat template's text before the user's message) first, the pieces of all feed calls as one text (split it "
            "anywhere), the held-back tail read by answer(). Whole chunks are read now, a partial chunk waits for more "
-           "or for answer(). progress(tokens_read) is called after each chunk. The GIL is released while pith reads.")
+           "or for answer(). progress(tokens_read) is called after each chunk. The GIL is released while pith reads; "
+           "Ctrl-C interrupts the reading (KeyboardInterrupt; the Reader is then unusable).")
       .def("answer", &answer, py::arg("max_tokens") = 64, py::arg("sampler") = nullptr, py::arg("stop") = py::none(),
            "Reads any partial last chunk, makes the policy's final cut, runs the instruction and generates up to "
            "max_tokens tokens (greedy unless a Sampler is given), stopping after `stop` (default: the model's EOS, or "

@@ -1,7 +1,11 @@
 # SPDX-License-Identifier: MIT
 # Two Python threads read two documents on one shared model at the same time: the GIL is released
-# while pith reads, so their computations overlap.
+# while pith reads, so their computations overlap. One Reader refuses a second thread; Ctrl-C stops a feed.
+import os
+import signal
 import threading
+
+import pytest
 
 import pith
 
@@ -62,3 +66,18 @@ def test_a_reader_used_by_two_threads_at_once_is_refused(model):
     release.set()
     t.join()
     assert refused and "in use by another thread" in refused[0]
+
+
+def test_ctrl_c_interrupts_a_long_feed(model):
+    doc = pith.toy_document("kv", 400000, 5)  # seconds of reading; interrupted after 0.2 s
+    r = pith.Reader(model, policy="streaming", budget=64, chunk=64, instruction=doc.instruction, threads=1)
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            r.feed(doc.ids)
+    finally:
+        timer.cancel()
+    assert 0 < r.stats.tokens_read < len(doc.ids)
+    with pytest.raises(pith.ArgumentError, match="make a new Reader"):
+        r.answer(4)

@@ -10,6 +10,7 @@ the columns of pith-evict-bench's --csv file, which sweep(csv=PATH) writes in th
 from __future__ import annotations
 
 import csv as _csv
+import math
 import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -52,6 +53,11 @@ def _policy(spec: PolicySpec, citrus_pool: int) -> Dict[str, Any]:
     raise TypeError(f"a policy is a name or a (label, callable[, policy_scores]) tuple, not {spec!r}")
 
 
+def _has_depth(task: str) -> bool:
+    """Whether a RULER task has one asked needle at a depth (niah_single_*, niah_multikey_*)."""
+    return task.startswith("niah_single_") or task.startswith("niah_multikey_")
+
+
 def _reset_peak_memory() -> None:
     # Linux: VmHWM back to the current resident size, so each run reports its own peak.
     try:
@@ -67,13 +73,16 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
           chunk: int = 64, citrus_pool: int = 1, pool_kernel: int = 7, pool_mode: str = "avg",
           kv_type: str = "f32", positions: str = "reindexed", sinks: int = 4,
           protocols: Sequence[str] = ("chunked",), full_max_length: int = 4096,
-          answer_tokens: Optional[int] = None, threads: Optional[int] = 1, csv: Optional[str] = None,
+          depths: Optional[Sequence[float]] = None, vt_chains: int = 1, answer_tokens: Optional[int] = None,
+          threads: Optional[int] = 1, csv: Optional[str] = None,
           progress: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, Any]]:
     """Reads every (task, length, seed, protocol, policy, budget) and returns one row per cell.
 
     The toy tasks (passkey, kv, hop) need a toy model; RULER's tasks (pith.ruler_tasks()) a model whose
     tokenizer spells free text. `full` runs once per document (its budget: the length) and only up to
-    full_max_length tokens. A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
+    full_max_length tokens. depths: needle depths in 0..1 for the RULER tasks with one asked needle
+    (niah_single_*, niah_multikey_*; default: drawn per document); vt_chains: vt's chains; answer_tokens:
+    a RULER answer's tokens (default RULER's). A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
     policy_scores]) for a Python policy (pith.Reader's policy=). threads: each reader's pool (default 1,
     as pith-evict-bench; None: the process-wide pool). progress(runs_done, runs) is called after each run.
     Returns a list of dicts with the CSV_COLUMNS keys (numbers unrounded); csv=PATH also writes them as
@@ -88,33 +97,36 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
     for task in tasks:
         if task not in ruler_names and task not in ("passkey", "kv", "hop"):
             raise _pith.ArgumentError(f"unknown task '{task}' (toy: passkey, kv, hop; RULER: {', '.join(sorted(ruler_names))})")
+    if depths is not None and any(not 0.0 <= d <= 1.0 for d in depths):
+        raise _pith.ArgumentError(f"sweep: depths must be in 0..1, not {list(depths)}")
     tok = model.tokenizer
-    cfg = model.config
     model_name = os.path.basename(os.path.normpath(model.path))
 
     plan = []
     for task in tasks:
+        task_depths = list(dict.fromkeys(depths)) if depths is not None and _has_depth(task) else [None]
         for length in lengths:
-            for seed in range(seed_base, seed_base + seeds):
-                for protocol in protocols:
-                    for spec in specs:
-                        if spec["policy"] == "full":
-                            if length <= full_max_length:
-                                plan.append((task, length, seed, protocol, spec, length))
-                            continue
-                        for budget in budgets:
-                            plan.append((task, length, seed, protocol, spec, budget))
+            for depth in task_depths:
+                for seed in range(seed_base, seed_base + seeds):
+                    for protocol in protocols:
+                        for spec in specs:
+                            if spec["policy"] == "full":
+                                if length <= full_max_length:
+                                    plan.append((task, length, depth, seed, protocol, spec, length))
+                                continue
+                            for budget in budgets:
+                                plan.append((task, length, depth, seed, protocol, spec, budget))
 
     cells: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
     document_key = None
     doc: Dict[str, Any] = {}
-    for done, (task, length, seed, protocol, spec, budget) in enumerate(plan):
-        if document_key != (task, length, seed):
-            document_key = (task, length, seed)
+    for done, (task, length, depth, seed, protocol, spec, budget) in enumerate(plan):
+        if document_key != (task, length, depth, seed):
+            document_key = (task, length, depth, seed)
             if task in ruler_names:
                 if tok is None:
                     raise _pith.ArgumentError("the RULER tasks need the model's tokenizer; none was found beside it")
-                r = _pith.ruler_document(task, length, seed, model)
+                r = _pith.ruler_document(task, length, seed, model, depth, vt_chains)
                 doc = {"ids": tok.encode(r.document, True, False), "instruction": tok.encode(r.instruction, False, False),
                        "gold": list(r.gold), "family": "ruler", "depth": r.depth,
                        "answer_tokens": answer_tokens or _RULER_ANSWER_TOKENS.get(task, 128)}
@@ -131,13 +143,14 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
             options["policy_scores"] = spec["policy_scores"]
         if spec["policy"] == "full":
             options["max_context"] = len(doc["ids"]) + len(doc["instruction"]) + steps + 2
-        key = (task, length, -1, spec["label"], budget, protocol, -1)
+        depth_key = -1 if depth is None else int(math.floor(depth * 1000000.0 + 0.5))  # millionths, as the bench
+        key = (task, length, depth_key, spec["label"], budget, protocol, -1)
         try:
             _reset_peak_memory()
             start = time.perf_counter()
             reader = _pith.Reader(model, **options)
             reader.feed(doc["ids"])
-            reader.answer(steps)
+            text = reader.answer(steps)  # decoded as the bench does: after the instruction, up to EOS
             seconds = time.perf_counter() - start
         except _pith.ArgumentError:
             if progress:
@@ -147,8 +160,7 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
         if doc["family"] == "toy":
             score = 1.0 if answer == doc["answer"] else 0.0
         else:
-            ids = answer[:answer.index(cfg.eos_token_id)] if cfg.eos_token_id in answer else answer
-            score = _pith.ruler_score(tok.decode(ids), doc["gold"])
+            score = _pith.ruler_score(text, doc["gold"])
         stats = reader.stats
         c = cells.setdefault(key, {"runs": 0, "correct": 0, "score": 0.0, "tokens": 0.0, "reading_seconds": 0.0,
                                    "total_seconds": 0.0, "peak_bytes": 0, "state_bytes": 0, "family": doc["family"]})
@@ -165,11 +177,12 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
 
     rows: List[Dict[str, Any]] = []
     for key in sorted(cells):
-        task, length, _depth, label, budget, protocol, _ratio = key
+        task, length, depth_key, label, budget, protocol, _ratio = key
         c = cells[key]
         oneshot = protocol == "oneshot"
         rows.append({
-            "model": model_name, "task_family": c["family"], "task": task, "length": length, "depth": None,
+            "model": model_name, "task_family": c["family"], "task": task, "length": length,
+            "depth": None if depth_key < 0 else depth_key / 1e6,
             "policy": label, "protocol": protocol, "budget": budget, "ratio": None, "question": "same",
             "chunk": None if oneshot else chunk, "documents": c["runs"], "correct": c["correct"],
             "score": c["score"] / c["runs"],

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 # pith.bench.sweep against pith-evict-bench: the same cells, counts and scores, the same CSV columns.
+import os
 import subprocess
 
 import numpy as np
+import pytest
 
 import pith
 from conftest import program
@@ -41,7 +43,6 @@ def test_sweep_with_a_python_policy(model):
 
 
 def test_sweep_rejects_bad_input(model):
-    import pytest
     with pytest.raises(pith.ArgumentError, match="a budget of 0"):
         pith.bench.sweep(model, budgets=[0])
     with pytest.raises(pith.ArgumentError, match="unknown task"):
@@ -50,3 +51,31 @@ def test_sweep_rejects_bad_input(model):
         pith.bench.sweep(model, policies=["nope"])
     with pytest.raises(TypeError):
         pith.bench.sweep(model, policies=[42])
+    with pytest.raises(pith.ArgumentError, match="depths must be in 0..1"):
+        pith.bench.sweep(model, tasks=["niah_single_1"], depths=[1.5])
+
+
+STORIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "models", "stories260K",
+                       "stories260K.bin")
+
+
+def test_ruler_sweep_matches_pith_evict_bench(tmp_path):
+    path = os.environ.get("PITH_STORIES260K", STORIES)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is absent (the real tiny checkpoints of ../shared/models)")
+    model = pith.load_model(path)
+    ours = tmp_path / "python.csv"
+    rows = pith.bench.sweep(model, policies=["streaming", "citrus-shared"], budgets=[64], lengths=[800],
+                            tasks=["niah_single_1", "vt"], depths=[0, 1], vt_chains=2, answer_tokens=8, seeds=1,
+                            csv=str(ours))
+    assert [(r["task"], r["depth"]) for r in rows[:2]] == [("niah_single_1", 0.0), ("niah_single_1", 0.0)]
+    assert {r["task_family"] for r in rows} == {"ruler"} and len(rows) == 6
+    theirs = tmp_path / "bench.csv"
+    subprocess.run([program("PITH_EVICT_BENCH"), "--model", path, "--tasks", "niah_single_1,vt", "--lengths", "800",
+                    "--seeds", "1", "--policies", "streaming,citrus-shared", "--budgets", "64", "--depths", "0,1",
+                    "--answer-tokens", "8", "--vt-chains", "2", "--csv", str(theirs)],
+                   capture_output=True, text=True, timeout=60, check=True)
+    a, b = pith.bench.read_csv(str(ours)), pith.bench.read_csv(str(theirs))
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in MEASURED} == {k: v for k, v in y.items() if k not in MEASURED}

@@ -38,6 +38,7 @@ from ._pith import (  # noqa: F401  (re-exported)
     load_model,
     peak_resident_bytes,
     policy_names,
+    ratio_budget,
     ruler_document,
     ruler_score,
     ruler_tasks,
@@ -82,7 +83,7 @@ Model.config = property(_config, doc="The model's configuration: a frozen ModelC
 __all__: Tuple[str, ...] = (
     "ArgumentError", "ConfigError", "Error", "FormatError", "Generation", "IoError", "Model", "ModelConfig",
     "Reader", "ReaderStats", "RulerDocument", "Sampler", "Session", "ShapeError", "Tokenizer", "ToyDocument",
-    "load_model", "peak_resident_bytes", "policy_names", "ruler_document", "ruler_score", "ruler_tasks",
+    "load_model", "peak_resident_bytes", "policy_names", "ratio_budget", "ruler_document", "ruler_score", "ruler_tasks",
     "set_num_threads", "toy_document", "toy_vocabulary", "bench",
 )
 

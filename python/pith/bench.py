@@ -72,7 +72,8 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
           tasks: Sequence[str] = ("passkey", "kv"), seeds: int = 10, seed_base: int = 0, facts: int = 8,
           chunk: int = 64, citrus_pool: int = 1, pool_kernel: int = 7, pool_mode: str = "avg",
           kv_type: str = "f32", positions: str = "reindexed", sinks: int = 4,
-          protocols: Sequence[str] = ("chunked",), full_max_length: int = 4096,
+          protocols: Sequence[str] = ("chunked",), ratios: Sequence[float] = (), question_in_cut: bool = False,
+          full_max_length: int = 4096,
           depths: Optional[Sequence[float]] = None, vt_chains: int = 1, answer_tokens: Optional[int] = None,
           threads: Optional[int] = 1, csv: Optional[str] = None,
           progress: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, Any]]:
@@ -82,7 +83,10 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
     tokenizer spells free text. `full` runs once per document (its budget: the length) and only up to
     full_max_length tokens. depths: needle depths in 0..1 for the RULER tasks with one asked needle
     (niah_single_*, niah_multikey_*; default: drawn per document); vt_chains: vt's chains; answer_tokens:
-    a RULER answer's tokens (default RULER's). A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
+    a RULER answer's tokens (default RULER's). protocols: "chunked" and / or "oneshot"; ratios: compression
+    ratios beside the budgets (a document of n tokens keeps floor(n (1 - r)) states: the chunked protocol
+    reads with that budget, the oneshot one cuts to it); question_in_cut: the oneshot cut scored by the
+    question. A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
     policy_scores]) for a Python policy (pith.Reader's policy=). threads: each reader's pool (default 1,
     as pith-evict-bench; None: the process-wide pool). progress(runs_done, runs) is called after each run.
     Returns a list of dicts with the CSV_COLUMNS keys (numbers unrounded); csv=PATH also writes them as
@@ -97,6 +101,12 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
     for task in tasks:
         if task not in ruler_names and task not in ("passkey", "kv", "hop"):
             raise _pith.ArgumentError(f"unknown task '{task}' (toy: passkey, kv, hop; RULER: {', '.join(sorted(ruler_names))})")
+    if any(not 0.0 <= r < 1.0 for r in ratios):
+        raise _pith.ArgumentError(f"sweep: ratios must be in [0, 1), not {list(ratios)}")
+    if any(p not in ("chunked", "oneshot") for p in protocols):
+        raise _pith.ArgumentError(f"sweep: protocols are chunked and oneshot, not {list(protocols)}")
+    if question_in_cut and "oneshot" not in protocols:
+        raise _pith.ArgumentError("sweep: question_in_cut applies to the oneshot protocol")
     if depths is not None and any(not 0.0 <= d <= 1.0 for d in depths):
         raise _pith.ArgumentError(f"sweep: depths must be in 0..1, not {list(depths)}")
     tok = model.tokenizer
@@ -112,15 +122,18 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
                         for spec in specs:
                             if spec["policy"] == "full":
                                 if length <= full_max_length:
-                                    plan.append((task, length, depth, seed, protocol, spec, length))
+                                    plan.append((task, length, depth, seed, protocol, spec, length, None))
                                 continue
                             for budget in budgets:
-                                plan.append((task, length, depth, seed, protocol, spec, budget))
+                                plan.append((task, length, depth, seed, protocol, spec, budget, None))
+                            for ratio in dict.fromkeys(ratios):
+                                plan.append((task, length, depth, seed, protocol, spec,
+                                             _pith.ratio_budget(length, ratio), ratio))
 
     cells: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
     document_key = None
     doc: Dict[str, Any] = {}
-    for done, (task, length, depth, seed, protocol, spec, budget) in enumerate(plan):
+    for done, (task, length, depth, seed, protocol, spec, budget, ratio) in enumerate(plan):
         if document_key != (task, length, depth, seed):
             document_key = (task, length, depth, seed)
             if task in ruler_names:
@@ -135,16 +148,23 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
                 doc = {"ids": t.ids, "instruction": t.instruction, "answer": t.answer, "family": "toy", "depth": None,
                        "answer_tokens": len(t.answer)}
         steps = doc["answer_tokens"]
-        options = dict(policy=spec["policy"], budget=budget, chunk=chunk, citrus_pool=spec["citrus_pool"],
+        oneshot = protocol == "oneshot"
+        run_budget = budget
+        if ratio is not None and not oneshot:
+            run_budget = _pith.ratio_budget(len(doc["ids"]), ratio)  # this document's n
+        options = dict(policy=spec["policy"], budget=run_budget, chunk=chunk, citrus_pool=spec["citrus_pool"],
                        snapkv_kernel=pool_kernel, snapkv_pool=pool_mode, kv_type=kv_type, positions=positions,
                        sink=sinks, max_answer_tokens=steps + 1, instruction=doc["instruction"], protocol=protocol,
-                       threads=threads)
+                       threads=threads, question_in_cut=oneshot and question_in_cut)
+        if ratio is not None and oneshot:
+            options["ratio"] = ratio
         if callable(spec["policy"]):
             options["policy_scores"] = spec["policy_scores"]
         if spec["policy"] == "full":
             options["max_context"] = len(doc["ids"]) + len(doc["instruction"]) + steps + 2
         depth_key = -1 if depth is None else int(math.floor(depth * 1000000.0 + 0.5))  # millionths, as the bench
-        key = (task, length, depth_key, spec["label"], budget, protocol, -1)
+        ratio_key = -1 if ratio is None else int(math.floor(ratio * 1000000.0 + 0.5))
+        key = (task, length, depth_key, spec["label"], budget, protocol, ratio_key)
         try:
             _reset_peak_memory()
             start = time.perf_counter()
@@ -177,13 +197,15 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
 
     rows: List[Dict[str, Any]] = []
     for key in sorted(cells):
-        task, length, depth_key, label, budget, protocol, _ratio = key
+        task, length, depth_key, label, budget, protocol, ratio_key = key
         c = cells[key]
         oneshot = protocol == "oneshot"
         rows.append({
             "model": model_name, "task_family": c["family"], "task": task, "length": length,
             "depth": None if depth_key < 0 else depth_key / 1e6,
-            "policy": label, "protocol": protocol, "budget": budget, "ratio": None, "question": "same",
+            "policy": label, "protocol": protocol, "budget": budget,
+            "ratio": None if ratio_key < 0 else ratio_key / 1e6,
+            "question": "same" + ("+seen" if oneshot and question_in_cut else ""),
             "chunk": None if oneshot else chunk, "documents": c["runs"], "correct": c["correct"],
             "score": c["score"] / c["runs"],
             "tokens_per_s": c["tokens"] / c["reading_seconds"] if c["reading_seconds"] > 0 else 0.0,

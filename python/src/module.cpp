@@ -947,6 +947,9 @@ PYBIND11_MODULE(_pith, m) {
     for (const auto kind : pith::builtin_policies) out.emplace_back(pith::policy_name(kind));
     return out;
   }, "Every built-in eviction policy's name.");
+  m.def("ratio_budget",
+        [](std::int64_t n, double ratio) { return pith::ratio_budget(to_size(n, "n"), ratio); }, py::arg("n"),
+        py::arg("ratio"), "The states a compression ratio keeps of n: floor(n (1 - ratio)), kvpress's convention.");
   m.def("peak_resident_bytes", &pith::peak_resident_bytes, "The process's peak resident memory (VmHWM), bytes.");
   m.def("set_num_threads", [](std::int64_t n) { pith::set_num_threads(to_size(n, "threads")); }, py::arg("threads"),
         "Sizes the process-wide thread pool (0: one thread per hardware thread).");

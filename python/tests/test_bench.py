@@ -79,3 +79,21 @@ def test_ruler_sweep_matches_pith_evict_bench(tmp_path):
     assert len(a) == len(b) == 6
     for x, y in zip(a, b):
         assert {k: v for k, v in x.items() if k not in MEASURED} == {k: v for k, v in y.items() if k not in MEASURED}
+
+
+def test_protocols_and_ratios_match_pith_evict_bench(tmp_path, model, toy_path):
+    ours = tmp_path / "python.csv"
+    rows = pith.bench.sweep(model, policies=["snapkv", "citrus-shared"], budgets=[64], ratios=[0.75], lengths=[500],
+                            tasks=["kv"], seeds=2, protocols=["chunked", "oneshot"], question_in_cut=True,
+                            csv=str(ours))
+    assert len(rows) == 8 and {r["question"] for r in rows} == {"same", "same+seen"}
+    assert {r["budget"] for r in rows if r["ratio"] == 0.75} == {pith.ratio_budget(500, 0.75)} == {125}
+    theirs = tmp_path / "bench.csv"
+    subprocess.run([program("PITH_EVICT_BENCH"), "--model", toy_path, "--policies", "snapkv,citrus-shared",
+                    "--budgets", "64", "--ratios", "0.75", "--lengths", "500", "--tasks", "kv", "--seeds", "2",
+                    "--protocol", "chunked,oneshot", "--question-in-cut", "--csv", str(theirs)],
+                   capture_output=True, text=True, timeout=60, check=True)
+    a, b = pith.bench.read_csv(str(ours)), pith.bench.read_csv(str(theirs))
+    assert len(a) == len(b) == 8
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in MEASURED} == {k: v for k, v in y.items() if k not in MEASURED}

@@ -13,6 +13,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -201,9 +202,11 @@ py::dict config_dict(const pith::model_config& c) {
 
 // ---- sampler -------------------------------------------------------------------------------------
 
+// A Sampler's state (its random generator) changes with each draw: draws from several threads take turns.
 struct py_sampler {
   pith::sampler_options options;
   pith::sampler s;
+  std::mutex draw;
   explicit py_sampler(pith::sampler_options o) : options(o), s(o) {}
 };
 
@@ -261,6 +264,7 @@ struct py_generation {
       py::gil_scoped_release release;
       if (done == 0) session->s->forward(prompt, logits.data());
       else session->s->forward(std::span(&last, 1), logits.data());
+      const std::lock_guard lock(pick->draw);
       token = pick->s.sample(logits);
     }
     ++done;
@@ -564,6 +568,8 @@ std::string answer(py_reader& self, std::int64_t max_tokens, const std::shared_p
   const double start = monotonic_seconds();
   try {
     py::gil_scoped_release release;
+    std::unique_lock<std::mutex> sampler_lock;
+    if (given) sampler_lock = std::unique_lock(given->draw);
     if (!tail.empty()) self.r->feed(tail);
     tokens = self.r->answer(steps, pick, {}, stops.front());
   } catch (...) {
@@ -607,7 +613,9 @@ py::list memory_report(const std::vector<pith::layer_memory>& report) {
     d["mixer"] = pith::mixer_name(report[l].mixer);
     d["kv_cache_bytes"] = report[l].kv_cache_bytes;
     d["state_bytes"] = report[l].state_bytes;
-    d["kv_type"] = std::string(pith::dtype_name(report[l].kv_type));
+    std::string type(pith::dtype_name(report[l].kv_type));
+    std::transform(type.begin(), type.end(), type.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    d["kv_type"] = type;  // as the kv_type keyword spells it: f32, f16, bf16, q8_0
     d["window"] = report[l].window;
     out.append(d);
   }
@@ -741,7 +749,10 @@ PYBIND11_MODULE(_pith, m) {
       .def("sample",
            [](py_sampler& s, const py::array_t<float, py::array::c_style | py::array::forcecast>& logits) {
              if (logits.ndim() != 1) throw_argument("Sampler.sample: logits must be a 1-D array");
-             return s.s.sample(std::span<const float>(logits.data(), static_cast<std::size_t>(logits.size())));
+             const std::span<const float> row(logits.data(), static_cast<std::size_t>(logits.size()));
+             py::gil_scoped_release release;  // another thread may hold the draw lock while it waits for the GIL
+             const std::lock_guard lock(s.draw);
+             return s.s.sample(row);
            },
            py::arg("logits"), "The id drawn from one row of logits.")
       .def_property_readonly("temperature", [](const py_sampler& s) { return s.options.temperature; })

@@ -69,7 +69,12 @@ def test_kept_positions_stats_and_memory(model):
             assert len(kept) <= budget + chunk and kept[-1] == 999
     assert r.stats.tokens_read == 1000 and r.stats.chunks == 16
     report = r.memory_report()
-    assert len(report) == 4 and all(entry["kv_cache_bytes"] > 0 for entry in report)
+    assert len(report) == 4 and all(entry["kv_cache_bytes"] > 0 and entry["kv_type"] == "f32" for entry in report)
+    half = pith.Reader(model, policy="snapkv", budget=budget, chunk=chunk, instruction=doc.instruction, kv_type="f16",
+                       max_answer_tokens=8)
+    half.feed(doc.ids[:200])
+    assert half.memory_report()[0]["kv_type"] == "f16"
+    assert half.memory_report()[0]["kv_cache_bytes"] < report[0]["kv_cache_bytes"]
 
 
 def top_k(scores, k):

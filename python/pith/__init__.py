@@ -25,6 +25,7 @@ from ._pith import (  # noqa: F401  (re-exported)
     FormatError,
     Generation,
     IoError,
+    Likelihood,
     Model,
     Reader,
     ReaderStats,
@@ -81,7 +82,7 @@ def _config(self: Model) -> ModelConfig:
 Model.config = property(_config, doc="The model's configuration: a frozen ModelConfig dataclass (a copy).")
 
 __all__: Tuple[str, ...] = (
-    "ArgumentError", "ConfigError", "Error", "FormatError", "Generation", "IoError", "Model", "ModelConfig",
+    "ArgumentError", "ConfigError", "Error", "FormatError", "Generation", "IoError", "Likelihood", "Model", "ModelConfig",
     "Reader", "ReaderStats", "RulerDocument", "Sampler", "Session", "ShapeError", "Tokenizer", "ToyDocument",
     "load_model", "peak_resident_bytes", "policy_names", "ratio_budget", "ruler_document", "ruler_score", "ruler_tasks",
     "set_num_threads", "toy_document", "toy_vocabulary", "bench",

@@ -32,7 +32,7 @@ class Model:
     tokenizer: Optional[Tokenizer]
     chat_template_name: Optional[str]
     config: object  # pith.ModelConfig, set by the package
-    def chat_template(self, messages: Sequence[Tuple[str, str]], add_generation_prompt: bool = True,
+    def chat_template(self, messages: Sequence[Union[Tuple[str, str], Dict[str, str]]], add_generation_prompt: bool = True,
                       enable_thinking: Optional[bool] = None) -> str: ...
 
 def load_model(path: str, quantize: Optional[str] = None, weights_type: Optional[str] = None,
@@ -67,6 +67,11 @@ class ReaderStats:
     instruction_seconds: float
     state_bytes: int
 
+class Likelihood:
+    sum: float
+    tokens: int
+    perplexity: float
+
 class Reader:
     answer_ids: List[int]
     answer_logits: npt.NDArray[np.float32]
@@ -84,6 +89,7 @@ class Reader:
                  system: Optional[str] = None) -> None: ...
     def feed(self, document: TextOrIds, progress: Optional[Callable[[int], object]] = None) -> None: ...
     def answer(self, max_tokens: int = 64, sampler: Optional[Sampler] = None, stop: Optional[int] = None) -> str: ...
+    def log_likelihood(self, continuation: TextOrIds) -> Likelihood: ...
     def memory_report(self) -> List[Dict[str, object]]: ...
     def kept_positions(self, layer: int, head: int = 0, instruction_cache: bool = False) -> npt.NDArray[np.int64]: ...
 

@@ -349,6 +349,7 @@ struct py_reader {
   std::vector<std::int32_t> prefix;
   std::string prefix_text;
   bool trim_document = false;
+  bool text_finished = false;
   std::vector<std::int32_t> stop_ids;
   std::vector<std::pair<double, double>> busy_intervals;  // monotonic seconds of each computing call
   std::mutex busy;
@@ -547,6 +548,37 @@ void feed(py_reader& self, const py::handle& document, const py::object& progres
   }
 }
 
+// The tokens a text document still holds back: the encoder's tail and the blank line that ends a chat
+// document (once; the reader reads them before answering or scoring).
+std::vector<std::int32_t> finish_text(py_reader& self) {
+  std::vector<std::int32_t> tail;
+  if (!self.encoder || self.text_finished) return tail;
+  self.text_finished = true;
+  if (self.chat) self.encoder->push("\n\n", tail);
+  self.encoder->finish(tail);
+  if (!tail.empty()) self.last_token = tail.back();
+  return tail;
+}
+
+pith::continuation_likelihood log_likelihood(py_reader& self, const py::handle& continuation) {
+  self.check_usable("log_likelihood");
+  const auto ids = py::isinstance<py::str>(continuation)
+                       ? tokenizer_of(*self.model).encode(continuation.cast<std::string>(), false)
+                       : to_ids(continuation, "Reader.log_likelihood");
+  const busy_scope in_use(self.busy, "the Reader");
+  const std::vector<std::int32_t> tail = finish_text(self);
+  pith::continuation_likelihood out;
+  try {
+    py::gil_scoped_release release;
+    if (!tail.empty()) self.r->feed(tail);
+    out = self.r->log_likelihood(ids);
+  } catch (...) {
+    self.failed = true;
+    throw;
+  }
+  return out;
+}
+
 std::string answer(py_reader& self, std::int64_t max_tokens, const std::shared_ptr<py_sampler>& given,
                    std::optional<std::int32_t> stop) {
   self.check_usable("answer");
@@ -559,12 +591,7 @@ std::string answer(py_reader& self, std::int64_t max_tokens, const std::shared_p
   pith::sampler greedy;
   pith::sampler& pick = given ? given->s : greedy;
   std::vector<std::int32_t> tokens;
-  std::vector<std::int32_t> tail;  // the encoder's held-back text, and the blank line ending a chat document
-  if (self.encoder) {
-    if (self.chat) self.encoder->push("\n\n", tail);
-    self.encoder->finish(tail);
-    if (!tail.empty()) self.last_token = tail.back();
-  }
+  const std::vector<std::int32_t> tail = finish_text(self);
   const double start = monotonic_seconds();
   try {
     py::gil_scoped_release release;
@@ -712,21 +739,31 @@ PYBIND11_MODULE(_pith, m) {
                              },
                              "The chat template family found beside the model (as pith-read finds it), or None.")
       .def("chat_template",
-           [](const model_state& s, const std::vector<std::pair<std::string, std::string>>& messages,
-              bool add_generation_prompt, std::optional<bool> enable_thinking) {
+           [](const model_state& s, const py::sequence& messages, bool add_generation_prompt,
+              std::optional<bool> enable_thinking) {
              if (!s.tmpl)
                throw pith::config_error(s.path + ": the model has no chat template" +
                                         (s.tmpl_error.empty() ? std::string() : " (" + s.tmpl_error + ")"));
              std::vector<pith::chat_message> list;
-             for (const auto& [role, content] : messages) list.push_back({role, content});
+             for (const py::handle item : messages) {
+               if (py::isinstance<py::dict>(item)) {
+                 const auto d = py::reinterpret_borrow<py::dict>(item);
+                 if (!d.contains("role") || !d.contains("content"))
+                   throw py::type_error("chat_template: a message dict needs 'role' and 'content'");
+                 list.push_back({d["role"].cast<std::string>(), d["content"].cast<std::string>()});
+               } else {
+                 const auto pair = item.cast<std::pair<std::string, std::string>>();
+                 list.push_back({pair.first, pair.second});
+               }
+             }
              pith::chat_render_options options;
              options.add_generation_prompt = add_generation_prompt;
              options.enable_thinking = enable_thinking;
              return s.tmpl->render(list, options);
            },
            py::arg("messages"), py::arg("add_generation_prompt") = true, py::arg("enable_thinking") = py::none(),
-           "The chat template's text for `messages`, a list of (role, content) pairs (roles system, user, "
-           "assistant). pith.ConfigError when the model has no template pith recognises.")
+           "The chat template's text for `messages`: (role, content) pairs or {'role': ..., 'content': ...} dicts "
+           "(roles system, user, assistant). pith.ConfigError when the model has no template pith recognises.")
       .def("__repr__", [](const model_state& s) {
         const auto& c = s.weights.config;
         return "<pith.Model " + s.path + ": " + std::to_string(c.num_layers) + " layers, hidden " +
@@ -832,6 +869,15 @@ PYBIND11_MODULE(_pith, m) {
                std::to_string(s.state_bytes) + ")";
       });
 
+  py::class_<pith::continuation_likelihood>(m, "Likelihood", "Reader.log_likelihood's result.")
+      .def_readonly("sum", &pith::continuation_likelihood::sum, "The continuation's natural log-probability (<= 0).")
+      .def_readonly("tokens", &pith::continuation_likelihood::tokens)
+      .def_property_readonly("perplexity", &pith::continuation_likelihood::perplexity, "exp(-sum / tokens).")
+      .def("__repr__", [](const pith::continuation_likelihood& l) {
+        return "Likelihood(sum=" + std::to_string(l.sum) + ", tokens=" + std::to_string(l.tokens) +
+               ", perplexity=" + std::to_string(l.perplexity()) + ")";
+      });
+
   py::class_<py_reader>(m, "Reader",
                         "Reads a document of any length in chunks, evicting KV states with a policy, then answers "
                         "the instruction (pith::reader, docs/eviction.md). One thread at a time; Readers on several "
@@ -869,6 +915,10 @@ PYBIND11_MODULE(_pith, m) {
            "max_tokens tokens (greedy unless a Sampler is given), stopping after `stop` (default: the model's EOS, or "
            "the chat template's stop tokens). Returns the text up to the stop token; answer_ids holds the ids up to it "
            "(included). The GIL is released meanwhile.")
+      .def("log_likelihood", &log_likelihood, py::arg("continuation"),
+           "Instead of answer(): reads any partial last chunk and scores `continuation` (text, encoded without "
+           "special tokens, or ids) as the text after the document, with the evicted cache (pith::reader::"
+           "log_likelihood: no instruction, no final cut). Returns a Likelihood (sum, tokens, perplexity).")
       .def_property_readonly("answer_ids", [](const py_reader& r) { return r.answer_ids; },
                              "The ids answer() generated (a new list), the stop token included when reached.")
       .def_property_readonly("answer_logits", [](const py_reader& r) { return copy_to_array(r.r->answer_logits()); },

@@ -35,6 +35,19 @@ def toy_model(name):
     return _models[name]
 
 
+CHAT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "chat")
+
+
+@pytest.fixture(scope="session")
+def chat_toy_path(tmp_path_factory):
+    """toy-block with Mistral v0.3's tokenizer_config.json beside it (as tests/programs' chat-toy)."""
+    folder = tmp_path_factory.mktemp("chat-toy")
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        os.symlink(os.path.join(MODELS_DIR, "toy-block", name), folder / name)
+    os.symlink(os.path.join(CHAT_DATA, "mistral-v0.3.tokenizer_config.json"), folder / "tokenizer_config.json")
+    return str(folder)
+
+
 def program(name):
     """The path of a built example program from the environment (PITH_READ, ...), or skip."""
     path = os.environ.get(name)

@@ -97,3 +97,36 @@ def test_protocols_and_ratios_match_pith_evict_bench(tmp_path, model, toy_path):
     assert len(a) == len(b) == 8
     for x, y in zip(a, b):
         assert {k: v for k, v in x.items() if k not in MEASURED} == {k: v for k, v in y.items() if k not in MEASURED}
+
+
+def test_log_likelihood_matches_pith_evict_bench_perplexity(tmp_path, model, toy_path):
+    tok = model.tokenizer
+    text = tok.decode(pith.toy_document("kv", 700, 21).ids[1:])
+    (tmp_path / "text.txt").write_text(text)
+    ids = tok.encode(text, True, False)
+    theirs = tmp_path / "bench.csv"
+    subprocess.run([program("PITH_EVICT_BENCH"), "--model", toy_path, "--perplexity", str(tmp_path / "text.txt"),
+                    "--lengths", "400", "--ppl-tokens", "50", "--seeds", "1", "--policies", "full,streaming,snapkv",
+                    "--budgets", "64", "--csv", str(theirs)], capture_output=True, text=True, timeout=60, check=True)
+    scores = {row["policy"]: row["score"] for row in pith.bench.read_csv(str(theirs))}
+    for policy in ("full", "streaming", "snapkv"):
+        options = dict(max_context=400 + 50 + 2) if policy == "full" else {}
+        r = pith.Reader(model, policy=policy, budget=64, chunk=64, max_answer_tokens=51, **options)
+        r.feed(ids[:400])
+        result = r.log_likelihood(ids[400:450])
+        assert result.tokens == 50 and result.sum < 0
+        assert "%.4f" % result.perplexity == scores[policy]
+    with pytest.raises(pith.ArgumentError, match="already answered or scored"):
+        r.log_likelihood(ids[400:410])
+
+
+def test_chat_template_takes_pairs_and_dicts(chat_toy_path):
+    model = pith.load_model(chat_toy_path)
+    pairs = model.chat_template([("user", "hi"), ("assistant", "hello"), ("user", "bye")])
+    dicts = model.chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                 {"role": "user", "content": "bye"}])
+    assert pairs == dicts and "hi" in pairs and "bye" in pairs
+    with pytest.raises(TypeError):
+        model.chat_template([{"role": "user"}])
+    with pytest.raises(pith.ArgumentError, match="role"):
+        model.chat_template([("robot", "hi")])

@@ -139,17 +139,9 @@ def test_per_head_policy_sees_each_kv_head(model):
     assert heads == {(layer, head) for layer in range(4) for head in range(2)}
 
 
-CHAT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "chat")
-
-
 @pytest.fixture(scope="module")
-def chat_toy(tmp_path_factory):
-    """toy-block with Mistral v0.3's tokenizer_config.json beside it (as tests/programs' chat-toy)."""
-    folder = tmp_path_factory.mktemp("chat-toy")
-    for name in ("config.json", "model.safetensors", "vocab.json"):
-        os.symlink(os.path.join(MODELS_DIR, "toy-block", name), folder / name)
-    os.symlink(os.path.join(CHAT_DATA, "mistral-v0.3.tokenizer_config.json"), folder / "tokenizer_config.json")
-    return str(folder)
+def chat_toy(chat_toy_path):
+    return chat_toy_path
 
 
 @pytest.mark.parametrize("system", [None, "Answer briefly."])

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
 // pith._pith: the Python bindings (pybind11) of the model, the session, the reader with built-in and
 // Python-written eviction policies, the toy and RULER task generators. The package `pith`
-// (python/pith/__init__.py) re-exports them with a few pure-Python helpers (pith.bench).
+// (python/pith/__init__.py) re-exports them beside its pure-Python parts (ModelConfig, pith.bench).
 //
-// Threads: every call that computes (Session.forward, generation steps, Reader.feed, Reader.answer)
-// releases the GIL while pith computes and takes it back only to call Python (a progress callback,
-// a Python policy). One Session or Reader serves one thread at a time: a second thread entering
+// Threads: every call that computes (load_model, Session.forward, generation steps, Reader.feed,
+// Reader.answer, Reader.log_likelihood) releases the GIL while pith computes and takes it back only
+// to call Python (a progress callback, a Python policy, the Ctrl-C check). One Session or Reader serves one thread at a time: a second thread entering
 // meanwhile gets pith.ArgumentError instead of the undefined behaviour a shared session would be.
-#include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

@@ -118,15 +118,3 @@ def test_log_likelihood_matches_pith_evict_bench_perplexity(tmp_path, model, toy
         assert "%.4f" % result.perplexity == scores[policy]
     with pytest.raises(pith.ArgumentError, match="already answered or scored"):
         r.log_likelihood(ids[400:410])
-
-
-def test_chat_template_takes_pairs_and_dicts(chat_toy_path):
-    model = pith.load_model(chat_toy_path)
-    pairs = model.chat_template([("user", "hi"), ("assistant", "hello"), ("user", "bye")])
-    dicts = model.chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                                 {"role": "user", "content": "bye"}])
-    assert pairs == dicts and "hi" in pairs and "bye" in pairs
-    with pytest.raises(TypeError):
-        model.chat_template([{"role": "user"}])
-    with pytest.raises(pith.ArgumentError, match="role"):
-        model.chat_template([("robot", "hi")])

@@ -89,3 +89,15 @@ def test_help_shows_docstrings():
     assert "GIL" in pith.Reader.feed.__doc__ and "copy" in pith.Reader.kept_positions.__doc__
     assert "no further copy" in pith.Session.forward.__doc__
     assert pith.load_model.__doc__ and pith.bench.sweep.__doc__
+
+
+def test_chat_template_takes_pairs_and_dicts(chat_toy_path):
+    model = pith.load_model(chat_toy_path)
+    pairs = model.chat_template([("user", "hi"), ("assistant", "hello"), ("user", "bye")])
+    dicts = model.chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                 {"role": "user", "content": "bye"}])
+    assert pairs == dicts and "hi" in pairs and "bye" in pairs
+    with pytest.raises(TypeError):
+        model.chat_template([{"role": "user"}])
+    with pytest.raises(pith.ArgumentError, match="role"):
+        model.chat_template([("robot", "hi")])

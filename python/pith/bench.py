@@ -36,12 +36,14 @@ PolicySpec = Union[str, Tuple[str, Callable[..., Any]], Tuple[str, Callable[...,
 
 
 def _policy(spec: PolicySpec, citrus_pool: int) -> Dict[str, Any]:
-    """A sweep's policy: a name ("citrus-shared", "citrus-shared+pool7") or (label, callable[, policy_scores])."""
+    """A sweep's policy: a name ("citrus-shared", "citrus-shared+pool7", "adakv(snapkv)") or (label,
+    callable[, policy_scores])."""
     if isinstance(spec, str):
         name, _, pool_text = spec.partition("+pool")
-        if name not in _pith.policy_names():
+        base = name[len("adakv("):-1] if name.startswith("adakv(") and name.endswith(")") else name
+        if base not in _pith.policy_names():
             raise _pith.ArgumentError(f"unknown eviction policy '{name}' ({', '.join(_pith.policy_names())})")
-        citrus = name.startswith("citrus-")
+        citrus = base.startswith("citrus-")
         if pool_text and not citrus:
             raise _pith.ArgumentError(f"{spec}: +poolK applies to the citrus-* policies only")
         pool = int(pool_text) if pool_text else (citrus_pool if citrus else 1)

@@ -391,7 +391,8 @@ std::unique_ptr<py_reader> make_reader(const model_ptr& model, const py::object&
                                        const std::string& kv_type, const std::string& protocol,
                                        std::optional<double> ratio, bool question_in_cut,
                                        const std::string& policy_scores, bool policy_per_head,
-                                       std::optional<bool> chat, std::optional<std::string> system) {
+                                       std::optional<bool> chat, std::optional<std::string> system,
+                                       bool head_adaptive, double adakv_alpha) {
   if (!model) throw py::type_error("Reader: model must be a pith.Model");
   auto out = std::make_unique<py_reader>();
   out->model = model;
@@ -399,7 +400,16 @@ std::unique_ptr<py_reader> make_reader(const model_ptr& model, const py::object&
   const bool python_policy_given = !policy.is_none() && !py::isinstance<py::str>(policy);
   if (python_policy_given && !PyCallable_Check(policy.ptr()))
     throw py::type_error("Reader: policy must be a policy name (str) or a callable f(scores, positions, budget, layer)");
-  if (!python_policy_given) o.policy = pith::parse_policy(policy.is_none() ? "citrus-shared" : policy.cast<std::string>());
+  if (!python_policy_given) {
+    // "NAME" or "adakv(NAME)" (AdaKV's head-adaptive budgets over NAME's scores), as the programs take them
+    const auto label = pith::parse_policy_label(policy.is_none() ? "citrus-shared" : policy.cast<std::string>());
+    o.policy = label.kind;
+    o.head_adaptive = label.head_adaptive || head_adaptive;
+    if (o.head_adaptive) pith::check_adakv_combines(o.policy);
+  } else if (head_adaptive) {
+    throw_argument("Reader: head_adaptive (AdaKV) needs a built-in per-head scorer; a Python policy returns keep lists");
+  }
+  o.adakv_alpha = adakv_alpha;
   o.budget = to_size(budget, "budget");
   o.chunk_size = to_size(chunk, "chunk");
   o.positions = parse_positions(positions);
@@ -890,6 +900,7 @@ PYBIND11_MODULE(_pith, m) {
            py::arg("threads") = py::none(), py::arg("kv_type") = "f32", py::arg("protocol") = "chunked",
            py::arg("ratio") = py::none(), py::arg("question_in_cut") = false, py::arg("policy_scores") = "chunk",
            py::arg("policy_per_head") = false, py::arg("chat") = py::none(), py::arg("system") = py::none(),
+           py::arg("head_adaptive") = false, py::arg("adakv_alpha") = 0.2,
            "Every pith::reader_options field is a keyword of the same name (chunk: chunk_size; threads: a thread "
            "pool of its own, None: the process-wide pool).\n\n"
            "policy: a built-in policy's name ('citrus-shared', 'snapkv', 'streaming', 'h2o', 'tova', ...) or a\n"

@@ -26,7 +26,8 @@ def read_with_pith_read(tmp_path, toy_path, text, instruction, policy, budget, c
 @pytest.mark.parametrize("name,policy,budget,pool", [
     ("toy-standard", "citrus-shared", 64, 7), ("toy-standard", "snapkv", 32, 1), ("toy-standard", "h2o", 48, 1),
     ("toy-standard", "streaming", 64, 1), ("toy-standard", "citrus-separate", 32, 1),
-    ("toy-block", "citrus-shared", 32, 7), ("toy-hybrid", "citrus-shared", 32, 7), ("toy-hybrid", "tova", 32, 1)])
+    ("toy-block", "citrus-shared", 32, 7), ("toy-hybrid", "citrus-shared", 32, 7), ("toy-hybrid", "tova", 32, 1),
+    ("toy-block", "finch", 32, 1), ("toy-block", "adakv(snapkv)", 32, 1), ("toy-block", "adakv(citrus-shared)", 32, 7)])
 def test_same_answer_and_logits_as_pith_read(tmp_path, name, policy, budget, pool):
     model, toy_path = toy_model(name), os.path.join(MODELS_DIR, name)
     doc = pith.toy_document("kv", 700, 11)
@@ -42,6 +43,23 @@ def test_same_answer_and_logits_as_pith_read(tmp_path, name, policy, budget, poo
     assert r.answer_ids == logits["ids"]
     # Same kernels, same order of operations: the logits are the same floats (%.9g round-trips float32).
     assert np.array_equal(r.answer_logits, np.array(logits["logits"][0], dtype=np.float32))
+
+
+def test_adakv_heads_hold_unequal_counts_that_sum_to_the_layer_budget(model):
+    doc = pith.toy_document("kv", 700, 3)
+    budget, chunk = 32, 64
+    r = pith.Reader(model, policy="citrus-shared", head_adaptive=True, adakv_alpha=0.2, budget=budget, chunk=chunk,
+                    instruction=doc.instruction, max_answer_tokens=8, threads=1)
+    r.feed(doc.ids)
+    r.answer(5)  # after citrus-shared's final cut each layer holds kv_heads x budget document states
+    heads = model.config.num_kv_heads
+    counts = [[len(r.kept_positions(layer, h)) for h in range(heads)] for layer in range(model.config.num_layers)]
+    assert all(sum(layer) == heads * budget for layer in counts)
+    assert any(len(set(layer)) > 1 for layer in counts)  # some layer's heads differ
+    with pytest.raises(pith.ArgumentError, match="adakv"):
+        pith.Reader(model, policy="streaming", head_adaptive=True, instruction=doc.instruction)
+    with pytest.raises(pith.ArgumentError, match="adakv_alpha"):
+        pith.Reader(model, policy="adakv(snapkv)", adakv_alpha=1.5, instruction=doc.instruction).feed(doc.ids[:10])
 
 
 def test_text_and_ids_read_alike(model):

@@ -17,7 +17,8 @@ A training sequence is BOS + document + question + answer prefix + " " + answer 
 RULER's gold strings joined by ", " and a final "."; niah documents with several needles (multikey,
 multivalue, multiquery, and the needle haystacks of multikey_2/3) add up to --extra-questions further
 singular questions about other needles, each answered and ended with EOS. The loss is the answer and EOS
-tokens' cross-entropy plus --lm-weight times the next-token loss over the document. Document lengths:
+tokens' cross-entropy (--restate: some extra questions are a needle's own opening, answered by its
+value) plus --lm-weight times the next-token loss over the document. Document lengths:
 --short-min/max-length tokens during the first --curriculum fraction of the CPU-time budget, then
 --min/max-length (at least 1,024). The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
@@ -179,29 +180,35 @@ class Sampler:
         return ruler_tasks.make_document_units(task, units, seed, length)
 
 
-def make_sequence(vocab: WordVocabulary, d, rng: random.Random, extra_questions: int):
-    """(ids, answer spans) of one training sequence."""
+def make_sequence(vocab: WordVocabulary, d, rng: random.Random, extra_questions: int, restate: float):
+    """(ids, answer spans) of one training sequence: with probability `restate` an extra question is
+    instead the needle's own opening ("One of the special magic numbers for KEY is:") followed by its
+    value, a plain induction target that the model learns first (the asked needle's too)."""
     ids = vocab.encode(d.document, bos=True) + vocab.encode(d.instruction)
     answer = vocab.encode(answer_text(d.gold)) + [EOS]
     spans = [(len(ids) - 1, len(ids) - 1 + len(answer))]
     ids += answer
     if d.task.startswith("niah"):
-        asked = set(d.gold)
-        needles = [(kind, key, value) for kind, key, value in NEEDLE_RE.findall(d.document) if value not in asked]
+        needles = NEEDLE_RE.findall(d.document)
         keys: dict[str, list[tuple[str, str]]] = {}
         for kind, key, value in needles:
             keys.setdefault(key, []).append((kind, value))
         single = [(key, v[0]) for key, v in keys.items() if len(v) == 1]
         rng.shuffle(single)
         for key, (kind, value) in single[:extra_questions]:
-            ids += vocab.encode(singular_question(kind, key))
+            if rng.random() < restate:
+                ids += vocab.encode(f" One of the special magic {kind}s for {key} is:")
+            elif value in d.gold:
+                continue  # the first question asked it already
+            else:
+                ids += vocab.encode(singular_question(kind, key))
             answer = vocab.encode(answer_text([value])) + [EOS]
             spans.append((len(ids) - 1, len(ids) - 1 + len(answer)))
             ids += answer
     return ids, spans
 
 
-def make_batch(vocab, sampler, rng, tasks, weights, length, batch, counter, run_seed, extra_questions):
+def make_batch(vocab, sampler, rng, tasks, weights, length, batch, counter, run_seed, extra_questions, restate):
     rows, spans, lengths = [], [], []
     i = 0
     while len(rows) < batch:
@@ -212,7 +219,7 @@ def make_batch(vocab, sampler, rng, tasks, weights, length, batch, counter, run_
             d = sampler.document(task, length, seed)
         except ValueError:  # fwe at a length too short to rank its words
             continue
-        row, row_spans = make_sequence(vocab, d, rng, extra_questions)
+        row, row_spans = make_sequence(vocab, d, rng, extra_questions, restate)
         rows.append(row)
         spans.append(row_spans)
         lengths.append(row_spans[0][0] - len(vocab.encode(d.instruction)) + 1)
@@ -314,6 +321,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--check", type=Path)
+    parser.add_argument("--init-from", type=Path, help="continue training a written model (its config wins)")
     parser.add_argument("--vectors", type=Path)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=96)
@@ -325,7 +333,7 @@ def main() -> None:
     parser.add_argument("--rope-theta", type=float, default=10000.0)
     parser.add_argument("--max-positions", type=int, default=2048)
     parser.add_argument("--tasks", default=",".join(ruler_tasks.TASKS))
-    parser.add_argument("--task-weights", default="3,1,1,4,1,1,1,1,1,0.5,0.5")
+    parser.add_argument("--task-weights", default="3,1,0.5,4,1.5,0.3,1,1,0.5,0.3,0.3")
     parser.add_argument("--curriculum", type=float, default=0.3)
     parser.add_argument("--short-min-length", type=int, default=96)
     parser.add_argument("--short-max-length", type=int, default=400)
@@ -337,7 +345,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--lm-weight", type=float, default=0.3)
-    parser.add_argument("--extra-questions", type=int, default=4)
+    parser.add_argument("--extra-questions", type=int, default=6)
+    parser.add_argument("--restate", type=float, default=0.5,
+                        help="probability that an extra question is the needle's opening instead (halved after the curriculum)")
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=300)
@@ -360,8 +370,14 @@ def main() -> None:
         return
 
     torch.manual_seed(args.seed)
-    config = build_config(args, len(vocab.tokens))
-    model = ToyModel(config, args.seed, args.shared_embedding)
+    if args.init_from:
+        config, loaded = load_checkpoint(args.init_from)
+        model = ToyModel(config, args.seed)
+        for name, tensor in loaded.items():
+            model.w(name).data.copy_(tensor)
+    else:
+        config = build_config(args, len(vocab.tokens))
+        model = ToyModel(config, args.seed, args.shared_embedding)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"vocabulary {len(vocab.tokens)} tokens; {parameters} parameters ({parameters * 4 / 2**20:.2f} MiB F32)",
           flush=True)
@@ -389,7 +405,8 @@ def main() -> None:
             rng.randint(args.min_length, args.max_length)
         batch = args.batch if not short else args.batch * 2
         ids, answer, document, used = make_batch(vocab, sampler, rng, tasks, weights, length, batch, counter,
-                                                 args.seed, args.extra_questions)
+                                                 args.seed, args.extra_questions,
+                                                 args.restate if short else args.restate / 2)
         counter += used
         logits = model(ids[:, :-1])
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
@@ -430,6 +447,8 @@ def main() -> None:
                                     "eval_seeds": f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + args.final_eval_count - 1}",
                                     **final},
                     "history": history}
+        if args.init_from and (args.init_from / "training.json").exists():
+            metadata["continued_from"] = json.loads((args.init_from / "training.json").read_text())
         export(model, vocab, args.out, metadata)
         difference = check_export(model, vocab, args.out)
         print(f"wrote {args.out}; module vs pith_reference on the written files: max |logit diff| {difference:.2e}")

@@ -22,14 +22,13 @@ value) plus --lm-weight times the next-token loss over the document. Document le
 --short-min/max-length tokens during the first --curriculum fraction of the CPU-time budget, then
 --min/max-length (at least 1,024). The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
-2^20 + i, so no evaluation document was seen in training. One thread; --minutes bounds CPU time.
+2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import re
@@ -41,13 +40,13 @@ from pathlib import Path
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ruler_tasks  # noqa: E402
 from pith_reference import LlamaConfig, forward as reference_forward, load_checkpoint  # noqa: E402
 from safetensors_io import write_safetensors  # noqa: E402
-from toy_train import EXPORT_TOLERANCE, ToyModel  # noqa: E402
+from toy_train import (EXPORT_TOLERANCE, ToyModel, learning_rate, load_module, make_optimizer,  # noqa: E402
+                       train_step)
 
 TRAIN_SEED_BASE = 1 << 40
 EVAL_SEED_BASE = 1 << 20
@@ -354,37 +353,29 @@ def main() -> None:
     parser.add_argument("--eval-count", type=int, default=32)
     parser.add_argument("--final-eval-count", type=int, default=200)
     parser.add_argument("--shared-embedding", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (--minutes counts all of their CPU time)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     vocab = WordVocabulary(build_vocabulary())
     if args.vectors:
         write_vectors(args.vectors, vocab)
         return
     eval_tasks = args.eval_tasks.split(",")
     if args.check:
-        config, weights = load_checkpoint(args.check)
-        model = ToyModel(config, 0)
-        for name, tensor in weights.items():
-            model.w(name).data.copy_(tensor)
+        model = load_module(args.check)
         print(json.dumps(evaluate(model, vocab, eval_tasks, args.eval_length, args.final_eval_count)))
         return
 
     torch.manual_seed(args.seed)
     if args.init_from:
-        config, loaded = load_checkpoint(args.init_from)
-        model = ToyModel(config, args.seed)
-        for name, tensor in loaded.items():
-            model.w(name).data.copy_(tensor)
+        model = load_module(args.init_from, args.seed)
     else:
         config = build_config(args, len(vocab.tokens))
         model = ToyModel(config, args.seed, args.shared_embedding)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"vocabulary {len(vocab.tokens)} tokens; {parameters} parameters ({parameters * 4 / 2**20:.2f} MiB F32)",
           flush=True)
-    decay = [p for p in model.weights.values() if p.dim() >= 2]
-    no_decay = [p for p in model.weights.values() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
     rng = random.Random(args.seed)
     tasks = args.tasks.split(",")
     weights = [float(x) for x in args.task_weights.split(",")]
@@ -397,7 +388,7 @@ def main() -> None:
         if elapsed > budget:
             break
         progress = min(1.0, elapsed / budget)
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = learning_rate(args.lr, step, args.warmup, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         short = progress < args.curriculum
@@ -408,21 +399,12 @@ def main() -> None:
                                                  args.seed, args.extra_questions,
                                                  args.restate if short else args.restate / 2)
         counter += used
-        logits = model(ids[:, :-1])
-        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-        losses = losses.view(ids.shape[0], -1)
-        answer_loss = losses[answer].mean()
-        lm_loss = losses[document].mean()
-        loss = answer_loss + args.lm_weight * lm_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        answer_loss, lm_loss = train_step(model, optimizer, ids, answer, document, args.lm_weight)
         step += 1
-        smoothed = answer_loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * answer_loss.item()
+        smoothed = answer_loss if smoothed is None else 0.95 * smoothed + 0.05 * answer_loss
         if step % 25 == 0:
             print(f"step {step} {elapsed / 60:.1f} cpu min len {length} lr {lr:.2e} answer loss {smoothed:.4f} "
-                  f"lm loss {lm_loss.item():.3f}", flush=True)
+                  f"lm loss {lm_loss:.3f}", flush=True)
         if step % args.eval_every == 0:
             model.eval()
             eval_length = args.short_max_length if short else args.eval_length
@@ -441,7 +423,8 @@ def main() -> None:
     if args.out:
         metadata = {"command": "/usr/bin/python3 tools/ruler_train.py " + " ".join(sys.argv[1:]), "seed": args.seed,
                     "steps": step, "training_minutes": round(train_minutes, 1),
-                    "training_cpu_minutes": round(train_cpu_minutes, 1), "threads": 1, "parameters": parameters,
+                    "training_cpu_minutes": round(train_cpu_minutes, 1), "threads": args.threads,
+                    "parameters": parameters,
                     "vocabulary": len(vocab.tokens), "torch": torch.__version__,
                     "python_eval": {"length": args.eval_length, "documents_per_task": args.final_eval_count,
                                     "eval_seeds": f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + args.final_eval_count - 1}",

@@ -67,6 +67,43 @@ def rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW (beta 0.9/0.95); no weight decay on gains and the block residuals' pseudo-queries."""
+    decay = [p for n, p in model.weights.items() if p.dim() >= 2 and "res_proj" not in n]
+    no_decay = [p for n, p in model.weights.items() if not (p.dim() >= 2 and "res_proj" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def learning_rate(base: float, step: int, warmup: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay to 0.1 x base over the time budget (`progress` in [0, 1])."""
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_step(model, optimizer, ids: torch.Tensor, answer: torch.Tensor, document: torch.Tensor,
+               lm_weight: float) -> tuple[float, float]:
+    """One AdamW step on answer loss + lm_weight x document loss (gradients clipped at 1); the two losses."""
+    logits = model(ids[:, :-1])
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+    losses = losses.view(ids.shape[0], -1)
+    answer_loss = losses[answer].mean()
+    lm_loss = losses[document].mean()
+    optimizer.zero_grad()
+    (answer_loss + lm_weight * lm_loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return answer_loss.item(), lm_loss.item()
+
+
+def load_module(folder: Path, seed: int = 0) -> "ToyModel":
+    """A trainable module holding the weights of a written model folder."""
+    config, loaded = load_checkpoint(folder)
+    model = ToyModel(config, seed)
+    for name, tensor in loaded.items():
+        model.w(name).data.copy_(tensor)
+    return model
+
+
 class ToyModel(torch.nn.Module):
     """Batched twin of pith_reference.forward for the features the toy models use."""
 
@@ -371,29 +408,21 @@ def main() -> None:
     tasks = args.tasks.split(",")
 
     if args.check:
-        config, weights = load_checkpoint(args.check)
-        model = ToyModel(config, 0)
-        for name, tensor in weights.items():
-            model.w(name).data.copy_(tensor)
+        model = load_module(args.check)
         print(json.dumps(evaluate(model, tasks, args.eval_length, args.final_eval_count)))
         return
 
     torch.manual_seed(args.seed)
     if args.init_from:  # continue training a written model (its config wins over the size flags)
-        config, loaded = load_checkpoint(args.init_from)
-        model = ToyModel(config, args.seed)
-        for name, tensor in loaded.items():
-            model.w(name).data.copy_(tensor)
+        model = load_module(args.init_from, args.seed)
+        config = model.config
     else:
         config = build_config(args)
         model = ToyModel(config, args.seed, args.shared_embedding)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"config {json.dumps(config.to_hf_dict())}\n{parameters} parameters ({parameters * 4 / 2**20:.2f} MiB F32)",
           flush=True)
-    decay = [p for n, p in model.weights.items() if p.dim() >= 2 and "res_proj" not in n]
-    no_decay = [p for n, p in model.weights.items() if not (p.dim() >= 2 and "res_proj" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
     rng = random.Random(args.seed)
     weights = [float(x) for x in args.task_weights.split(",")]
     # The budget is this process's CPU time (one thread: its compute time), so a job paused or slowed
@@ -408,7 +437,7 @@ def main() -> None:
             break
         # cosine schedule over the time budget (the step count is unknown in advance)
         progress = min(1.0, elapsed / budget)
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = learning_rate(args.lr, step, args.warmup, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         short = progress < args.curriculum
@@ -417,20 +446,11 @@ def main() -> None:
         ids, answer, document = make_batch(rng, tasks, weights, length, args.batch, counter, args.seed,
                                            args.extra_questions, args.restate if short else args.restate / 2)
         counter += args.batch
-        logits = model(ids[:, :-1])
-        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-        losses = losses.view(ids.shape[0], -1)
-        answer_loss = losses[answer].mean()
-        lm_loss = losses[document].mean()
-        loss = answer_loss + args.lm_weight * lm_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        answer_loss, lm_loss = train_step(model, optimizer, ids, answer, document, args.lm_weight)
         step += 1
-        smoothed = answer_loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * answer_loss.item()
+        smoothed = answer_loss if smoothed is None else 0.95 * smoothed + 0.05 * answer_loss
         if step % 25 == 0:
-            print(f"step {step} {elapsed / 60:.1f} cpu min lr {lr:.2e} answer loss {smoothed:.4f} lm loss {lm_loss.item():.3f}",
+            print(f"step {step} {elapsed / 60:.1f} cpu min lr {lr:.2e} answer loss {smoothed:.4f} lm loss {lm_loss:.3f}",
                   flush=True)
         if step % args.eval_every == 0:
             model.eval()

@@ -43,6 +43,7 @@ from ._pith import (  # noqa: F401  (re-exported)
     ruler_document,
     ruler_score,
     ruler_tasks,
+    num_threads,
     set_num_threads,
     toy_document,
     toy_vocabulary,
@@ -85,7 +86,7 @@ __all__: Tuple[str, ...] = (
     "ArgumentError", "ConfigError", "Error", "FormatError", "Generation", "IoError", "Likelihood", "Model", "ModelConfig",
     "Reader", "ReaderStats", "RulerDocument", "Sampler", "Session", "ShapeError", "Tokenizer", "ToyDocument",
     "load_model", "peak_resident_bytes", "policy_names", "ratio_budget", "ruler_document", "ruler_score", "ruler_tasks",
-    "set_num_threads", "toy_document", "toy_vocabulary", "bench",
+    "num_threads", "set_num_threads", "toy_document", "toy_vocabulary", "bench",
 )
 
 from . import bench  # noqa: E402  (needs the names above)

@@ -1024,5 +1024,6 @@ PYBIND11_MODULE(_pith, m) {
   m.def("peak_resident_bytes", &pith::peak_resident_bytes, "The process's peak resident memory (VmHWM), bytes.");
   m.def("set_num_threads", [](std::int64_t n) { pith::set_num_threads(to_size(n, "threads")); }, py::arg("threads"),
         "Sizes the process-wide thread pool (0: one thread per hardware thread).");
+  m.def("num_threads", [] { return pith::num_threads(); }, "The process-wide thread pool's threads.");
   m.attr("__version__") = PITH_VERSION_STRING;
 }

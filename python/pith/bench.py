@@ -10,6 +10,7 @@ the columns of pith-evict-bench's --csv file, which sweep(csv=PATH) writes in th
 from __future__ import annotations
 
 import csv as _csv
+import json as _json
 import math
 import os
 import time
@@ -28,6 +29,14 @@ CSV_COLUMNS: Tuple[str, ...] = (
 DEFAULT_POLICIES: Tuple[str, ...] = (
     "full", "streaming", "h2o", "tova", "snapkv", "roco", "citrus-cse", "citrus-shared", "citrus-separate",
 )
+
+#: pith-evict-bench --json's note, word for word.
+JSON_NOTE = ("budget of the full policy = the document length (it keeps every state); a ratio row's budget: floor(length "
+             "(1 - ratio)), each document keeping floor(n (1 - ratio)) of its n tokens; question: same or different (the "
+             "instruction read with), oneshot rows add +seen when the question scored the cut; score: toy tasks the "
+             "fraction answered exactly, RULER tasks string_match_all (correct: answers holding every gold string), "
+             "task perplexity the perplexity of the continuation (lower is better); depth null: none, or drawn per "
+             "document")
 
 # RULER's answer lengths (ruler_answer_tokens): niah 128, vt 30, cwe 120, fwe 50.
 _RULER_ANSWER_TOKENS = {"vt": 30, "cwe": 120, "fwe": 50}
@@ -55,6 +64,20 @@ def _policy(spec: PolicySpec, citrus_pool: int) -> Dict[str, Any]:
     raise TypeError(f"a policy is a name or a (label, callable[, policy_scores]) tuple, not {spec!r}")
 
 
+def _other_kv_instruction(doc: Any) -> List[int]:
+    """different_question: the kv instruction naming the fact after the asked one (in document order) instead
+    of it, as pith-evict-bench --different-question reads with. A fact is "the code of NAME is ...", the
+    instruction "what is the code of NAME ?"."""
+    name_at, asked_at = 3, 5
+    ids, out = doc.ids, list(doc.instruction)
+    facts = doc.fact_offsets
+    for i, offset in enumerate(facts):
+        if ids[offset + name_at] == out[asked_at]:
+            out[asked_at] = int(ids[facts[(i + 1) % len(facts)] + name_at])
+            return out
+    raise _pith.ArgumentError("sweep: the kv document does not hold the asked fact")
+
+
 def _has_depth(task: str) -> bool:
     """Whether a RULER task has one asked needle at a depth (niah_single_*, niah_multikey_*)."""
     return task.startswith("niah_single_") or task.startswith("niah_multikey_")
@@ -75,9 +98,9 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
           chunk: int = 64, citrus_pool: int = 1, pool_kernel: int = 7, pool_mode: str = "avg",
           kv_type: str = "f32", positions: str = "reindexed", sinks: int = 4,
           protocols: Sequence[str] = ("chunked",), ratios: Sequence[float] = (), question_in_cut: bool = False,
-          full_max_length: int = 4096,
+          different_question: bool = False, full_max_length: int = 4096, adakv_alpha: float = 0.2,
           depths: Optional[Sequence[float]] = None, vt_chains: int = 1, answer_tokens: Optional[int] = None,
-          threads: Optional[int] = 1, csv: Optional[str] = None,
+          threads: Optional[int] = 1, csv: Optional[str] = None, json: Optional[str] = None,
           progress: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, Any]]:
     """Reads every (task, length, seed, protocol, policy, budget) and returns one row per cell.
 
@@ -88,11 +111,13 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
     a RULER answer's tokens (default RULER's). protocols: "chunked" and / or "oneshot"; ratios: compression
     ratios beside the budgets (a document of n tokens keeps floor(n (1 - r)) states: the chunked protocol
     reads with that budget, the oneshot one cuts to it); question_in_cut: the oneshot cut scored by the
-    question. A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
+    question. different_question (kv task alone, facts >= 2): each document read with the instruction about
+    the next fact instead of the asked one, the question asked after it (the rows' question: "different").
+    adakv_alpha: the adakv(...) policies' share of the budget spread evenly. A policy is a built-in name, "citrus-*+poolK", or (label, callable[,
     policy_scores]) for a Python policy (pith.Reader's policy=). threads: each reader's pool (default 1,
     as pith-evict-bench; None: the process-wide pool). progress(runs_done, runs) is called after each run.
     Returns a list of dicts with the CSV_COLUMNS keys (numbers unrounded); csv=PATH also writes them as
-    pith-evict-bench --csv does. A run that raises pith.ArgumentError leaves its cell out, as there.
+    pith-evict-bench --csv does, json=PATH as --json does (the sweep's settings and the rows). A run that raises pith.ArgumentError leaves its cell out, as there.
     """
     if seeds < 1:
         raise _pith.ArgumentError("sweep: seeds must be at least 1")
@@ -109,6 +134,11 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
         raise _pith.ArgumentError(f"sweep: protocols are chunked and oneshot, not {list(protocols)}")
     if question_in_cut and "oneshot" not in protocols:
         raise _pith.ArgumentError("sweep: question_in_cut applies to the oneshot protocol")
+    if different_question and (any(t != "kv" for t in tasks) or facts < 2):
+        raise _pith.ArgumentError("sweep: different_question runs the kv task alone, with at least 2 facts (it asks "
+                                  "about another fact)")
+    if not 0.0 <= adakv_alpha <= 1.0:
+        raise _pith.ArgumentError(f"sweep: adakv_alpha {adakv_alpha} is outside [0, 1]")
     if depths is not None and any(not 0.0 <= d <= 1.0 for d in depths):
         raise _pith.ArgumentError(f"sweep: depths must be in 0..1, not {list(depths)}")
     tok = model.tokenizer
@@ -148,7 +178,8 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
             else:
                 t = _pith.toy_document(task, length, seed, facts)
                 doc = {"ids": t.ids, "instruction": t.instruction, "answer": t.answer, "family": "toy", "depth": None,
-                       "answer_tokens": len(t.answer)}
+                       "answer_tokens": len(t.answer),
+                       "reading": _other_kv_instruction(t) if different_question else t.instruction}
         steps = doc["answer_tokens"]
         oneshot = protocol == "oneshot"
         run_budget = budget
@@ -156,8 +187,9 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
             run_budget = _pith.ratio_budget(len(doc["ids"]), ratio)  # this document's n
         options = dict(policy=spec["policy"], budget=run_budget, chunk=chunk, citrus_pool=spec["citrus_pool"],
                        snapkv_kernel=pool_kernel, snapkv_pool=pool_mode, kv_type=kv_type, positions=positions,
-                       sink=sinks, max_answer_tokens=steps + 1, instruction=doc["instruction"], protocol=protocol,
-                       threads=threads, question_in_cut=oneshot and question_in_cut)
+                       sink=sinks, max_answer_tokens=steps + 1, instruction=doc.get("reading", doc["instruction"]),
+                       question=doc["instruction"], protocol=protocol, threads=threads,
+                       question_in_cut=oneshot and question_in_cut, adakv_alpha=adakv_alpha)
         if ratio is not None and oneshot:
             options["ratio"] = ratio
         if callable(spec["policy"]):
@@ -207,7 +239,7 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
             "depth": None if depth_key < 0 else depth_key / 1e6,
             "policy": label, "protocol": protocol, "budget": budget,
             "ratio": None if ratio_key < 0 else ratio_key / 1e6,
-            "question": "same" + ("+seen" if oneshot and question_in_cut else ""),
+            "question": ("different" if different_question else "same") + ("+seen" if oneshot and question_in_cut else ""),
             "chunk": None if oneshot else chunk, "documents": c["runs"], "correct": c["correct"],
             "score": c["score"] / c["runs"],
             "tokens_per_s": c["tokens"] / c["reading_seconds"] if c["reading_seconds"] > 0 else 0.0,
@@ -216,6 +248,16 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
         })
     if csv is not None:
         write_csv(rows, csv)
+    if json is not None:
+        settings = {"model": model_name, "model_path": model.path, "chunk": chunk, "facts": facts, "seeds": [seed_base, seed_base + seeds - 1],
+                    "threads": threads if threads is not None else _pith.num_threads(),
+                    "full_max_length": full_max_length, "kv_type": kv_type, "positions": positions, "sinks": sinks,
+                    "pool_kernel": pool_kernel, "pool_mode": pool_mode, "adakv_alpha": adakv_alpha,
+                    "protocols": list(dict.fromkeys(protocols)), "ratios": [float(r) for r in ratios],
+                    "question_in_cut": question_in_cut, "different_question": different_question}
+        if any(task in ruler_names for task in tasks):
+            settings.update(tokenizer="beside the model", vt_chains=vt_chains)
+        write_json(rows, json, settings)
     return rows
 
 
@@ -236,10 +278,34 @@ def write_csv(rows: Iterable[Dict[str, Any]], path: str) -> None:
             f.write(",".join(values) + "\n")
 
 
+def _round_half_away(x: float) -> float:
+    # std::round, as the bench rounds its measured columns.
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
+def write_json(rows: Iterable[Dict[str, Any]], path: str, settings: Dict[str, Any]) -> None:
+    """Writes sweep rows as pith-evict-bench --json does: an object with the sweep's settings (model,
+    model_path, chunk, facts, seeds as [first, last], threads, ...) and "rows", keys sorted, one-space indents."""
+    rows = list(rows)
+    out: Dict[str, Any] = dict(settings)
+    out["note"] = JSON_NOTE
+    out["rows"] = [{
+        "task_family": r["task_family"], "task": r["task"], "length": r["length"], "depth": r["depth"],
+        "policy": r["policy"], "protocol": r["protocol"], "budget": r["budget"], "ratio": r["ratio"],
+        "question": r["question"], "documents": r["documents"], "correct": r["correct"], "score": float(r["score"]),
+        "tokens_per_s": _round_half_away(r["tokens_per_s"]),
+        "peak_memory_mib": _round_half_away(r["peak_memory_mib"] * 10) / 10,
+        "state_mib": _round_half_away(r["state_mib"] * 1000) / 1000,
+        "seconds_per_document": r["seconds_per_document"]} for r in rows]
+    with open(path, "w") as f:
+        _json.dump(out, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def read_csv(path: str) -> List[Dict[str, str]]:
     """The rows of a pith-evict-bench (or sweep) CSV file, as dicts of strings."""
     with open(path, newline="") as f:
         return list(_csv.DictReader(f))
 
 
-__all__ = ["CSV_COLUMNS", "DEFAULT_POLICIES", "sweep", "write_csv", "read_csv"]
+__all__ = ["CSV_COLUMNS", "DEFAULT_POLICIES", "JSON_NOTE", "sweep", "write_csv", "write_json", "read_csv"]

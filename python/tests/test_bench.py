@@ -118,3 +118,43 @@ def test_log_likelihood_matches_pith_evict_bench_perplexity(tmp_path, model, toy
         assert "%.4f" % result.perplexity == scores[policy]
     with pytest.raises(pith.ArgumentError, match="already answered or scored"):
         r.log_likelihood(ids[400:410])
+
+
+def test_sweep_json_matches_pith_evict_bench(tmp_path, model, toy_path):
+    import json
+    ours, theirs = tmp_path / "python.json", tmp_path / "bench.json"
+    pith.bench.sweep(model, policies=["streaming", "snapkv"], budgets=[32], lengths=[500], tasks=["kv"], seeds=2,
+                     chunk=64, json=str(ours))
+    subprocess.run([program("PITH_EVICT_BENCH"), "--model", toy_path, "--policies", "streaming,snapkv", "--budgets", "32",
+                    "--lengths", "500", "--tasks", "kv", "--seeds", "2", "--chunk", "64", "--json", str(theirs)],
+                   capture_output=True, text=True, timeout=60, check=True)
+    a, b = json.loads(ours.read_text()), json.loads(theirs.read_text())
+    assert len(a["rows"]) == 2
+    for x, y in zip(a["rows"], b["rows"]):
+        assert set(x) == set(y)
+        for k in MEASURED:
+            del x[k], y[k]
+    assert a == b  # settings, note and rows, every key
+
+
+def test_different_question_matches_pith_evict_bench(tmp_path, model, toy_path):
+    ours = tmp_path / "python.csv"
+    arguments = dict(policies=["citrus-shared+pool7", "streaming"], budgets=[64], lengths=[600], tasks=["kv"], seeds=3)
+    rows = pith.bench.sweep(model, different_question=True, csv=str(ours), **arguments)
+    same = pith.bench.sweep(model, **arguments)
+    assert {r["question"] for r in rows} == {"different"}
+    # Read with another fact's question, CItruS keeps that fact's states: fewer right than asked what it read for.
+    assert rows[0]["policy"] == same[0]["policy"] == "citrus-shared+pool7"
+    assert same[0]["correct"] == 3 and rows[0]["correct"] < 3
+    theirs = tmp_path / "bench.csv"
+    subprocess.run([program("PITH_EVICT_BENCH"), "--model", toy_path, "--policies", "citrus-shared+pool7,streaming",
+                    "--budgets", "64", "--lengths", "600", "--tasks", "kv", "--seeds", "3", "--different-question",
+                    "--csv", str(theirs)], capture_output=True, text=True, timeout=60, check=True)
+    a, b = pith.bench.read_csv(str(ours)), pith.bench.read_csv(str(theirs))
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in MEASURED} == {k: v for k, v in y.items() if k not in MEASURED}
+    with pytest.raises(pith.ArgumentError, match="different_question"):
+        pith.bench.sweep(model, different_question=True, tasks=["kv", "passkey"], lengths=[500], seeds=1, budgets=[16])
+    with pytest.raises(pith.ArgumentError, match="different_question"):
+        pith.bench.sweep(model, different_question=True, tasks=["kv"], facts=1, lengths=[500], seeds=1, budgets=[16])

@@ -306,7 +306,7 @@ def main() -> None:
     if args.task:
         rows = [r for r in rows if r["task"] in args.task]
     if args.policy:
-        rows = [r for r in rows if r["policy"] in args.policy]
+        rows = [r for r in rows if r["policy"] in args.policy or r["policy"].split(" [")[0] in args.policy]
     if args.budget:
         rows = [r for r in rows if r["policy"] == "full" or r["budget"] in args.budget]
     if not rows:

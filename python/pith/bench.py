@@ -249,7 +249,8 @@ def sweep(model: _pith.Model, *, policies: Sequence[PolicySpec] = DEFAULT_POLICI
     if csv is not None:
         write_csv(rows, csv)
     if json is not None:
-        settings = {"model": model_name, "model_path": model.path, "chunk": chunk, "facts": facts, "seeds": [seed_base, seed_base + seeds - 1],
+        settings = {"model": model_name, "model_path": model.path, "chunk": chunk, "facts": facts,
+                    "seeds": [seed_base, seed_base + seeds - 1],
                     "threads": threads if threads is not None else _pith.num_threads(),
                     "full_max_length": full_max_length, "kv_type": kv_type, "positions": positions, "sinks": sinks,
                     "pool_kernel": pool_kernel, "pool_mode": pool_mode, "adakv_alpha": adakv_alpha,

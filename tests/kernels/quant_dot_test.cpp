@@ -214,6 +214,17 @@ TEST(QuantActivations, WithinHalfAStepAndConsistent) {
           if (k % 4 == 0) {
             ASSERT_EQ(a.minus8[k / 4], -8 * (a.q[k] + a.q[k + 1] + a.q[k + 2] + a.q[k + 3]));
           }
+          // The interleaved copy for Q4_0 decode: element j of block 4g + m sits at byte
+          // 16m + j (j < 16) or 64 + 16m + j - 16 of group g.
+          const std::size_t g = k / 128, m = (k / 32) % 4, j = k % 32;
+          ASSERT_EQ(a.q4x[g * 128 + (j < 16 ? 16 * m + j : 64 + 16 * m + j - 16)], a.q[k]);
+          if (j < 16 && j % 4 == 0) {
+            const std::size_t lane = g * 16 + 4 * m + j / 4;
+            int lane_sum = 0;
+            for (std::size_t i = 0; i < 4; ++i) lane_sum += a.q[k + i] + a.q[k + 16 + i];
+            ASSERT_EQ(a.start4x[lane], -8 * lane_sum);
+            ASSERT_EQ(a.d4x[lane], a.d[k / 32]);
+          }
         }
         largest = std::max(largest, std::abs(static_cast<int>(a.q[k])));
         EXPECT_LE(std::fabs(activation_value(act, a, k) - x[k]), bound) << "element " << k;
@@ -326,7 +337,8 @@ TEST(QuantDot, EveryTypeAndIsaAgainstDoubleReference) {
   for (const dtype t : weight_types) {
     const dtype act = activation_type(t);
     const std::size_t n = pith::dtype_block_elements(t);
-    for (const std::size_t cols : {n, 3 * n, std::size_t{1024} + (n == 32 ? 96 : 0)}) {
+    // 5 blocks: one group of four and one left (Q4_0 decode with 512-bit VNNI takes four at a time).
+    for (const std::size_t cols : {n, 3 * n, 5 * n, std::size_t{1024} + (n == 32 ? 96 : 0)}) {
       SCOPED_TRACE(std::string(pith::dtype_name(t)) + " cols " + std::to_string(cols));
       const std::size_t row_bytes = pith::dtype_row_bytes(t, cols);
       std::vector<std::byte> row(row_bytes);

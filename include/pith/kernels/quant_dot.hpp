@@ -73,6 +73,14 @@ struct activation_row {
   const std::int16_t* sums;    // Q8_0 / Q8_1: Σ q per block; Q8_K: Σ q per 16 elements (bsums)
   const std::uint8_t* biased;  // Q8_0: q + 128 as unsigned bytes (vpdpbusd's unsigned operand)
   const std::int32_t* minus8;  // Q8_0: −8 · Σ of each 4 consecutive quants (Q4_0's offset, lane-wise)
+  // Q8_0, for Q4_0 decode with 512-bit VNNI, per group of four blocks (128 values; whole groups
+  // only): the quants in Q4_0's nibble order, [q_b[0:16] for b = 0..3, then q_b[16:32] for b =
+  // 0..3], so the low and the high nibbles of the four blocks' codes each meet their quants in one
+  // vector; the −8 offset of the 16 int32 lanes those two vpdpbusd fill (lane 4b + t: quants
+  // 4t..4t+3 and 16+4t..16+4t+3 of block b); each block's scale d_b in its four lanes.
+  const std::int8_t* q4x;
+  const std::int32_t* start4x;
+  const float* d4x;
 };
 
 namespace quant_detail {
@@ -91,13 +99,26 @@ constexpr std::size_t activation_sums_offset(dtype act, std::size_t cols) noexce
 constexpr std::size_t activation_biased_offset(dtype act, std::size_t cols) noexcept {
   return activation_sums_offset(act, cols) + round_up_64(activation_sums(act, cols) * sizeof(std::int16_t));
 }
+/// Q8_0: values in whole groups of four blocks (the interleaved copy of activation_row::q4x).
+constexpr std::size_t activation_groups4(std::size_t cols) noexcept { return cols / (4 * quant::qk); }
+constexpr std::size_t activation_q4x_offset(std::size_t cols) noexcept {
+  return activation_biased_offset(dtype::q8_0, cols) + 2 * round_up_64(cols);
+}
+constexpr std::size_t activation_start4x_offset(std::size_t cols) noexcept {
+  return activation_q4x_offset(cols) + round_up_64(activation_groups4(cols) * 4 * quant::qk);
+}
+constexpr std::size_t activation_d4x_offset(std::size_t cols) noexcept {
+  return activation_start4x_offset(cols) + activation_groups4(cols) * 16 * sizeof(std::int32_t);
+}
 }  // namespace quant_detail
 
 /// Bytes of one quantized activation row of `cols` values (a multiple of 64: rows stay aligned).
 constexpr std::size_t activation_row_bytes(dtype act, std::size_t cols) noexcept {
-  // Q8_0 adds the biased bytes (cols) and the lane sums (one int32 per 4 quants: cols bytes).
-  return quant_detail::activation_biased_offset(act, cols) +
-         (act == dtype::q8_0 ? 2 * quant_detail::round_up_64(cols) : 0);
+  // Q8_0 adds the biased bytes (cols), the lane sums (one int32 per 4 quants: cols bytes) and the
+  // interleaved groups of four blocks (their quants, lane offsets and lane scales: 2 bytes a value).
+  if (act == dtype::q8_0)
+    return quant_detail::activation_d4x_offset(cols) + quant_detail::activation_groups4(cols) * 16 * sizeof(float);
+  return quant_detail::activation_biased_offset(act, cols);
 }
 
 /// The activation row stored at `p` (4-byte aligned; activation_row_bytes(act, cols) bytes).
@@ -108,7 +129,10 @@ inline activation_row activation_view(dtype act, const std::byte* p, std::size_t
           reinterpret_cast<const std::int16_t*>(p + quant_detail::activation_sums_offset(act, cols)),
           reinterpret_cast<const std::uint8_t*>(p + quant_detail::activation_biased_offset(act, cols)),
           reinterpret_cast<const std::int32_t*>(p + quant_detail::activation_biased_offset(act, cols) +
-                                                quant_detail::round_up_64(cols))};
+                                                quant_detail::round_up_64(cols)),
+          reinterpret_cast<const std::int8_t*>(p + quant_detail::activation_q4x_offset(cols)),
+          reinterpret_cast<const std::int32_t*>(p + quant_detail::activation_start4x_offset(cols)),
+          reinterpret_cast<const float*>(p + quant_detail::activation_d4x_offset(cols))};
 }
 
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
@@ -185,6 +209,25 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     d[b] = half_to_float(float_to_half(scale));
     s[b] = act == dtype::q8_1 ? half_to_float(float_to_half(scale * static_cast<float>(sum))) : 0.0f;
     sums[b] = static_cast<std::int16_t>(sum);
+  }
+  if (act == dtype::q8_0) {
+    // The interleaved groups of four blocks (activation_row::q4x).
+    auto* q4x = reinterpret_cast<std::int8_t*>(dst + quant_detail::activation_q4x_offset(cols));
+    auto* start4x = reinterpret_cast<std::int32_t*>(dst + quant_detail::activation_start4x_offset(cols));
+    auto* d4x = reinterpret_cast<float*>(dst + quant_detail::activation_d4x_offset(cols));
+    for (std::size_t g = 0; g < quant_detail::activation_groups4(cols); ++g) {
+      for (std::size_t k = 0; k < 4; ++k) {
+        const std::int8_t* qb = q + (4 * g + k) * quant::qk;
+        std::memcpy(q4x + g * 128 + 16 * k, qb, 16);
+        std::memcpy(q4x + g * 128 + 64 + 16 * k, qb + 16, 16);
+        for (std::size_t t = 0; t < 4; ++t) {
+          int lane = 0;
+          for (std::size_t i = 0; i < 4; ++i) lane += qb[4 * t + i] + qb[16 + 4 * t + i];
+          start4x[g * 16 + 4 * k + t] = -8 * lane;
+          d4x[g * 16 + 4 * k + t] = d[4 * g + k];
+        }
+      }
+    }
   }
 }
 
@@ -486,48 +529,52 @@ inline void dot_rows(const std::byte* w, const activation_row* a, std::size_t co
       __m512 acc512 = _mm512_setzero_ps();
 #if defined(__AVX512VBMI__)
       {
-        // Four blocks (72 bytes) per step from two loads: bytes 0-63 and 56-71 of the group form
-        // a 128-byte table from which vpermt2b builds each pair's [qs, qs, qs', qs'] lanes and
-        // vpermw gathers the four d_W. About 24 instructions per four blocks against 42 for two
-        // steps of the pair loop below. One core of a Zen 4 shared with a compiling job, W
-        // [5632 x 2048] and [2048 x 5632] (6.5 MB, in L3), best of 3 CPU times: 367 / 388 us
-        // -> 342 / 342 us (17.7 / 16.7 -> 19.0 GB/s). A 512-bit Q4_K loop of the same kind (one
-        // 64-element chunk per vector, vpdpwssd for the sub-block scales) measured no faster
-        // than the 256-bit one (348 / 335 -> 352 / 329 us) and was left out.
-        static constexpr std::array<std::uint8_t, 128> pair_index = [] {
-          std::array<std::uint8_t, 128> index{};
-          for (int pair = 0; pair < 2; ++pair)
-            for (int lane = 0; lane < 4; ++lane)
-              for (int i = 0; i < 16; ++i) {
-                const int k = 18 * (2 * pair + lane / 2) + 2 + i;  // byte k of the group
-                index[static_cast<std::size_t>(64 * pair + 16 * lane + i)] =
-                    static_cast<std::uint8_t>(k < 64 ? k : 64 + (k - 56));
-              }
+        // Four blocks (72 bytes) per step from two loads: bytes 0-63 and 56-71 of the group form a
+        // 128-byte table from which vpermt2b gathers the four blocks' 64 code bytes, and vpermw
+        // their four d_W, each into four 16-bit lanes. The low nibbles (elements 0-15 of each
+        // block) and the high nibbles (16-31) meet the activation's interleaved copy (q4x) in two
+        // vpdpbusd into the same 16 lanes, four per block, which start at the −8 offset (start4x);
+        // one conversion and one multiply-add per four blocks. About 12 vector instructions per
+        // four blocks, against 24 for the earlier loop that spread each pair of blocks over
+        // [qs, qs, qs', qs'] lanes, and 42 for two steps of the pair loop below. One idle core of
+        // a Zen 4, W [5632 x 2048] and [2048 x 5632] in L3 (pith_bench_kernels BM_qmatvec_q4_0):
+        // 19.6 / 19.2 GB/s with the earlier loop.
+        static constexpr std::array<std::uint8_t, 64> code_index = [] {
+          std::array<std::uint8_t, 64> index{};
+          for (int k = 0; k < 4; ++k)
+            for (int i = 0; i < 16; ++i) {
+              const int byte = 18 * k + 2 + i;  // byte of the group
+              index[static_cast<std::size_t>(16 * k + i)] = static_cast<std::uint8_t>(byte < 64 ? byte : 64 + (byte - 56));
+            }
           return index;
         }();
-        const __m512i index_a = _mm512_loadu_si512(pair_index.data());
-        const __m512i index_b = _mm512_loadu_si512(pair_index.data() + 64);
-        const __m512i d_words = _mm512_castsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 0, 0, 0, 0));  // words 0-3
-        const __m512i scale_lanes_b = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m512i index = _mm512_loadu_si512(code_index.data());
+        // Words 0, 9, 18, 27 of the group (the four d_W), each four times, in the low 256 bits.
+        const __m512i d_words = _mm512_castsi256_si512(
+            _mm256_setr_epi16(0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27));
         const __m512i low = _mm512_set1_epi8(0x0F);
         __m512 acc_b = _mm512_setzero_ps();
-        for (; b + 4 <= blocks; b += 4) {
-          const std::byte* group = w + b * sizeof(block);
+        const auto group_step = [&](std::size_t g, __m512& accumulator) {
+          const std::byte* group = w + 4 * g * sizeof(block);
           const __m512i head = _mm512_loadu_si512(group);
           const __m512i tail = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 56)));
-          const __m512i codes_a =
-              _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutex2var_epi8(head, index_a, tail), nibble_shift), low);
-          const __m512i codes_b =
-              _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutex2var_epi8(head, index_b, tail), nibble_shift), low);
-          const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(d_words, head)));
-          const __m512 scales = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(a[0].d + b)));
-          const __m512i start_a = _mm512_loadu_si512(a[0].minus8 + b * (quant::qk / 4));
-          const __m512i start_b = _mm512_loadu_si512(a[0].minus8 + (b + 2) * (quant::qk / 4));
-          const __m512i p_a = _mm512_dpbusd_epi32(start_a, codes_a, _mm512_loadu_si512(a[0].q + b * quant::qk));
-          const __m512i p_b = _mm512_dpbusd_epi32(start_b, codes_b, _mm512_loadu_si512(a[0].q + (b + 2) * quant::qk));
-          acc512 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p_a), _mm512_permutexvar_ps(scale_lanes, scales), acc512);
-          acc_b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p_b), _mm512_permutexvar_ps(scale_lanes_b, scales), acc_b);
+          const __m512i codes = _mm512_permutex2var_epi8(head, index, tail);
+          const std::int8_t* y = a[0].q4x + g * 128;
+          __m512i p = _mm512_loadu_si512(a[0].start4x + g * 16);
+          p = _mm512_dpbusd_epi32(p, _mm512_and_si512(codes, low), _mm512_loadu_si512(y));
+          p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(codes, 4), low), _mm512_loadu_si512(y + 64));
+          const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_words, head)));
+          accumulator =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_loadu_ps(a[0].d4x + g * 16)), accumulator);
+        };
+        const std::size_t groups = blocks / 4;
+        std::size_t g = 0;
+        for (; g + 2 <= groups; g += 2) {
+          group_step(g, acc512);
+          group_step(g + 1, acc_b);
         }
+        if (g < groups) group_step(g, acc512);
+        b = 4 * groups;
         acc512 = _mm512_add_ps(acc512, acc_b);
       }
 #endif

@@ -16,15 +16,18 @@
 //   decode, LM head [32000 x 2048] (37-70 MB, beyond L3), GB/s of W: Q8_0 17-22, Q6_K 16-18,
 //     Q5_K 15-16, Q4_K 12-17, Q4_0 12-15; with W in L3 ([5632 x 2048], [2048 x 5632]): Q8_0
 //     24-33, Q6_K 22-28, Q4_K 19-24, Q5_K 18-21, Q4_0 13-17 (Q4_0 is bound by its instructions,
-//     about 16 per block of 18 bytes). The 4 KB prefetch took Q4_K's LM head from 13.4 to 16.9.
+//     about 16 per block of 18 bytes). On one idle core since: Q4_0's four-block loop (quant_dot.hpp)
+//     19.6 -> 23.3 GB/s with W in L3; the prefetch into L2 8 KB ahead (quant_prefetch_bytes)
+//     took W beyond L3 from 14-16 to 18-25 GB/s.
 //   prefill, 512 x 2048 x 2048, GOP/s (2 per multiply-add): Q6_K 127, Q4_K 124, Q8_0 116, Q5_K
 //     112, Q4_0 109, against pith's F16 GEMM at 98 GFLOP/s in the same run, an FMA peak of 115
 //     GFLOP/s and a vpdpbusd peak of 460-470 GOP/s (BM_int8_peak): 0.23-0.27 of the int8 peak.
 //     Groups of 8 rows (4 on 16-register ISAs) took Q4_K from 96 to 122.
-//   The 1.1B TinyLlama-shaped random models (pith_bench_gguf, one thread, the same load; read
-//   bandwidth 17.5 GB/s in that run): decode Q8_0 15.6 tok/s (17.2 GB/s of weights, 0.99 of the
-//   read bandwidth), Q4_K_M 21.6 (13.6 GB/s, 0.78), Q4_0 19.3 (11.6 GB/s, 0.66); prefill of 512
-//   tokens Q4_K_M 62.3 tok/s (121 GOP/s), Q8_0 55.7 (108), Q4_0 54.0 (105).
+//   The 1.1B TinyLlama-shaped random models (pith_bench_gguf, one idle core, read bandwidth 23.5
+//   GB/s): decode Q4_0 31.5 tok/s (18.9 GB/s of weights, 0.81 of the read bandwidth), Q4_K_M 26.2
+//   (16.5, 0.70), Q8_0 19.3 (21.2, 0.90); an earlier run 33.3, 29.1, 19.1; before the two changes
+//   above 20.8 and 22.4 tok/s for Q4_0 and Q4_K_M. Prefill of 512 tokens Q4_K_M 59.4 tok/s (115
+//   GOP/s), Q4_0 52.4 (102), Q8_0 47.6 (92).
 #pragma once
 
 #include <algorithm>

@@ -16,7 +16,8 @@
 // vectors load without skipping block headers), then the per-block scales, Q8_1's s, integer
 // sums of the quants (Σ q per 32-block for Q8_0 / Q8_1, the 16-element bsums for Q8_K, with which
 // the kernels remove the offset of unsigned weight codes in the integer domain) and, for Q8_0, the
-// quants plus 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes).
+// quants plus 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes) and, for
+// products with Q4_0, a copy of the quants in Q4_0's nibble order (activation_row::q4x).
 //
 // Dot products (§3.4): per weight block, an integer sum of code × activation quant, then one float
 // multiply-add with the block's scales; K-quant sub-block scales are applied in the integer domain
@@ -137,7 +138,10 @@ inline activation_row activation_view(dtype act, const std::byte* p, std::size_t
 
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
 /// (Q8_0, Q8_1 or Q8_K) at `dst` (4-byte aligned, activation_row_bytes(act, cols) bytes); note §3.3.
-inline void quantize_activation_row(dtype act, const float* x, std::size_t cols, std::byte* dst) noexcept {
+/// `q4_0_copy`: for Q8_0, also write the interleaved groups activation_row::q4x (read only by Q4_0
+/// products; the other Q8_0 weight types can skip the copy).
+inline void quantize_activation_row(dtype act, const float* x, std::size_t cols, std::byte* dst,
+                                    bool q4_0_copy = true) noexcept {
   auto* q = reinterpret_cast<std::int8_t*>(dst);
   auto* d = reinterpret_cast<float*>(dst + quant_detail::activation_scales_offset(cols));
   auto* s = reinterpret_cast<float*>(dst + quant_detail::activation_s_offset(act, cols));
@@ -210,7 +214,7 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     s[b] = act == dtype::q8_1 ? half_to_float(float_to_half(scale * static_cast<float>(sum))) : 0.0f;
     sums[b] = static_cast<std::int16_t>(sum);
   }
-  if (act == dtype::q8_0) {
+  if (act == dtype::q8_0 && q4_0_copy) {
     // The interleaved groups of four blocks (activation_row::q4x).
     auto* q4x = reinterpret_cast<std::int8_t*>(dst + quant_detail::activation_q4x_offset(cols));
     auto* start4x = reinterpret_cast<std::int32_t*>(dst + quant_detail::activation_start4x_offset(cols));

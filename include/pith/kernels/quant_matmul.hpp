@@ -82,7 +82,8 @@ inline quantized_rows quantize_activations(const float* x, std::size_t rows, std
   if (buffer.size() < rows * stride) buffer.resize(rows * stride);
   std::byte* data = buffer.data();
   const auto quantize_rows = [&](std::size_t first, std::size_t last) {
-    for (std::size_t i = first; i < last; ++i) quantize_activation_row(act, x + i * x_stride, cols, data + i * stride);
+    for (std::size_t i = first; i < last; ++i)
+      quantize_activation_row(act, x + i * x_stride, cols, data + i * stride, w == dtype::q4_0);
   };
   if (parallel && rows > 1)
     parallel_for(rows, quantize_rows, grain_for_work(cols * 4));

@@ -136,6 +136,15 @@ inline activation_row activation_view(dtype act, const std::byte* p, std::size_t
           reinterpret_cast<const float*>(p + quant_detail::activation_d4x_offset(cols))};
 }
 
+/// The rows of X quantized to one activation format (rows `stride` bytes apart).
+struct quantized_rows {
+  dtype type = dtype::q8_0;  // Q8_0, Q8_1 or Q8_K
+  std::size_t rows = 0, cols = 0, stride = 0;
+  const std::byte* data = nullptr;
+
+  activation_row row(std::size_t i) const noexcept { return activation_view(type, data + i * stride, cols); }
+};
+
 /// Quantizes x[0, cols) (cols a multiple of the format's block) to the activation format `act`
 /// (Q8_0, Q8_1 or Q8_K) at `dst` (4-byte aligned, activation_row_bytes(act, cols) bytes); note §3.3.
 /// `q4_0_copy`: for Q8_0, also write the interleaved groups activation_row::q4x (read only by Q4_0

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "pith/core/aligned_buffer.hpp"
@@ -40,6 +41,7 @@
 #include "pith/core/tensor.hpp"
 #include "pith/kernels/linkage.hpp"
 #include "pith/kernels/quant_dot.hpp"
+#include "pith/kernels/quant_packed.hpp"
 
 namespace pith::kernels {
 // Every function here is compiled for the including unit's ISA (even the scalar ones, which the
@@ -61,15 +63,6 @@ inline constexpr std::size_t quant_tile_rows = 64;
 /// 18.0; into L2 4608 bytes ahead Q4_0 20.1, Q4_K 18.6, Q8_0 22.4, Q6_K 20.9; 8192 bytes ahead
 /// Q4_0 19.5, Q4_K 17.6, Q8_0 24.7, Q6_K 21.9 (passes vary by ±2 GB/s).
 inline constexpr std::size_t quant_prefetch_bytes = 8192;
-
-/// The rows of X quantized to one activation format (rows `stride` bytes apart).
-struct quantized_rows {
-  dtype type = dtype::q8_0;  // Q8_0, Q8_1 or Q8_K
-  std::size_t rows = 0, cols = 0, stride = 0;
-  const std::byte* data = nullptr;
-
-  activation_row row(std::size_t i) const noexcept { return activation_view(type, data + i * stride, cols); }
-};
 
 /// Quantizes X [rows, cols] (rows x_stride apart) for weights of type `w` into `buffer` (grown on
 /// demand: allocates only when larger than before). `parallel` spreads the rows over the pool
@@ -141,6 +134,13 @@ inline void quant_matmul_range_with(const quantized_rows& xq, const tensor_view&
         quant_detail::quant_group<Ops, T, 1>(xq, 0, w, begin, end, y, y_stride, accumulate);
         return;
       }
+#if defined(PITH_QUANT_PACKED) && defined(PITH_SIMD_HAS_AVX512)
+      if constexpr (std::is_same_v<Ops, simd::avx512::ops> && quant_detail::packed::has_packed_kernel<T>) {
+        if (xq.rows >= quant_detail::packed::min_rows &&
+            quant_detail::packed::matmul_range<T>(xq, w, begin, end, y, y_stride, accumulate))
+          return;
+      }
+#endif
       for (std::size_t tile = begin; tile < end; tile += quant_tile_rows) {
         const std::size_t tile_end = std::min(end, tile + quant_tile_rows);
         constexpr std::size_t group = quant_group_rows<Ops>;

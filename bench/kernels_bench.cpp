@@ -332,6 +332,7 @@ void quant_decode_shapes(benchmark::internal::Benchmark* b) {
 void quant_prefill_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "in", "out"});
   b->Args({512, 2048, 2048});
+  b->Args({64, 2048, 2048});  // one chunk of a chunked reading
   b->Unit(benchmark::kMillisecond);
 }
 

@@ -1,25 +1,36 @@
 // SPDX-License-Identifier: MIT
-// Prefill products of Q8_0 and Q4_0 weights with 512-bit VNNI: W repacked on the fly, a few
-// rows at a time, so that one vpdpbusd multiplies four quants of sixteen W rows by the same four
-// quants of one X row.
+// Prefill products of Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights with 512-bit VNNI: W repacked on
+// the fly, 32 rows at a time, so that one vpdpbusd multiplies four quants of each of sixteen W
+// rows by the same four activation quants of one X row.
 //
 // quant_dot.hpp's prefill loop takes one W row against 8 X rows: each vpdpbusd covers one block
-// of one (W row, X row) pair (32 multiply-adds in 256 bits), and the pair then needs its own int
-// to float conversion and two float operations, so the float work (3 instructions per 32 products)
-// and the activation loads bound it at about a quarter of the vpdpbusd peak. Here each int32 lane
-// of a 512-bit vector belongs to one W row: a packed tile holds, per 32-element block, 8 vectors
-// of 16 rows x 4 quants (group g: quants 4g..4g+3 of each row), the rows' 16 scales d_W and the
-// 16 corrections −128 Σ w. A step broadcasts 4 biased activation bytes (y + 128, unsigned) of one
-// X row to every lane and adds Σ (y + 128) w to lanes that start at −128 Σ w: exactly Σ y w (the
-// identity of quant_dot.hpp's biased path). Per block, 2 tiles (32 W rows) x 4 X rows take 64
-// vpdpbusd (4,096 products each of 64) against 8 conversions, 8 multiplies and 8 multiply-adds.
+// of one (W row, X row) pair (32 multiply-adds in 256 bits), and every pair then needs its own int
+// to float conversion and float multiply-adds, so the float work and the activation loads bound it
+// at about a quarter of the vpdpbusd peak. Here each int32 lane of a 512-bit vector belongs to one
+// W row: a packed tile holds 16 rows' quants as vectors of 16 lanes x 4 quants (vector v: elements
+// 4v..4v+3 of each row) and the per-row scales as 16-lane vectors. A step broadcasts 4 activation
+// bytes of one X row to every lane; 2 tiles (32 W rows) x 4 X rows share each load, so a block of
+// 32 elements takes 64 vpdpbusd (4,096 products) against 8 conversions and 8-16 float operations.
+//   Q8_0, Q4_0 (signed w: Q8_0's bytes, Q4_0's code − 8, note §3.4): the biased activations y + 128
+//     (unsigned) against w, in lanes that start at −128 Σ w: exactly Σ y w (the identity of
+//     quant_dot.hpp's biased path); then d_W · d_Y per block.
+//   Q4_K, Q5_K, Q6_K (unsigned codes 0..63): the codes against Q8_K's signed quants; each sub-block
+//     (32 elements; 16 for Q6_K) converted and multiplied by its lane's d · scale; the offsets (the
+//     mins, dmin · Σ m · bsum, and Q6_K's −32 · d · Σ sc · bsum) in the integer domain with vpdpwssd
+//     of per-lane int16 pairs against the X row's bsums; then d_Y per super-block.
 //
-// Packing: gathers of four bytes (vpgatherdd) from 16 rows; Q4_0's codes become signed w = code −
-// 8 (note §3.4), Q8_0's bytes are w. A chunk of 32 blocks of 32 W rows (40 KB, on the stack,
-// in L1/L2) is packed once and used by every X row of the call; the float results of successive
-// chunks are added in Y. The integer sums are exact (|w| <= 128, y + 128 <= 255, 32 products
-// per lane per block); results differ from quant_dot.hpp's only in the rounding of d_W · d_Y (one
-// product, then one multiply-add, as there) and the order of the block sums.
+// Packing: gathers of four bytes (vpgatherdd) from 16 rows for the quants, scalar unpacking for
+// the K-quants' 6-bit scales. A chunk of 1,024 columns of 32 W rows (40-46 KB, on the stack, in
+// L1/L2) is packed once and used by every X row of the call; the float results of successive
+// chunks are added in Y. The integer sums are exact (|w| <= 128 with y + 128 <= 255, or codes
+// <= 63 with |y| <= 127, at most 32 products per lane before conversion; the vpdpwssd offsets stay
+// below 2^31); results differ from quant_dot.hpp's only in float rounding and summation order.
+//
+// One core of a Zen 4 (pith_bench_kernels BM_qgemm_*, 512 x 2048 x 2048, GOP/s = 2 per
+// multiply-add; the other core busy): Q8_0 88 -> 292, Q4_0 81 -> 281, Q4_K 99 -> 298, Q5_K 86 ->
+// 310, Q6_K 96 -> 262, about 0.6 of the vpdpbusd peak (460-470). Types without a packed kernel
+// (Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS) and products of fewer than min_rows X rows keep
+// quant_dot.hpp's loops.
 #pragma once
 
 #include <algorithm>

@@ -3,7 +3,8 @@
 // (quant_dot.hpp), then integer dot products per (W row, X row).
 //
 // Decode (one row of X): W's rows one after the other, each streamed once, the row
-// quant_prefetch_bytes ahead prefetched. Prefill (several rows): W's rows in tiles of
+// quant_prefetch_bytes ahead prefetched. Prefill (several rows): with 512-bit VNNI and a type of
+// quant_packed.hpp, W repacked 32 rows at a time; otherwise W's rows in tiles of
 // quant_tile_rows that stay in L2 while groups of quant_group_rows rows of X pass over them; every
 // W block is decoded once per group (quant_dot_rows<NX>).
 //
@@ -27,7 +28,10 @@
 //   GB/s): decode Q4_0 31.5 tok/s (18.9 GB/s of weights, 0.81 of the read bandwidth), Q4_K_M 26.2
 //   (16.5, 0.70), Q8_0 19.3 (21.2, 0.90); an earlier run 33.3, 29.1, 19.1; before the two changes
 //   above 20.8 and 22.4 tok/s for Q4_0 and Q4_K_M. Prefill of 512 tokens Q4_K_M 59.4 tok/s (115
-//   GOP/s), Q4_0 52.4 (102), Q8_0 47.6 (92).
+//   GOP/s), Q4_0 52.4 (102), Q8_0 47.6 (92) with the group loop below; the packed tiles of
+//   quant_packed.hpp (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K with 512-bit VNNI, X of min_rows rows or more)
+//   took them to 129.6, 130.1 and 125.4 tok/s on one core of an Intel Xeon (FMA peak 216 GFLOP/s,
+//   int8 peak 779 GOP/s), where the kernel went from 81-99 to 262-310 GOP/s (BM_qgemm_*).
 #pragma once
 
 #include <algorithm>

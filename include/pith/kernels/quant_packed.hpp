@@ -26,11 +26,11 @@
 // <= 63 with |y| <= 127, at most 32 products per lane before conversion; the vpdpwssd offsets stay
 // below 2^31); results differ from quant_dot.hpp's only in float rounding and summation order.
 //
-// One core of a Zen 4 (pith_bench_kernels BM_qgemm_*, 512 x 2048 x 2048, GOP/s = 2 per
+// One core of an Intel Xeon (pith_bench_kernels BM_qgemm_*, 512 x 2048 x 2048, GOP/s = 2 per
 // multiply-add; the other core busy): Q8_0 88 -> 292, Q4_0 81 -> 281, Q4_K 99 -> 298, Q5_K 86 ->
-// 310, Q6_K 96 -> 262, about 0.6 of the vpdpbusd peak (460-470). Types without a packed kernel
-// (Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS) and products of fewer than min_rows X rows keep
-// quant_dot.hpp's loops.
+// 310, Q6_K 96 -> 262, about 0.35 of that core's vpdpbusd peak (779 GOP/s, BM_int8_dot_peak).
+// Types without a packed kernel (Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS) and products of fewer
+// than min_rows X rows keep quant_dot.hpp's loops.
 #pragma once
 
 #include <algorithm>

@@ -459,6 +459,32 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
   }
 }
 
+// Prefill products long enough to cross the packed kernels' column chunks (quant_packed.hpp: 1,024
+// columns per chunk, results of later chunks added in Y) and W row steps (32 rows, the last one
+// partial), with X rows in groups of 4 and a tail; the row loop of quant_dot.hpp for types without
+// a packed kernel. Rows of W sit at odd strides, as above.
+TEST(QuantMatmul, PrefillAcrossColumnChunksAndRowSteps) {
+  std::mt19937 rng(29);
+  for (const dtype t : weight_types) {
+    SCOPED_TRACE(std::string(pith::dtype_name(t)));
+    const std::size_t cols = 2560, out = 70, rows = 9;  // 2.5 chunks, 2 steps + 6 rows, 2 groups + 1
+    const weights w = random_weights(t, out, cols, 6, rng);
+    std::vector<dequantized_row> rows_of_w;
+    for (std::size_t o = 0; o < out; ++o) rows_of_w.push_back(dequantize(t, w.view.row(o), cols));
+    const std::size_t x_stride = cols + 1, y_stride = out + 3;
+    const auto x = random_activations(rows * x_stride, rng);
+    std::vector<float> y0(rows * y_stride);
+    for (auto& v : y0) v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+    for (const bool accumulate : {false, true}) {
+      std::vector<float> y = y0;
+      pith::kernels::matmul_transposed(x.data(), rows, x_stride, w.view, y.data(), y_stride, accumulate);
+      expect_matmul(w, rows_of_w, x, rows, x_stride, y, y0, y_stride, accumulate);
+      for (std::size_t i = 0; i < rows; ++i)  // the padding between rows of Y is not written
+        for (std::size_t o = out; o < y_stride; ++o) EXPECT_EQ(y[i * y_stride + o], y0[i * y_stride + o]);
+    }
+  }
+}
+
 // ---- (d) End to end against float X ---------------------------------------------------------
 
 // X's 8-bit quantization moves each x[k] by at most half a step of its block (plus the f16

@@ -20,7 +20,9 @@ singular questions about other needles, each answered and ended with EOS. The lo
 tokens' cross-entropy (--restate: some extra questions are a needle's own opening, answered by its
 value) plus --lm-weight times the next-token loss over the document. Document lengths:
 --short-min/max-length tokens during the first --curriculum fraction of the CPU-time budget, then
---min/max-length (at least 1,024). The model class, initialisation, optimiser and schedule are
+--min/max-length (at least 1,024). --dense-needles N adds a training-only task, niah_multikey_1 with N
+needles (with --extra-questions N - 1 every needle is asked), for recipes that want more key-matching
+targets per document. The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
 2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads.
 """
@@ -55,6 +57,7 @@ CONTINUATION = "##"
 JOINERS = "-"
 PUNCTUATION = string.punctuation  # the 32 ASCII punctuation characters, each a token
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # pith folds A-Z only
+DENSE = "niah_multikey_dense"  # training only (--dense-needles)
 NEEDLE_RE = re.compile(r"One of the special magic (number|uuid)s for (\S+) is: (\S+)\.")
 
 
@@ -163,10 +166,10 @@ def singular_question(kind: str, key: str) -> str:
 class Sampler:
     """Training documents of about a requested length in tokens (units estimated from a measured rate)."""
 
-    def __init__(self, vocab: WordVocabulary):
+    def __init__(self, vocab: WordVocabulary, tasks=ruler_tasks.TASKS):
         self.vocab = vocab
         self.rate = {}
-        for task in ruler_tasks.TASKS:
+        for task in tasks:
             units = ruler_tasks.min_units(task) + 200
             d = ruler_tasks.make_document_units(task, units, 3, 2000)
             base = ruler_tasks.make_document_units(task, ruler_tasks.min_units(task), 3, 2000)
@@ -354,6 +357,9 @@ def main() -> None:
     parser.add_argument("--final-eval-count", type=int, default=200)
     parser.add_argument("--shared-embedding", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (--minutes counts all of their CPU time)")
+    parser.add_argument("--dense-needles", type=int, default=0,
+                        help="adds the training task niah_multikey_dense: niah_multikey_1 with this many needles "
+                             "(each a target of the extra questions)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vocab = WordVocabulary(build_vocabulary())
@@ -379,7 +385,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     tasks = args.tasks.split(",")
     weights = [float(x) for x in args.task_weights.split(",")]
-    sampler = Sampler(vocab)
+    if args.dense_needles:
+        ruler_tasks.NIAH[DENSE] = ruler_tasks.NIAH["niah_multikey_1"][:3] + (args.dense_needles, 1, 1)
+    sampler = Sampler(vocab, tuple(ruler_tasks.TASKS) + ((DENSE,) if args.dense_needles else ()))
     start, cpu_start = time.time(), time.process_time()
     budget = args.minutes * 60
     counter, step, history, smoothed = 0, 0, [], None

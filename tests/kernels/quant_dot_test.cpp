@@ -400,6 +400,12 @@ weights random_weights(dtype t, std::size_t out, std::size_t cols, std::size_t p
   return w;
 }
 
+std::vector<dequantized_row> dequantized_rows(const weights& w) {
+  std::vector<dequantized_row> rows;
+  for (std::size_t o = 0; o < w.view.rows(); ++o) rows.push_back(dequantize(w.view.type(), w.view.row(o), w.view.cols()));
+  return rows;
+}
+
 // Checks Y = X W^T (+ Y0 when accumulating) against the double reference over the dequantized
 // weights and the quantized activations.
 void expect_matmul(const weights& w, const std::vector<dequantized_row>& rows_of_w, const std::vector<float>& x,
@@ -430,8 +436,7 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
     const std::size_t cols = 2 * pith::dtype_block_elements(t) + (pith::dtype_block_elements(t) == 32 ? 256 : 256);
     const std::size_t out = 37;
     const weights w = random_weights(t, out, cols, 6, rng);
-    std::vector<dequantized_row> rows_of_w;
-    for (std::size_t o = 0; o < out; ++o) rows_of_w.push_back(dequantize(t, w.view.row(o), cols));
+    const std::vector<dequantized_row> rows_of_w = dequantized_rows(w);
     for (const std::size_t rows : row_counts) {
       SCOPED_TRACE("rows " + std::to_string(rows));
       const std::size_t x_stride = cols + 3, y_stride = out + 5;
@@ -469,8 +474,7 @@ TEST(QuantMatmul, PrefillAcrossColumnChunksAndRowSteps) {
     SCOPED_TRACE(std::string(pith::dtype_name(t)));
     const std::size_t cols = 2560, out = 70, rows = 9;  // 2.5 chunks, 2 steps + 6 rows, 2 groups + 1
     const weights w = random_weights(t, out, cols, 6, rng);
-    std::vector<dequantized_row> rows_of_w;
-    for (std::size_t o = 0; o < out; ++o) rows_of_w.push_back(dequantize(t, w.view.row(o), cols));
+    const std::vector<dequantized_row> rows_of_w = dequantized_rows(w);
     const std::size_t x_stride = cols + 1, y_stride = out + 3;
     const auto x = random_activations(rows * x_stride, rng);
     std::vector<float> y0(rows * y_stride);

@@ -34,7 +34,6 @@
 #pragma once
 
 #include <algorithm>
-#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -103,6 +102,13 @@ inline __mmask16 lane_mask(std::size_t live) noexcept {
 /// 16 lanes of the 32-bit word at byte `offset` of each live row (zeros elsewhere).
 inline __m512i gather(__mmask16 live, __m512i rows_index, const std::byte* p) noexcept {
   return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows_index, p, 1);
+}
+
+/// The 4 bytes at p in every 32-bit lane (the activation quants one vpdpbusd step shares).
+inline __m512i broadcast_four(const void* p) noexcept {
+  std::int32_t four;
+  std::memcpy(&four, p, sizeof four);
+  return _mm512_set1_epi32(four);
 }
 
 /// Per-lane scalar data of the K-quants (scales, mins), written lane by lane.
@@ -256,9 +262,7 @@ inline void chunk_product(const std::byte* packed, std::size_t nunits, const act
         __m512i w[tiles];
         for (std::size_t t = 0; t < tiles; ++t) w[t] = _mm512_load_si512(p + t * tile_unit_bytes<T> + 64 * g);
         for (std::size_t r = 0; r < NX; ++r) {
-          std::int32_t four;
-          std::memcpy(&four, y[r] + 4 * g, sizeof four);
-          const __m512i yv = _mm512_set1_epi32(four);
+          const __m512i yv = broadcast_four(y[r] + 4 * g);
           for (std::size_t t = 0; t < tiles; ++t) sums[r][t] = _mm512_dpbusd_epi32(sums[r][t], yv, w[t]);
         }
       }
@@ -288,9 +292,7 @@ inline void chunk_product(const std::byte* packed, std::size_t nunits, const act
           __m512i w[tiles];
           for (std::size_t t = 0; t < tiles; ++t) w[t] = _mm512_load_si512(p + t * tile_unit_bytes<T> + 64 * v);
           for (std::size_t r = 0; r < NX; ++r) {
-            std::int32_t four;
-            std::memcpy(&four, y[r] + 4 * v, sizeof four);
-            const __m512i yv = _mm512_set1_epi32(four);
+            const __m512i yv = broadcast_four(y[r] + 4 * v);
             for (std::size_t t = 0; t < tiles; ++t) sums[r][t] = _mm512_dpbusd_epi32(sums[r][t], w[t], yv);
           }
         }
@@ -307,9 +309,7 @@ inline void chunk_product(const std::byte* packed, std::size_t nunits, const act
         __m512i offset[tiles];
         for (std::size_t t = 0; t < tiles; ++t) offset[t] = _mm512_setzero_si512();
         for (std::size_t k = 0; k < 8; ++k) {
-          std::int32_t two;
-          std::memcpy(&two, bsums + 2 * k, sizeof two);
-          const __m512i pair = _mm512_set1_epi32(two);
+          const __m512i pair = broadcast_four(bsums + 2 * k);
           for (std::size_t t = 0; t < tiles; ++t)
             offset[t] = _mm512_dpwssd_epi32(offset[t], _mm512_load_si512(p + t * tile_unit_bytes<T> + pairs_at + 64 * k),
                                             pair);

@@ -464,6 +464,30 @@ TEST(QuantMatmul, ShapesStridesAlignmentOnEveryIsa) {
   }
 }
 
+// Decode's prefetch distance is a setting (quant_prefetch_bytes: none by default on Zen 5, 8 KB
+// elsewhere); every distance, including none and one beyond the last row, gives the same bits.
+TEST(QuantMatmul, DecodeResultsDoNotDependOnThePrefetchDistance) {
+  std::mt19937 rng(29);
+  const std::size_t saved = pith::kernels::quant_prefetch_bytes();
+  for (const dtype t : weight_types) {
+    SCOPED_TRACE(std::string(pith::dtype_name(t)));
+    const std::size_t cols = 4 * pith::dtype_block_elements(t), out = 45;
+    const weights w = random_weights(t, out, cols, 6, rng);
+    const auto x = random_activations(cols, rng);
+    std::vector<std::vector<float>> results;
+    for (const std::size_t bytes : {std::size_t{0}, std::size_t{64}, std::size_t{8192}, std::size_t{1} << 30}) {
+      pith::kernels::set_quant_prefetch_bytes(bytes);
+      ASSERT_EQ(pith::kernels::quant_prefetch_bytes(), bytes);
+      std::vector<float> y(out);
+      pith::kernels::matmul_transposed(x.data(), 1, cols, w.view, y.data(), out, false);
+      results.push_back(y);
+    }
+    for (std::size_t i = 1; i < results.size(); ++i) EXPECT_EQ(results[i], results[0]) << "setting " << i;
+    expect_matmul(w, dequantized_rows(w), x, 1, cols, results[0], std::vector<float>(out), out, false);
+  }
+  pith::kernels::set_quant_prefetch_bytes(saved);
+}
+
 // Prefill products long enough to cross the packed kernels' column chunks (quant_packed.hpp: 1,024
 // columns per chunk, results of later chunks added in Y) and W row steps (32 rows, the last one
 // partial), with X rows in groups of 4 and a tail; the row loop of quant_dot.hpp for types without

@@ -3,7 +3,7 @@
 // (quant_dot.hpp), then integer dot products per (W row, X row).
 //
 // Decode (one row of X): W's rows one after the other, each streamed once, the row
-// quant_prefetch_bytes ahead prefetched. Prefill (several rows): with 512-bit VNNI and a type of
+// quant_prefetch_bytes() ahead prefetched (on CPUs whose hardware prefetcher needs it). Prefill (several rows): with 512-bit VNNI and a type of
 // quant_packed.hpp, W repacked 32 rows at a time; otherwise W's rows in tiles of
 // quant_tile_rows that stay in L2 while groups of quant_group_rows rows of X pass over them; every
 // W block is decoded once per group (quant_dot_rows<NX>).
@@ -18,7 +18,7 @@
 //     Q5_K 15-16, Q4_K 12-17, Q4_0 12-15; with W in L3 ([5632 x 2048], [2048 x 5632]): Q8_0
 //     24-33, Q6_K 22-28, Q4_K 19-24, Q5_K 18-21, Q4_0 13-17 (Q4_0 is bound by its instructions,
 //     about 16 per block of 18 bytes). On one idle core since: Q4_0's four-block loop (quant_dot.hpp)
-//     19.6 -> 23.3 GB/s with W in L3; the prefetch into L2 8 KB ahead (quant_prefetch_bytes)
+//     19.6 -> 23.3 GB/s with W in L3; the prefetch into L2 8 KB ahead (quant_prefetch_bytes())
 //     took W beyond L3 from 14-16 to 18-25 GB/s.
 //   prefill, 512 x 2048 x 2048, GOP/s (2 per multiply-add): Q6_K 127, Q4_K 124, Q8_0 116, Q5_K
 //     112, Q4_0 109, against pith's F16 GEMM at 98 GFLOP/s in the same run, an FMA peak of 115
@@ -35,6 +35,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <type_traits>
 #include <utility>
@@ -46,8 +47,46 @@
 #include "pith/kernels/linkage.hpp"
 #include "pith/kernels/quant_dot.hpp"
 #include "pith/kernels/quant_packed.hpp"
+#include "pith/simd/simd.hpp"
 
 namespace pith::kernels {
+
+namespace quant_prefetch_detail {
+/// The default of quant_prefetch_bytes() for the running CPU: 0 (no software prefetch) on AMD
+/// family 0x1A (Zen 5), 8192 elsewhere.
+///
+/// Decode can prefetch the W row this many bytes ahead (rounded up to whole rows) into L2
+/// (prefetcht1 / prefetcht2) while it multiplies the current one. On a Zen 4 and on an Intel Xeon
+/// (Sapphire Rapids class) the integer kernels leave too few loads in flight for the hardware
+/// prefetcher alone to keep DRAM busy. One idle Zen 4 core, W [100000 x 2048] (115-220 MB), median
+/// GB/s of 7 alternating passes: into L1 4096 bytes ahead Q4_0 15.2, Q4_K 13.7, Q8_0 15.9, Q6_K
+/// 16.9; none Q4_0 15.7, Q4_K 18.0; into L2 4608 bytes ahead Q4_0 20.1, Q4_K 18.6, Q8_0 22.4, Q6_K
+/// 20.9; 8192 bytes ahead Q4_0 19.5, Q4_K 17.6, Q8_0 24.7, Q6_K 21.9 (passes vary by ±2 GB/s); on
+/// the Xeon 8 KB into L2 was the best of 0 / 4 / 8 / 16 / 32 KB and L1. On a Zen 5 the hardware
+/// prefetcher keeps up and the software prefetches only cost: every layer matrix of the 1.1B
+/// TinyLlama-shaped files in one pass (1.03 GB of Q8_0, 0.54 GB of Q4_0), GB/s of W, passes
+/// alternated: 8 KB into L2 Q8_0 17.5, Q4_0 15.2, Q4_K_M 15.5; 8 KB into L1 Q8_0 23.0, Q4_0 16.6,
+/// Q4_K_M 15.6; none Q8_0 24.2-28.9, Q4_0 20.7-24.4, Q4_K_M 16.5-17.9.
+inline std::size_t default_bytes() noexcept {
+  const simd::cpu_family cpu = simd::x86_cpu_family();
+  return cpu.amd && cpu.family >= 0x1A ? 0 : 8192;
+}
+inline std::atomic<std::size_t>& bytes() noexcept {
+  static std::atomic<std::size_t> value{default_bytes()};
+  return value;
+}
+}  // namespace quant_prefetch_detail
+
+/// How far ahead decode (one row of X times a quantized W) prefetches W into L2, in bytes; 0
+/// leaves W to the hardware prefetcher. The default depends on the CPU (quant_prefetch_detail);
+/// set_quant_prefetch_bytes changes it for every later product (results do not depend on it).
+inline std::size_t quant_prefetch_bytes() noexcept {
+  return quant_prefetch_detail::bytes().load(std::memory_order_relaxed);
+}
+inline void set_quant_prefetch_bytes(std::size_t bytes) noexcept {
+  quant_prefetch_detail::bytes().store(bytes, std::memory_order_relaxed);
+}
+
 // Every function here is compiled for the including unit's ISA (even the scalar ones, which the
 // compiler vectorizes): the ISA's inline namespace keeps units built for different ISAs apart.
 inline namespace PITH_ISA_NAMESPACE {
@@ -59,14 +98,6 @@ inline constexpr std::size_t quant_group_rows = Ops::registers >= 32 ? 8 : 4;
 /// W rows per tile in the prefill loop: 64 rows of 2048-5632 Q4_K-Q8_0 values are 74-380 KB, in L2.
 inline constexpr std::size_t quant_tile_rows = 64;
 
-/// Decode prefetches the W row this many bytes ahead (rounded up to whole rows) into L2 (prefetcht1
-/// / prefetcht2, not into L1) while it multiplies the current one: the integer kernels leave too
-/// few loads in flight for the hardware prefetcher alone to keep DRAM busy. One idle core of a Zen
-/// 4, W [100000 x 2048] (115-220 MB), median GB/s of 7 alternating passes: into L1 4096 bytes
-/// ahead (the earlier setting) Q4_0 15.2, Q4_K 13.7, Q8_0 15.9, Q6_K 16.9; none Q4_0 15.7, Q4_K
-/// 18.0; into L2 4608 bytes ahead Q4_0 20.1, Q4_K 18.6, Q8_0 22.4, Q6_K 20.9; 8192 bytes ahead
-/// Q4_0 19.5, Q4_K 17.6, Q8_0 24.7, Q6_K 21.9 (passes vary by ±2 GB/s).
-inline constexpr std::size_t quant_prefetch_bytes = 8192;
 
 /// Quantizes X [rows, cols] (rows x_stride apart) for weights of type `w` into `buffer` (grown on
 /// demand: allocates only when larger than before). `parallel` spreads the rows over the pool
@@ -97,10 +128,11 @@ inline void quant_group(const quantized_rows& xq, std::size_t first, const tenso
   activation_row a[NX];
   for (std::size_t r = 0; r < NX; ++r) a[r] = xq.row(first + r);
   const std::size_t row_bytes = dtype_row_bytes(T, w.cols());
-  const std::size_t ahead = std::max<std::size_t>(1, (quant_prefetch_bytes + row_bytes - 1) / row_bytes);
+  const std::size_t prefetch = NX == 1 ? quant_prefetch_bytes() : 0;
+  const std::size_t ahead = std::max<std::size_t>(1, (prefetch + row_bytes - 1) / row_bytes);
   for (std::size_t o = begin; o < end; ++o) {
 #if defined(__GNUC__)
-    if (NX == 1 && o + ahead < w.rows()) {
+    if (prefetch != 0 && o + ahead < w.rows()) {
       const std::byte* next = w.row(o + ahead);
       for (std::size_t offset = 0; offset < row_bytes; offset += 64) __builtin_prefetch(next + offset, 0, 1);
     }

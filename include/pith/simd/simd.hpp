@@ -34,6 +34,10 @@
 #include <cstddef>
 #include <string_view>
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 namespace pith::simd {
 
 #if defined(PITH_DISABLE_SIMD)
@@ -76,6 +80,26 @@ inline bool cpu_supports() noexcept {
   if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
   return true;
+}
+
+/// The running x86 CPU's vendor and family (CPUID leaf 1, the extended family added where the base
+/// family is 0xF, as AMD and Intel define it: 0x19 is Zen 3/4, 0x1A Zen 5); {false, 0} elsewhere.
+struct cpu_family {
+  bool amd = false;
+  unsigned family = 0;
+};
+inline cpu_family x86_cpu_family() noexcept {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return {};
+  const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "AuthenticAMD"
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) return {};
+  unsigned family = (a >> 8) & 0xFu;
+  if (family == 0xFu) family += (a >> 20) & 0xFFu;
+  return {amd, family};
+#else
+  return {};
+#endif
 }
 
 /// Whether the running CPU has AVX512_BF16 (vdpbf16ps); false off x86.

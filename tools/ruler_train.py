@@ -41,6 +41,15 @@ from pathlib import Path
 
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+if __name__ == "__main__" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+    # glibc serves every block above its mmap threshold (at most 32 MB) with a fresh mapping and
+    # returns it on free, so each step's attention tensors (batch x heads x T^2 floats, 50-100 MB)
+    # are page-faulted and zeroed anew: with 1,000-token documents most of the CPU time went to
+    # the kernel. Keeping them in the heap made a training step 4.3x cheaper (3.3 against 14.3 CPU s,
+    # 16 sequences of 604 tokens). The variables are read at process start, hence the re-exec.
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 32)
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = str(1 << 34)
+    os.execv(sys.executable, [sys.executable] + sys.argv)
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,6 +67,7 @@ JOINERS = "-"
 PUNCTUATION = string.punctuation  # the 32 ASCII punctuation characters, each a token
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # pith folds A-Z only
 DENSE = "niah_multikey_dense"  # training only (--dense-needles)
+RECALL = "niah_recall"  # training only (--recall-weight): needles without a haystack
 NEEDLE_RE = re.compile(r"One of the special magic (number|uuid)s for (\S+) is: (\S+)\.")
 
 
@@ -182,6 +192,30 @@ class Sampler:
         return ruler_tasks.make_document_units(task, units, seed, length)
 
 
+def recall_document(length: int, seed: int) -> ruler_tasks.Document:
+    """A training-only niah document without a haystack: the multi-needle preamble, then 1 to
+    length / 20 needles (uniform; a needle is about 20 tokens) "One of the special magic numbers for
+    ADJECTIVE-NOUN is: VALUE." with distinct keys, one of them asked. Documents with one or two needles
+    reward copying a value at all, those with more reward matching the key; make_sequence asks the
+    other needles as extra questions, so a step carries many targets."""
+    rng = random.Random(seed)
+    count = rng.randint(1, max(1, length // 20))
+    keys: list[str] = []
+    while len(keys) < count:
+        key = rng.choice(ruler_tasks.ADJECTIVES) + "-" + rng.choice(ruler_tasks.NOUNS)
+        if key not in keys:
+            keys.append(key)
+    values = [str(rng.randrange(1000000, 10000000)) for _ in keys]
+    needles = " ".join(f"One of the special magic numbers for {k} is: {v}." for k, v in zip(keys, values))
+    asked = rng.randrange(count)
+    preamble = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
+                "I will quiz you about the numbers afterwards.\n")
+    question = f"What is the special magic number for {keys[asked]} mentioned in the provided text?"
+    prefix = f" The special magic number for {keys[asked]} mentioned in the provided text is"
+    return ruler_tasks.Document(RECALL, length, seed, None, 0, count, preamble + needles + "\n", question, prefix,
+                                [values[asked]])
+
+
 def make_sequence(vocab: WordVocabulary, d, rng: random.Random, extra_questions: int, restate: float):
     """(ids, answer spans) of one training sequence: with probability `restate` an extra question is
     instead the needle's own opening ("One of the special magic numbers for KEY is:") followed by its
@@ -218,7 +252,7 @@ def make_batch(vocab, sampler, rng, tasks, weights, length, batch, counter, run_
         seed = TRAIN_SEED_BASE + (run_seed << 24) + counter + i
         i += 1
         try:
-            d = sampler.document(task, length, seed)
+            d = recall_document(length, seed) if task == RECALL else sampler.document(task, length, seed)
         except ValueError:  # fwe at a length too short to rank its words
             continue
         row, row_spans = make_sequence(vocab, d, rng, extra_questions, restate)
@@ -357,6 +391,9 @@ def main() -> None:
     parser.add_argument("--final-eval-count", type=int, default=200)
     parser.add_argument("--shared-embedding", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (--minutes counts all of their CPU time)")
+    parser.add_argument("--recall-weight", type=float, default=0.0,
+                        help="adds the training task niah_recall (needles without a haystack, every needle a "
+                             "possible extra question) with this weight")
     parser.add_argument("--dense-needles", type=int, default=0,
                         help="adds the training task niah_multikey_dense: niah_multikey_1 with this many needles "
                              "(each a target of the extra questions)")
@@ -387,6 +424,9 @@ def main() -> None:
     weights = [float(x) for x in args.task_weights.split(",")]
     if args.dense_needles:
         ruler_tasks.NIAH[DENSE] = ruler_tasks.NIAH["niah_multikey_1"][:3] + (args.dense_needles, 1, 1)
+    if args.recall_weight:
+        tasks.append(RECALL)
+        weights.append(args.recall_weight)
     sampler = Sampler(vocab, tuple(ruler_tasks.TASKS) + ((DENSE,) if args.dense_needles else ()))
     start, cpu_start = time.time(), time.process_time()
     budget = args.minutes * 60

@@ -336,10 +336,19 @@ void quant_prefill_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond);
 }
 
-// A W larger than any last-level cache (Q4_0 0.46 GB, Q8_0 0.87 GB): the decode kernels' DRAM rate.
+// A W larger than any last-level cache (Q4_0 0.46 GB, Q8_0 0.87 GB): the decode kernels' DRAM rate,
+// with W prefetched 8 KB ahead into L2 and with none (kernels::set_quant_prefetch_bytes), the two
+// settings quant_prefetch_bytes() chooses between by CPU.
+template <pith::dtype T>
+void BM_quant_dram(benchmark::State& state) {
+  const std::size_t saved = pith::kernels::quant_prefetch_bytes();
+  pith::kernels::set_quant_prefetch_bytes(static_cast<std::size_t>(state.range(3)));
+  BM_quant<T>(state);
+  pith::kernels::set_quant_prefetch_bytes(saved);
+}
 void quant_dram_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"rows", "in", "out"});
-  b->Args({1, 2048, 400000});
+  b->ArgNames({"rows", "in", "out", "prefetch"});
+  for (long prefetch : {8192, 0}) b->Args({1, 2048, 400000, prefetch});
   b->Unit(benchmark::kMillisecond);
 }
 BENCHMARK(BM_quant<pith::dtype::q8_0>)->Name("BM_qmatvec_q8_0")->Apply(quant_decode_shapes);
@@ -347,8 +356,8 @@ BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qmatvec_q4_0")->Apply(quant_dec
 BENCHMARK(BM_quant<pith::dtype::q4_k>)->Name("BM_qmatvec_q4_k")->Apply(quant_decode_shapes);
 BENCHMARK(BM_quant<pith::dtype::q5_k>)->Name("BM_qmatvec_q5_k")->Apply(quant_decode_shapes);
 BENCHMARK(BM_quant<pith::dtype::q6_k>)->Name("BM_qmatvec_q6_k")->Apply(quant_decode_shapes);
-BENCHMARK(BM_quant<pith::dtype::q8_0>)->Name("BM_qmatvec_dram_q8_0")->Apply(quant_dram_shapes);
-BENCHMARK(BM_quant<pith::dtype::q4_0>)->Name("BM_qmatvec_dram_q4_0")->Apply(quant_dram_shapes);
+BENCHMARK(BM_quant_dram<pith::dtype::q8_0>)->Name("BM_qmatvec_dram_q8_0")->Apply(quant_dram_shapes);
+BENCHMARK(BM_quant_dram<pith::dtype::q4_0>)->Name("BM_qmatvec_dram_q4_0")->Apply(quant_dram_shapes);
 void quant_pool_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "in", "out", "threads"});
   for (long threads : {1, 2}) b->Args({1, 2048, 32000, threads});

@@ -22,7 +22,8 @@ value) plus --lm-weight times the next-token loss over the document. Document le
 --short-min/max-length tokens during the first --curriculum fraction of the CPU-time budget, then
 --min/max-length (at least 1,024). --dense-needles N adds a training-only task, niah_multikey_1 with N
 needles (with --extra-questions N - 1 every needle is asked), for recipes that want more key-matching
-targets per document. The model class, initialisation, optimiser and schedule are
+targets per document; --recall-weight W adds niah_recall (recall_document: needles without a haystack,
+1 to length / 20 of them). The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
 2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads.
 """

@@ -207,7 +207,7 @@ def recall_document(length: int, seed: int) -> ruler_tasks.Document:
         if key not in keys:
             keys.append(key)
     values = [str(rng.randrange(1000000, 10000000)) for _ in keys]
-    needles = " ".join(f"One of the special magic numbers for {k} is: {v}." for k, v in zip(keys, values))
+    needles = " ".join(ruler_tasks.NEEDLE.format(t="number", key=k, value=v) for k, v in zip(keys, values))
     asked = rng.randrange(count)
     preamble = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
                 "I will quiz you about the numbers afterwards.\n")

@@ -3,10 +3,10 @@
 // (quant_dot.hpp), then integer dot products per (W row, X row).
 //
 // Decode (one row of X): W's rows one after the other, each streamed once, the row
-// quant_prefetch_bytes() ahead prefetched (on CPUs whose hardware prefetcher needs it). Prefill (several rows): with 512-bit VNNI and a type of
-// quant_packed.hpp, W repacked 32 rows at a time; otherwise W's rows in tiles of
-// quant_tile_rows that stay in L2 while groups of quant_group_rows rows of X pass over them; every
-// W block is decoded once per group (quant_dot_rows<NX>).
+// quant_prefetch_bytes() ahead prefetched (on CPUs whose hardware prefetcher needs it). Prefill
+// (several rows): with 512-bit VNNI and a type of quant_packed.hpp, W repacked 32 rows at a time;
+// otherwise W's rows in tiles of quant_tile_rows that stay in L2 while groups of quant_group_rows
+// rows of X pass over them; every W block is decoded once per group (quant_dot_rows<NX>).
 //
 // Error: that of X's 8-bit quantization (each x within half a step of its block, note §3.3),
 // plus float roundings of the per-block scale products and their sum (quant_dot.hpp).
@@ -97,7 +97,6 @@ template <class Ops>
 inline constexpr std::size_t quant_group_rows = Ops::registers >= 32 ? 8 : 4;
 /// W rows per tile in the prefill loop: 64 rows of 2048-5632 Q4_K-Q8_0 values are 74-380 KB, in L2.
 inline constexpr std::size_t quant_tile_rows = 64;
-
 
 /// Quantizes X [rows, cols] (rows x_stride apart) for weights of type `w` into `buffer` (grown on
 /// demand: allocates only when larger than before). `parallel` spreads the rows over the pool

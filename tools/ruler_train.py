@@ -25,7 +25,8 @@ needles (with --extra-questions N - 1 every needle is asked), for recipes that w
 targets per document; --recall-weight W adds niah_recall (recall_document: needles without a haystack,
 1 to length / 20 of them). The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
-2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads.
+2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads and sets the
+learning-rate schedule; --max-steps ends a stage early without changing that schedule.
 """
 
 from __future__ import annotations
@@ -391,6 +392,9 @@ def main() -> None:
     parser.add_argument("--eval-count", type=int, default=32)
     parser.add_argument("--final-eval-count", type=int, default=200)
     parser.add_argument("--shared-embedding", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="stop after this many steps (the schedule still spans --minutes): ends a stage whose "
+                             "learning rate should not decay yet")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (--minutes counts all of their CPU time)")
     parser.add_argument("--recall-weight", type=float, default=0.0,
                         help="adds the training task niah_recall (needles without a haystack, every needle a "
@@ -434,7 +438,7 @@ def main() -> None:
     counter, step, history, smoothed = 0, 0, [], None
     while True:
         elapsed = time.process_time() - cpu_start
-        if elapsed > budget:
+        if elapsed > budget or (args.max_steps and step >= args.max_steps):
             break
         progress = min(1.0, elapsed / budget)
         lr = learning_rate(args.lr, step, args.warmup, progress)

@@ -185,6 +185,14 @@ TEST(BpeTokenizer, UnsupportedOrMalformedPartsAreNamed) {
   json = valid;
   json["post_processor"] = {{"type", "Mystery"}};
   expect_error(json, "post_processor.type = 'Mystery'");
+  json = valid;  // a template token beyond the vocabulary would reach the model as an id it has no row for
+  json["post_processor"] = {{"type", "TemplateProcessing"},
+                            {"single", {{{"SpecialToken", {{"id", "<x>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}}}}}},
+                            {"special_tokens", {{"<x>", {{"id", "<x>"}, {"ids", {100000}}}}}}};
+  expect_error(json, "post_processor adds token id 100000, outside the vocabulary");
+  json = valid;
+  json["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<s>", -3}}, {"sep", {"</s>", 0}}};
+  expect_error(json, "post_processor adds token id -3");
   json = valid;
   json["model"]["merges"] = {"ab"};
   expect_error(json, "model.merges[0]");

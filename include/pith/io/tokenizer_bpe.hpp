@@ -435,7 +435,16 @@ class bpe_tokenizer final : public tokenizer_model {
     read_merges(*model);
     if (const nlohmann::json* normalizer = member(root, "normalizer")) read_normalizer(*normalizer, "normalizer");
     if (const nlohmann::json* pre = member(root, "pre_tokenizer")) read_pre_tokenizer(*pre, "pre_tokenizer");
-    if (const nlohmann::json* post = member(root, "post_processor")) read_post_processor(*post, "post_processor", prefix_, suffix_);
+    if (const nlohmann::json* post = member(root, "post_processor")) {
+      read_post_processor(*post, "post_processor", prefix_, suffix_);
+      // The template's ids are written apart from the vocabulary and added_tokens: one beyond both would be
+      // emitted by encode as a token the model has no embedding for.
+      for (const std::vector<std::int32_t>* ids : {&prefix_, &suffix_})
+        for (const std::int32_t id : *ids)
+          if (id < 0 || id >= vocab_size())
+            fail("post_processor adds token id " + std::to_string(id) + ", outside the vocabulary of " +
+                 std::to_string(vocab_size()));
+    }
     if (const nlohmann::json* decoder = member(root, "decoder")) read_decoder(*decoder, "decoder");
   }
 

@@ -25,8 +25,8 @@ needles (with --extra-questions N - 1 every needle is asked), for recipes that w
 targets per document; --recall-weight W adds niah_recall (recall_document: needles without a haystack,
 1 to length / 20 of them). The model class, initialisation, optimiser and schedule are
 tools/toy_train.py's. Training seeds are 2^40 + (run seed << 24) + counter; evaluation seeds
-2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all --threads and sets the
-learning-rate schedule; --max-steps ends a stage early without changing that schedule.
+2^20 + i, so no evaluation document was seen in training. --minutes bounds the CPU time of all
+--threads and sets the learning-rate schedule; --max-steps ends a stage early without changing it.
 """
 
 from __future__ import annotations

@@ -76,11 +76,11 @@ TRIM_EVERY = 25  # steps between two release_free_memory() calls
 
 
 def release_free_memory() -> None:
-    """Returns the heap's free pages to the system (glibc's malloc_trim). Without it the heap kept
-    above never shrinks: documents of varying length leave free blocks that the next step's
-    tensors do not fit, and a 1,024-1,280-token stage grew to 15 GB resident (enough for the
-    kernel's OOM killer to end one of two stages run side by side on 24 GB). Once every TRIM_EVERY
-    steps the refaulting costs little of what keeping the tensors in the heap saves."""
+    """Returns the heap's free pages to the system (glibc's malloc_trim): with the trim threshold
+    raised above, the heap otherwise never shrinks. It does not bound all of the growth seen: a
+    1,024-1,280-token stage reached 15 GB resident without it, and a stage with it still reached
+    about 16 GB (resident plus swap) on 100-400-token documents, a growth whose cause is not found;
+    on 24 GB run one stage at a time."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
@@ -479,7 +479,6 @@ def main() -> None:
             print(f"step {step} {elapsed / 60:.1f} cpu min len {length} lr {lr:.2e} answer loss {smoothed:.4f} "
                   f"lm loss {lm_loss:.3f}", flush=True)
         if step % args.eval_every == 0:
-            release_free_memory()
             model.eval()
             eval_length = args.short_max_length if short else args.eval_length
             scores = {"length": eval_length, **evaluate(model, vocab, eval_tasks, eval_length, args.eval_count)}
@@ -490,7 +489,6 @@ def main() -> None:
             if args.out:  # a usable checkpoint at every evaluation
                 export(model, vocab, args.out, {"partial": True, "step": step, "history": history})
     train_minutes, train_cpu_minutes = (time.time() - start) / 60, (time.process_time() - cpu_start) / 60
-    release_free_memory()
     model.eval()
     final = evaluate(model, vocab, eval_tasks, args.eval_length, args.final_eval_count)
     print(f"final ({args.final_eval_count} held-out documents of {args.eval_length} tokens per task): "

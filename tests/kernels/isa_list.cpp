@@ -18,6 +18,11 @@ void load_bf16_lanes(const std::uint16_t* p, std::size_t count, float* lanes) {
 }
 
 template <class Ops>
+void load_s8_lanes(const std::int8_t* p, std::size_t count, float* lanes) {
+  Ops::store(lanes, count == Ops::width ? Ops::load_s8(p) : Ops::load_s8_partial(p, count));
+}
+
+template <class Ops>
 compiled_isa make_isa() {
   bool bf16_dot = false;
 #if defined(PITH_SIMD_HAS_AVX512_BF16_DOT)
@@ -31,7 +36,8 @@ compiled_isa make_isa() {
           &kernels::matmul_transposed_range_with<Ops>,
           bf16_dot,
           &load_f16_lanes<Ops>,
-          &load_bf16_lanes<Ops>};
+          &load_bf16_lanes<Ops>,
+          &load_s8_lanes<Ops>};
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ struct compiled_isa {
   bool bf16_dot;  // bf16_decode::dot_pairs takes vdpbf16ps (AVX512_BF16 compiled in)
   void (*load_f16)(const std::uint16_t*, std::size_t count, float* lanes);   // count <= width: partial below
   void (*load_bf16)(const std::uint16_t*, std::size_t count, float* lanes);
+  void (*load_s8)(const std::int8_t*, std::size_t count, float* lanes);
 };
 
 /// Every primitive set compiled into the binary, scalar first (isa_list.cpp: the kernels of all of

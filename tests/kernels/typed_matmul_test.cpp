@@ -239,6 +239,29 @@ TEST(TypedMatmulTest, EveryHalfAndBfloat16ConvertsExactly) {
   }
 }
 
+// Every int8 value through each ISA's load_s8 / load_s8_partial on every lane and count: exactly the
+// value, the lanes past `count` 0 (the Q8_0 KV cache's loads in the fused kernel).
+TEST(TypedMatmulTest, EveryInt8ConvertsExactly) {
+  std::vector<std::int8_t> patterns(256 + 64);
+  for (std::size_t i = 0; i < patterns.size(); ++i) patterns[i] = static_cast<std::int8_t>(i - 128);
+  for (const auto& isa : pith::testing::compiled_isas()) {
+    if (!isa.supported) continue;
+    SCOPED_TRACE(isa.name);
+    std::vector<float> lanes(isa.width);
+    std::size_t mismatches = 0;
+    for (std::size_t count = 1; count <= isa.width; ++count)
+      for (std::size_t i = 0; i < 256; ++i) {
+        isa.load_s8(patterns.data() + i, count, lanes.data());
+        for (std::size_t lane = 0; lane < isa.width; ++lane) {
+          const float expected = lane >= count ? 0.0f : static_cast<float>(patterns[i + lane]);
+          if (lanes[lane] != expected && mismatches++ < 5)
+            ADD_FAILURE() << "int8 at " << i << " lane " << lane << " of " << count << ": " << lanes[lane]
+                          << ", expected " << expected;
+        }
+      }
+  }
+}
+
 // Through the products: W [65536, 1] holds every F16 (or BF16) pattern, x = 1, so Y is the converted
 // weight itself (exact: one product and a zero) on the matrix-vector kernel and the GEMM; subnormals and
 // the largest finite values included. NaN gives NaN, ±inf itself.

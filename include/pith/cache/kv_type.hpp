@@ -25,11 +25,8 @@
 #include "pith/core/error.hpp"
 #include "pith/core/half.hpp"
 #include "pith/core/quant.hpp"
+#include "pith/simd/f16_rows.hpp"
 
-#if defined(__F16C__) && !defined(PITH_DISABLE_SIMD)
-#include "pith/simd/x86_intrinsics.hpp"
-#define PITH_KV_F16C 1
-#endif
 
 namespace pith {
 
@@ -91,23 +88,12 @@ inline quant::block_q8_0 quantize_block_q8_0(const float* x) noexcept {
   return b;
 }
 
+inline namespace PITH_ISA_NAMESPACE {  // the f16 rows convert with this unit's target (simd/f16_rows.hpp)
+
 /// Stores head_dim floats as one row of type t at `row` (kv_row_bytes(t, head_dim) bytes).
 inline void kv_encode_row(dtype t, const float* x, std::size_t head_dim, std::byte* row) noexcept {
   switch (t) {
-    case dtype::f16: {
-      std::size_t i = 0;
-#if defined(PITH_KV_F16C)
-      // The F16C conversion rounds to nearest even like float_to_half (and quiets NaNs alike).
-      for (const std::size_t body = head_dim - head_dim % 8; i < body; i += 8)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(row + 2 * i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#endif
-      for (; i < head_dim; ++i) {
-        const std::uint16_t h = float_to_half(x[i]);
-        std::memcpy(row + 2 * i, &h, 2);
-      }
-      return;
-    }
+    case dtype::f16: simd::store_f16_row(x, head_dim, row); return;
     case dtype::bf16:
       for (std::size_t i = 0; i < head_dim; ++i) {
         const std::uint16_t h = float_to_bfloat16(x[i]);
@@ -127,21 +113,14 @@ inline void kv_encode_row(dtype t, const float* x, std::size_t head_dim, std::by
 /// Reads one row of type t (head_dim elements) into floats.
 inline void kv_decode_row(dtype t, const std::byte* row, std::size_t head_dim, float* x) noexcept {
   switch (t) {
-    case dtype::f16:
-    case dtype::bf16: {
-      std::size_t i = 0;
-#if defined(PITH_KV_F16C)
-      if (t == dtype::f16)
-        for (const std::size_t body = head_dim - head_dim % 8; i < body; i += 8)
-          _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i))));
-#endif
-      for (; i < head_dim; ++i) {
+    case dtype::f16: simd::load_f16_row(row, head_dim, x); return;
+    case dtype::bf16:
+      for (std::size_t i = 0; i < head_dim; ++i) {
         std::uint16_t h;
         std::memcpy(&h, row + 2 * i, 2);
-        x[i] = t == dtype::f16 ? half_to_float(h) : bfloat16_to_float(h);
+        x[i] = bfloat16_to_float(h);
       }
       return;
-    }
     case dtype::q8_0:
       for (std::size_t b = 0; b < head_dim / quant::qk; ++b) {
         quant::block_q8_0 block;
@@ -153,5 +132,7 @@ inline void kv_decode_row(dtype t, const std::byte* row, std::size_t head_dim, f
     default: std::memcpy(x, row, head_dim * sizeof(float)); return;
   }
 }
+
+}  // namespace PITH_ISA_NAMESPACE
 
 }  // namespace pith

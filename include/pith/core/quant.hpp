@@ -292,6 +292,34 @@ inline void dequantize_row(dtype t, const std::byte* row, std::size_t count, flo
   });
 }
 
+// Byte-level helpers of the block readers and kernels.
+inline std::uint16_t load_u16(const std::byte* p) noexcept {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+/// The scales and mins of a Q4_K / Q5_K super-block as four little-endian words of four bytes:
+/// scales 0-3, scales 4-7, mins 0-3, mins 4-7 (the word-parallel unpacking of note §1.2).
+struct k4_scale_words {
+  std::uint32_t scales_low, scales_high, mins_low, mins_high;
+};
+inline k4_scale_words unpack_scale_words_k4(const std::uint8_t* bytes) noexcept {
+  std::uint32_t w[3];
+  std::memcpy(w, bytes, 12);
+  return {w[0] & 0x3f3f3f3fu, (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4), w[1] & 0x3f3f3f3fu,
+          ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4)};
+}
+
+/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes.
+inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
+  const k4_scale_words w = unpack_scale_words_k4(bytes);
+  std::memcpy(scales, &w.scales_low, 4);
+  std::memcpy(scales + 4, &w.scales_high, 4);
+  std::memcpy(mins, &w.mins_low, 4);
+  std::memcpy(mins + 4, &w.mins_high, 4);
+}
+
 }  // namespace pith::quant
 
 #if !defined(__clang__) && defined(__GNUC__)

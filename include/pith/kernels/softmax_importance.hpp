@@ -174,8 +174,8 @@ struct stored_elements {
       return Ops::load_bf16_partial(reinterpret_cast<const std::uint16_t*>(row) + c, count);
     else return load_q8_0(row, c, count);
   }
-  // W int8 quants widened to float (a loop the compiler turns into one sign-extension and one
-  // conversion), times the block's f16 scale broadcast and widened by the set's load_f16.
+  // W int8 quants widened to float by the set's load_s8 (sign extension in registers), times the
+  // block's f16 scale broadcast and widened by the set's load_f16.
   static vec load_q8_0(const std::byte* row, std::size_t c, std::size_t count) noexcept {
     static_assert(quant::qk % W == 0, "a vector of Q8_0 elements lies in one block");
     const std::byte* block = row + c / quant::qk * sizeof(quant::block_q8_0);
@@ -183,33 +183,9 @@ struct stored_elements {
     std::uint16_t scale_bits;
     std::memcpy(&scale_bits, block, sizeof scale_bits);
     for (std::size_t i = 0; i < W; ++i) scale[i] = scale_bits;
-    const std::byte* quants = block + sizeof scale_bits + c % quant::qk;
-    // On x86 the quants are widened in registers by sign extension: a vector built through memory
-    // from narrower stores would stall on store forwarding.
-#if defined(PITH_SIMD_HAS_AVX512) && !defined(PITH_DISABLE_SIMD)
-    if constexpr (std::is_same_v<Ops, simd::avx512::ops>) {
-      const __m128i bytes = count >= W ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(quants))
-                                       : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << count) - 1u), quants);
-      return Ops::mul(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), Ops::load_f16(scale));
-    }
-#endif
-#if defined(PITH_SIMD_HAS_AVX2) && !defined(PITH_DISABLE_SIMD)
-    if constexpr (std::is_same_v<Ops, simd::avx2::ops>) {
-      std::int64_t eight = 0;
-      std::memcpy(&eight, quants, count >= W ? W : count);
-      const __m128i bytes = _mm_cvtsi64_si128(eight);
-      return Ops::mul(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), Ops::load_f16(scale));
-    }
-#endif
-    std::int8_t q[W];
-    std::memcpy(q, quants, W);
-    alignas(64) float widened[W];
-    if (count >= W) {
-      for (std::size_t i = 0; i < W; ++i) widened[i] = static_cast<float>(q[i]);
-    } else {
-      for (std::size_t i = 0; i < W; ++i) widened[i] = i < count ? static_cast<float>(q[i]) : 0.0f;
-    }
-    return Ops::mul(Ops::load(widened), Ops::load_f16(scale));
+    const auto* quants = reinterpret_cast<const std::int8_t*>(block + sizeof scale_bits + c % quant::qk);
+    const vec widened = count >= W ? Ops::load_s8(quants) : Ops::load_s8_partial(quants, count);
+    return Ops::mul(widened, Ops::load_f16(scale));
   }
 };
 

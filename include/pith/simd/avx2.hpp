@@ -52,6 +52,14 @@ struct ops {
   static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
     return bf16_to_float(load16_partial(p, count));
   }
+  // int8: eight bytes moved into a register as one 64-bit word, then sign-extended and converted
+  // (exact); a vector built through memory from byte stores would stall on store forwarding.
+  static vec load_s8(const std::int8_t* p) noexcept { return load_s8_partial(p, width); }
+  static vec load_s8_partial(const std::int8_t* p, std::size_t count) noexcept {
+    std::int64_t eight = 0;
+    std::memcpy(&eight, p, count < width ? count : width);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(eight)));
+  }
   static vec load_unaligned(const void* p) noexcept { return _mm256_loadu_ps(static_cast<const float*>(p)); }
   static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
     return _mm256_maskload_ps(static_cast<const float*>(p), tail_mask(count));

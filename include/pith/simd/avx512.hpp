@@ -47,6 +47,13 @@ struct ops {
   static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
     return bf16_to_float(load16_partial(p, count));
   }
+  // int8: sign-extended in registers (vpmovsxbd) and converted, exact; the partial load is masked.
+  static vec load_s8(const std::int8_t* p) noexcept {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  static vec load_s8_partial(const std::int8_t* p, std::size_t count) noexcept {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << count) - 1u), p)));
+  }
   static vec load_unaligned(const void* p) noexcept { return _mm512_loadu_ps(p); }
   static vec load_unaligned_partial(const void* p, std::size_t count) noexcept {
     return _mm512_maskz_loadu_ps(tail_mask(count), p);

@@ -44,6 +44,14 @@ struct ops {
   static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
     return bf16_to_float(load16_partial(p, count));
   }
+  // int8: four bytes widened twice (sxtl) and converted (scvtf), exact.
+  static vec load_s8(const std::int8_t* p) noexcept { return load_s8_partial(p, width); }
+  static vec load_s8_partial(const std::int8_t* p, std::size_t count) noexcept {
+    std::int32_t four = 0;
+    std::memcpy(&four, p, count < width ? count : width);
+    const int8x8_t bytes = vreinterpret_s8_s32(vdup_n_s32(four));
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(bytes))));
+  }
   static vec load_unaligned(const void* p) noexcept {
     return vreinterpretq_f32_u8(vld1q_u8(static_cast<const std::uint8_t*>(p)));
   }

@@ -36,6 +36,10 @@ struct ops {
   static vec load_bf16_partial(const std::uint16_t* p, std::size_t count) noexcept {
     return count > 0 ? load_bf16(p) : 0.0f;
   }
+  static vec load_s8(const std::int8_t* p) noexcept { return static_cast<float>(*p); }
+  static vec load_s8_partial(const std::int8_t* p, std::size_t count) noexcept {
+    return count > 0 ? load_s8(p) : 0.0f;
+  }
   static vec load_unaligned(const void* p) noexcept {
     float value;
     std::memcpy(&value, p, sizeof value);

@@ -14,6 +14,8 @@
 //   bfloat16 values from a const std::uint16_t*), load_unaligned (width floats at any byte
 //   address), each with a _partial(p, count) variant reading only the first `count` < width
 //   elements (other lanes 0).
+//   load_s8 / load_s8_partial(p, count): width (or the first `count` < width) int8 values from a
+//   const std::int8_t*, converted exactly to float lanes (other lanes 0).
 // Separate namespaces keep inline functions compiled for different ISAs from being merged by the
 // linker. PITH_DISABLE_SIMD makes `native` the scalar set whatever the compiler flags.
 //

@@ -24,6 +24,7 @@ Runs on one thread (torch.set_num_threads(1)); --minutes is a limit on the proce
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -66,6 +67,16 @@ def rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Te
 ATTENTION_BLOCK = 256  # query rows per block of causal_attention
 
 
+@functools.lru_cache(maxsize=64)
+def causal_bias(start: int, end: int, g: int, dtype: torch.dtype) -> torch.Tensor:
+    """The additive causal mask of query rows [start, end) against keys [0, end), repeated for g query
+    heads: [g * (end - start), end], 0 where a key is visible and -inf after the row's position.
+    Cached: every layer of a forward, and every forward of the same length, asks for the same blocks."""
+    rows = torch.arange(start, end).repeat(g)[:, None]
+    return torch.zeros(g * (end - start), end, dtype=dtype).masked_fill(torch.arange(end)[None, :] > rows,
+                                                                        float("-inf"))
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal softmax attention with grouped KV heads: q [B, T, H, d], k and v [B, T, KV, d] -> [B, T, H * d].
 
@@ -80,12 +91,11 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     qh = q.view(B, T, kv, g, d).permute(0, 2, 3, 1, 4).reshape(B * kv, g, T, d)
     kh = k.permute(0, 2, 1, 3).reshape(B * kv, T, d)
     vh = v.permute(0, 2, 1, 3).reshape(B * kv, T, d)
-    bias = torch.full((T, T), float("-inf"), dtype=q.dtype).triu(1)
     blocks = []
     for start in range(0, T, ATTENTION_BLOCK):
         end = min(T, start + ATTENTION_BLOCK)
         rows = qh[:, :, start:end].reshape(B * kv, g * (end - start), d)
-        scores = torch.baddbmm(bias[start:end, :end].repeat(g, 1), rows, kh[:, :end].transpose(1, 2),
+        scores = torch.baddbmm(causal_bias(start, end, g, q.dtype), rows, kh[:, :end].transpose(1, 2),
                                alpha=1.0 / math.sqrt(d))
         blocks.append(torch.bmm(torch.softmax(scores, -1), vh[:, :end]).view(B * kv, g, end - start, d))
     out = torch.cat(blocks, 2).view(B, kv, g, T, d)

@@ -156,6 +156,35 @@ inline void scale_min_k4(std::size_t j, const std::uint8_t* q, std::uint8_t& sca
   }
 }
 
+/// The little-endian 16-bit word at p (any alignment): f16 scales of the blocks.
+inline std::uint16_t load_u16(const std::byte* p) noexcept {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+/// The scales and mins of a Q4_K / Q5_K super-block as four little-endian words of four bytes:
+/// scales 0-3, scales 4-7, mins 0-3, mins 4-7 (the word-parallel unpacking of note §1.2).
+struct k4_scale_words {
+  std::uint32_t scales_low, scales_high, mins_low, mins_high;
+};
+inline k4_scale_words unpack_scale_words_k4(const std::uint8_t* bytes) noexcept {
+  std::uint32_t w[3];
+  std::memcpy(w, bytes, 12);
+  return {w[0] & 0x3f3f3f3fu, (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4), w[1] & 0x3f3f3f3fu,
+          ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4)};
+}
+
+/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes: the values
+/// of scale_min_k4(0 … 7), unpacked a word at a time.
+inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
+  const k4_scale_words w = unpack_scale_words_k4(bytes);
+  std::memcpy(scales, &w.scales_low, 4);
+  std::memcpy(scales + 4, &w.scales_high, 4);
+  std::memcpy(mins, &w.mins_low, 4);
+  std::memcpy(mins + 4, &w.mins_high, 4);
+}
+
 /// Sub-block s's signed 6-bit scale (−32 … 31) of a Q3_K super-block (note §1.2).
 inline int q3_k_scale(const std::uint8_t* scales, std::size_t s) noexcept {
   const int low4 = s < 8 ? (scales[s] & 0xF) : (scales[s - 8] >> 4);
@@ -290,34 +319,6 @@ inline void dequantize_row(dtype t, const std::byte* row, std::size_t count, flo
     constexpr std::size_t n = dtype_block_elements(T), bytes = dtype_block_bytes(T);
     for (std::size_t b = 0; b < count / n; ++b) dequantize_block<T>(row + b * bytes, out + b * n);
   });
-}
-
-// Byte-level helpers of the block readers and kernels.
-inline std::uint16_t load_u16(const std::byte* p) noexcept {
-  std::uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-/// The scales and mins of a Q4_K / Q5_K super-block as four little-endian words of four bytes:
-/// scales 0-3, scales 4-7, mins 0-3, mins 4-7 (the word-parallel unpacking of note §1.2).
-struct k4_scale_words {
-  std::uint32_t scales_low, scales_high, mins_low, mins_high;
-};
-inline k4_scale_words unpack_scale_words_k4(const std::uint8_t* bytes) noexcept {
-  std::uint32_t w[3];
-  std::memcpy(w, bytes, 12);
-  return {w[0] & 0x3f3f3f3fu, (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4), w[1] & 0x3f3f3f3fu,
-          ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4)};
-}
-
-/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block from its 12 scale bytes.
-inline void unpack_scales_k4(const std::uint8_t* bytes, std::uint8_t* scales, std::uint8_t* mins) noexcept {
-  const k4_scale_words w = unpack_scale_words_k4(bytes);
-  std::memcpy(scales, &w.scales_low, 4);
-  std::memcpy(scales + 4, &w.scales_high, 4);
-  std::memcpy(mins, &w.mins_low, 4);
-  std::memcpy(mins + 4, &w.mins_high, 4);
 }
 
 }  // namespace pith::quant

@@ -25,15 +25,15 @@
 // (Q8_0, Q4_0 − 8, Q5_0 − 16, IQ4 table values) go through the sign trick of §3.5, or, with VNNI
 // and several activation rows, vpdpbusd of the biased activations less 128 Σ w (once per block).
 // Every integer sum is exact: |activation| <= 127, and vpmaddubsw's int16 pair sums stay below
-// 2 · 128 · 127 (Q8_0 magnitudes) or 2 · 63 · 127 (K-quant codes). vec_dot_reference<T> is the scalar reference for every type; the
-// x86 kernels (AVX2 maddubs/madd, or vpdpbusd with AVX512-VNNI for the avx512 set) cover all
-// twelve weight types; NEON (SDOT with the dot-product extension, widening multiplies without)
-// covers Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; every other (type, ISA) pair runs the reference. Results differ from the
-// reference only by float accumulation order (the integer sums are exact).
+// 2 · 128 · 127 (Q8_0 magnitudes) or 2 · 63 · 127 (K-quant codes). vec_dot_reference<T> is the
+// scalar reference for every type; the x86 kernels (simd/quant_dot_x86.hpp: AVX2 maddubs/madd, or
+// vpdpbusd with AVX512-VNNI for the avx512 set) cover all twelve weight types; the NEON kernels
+// (simd/quant_dot_neon.hpp: SDOT with the dot-product extension, widening multiplies without) cover
+// Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; every other (type, ISA) pair runs the reference. Results differ from
+// the reference only by float accumulation order (the integer sums are exact).
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -245,7 +245,6 @@ inline void quantize_activation_row(dtype act, const float* x, std::size_t cols,
     }
   }
 }
-
 
 /// The scalar reference: W row (cols elements of T at `w`, any alignment) · the activation row
 /// quantized to activation_type(T), by the formulas of note §3.4 with integer inner sums.
